@@ -1,0 +1,151 @@
+/**
+ * WebGPU adapter and device acquisition through Dawn (the `webgpu` package).
+ *
+ * - Requests the adapter's real storage-binding and buffer limits (the defaults cap a binding at
+ *   128 MiB), and the optional features `subgroups`, `timestamp-query` and `shader-f16` where the
+ *   adapter has them; every kernel has a path that works without each.
+ * - Keeps the object returned by `create()` referenced for the life of the process: Dawn can
+ *   crash when it is collected.
+ * - Reports a lost device (every later readback rejects with the reason) instead of hanging,
+ *   and surfaces uncaptured validation errors at the next readback.
+ */
+import { create, globals } from 'webgpu';
+import { VimError } from '../errors.js';
+
+export interface GpuFeatures {
+  subgroups: boolean;
+  timestamps: boolean;
+  f16: boolean;
+}
+
+export interface GpuInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** A CPU implementation (lavapipe/llvmpipe, SwiftShader, WARP): exact but slow. */
+  isCpu: boolean;
+}
+
+export interface Gpu {
+  adapter: GPUAdapter;
+  device: GPUDevice;
+  queue: GPUQueue;
+  info: GpuInfo;
+  features: GpuFeatures;
+  limits: GPUSupportedLimits;
+  /** Set once the device is lost; every readback then rejects with this reason. */
+  lostReason: string | null;
+  /** The first uncaptured GPU error since the last check (validation or out of memory). */
+  takeError(): string | null;
+  destroy(): void;
+}
+
+let dawn: GPU | null = null; // referenced for the life of the process (see above)
+const live = new Set<Gpu>();
+
+function instance(): GPU {
+  if (!dawn) {
+    Object.assign(globalThis, globals); // GPUBufferUsage, GPUMapMode, … as in a browser
+    const toggles = process.env.VIM_DAWN_TOGGLES; // e.g. "vulkan_enable_f16_on_nvidia"
+    dawn = create(toggles ? [`enable-dawn-features=${toggles}`] : []);
+    (globalThis as Record<string, unknown>).__vimDawnInstance = dawn;
+  }
+  return dawn;
+}
+
+export const NO_ADAPTER_MESSAGE =
+  'no WebGPU adapter found. On a machine without a GPU, install Mesa\'s Vulkan driver (lavapipe): ' +
+  'run scripts/setup.sh (Debian 12 needs mesa-vulkan-drivers from bookworm-backports; the Debian 12 ' +
+  'default, Mesa 22, is refused by Dawn). On a GPU machine, check that its Vulkan driver is installed ' +
+  '(vulkaninfo --summary).';
+
+export interface AcquireOptions {
+  powerPreference?: GPUPowerPreference;
+  /** Turn off optional features, e.g. to test the paths that work without them. */
+  disable?: Partial<Record<keyof GpuFeatures, boolean>>;
+}
+
+export async function acquireGpu(opts: AcquireOptions = {}): Promise<Gpu> {
+  const adapter = await instance().requestAdapter({ powerPreference: opts.powerPreference ?? 'high-performance' });
+  if (!adapter) throw new VimError(NO_ADAPTER_MESSAGE);
+  const has = (f: string) => adapter.features.has(f as GPUFeatureName);
+  const features: GpuFeatures = {
+    subgroups: has('subgroups') && !opts.disable?.subgroups,
+    timestamps: has('timestamp-query') && !opts.disable?.timestamps,
+    f16: has('shader-f16') && !opts.disable?.f16,
+  };
+  const requiredFeatures: GPUFeatureName[] = [];
+  if (features.subgroups) requiredFeatures.push('subgroups' as GPUFeatureName);
+  if (features.timestamps) requiredFeatures.push('timestamp-query');
+  if (features.f16) requiredFeatures.push('shader-f16');
+  const a = adapter.limits;
+  const requiredLimits: Record<string, number> = {
+    maxStorageBufferBindingSize: a.maxStorageBufferBindingSize,
+    maxBufferSize: a.maxBufferSize,
+    maxStorageBuffersPerShaderStage: a.maxStorageBuffersPerShaderStage,
+    maxComputeWorkgroupStorageSize: a.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: a.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: a.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupSizeY: a.maxComputeWorkgroupSizeY,
+    maxComputeWorkgroupsPerDimension: a.maxComputeWorkgroupsPerDimension,
+  };
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'vim-webgpu' });
+  } catch (e) {
+    throw new VimError(`the WebGPU adapter refused to create a device: ${(e as Error).message}`);
+  }
+  const ai = adapter.info;
+  const text = `${ai.vendor} ${ai.architecture} ${ai.device} ${ai.description}`.toLowerCase();
+  const info: GpuInfo = {
+    vendor: ai.vendor ?? '',
+    architecture: ai.architecture ?? '',
+    device: ai.device ?? '',
+    description: ai.description ?? '',
+    isCpu: Boolean((ai as { isFallbackAdapter?: boolean }).isFallbackAdapter) ||
+      /llvmpipe|lavapipe|swiftshader|software|warp/.test(text),
+  };
+  const errors: string[] = [];
+  const gpu: Gpu = {
+    adapter,
+    device,
+    queue: device.queue,
+    info,
+    features,
+    limits: device.limits,
+    lostReason: null,
+    takeError() {
+      return errors.length ? errors.splice(0).join('\n') : null;
+    },
+    destroy() {
+      live.delete(gpu);
+      device.destroy();
+    },
+  };
+  device.addEventListener('uncapturederror', (ev) => {
+    const e = (ev as GPUUncapturedErrorEvent).error;
+    if (errors.length < 8) errors.push(e.message);
+  });
+  void device.lost.then((l) => {
+    if (l.reason !== 'destroyed') gpu.lostReason = `the GPU device was lost (${l.reason}): ${l.message}`;
+    else gpu.lostReason = 'the GPU device was destroyed';
+  });
+  live.add(gpu);
+  return gpu;
+}
+
+/** A one-line description of the adapter for logs. */
+export function describeGpu(gpu: Gpu): string {
+  const i = gpu.info;
+  const name = [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' ').replace(/\s+/g, ' ');
+  const f = Object.entries(gpu.features).filter(([, v]) => v).map(([k]) => k);
+  return `${name}${i.isCpu ? ' (CPU)' : ''}${f.length ? ` [${f.join(', ')}]` : ''}`;
+}
+
+/** Throws a VimError if the device was lost or an uncaptured GPU error happened. */
+export function checkGpu(gpu: Gpu, during: string): void {
+  if (gpu.lostReason) throw new VimError(`${during}: ${gpu.lostReason}`);
+  const err = gpu.takeError();
+  if (err) throw new Error(`${during}: GPU error: ${err}`);
+}
