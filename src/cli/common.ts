@@ -1,0 +1,136 @@
+/**
+ * What every command shares: option parsing with errors that name the option, help text, and the
+ * top-level handler that prints a VimError as one line (no stack trace) and exits non-zero.
+ */
+import { parseArgs } from 'node:util';
+import { VimError } from '../errors.js';
+
+export interface OptionSpec {
+  type: 'string' | 'boolean';
+  short?: string;
+  default?: string | boolean;
+  multiple?: boolean;
+  /** One line for --help, e.g. "training epochs". */
+  help: string;
+  /** Shown in help as the value's name, e.g. "N" or "FILE". */
+  arg?: string;
+}
+
+export interface CommandSpec {
+  name: string;
+  summary: string;
+  usage: string;
+  options: Record<string, OptionSpec>;
+  allowPositionals?: boolean;
+  epilog?: string;
+}
+
+export interface Parsed {
+  values: Record<string, string | boolean | string[] | undefined>;
+  positionals: string[];
+}
+
+export function helpText(spec: CommandSpec): string {
+  const rows = Object.entries(spec.options).map(([k, o]) => {
+    const flag = `${o.short ? `-${o.short}, ` : '    '}--${k}${o.type === 'string' ? ` ${o.arg ?? 'VALUE'}` : ''}`;
+    const def = o.default !== undefined && o.default !== false ? ` (default: ${String(o.default)})` : '';
+    return [flag, `${o.help}${def}`];
+  });
+  rows.push(['-h, --help', 'show this help']);
+  const w = Math.max(...rows.map((r) => r[0].length)) + 2;
+  return [
+    `${spec.name}: ${spec.summary}`,
+    '',
+    `usage: ${spec.usage}`,
+    '',
+    'options:',
+    ...rows.map(([a, b]) => `  ${a.padEnd(w)}${b}`),
+    ...(spec.epilog ? ['', spec.epilog] : []),
+  ].join('\n');
+}
+
+/** Parse argv; unknown options and missing values become VimErrors that name the option. */
+export function parseCommand(spec: CommandSpec, argv: string[]): Parsed | 'help' {
+  if (argv.includes('--help') || argv.includes('-h')) return 'help';
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
+  for (const [k, o] of Object.entries(spec.options)) options[k] = { type: o.type, short: o.short, multiple: o.multiple };
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv, options, allowPositionals: spec.allowPositionals ?? false, strict: true,
+    });
+    const out: Parsed['values'] = {};
+    for (const [k, o] of Object.entries(spec.options)) out[k] = (values as Parsed['values'])[k] ?? o.default;
+    return { values: out, positionals };
+  } catch (e) {
+    throw new VimError(`${(e as Error).message.replace(/\. To specify.*$/s, '')}; see ${spec.name} --help`);
+  }
+}
+
+export function stringOpt(p: Parsed, key: string): string | undefined {
+  const v = p.values[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function boolOpt(p: Parsed, key: string): boolean {
+  return p.values[key] === true;
+}
+
+/** A number option checked against a range: errors name the option and the accepted values. */
+export function numberOpt(
+  p: Parsed, key: string, opts: { integer?: boolean; min?: number; max?: number; exclusiveMin?: boolean } = {},
+): number | undefined {
+  const raw = stringOpt(p, key);
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  const kind = opts.integer ? 'integer' : 'number';
+  const bad = !Number.isFinite(v) || (opts.integer && !Number.isInteger(v)) ||
+    (opts.min !== undefined && (opts.exclusiveMin ? v <= opts.min : v < opts.min)) ||
+    (opts.max !== undefined && v > opts.max);
+  if (bad) {
+    const range = [
+      opts.min !== undefined ? `${opts.exclusiveMin ? '>' : '≥'} ${opts.min}` : '',
+      opts.max !== undefined ? `≤ ${opts.max}` : '',
+    ].filter(Boolean).join(' and ');
+    throw new VimError(`--${key}: expected ${range ? `a ${kind} ${range}` : `a ${kind}`} but received ${JSON.stringify(raw)}`);
+  }
+  return v;
+}
+
+/**
+ * Run a command's main function: VimErrors (and a few plain system errors a user causes) print
+ * as one line on stderr with exit code 1; anything else is a bug and keeps its stack.
+ */
+export function runCli(spec: CommandSpec, main: (p: Parsed) => Promise<void>): void {
+  const argv = process.argv.slice(2);
+  let parsed: Parsed | 'help';
+  try {
+    parsed = parseCommand(spec, argv);
+  } catch (e) {
+    fail(spec.name, e);
+    return;
+  }
+  if (parsed === 'help') {
+    console.log(helpText(spec));
+    return;
+  }
+  main(parsed).then(
+    () => {
+      process.exitCode = process.exitCode ?? 0;
+    },
+    (e) => fail(spec.name, e),
+  );
+}
+
+function fail(name: string, e: unknown): void {
+  if (e instanceof VimError) {
+    console.error(`${name}: error: ${e.message}`);
+    process.exit(1);
+  }
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR' || code === 'ENOTDIR') {
+    console.error(`${name}: error: ${(e as Error).message}`);
+    process.exit(1);
+  }
+  console.error(e);
+  process.exit(2);
+}
