@@ -1,0 +1,55 @@
+// The combine of the two Mamba directions before out_proj (bimamba v2, with the division by 2).
+//
+//   combine_forward:  out[b,t,e] = (y_f[b,t,e] + y_b[b,L−1−t,e]) / 2               (B, L, E)
+//   combine_backward: dy_f[b,t,e] (= or +=) dout[b,t,e] / 2;
+//                     dy_b[b,L−1−t,e] (= or +=) dout[b,t,e] / 2
+// y_b / dy_b are in the backward direction's order (its position t is token L−1−t).
+//
+// Geometry: one invocation per (b, t, e), workgroups of 256, flat index
+// gid.x + gid.y · num_workgroups.x · 256 (e fastest: coalesced, the reversal moves whole rows).
+
+override B: u32;
+override L: u32;
+override E: u32;
+override ACCUMULATE: bool = false;
+
+const WG = 256u;
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>; // (B, L, E)
+@group(0) @binding(1) var<storage, read> y_f: array<f32>;       // (B, L, E)
+@group(0) @binding(2) var<storage, read> y_b: array<f32>;       // (B, L, E) direction order
+
+// The element of the reversed sequence matching flat index idx = (b·L + t)·E + e.
+fn reversed_index(idx: u32) -> u32 {
+  let bt = idx / E;
+  let e = idx - bt * E;
+  let b = bt / L;
+  let t = bt - b * L;
+  return (b * L + (L - 1u - t)) * E + e;
+}
+
+@compute @workgroup_size(256)
+fn combine_forward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= B * L * E) { return; }
+  out[idx] = (y_f[idx] + y_b[reversed_index(idx)]) * 0.5;
+}
+
+@group(0) @binding(0) var<storage, read_write> dy_f: array<f32>; // (B, L, E)
+@group(0) @binding(1) var<storage, read_write> dy_b: array<f32>; // (B, L, E) direction order
+@group(0) @binding(2) var<storage, read> dout: array<f32>;       // (B, L, E)
+
+@compute @workgroup_size(256)
+fn combine_backward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= B * L * E) { return; }
+  let g = dout[idx] * 0.5;
+  let r = reversed_index(idx);
+  if (ACCUMULATE) {
+    dy_f[idx] += g;
+    dy_b[r] += g;
+  } else {
+    dy_f[idx] = g;
+    dy_b[r] = g;
+  }
+}

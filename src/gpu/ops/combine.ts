@@ -1,0 +1,53 @@
+/**
+ * The combine of the two Mamba directions (kernels/combine.wgsl):
+ *
+ *   combineForward:  out[b,t] = (y_f[b,t] + y_b[b,L−1−t]) / 2          (B, L, E)
+ *   combineBackward: dy_f[b,t] = dout[b,t] / 2, dy_b[b,L−1−t] = dout[b,t] / 2 (= or +=)
+ *
+ * y_b and dy_b are in the backward direction's (reversed) token order.
+ */
+import type { Gpu } from '../device.js';
+import { makeDispatch, type Dispatch } from '../kernels.js';
+import type { GpuTensor } from '../tensor.js';
+import { checkPositive, grid1d, need } from './reduce.js';
+
+export interface CombineForwardArgs {
+  out: GpuTensor; // (B, L, E)
+  yF: GpuTensor; // (B, L, E)
+  yB: GpuTensor; // (B, L, E) direction order
+  B: number;
+  L: number;
+  E: number;
+}
+
+/** out = (y_f + reverse(y_b)) / 2, one dispatch. */
+export function combineForward(gpu: Gpu, a: CombineForwardArgs): Dispatch {
+  const { B, L, E } = a;
+  checkPositive('combineForward', { B, L, E });
+  const n = B * L * E;
+  for (const [k, t] of [['out', a.out], ['yF', a.yF], ['yB', a.yB]] as const) need('combineForward', k, t, n);
+  return makeDispatch(gpu, 'combine', 'combine_forward', { B, L, E }, [a.out, a.yF, a.yB], grid1d(gpu, n),
+    { bytes: 12 * n, flops: 2 * n });
+}
+
+export interface CombineBackwardArgs {
+  dyF: GpuTensor; // (B, L, E)
+  dyB: GpuTensor; // (B, L, E) direction order
+  dout: GpuTensor; // (B, L, E)
+  B: number;
+  L: number;
+  E: number;
+  /** dy_f, dy_b += instead of =. */
+  accumulate?: boolean;
+}
+
+/** dy_f = dout / 2, dy_b = reverse(dout) / 2 (= or +=), one dispatch. */
+export function combineBackward(gpu: Gpu, a: CombineBackwardArgs): Dispatch {
+  const { B, L, E } = a;
+  checkPositive('combineBackward', { B, L, E });
+  const n = B * L * E;
+  for (const [k, t] of [['dyF', a.dyF], ['dyB', a.dyB], ['dout', a.dout]] as const) need('combineBackward', k, t, n);
+  const acc = a.accumulate ? 1 : 0;
+  return makeDispatch(gpu, 'combine', 'combine_backward', { B, L, E, ACCUMULATE: acc }, [a.dyF, a.dyB, a.dout],
+    grid1d(gpu, n), { bytes: 4 * n * (3 + 2 * acc), flops: n });
+}

@@ -1,0 +1,132 @@
+/**
+ * The residual add fused with RMSNorm (kernels/rmsnorm.wgsl).
+ *
+ *   residualRmsnormForward:  r_out, out (rows, D), rstd (rows) ← r_in|null, h (BL, D), weight (D)
+ *   residualRmsnormBackward: dr (BL, D), dweight (D) ← dout (rows, D), dr_next|null (BL, D),
+ *                            r (rows, D), rstd (rows), weight (D)
+ *
+ * By default rows = BL and every tensor is (BL, D). With `select` the op runs on rows
+ * offset + k·stride (k < count) of the (BL, D) tensors r_in, h, dr_next and dr, while r_out, out,
+ * rstd, dout and r are compact (count, D): the final norm at the class tokens is
+ * select = {count: B, stride: L, offset: clsPos}, giving out (B, D) for the head. Its backward
+ * writes dr only at those rows; the other rows of dr keep what they held.
+ */
+import type { Gpu } from '../device.js';
+import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
+import type { GpuTensor } from '../tensor.js';
+import { checkPositive, colSumForward, need, workgroupGrid } from './reduce.js';
+
+/** Rows of a strided row selection: row offset + k·stride of a (BL, D) tensor, k < count. */
+export interface RowSelect {
+  count: number;
+  stride: number;
+  offset: number;
+}
+
+export interface ResidualRmsnormForwardArgs {
+  rOut: GpuTensor; // (rows, D) r_in + h, kept for backward and the next residual add
+  out: GpuTensor; // (rows, D)
+  rstd: GpuTensor; // (rows)
+  /** (BL, D); null for the first block, where the residual stream starts as h. */
+  rIn: GpuTensor | null;
+  h: GpuTensor; // (BL, D)
+  weight: GpuTensor; // (D)
+  BL: number;
+  D: number;
+  eps: number;
+  select?: RowSelect;
+}
+
+function rowsOf(where: string, BL: number, sel?: RowSelect): Required<RowSelect> {
+  const s = sel ?? { count: BL, stride: 1, offset: 0 };
+  checkPositive(where, { count: s.count, stride: s.stride });
+  if (!Number.isInteger(s.offset) || s.offset < 0 || s.offset + (s.count - 1) * s.stride >= BL) {
+    throw new Error(`${where}: row selection ${JSON.stringify(s)} reaches beyond ${BL} rows`);
+  }
+  return s;
+}
+
+/** r_out = r_in + h; rstd = 1/√(mean(r_out²) + eps); out = r_out · rstd · weight. One dispatch. */
+export function residualRmsnormForward(gpu: Gpu, a: ResidualRmsnormForwardArgs): Dispatch {
+  const { BL, D } = a;
+  checkPositive('residualRmsnormForward', { BL, D });
+  if (!(a.eps > 0)) throw new Error(`residualRmsnormForward: eps must be positive, got ${a.eps}`);
+  const sel = rowsOf('residualRmsnormForward', BL, a.select);
+  const rows = sel.count;
+  const w = 'residualRmsnormForward';
+  need(w, 'rOut', a.rOut, rows * D);
+  need(w, 'out', a.out, rows * D);
+  need(w, 'rstd', a.rstd, rows);
+  need(w, 'h', a.h, BL * D);
+  need(w, 'weight', a.weight, D);
+  if (a.rIn) need(w, 'rIn', a.rIn, BL * D);
+  const n = rows * D;
+  return makeDispatch(gpu, 'rmsnorm', 'residual_rmsnorm_forward', {
+    D, ROWS: rows, ROW_STRIDE: sel.stride, ROW_OFFSET: sel.offset, EPS: a.eps, HAS_R_IN: a.rIn ? 1 : 0,
+  }, [a.rOut, a.out, a.rstd, a.h, a.weight, a.rIn ?? a.h], workgroupGrid(gpu, rows), {
+    bytes: 4 * (n * (a.rIn ? 4 : 3) + rows + D), flops: 5 * n,
+  });
+}
+
+/** Rows per workgroup of the backward pass: enough workgroups for a big GPU, few partials. */
+export function rmsnormBackwardRowsPerGroup(rows: number): number {
+  return ceilDiv(rows, Math.min(rows, 1024));
+}
+
+/** Scratch elements residualRmsnormBackward needs for its dweight partials (G, D). */
+export function rmsnormBackwardScratchElements(rows: number, D: number): number {
+  return ceilDiv(rows, rmsnormBackwardRowsPerGroup(rows)) * D;
+}
+
+export interface ResidualRmsnormBackwardArgs {
+  dr: GpuTensor; // (BL, D) must not alias drNext
+  dweight: GpuTensor; // (D)
+  dout: GpuTensor; // (rows, D)
+  /** (BL, D) the gradient reaching r from later blocks; null for the final norm. */
+  drNext: GpuTensor | null;
+  r: GpuTensor; // (rows, D) the forward's r_out
+  rstd: GpuTensor; // (rows)
+  weight: GpuTensor; // (D)
+  BL: number;
+  D: number;
+  /** (rmsnormBackwardScratchElements(rows, D)) dweight partials. */
+  scratch: GpuTensor;
+  select?: RowSelect;
+  /** dr += instead of dr =. */
+  accumulate?: boolean;
+  /** dweight += instead of dweight =. */
+  accumulateWeight?: boolean;
+}
+
+/**
+ * dr (= or +=) dr_next + ∂out/∂r · dout; dweight (= or +=) Σ_rows dout · r · rstd. Two dispatches:
+ * the rows (with per-workgroup dweight partials), then the column sum of the partials.
+ */
+export function residualRmsnormBackward(gpu: Gpu, a: ResidualRmsnormBackwardArgs): Dispatch[] {
+  const { BL, D } = a;
+  const w = 'residualRmsnormBackward';
+  checkPositive(w, { BL, D });
+  const sel = rowsOf(w, BL, a.select);
+  const rows = sel.count;
+  need(w, 'dr', a.dr, BL * D);
+  need(w, 'dweight', a.dweight, D);
+  need(w, 'dout', a.dout, rows * D);
+  need(w, 'r', a.r, rows * D);
+  need(w, 'rstd', a.rstd, rows);
+  need(w, 'weight', a.weight, D);
+  if (a.drNext) need(w, 'drNext', a.drNext, BL * D);
+  const rpg = rmsnormBackwardRowsPerGroup(rows);
+  const G = ceilDiv(rows, rpg);
+  need(w, 'scratch', a.scratch, G * D);
+  const n = rows * D;
+  const acc = a.accumulate ? 1 : 0;
+  return [
+    makeDispatch(gpu, 'rmsnorm', 'residual_rmsnorm_backward', {
+      D, ROWS: rows, ROW_STRIDE: sel.stride, ROW_OFFSET: sel.offset, HAS_DR_NEXT: a.drNext ? 1 : 0,
+      ROWS_PER_GROUP: rpg, ACCUMULATE: acc,
+    }, [a.dr, a.scratch, a.dout, a.r, a.rstd, a.weight, a.drNext ?? a.dout], workgroupGrid(gpu, G), {
+      bytes: 4 * (n * (3 + acc + (a.drNext ? 1 : 0)) + rows + D + G * D), flops: 9 * n,
+    }),
+    ...colSumForward(gpu, { out: a.dweight, inp: a.scratch, M: G, X: D, accumulate: a.accumulateWeight, singlePass: true, label: 'rmsnorm_dweight' }),
+  ];
+}

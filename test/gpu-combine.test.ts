@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { combine_backward, combine_forward } from '../src/reference/combine.js';
+import { combineBackward, combineForward } from '../src/gpu/ops/combine.js';
+import { Rng } from '../src/rng.js';
+import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
+
+const TOL = 1e-5;
+const [B, L, E] = [3, 7, 13];
+const n = B * L * E;
+
+describe('combine kernels', () => {
+  it('forward: (y_f + reversed y_b) / 2', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(1);
+    const yF = randArray(rng, n);
+    const yB = randArray(rng, n);
+    const out = zerosTensor(gpu, n, 'out');
+    await run(gpu, [combineForward(gpu, { out, yF: tensorFrom(gpu, yF), yB: tensorFrom(gpu, yB), B, L, E })]);
+    const want = new Float64Array(n);
+    combine_forward(want, yF, yB, B, L, E);
+    expect(relErr(await read(gpu, out), want)).toBeLessThan(TOL);
+  });
+
+  for (const accumulate of [false, true]) {
+    it(`backward${accumulate ? ' (accumulate)' : ''}`, async () => {
+      const gpu = await testGpu();
+      const rng = new Rng(accumulate ? 3 : 2);
+      const dout = randArray(rng, n);
+      const dyF = accumulate ? randArray(rng, n) : new Float64Array(n);
+      const dyB = accumulate ? randArray(rng, n) : new Float64Array(n);
+      const tF = tensorFrom(gpu, accumulate ? dyF : randArray(rng, n), 'dy_f');
+      const tB = tensorFrom(gpu, accumulate ? dyB : randArray(rng, n), 'dy_b');
+      await run(gpu, [combineBackward(gpu, { dyF: tF, dyB: tB, dout: tensorFrom(gpu, dout), B, L, E, accumulate })]);
+      combine_backward(dyF, dyB, dout, B, L, E);
+      expect(relErr(await read(gpu, tF), dyF)).toBeLessThan(TOL);
+      expect(relErr(await read(gpu, tB), dyB)).toBeLessThan(TOL);
+    });
+  }
+});
