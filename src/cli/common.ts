@@ -53,7 +53,9 @@ export function helpText(spec: CommandSpec): string {
 export function parseCommand(spec: CommandSpec, argv: string[]): Parsed | 'help' {
   if (argv.includes('--help') || argv.includes('-h')) return 'help';
   const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
-  for (const [k, o] of Object.entries(spec.options)) options[k] = { type: o.type, short: o.short, multiple: o.multiple };
+  for (const [k, o] of Object.entries(spec.options)) {
+    options[k] = { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) };
+  }
   try {
     const { values, positionals } = parseArgs({
       args: argv, options, allowPositionals: spec.allowPositionals ?? false, strict: true,

@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+/**
+ * export-vim: turn a checkpoint into one ONNX file that runs in any ONNX runtime.
+ *
+ * Reads the checkpoint (its config comes from its metadata; --model insists on one), writes the
+ * graph with the weights to --out atomically, then loads the file once in onnxruntime-node to
+ * show that it works and how fast it loads.
+ */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { VimError } from '../errors.js';
+import { loadConfig } from '../model/config.js';
+import { loadCheckpoint } from '../model/checkpoint.js';
+import { DEFAULT_OPSET, exportVimOnnx, MAX_OPSET, MIN_OPSET, type ExportResult } from '../onnx/export.js';
+import { OnnxVim } from '../onnx/runtime.js';
+import { boolOpt, helpText, numberOpt, parseCommand, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
+
+export const spec: CommandSpec = {
+  name: 'export-vim',
+  summary: 'export a Vim checkpoint to one ONNX file (input "pixel_values" float32 (batch, 3, H, W) RGB in 0…1, output "logits" (batch, classes))',
+  usage: 'export-vim --checkpoint FILE --out MODEL.onnx [--opset N] [--model NAME]',
+  options: {
+    checkpoint: { type: 'string', arg: 'FILE', help: 'the .safetensors checkpoint to export (required)' },
+    out: { type: 'string', arg: 'FILE', help: 'where to write the .onnx file (required; written atomically)' },
+    opset: { type: 'string', arg: 'N', default: String(DEFAULT_OPSET), help: `ONNX opset, ${MIN_OPSET}…${MAX_OPSET}; ${DEFAULT_OPSET} is what the Python onnx checker accepts` },
+    model: { type: 'string', arg: 'NAME', help: 'refuse the checkpoint unless it is for this config (a name in models/ or a .json path); also the config of a checkpoint that carries none' },
+    'no-check': { type: 'boolean', help: 'do not load the written file in onnxruntime to check it' },
+  },
+  epilog: 'The normalisation is inside the graph; the batch size is dynamic. The class names, the model config and the ' +
+    "checkpoint's metadata go into the file's metadata_props.",
+};
+
+function mb(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+/** Export as the parsed options say and print what was written. */
+export async function exportCommand(p: Parsed): Promise<ExportResult> {
+  const checkpoint = stringOpt(p, 'checkpoint');
+  const out = stringOpt(p, 'out');
+  if (checkpoint === undefined) throw new VimError('--checkpoint is required: the .safetensors file to export (see export-vim --help)');
+  if (out === undefined) throw new VimError('--out is required: where to write the .onnx file, e.g. --out vim-tiny.onnx');
+  const opset = numberOpt(p, 'opset', { integer: true, min: MIN_OPSET, max: MAX_OPSET }) ?? DEFAULT_OPSET;
+  const modelName = stringOpt(p, 'model');
+
+  const expected = modelName !== undefined ? loadConfig(modelName) : undefined;
+  const { cfg, params, meta } = loadCheckpoint(checkpoint, expected);
+  const result = exportVimOnnx(params, cfg, out, { opset, checkpointMeta: meta, source: checkpoint });
+  console.log(
+    `wrote ${result.path}: ${mb(result.bytes)}, ${result.paramCount.toLocaleString('en-US')} parameters ` +
+    `(${mb(4 * result.paramCount)} as float32), ${cfg.name}, opset ${result.opset}, ` +
+    `${result.nodeCount} nodes + a ${result.scanBodyNodeCount}-node scan body per block, in ${(result.ms / 1000).toFixed(2)} s`,
+  );
+  if (!boolOpt(p, 'no-check')) {
+    const model = await OnnxVim.load(result.path);
+    try {
+      const logits = await model.runPixels(new Float32Array(3 * cfg.imgSize * cfg.imgSize).fill(0.5), 1);
+      if (!logits.every(Number.isFinite)) {
+        throw new VimError(`${result.path} gives non-finite logits on a grey image: the checkpoint's weights hold NaN or Inf; export a healthy checkpoint`);
+      }
+      console.log(`onnxruntime-node loads it in ${model.sessionMs.toFixed(0)} ms; classes: ${model.classNames.join(', ')}`);
+    } finally {
+      await model.release();
+    }
+  }
+  return result;
+}
+
+/** The command on an argument list, for tests and callers in-process: 0 on success; VimErrors are thrown. */
+export async function main(argv: string[]): Promise<number> {
+  const p = parseCommand(spec, argv);
+  if (p === 'help') {
+    console.log(helpText(spec));
+    return 0;
+  }
+  await exportCommand(p);
+  return 0;
+}
+
+/** True when this file is the program node runs (also through an npm bin symlink). */
+function isEntry(): boolean {
+  const argv1 = process.argv[1];
+  if (argv1 === undefined) return false;
+  try {
+    return realpathSync(argv1) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntry()) {
+  runCli(spec, async (p) => {
+    await exportCommand(p);
+  });
+}
