@@ -1,0 +1,458 @@
+// The selective scan of one Mamba direction, with its softplus, D skip, SiLU(z) gate and the
+// direction's token reversal of z fused in (src/reference/selective-scan.ts holds the math).
+//
+//   Δ_t = softplus(Δraw_t + dt_bias)   A = −exp(A_log)   a_t = exp(Δ_t A)
+//   h_t = a_t ⊙ h_{t−1} + (Δ_t u_t) ⊗ B_t,  y_t = h_t · C_t + D ⊙ u_t,  out_t = y_t ⊙ SiLU(z_t)
+//
+// Tensors (f32, row-major; "direction order" = token t of this direction's sequence):
+//   u, delta_raw, out, dout, du, ddelta_raw  (B, L, E)   direction order
+//   xdbl, dxdbl (B, L, R+2N): B_t = columns R…R+N−1, C_t = columns R+N…R+2N−1 (direction order);
+//               columns 0…R−1 (the Δ low-rank input) are neither read nor written here
+//   xz, dxz (B, L, 2E): z = columns E…2E−1 in ORIGINAL token order: with REVERSE, step t uses
+//               row L−1−t; the x half of dxz is never touched
+//   dt_bias, Dskip, ddt_bias, dDskip (E);  A_log, dA_log (E, N)
+//   ckpt     (B, NSEG−1, NV, E) vec4   backward scratch: the state entering segments 1…NSEG−1
+//   part_bc  (B, NWG, L, 2N)           backward scratch: per-workgroup sums over channels of [dB_t | dC_t]
+//   part_par (B, N+2, E)               backward scratch: per-sample rows 0…N−1 dA_log (already ⊙ A),
+//                                      N dDskip, N+1 ddt_bias
+// The N states of a channel are held as NV = ceil(N/4) vec4 (states N…4NV−1 are padding whose
+// B_t and C_t are 0, so they stay 0).
+//
+// selective_scan_forward: grid (NWG = ceil(E / WG), B) of WG invocations; invocation = (b, e)
+//   holds its states in registers and walks the L tokens, loading the next token's u, Δraw, z
+//   while it computes the current one. The workgroup covers WG channels of ONE sample and stages
+//   that sample's B_t, C_t in workgroup memory, TC tokens at a time, so every channel reads them
+//   from there (as vec4 broadcasts). Nothing but out is stored.
+// selective_scan_backward: same grid; segments of S = TC tokens, NSEG = ceil(L / S).
+//   Pass 1 walks the tokens of segments 0…NSEG−2 forward, KB at a time, and writes the state
+//   entering each following segment to ckpt (the only state that leaves the chip).
+//   Pass 2 takes the segments last to first: it recomputes the segment's states from its
+//   checkpoint into workgroup memory (each invocation its own column [token][vec4][lane], so no
+//   barrier guards them), then walks the segment backward with the carry a_{t+1} ⊙ gh_{t+1} in
+//   registers, writing du, ddelta_raw and dz and accumulating gA, gD, gbias in registers. Per
+//   token the [gB_t | gC_t] contributions of the WG channels go to workgroup memory and 2N
+//   invocations add them up in channel order, one partial per workgroup into part_bc. At the end
+//   each invocation writes its gA ⊙ A, gD, gbias to part_par. Inputs are loaded KB tokens at a
+//   time, all loads issued before the first use. Three exps per state and token in all (pass 1,
+//   the recomputation, the walk). No atomics: results repeat bit for bit.
+//   Workgroup memory: S·NV·WG vec4 of states + WG·(2NV+1) of contributions + BCT·2NV of B, C.
+//   Short segments (S = 3) keep it small; on an H200 through Dawn it is what limits how many
+//   workgroups run at once, more than the checkpoint traffic that short segments add.
+// selective_scan_reduce_bc: ceil(B·L·2N / 256) workgroups of 256 (folded into y past the grid
+//   limit); dxdbl[b, t, R + c] (= or +=) Σ_w part_bc[b, w, t, c], w in order.
+// selective_scan_reduce_params: grid (ceil((N+2)·E / 64)), 64 outputs × 4 batch lanes; lane y sums
+//   samples y, y+4, … in order, then lane 0 adds the four lane sums in order, and the sum lands in
+//   dA_log, dDskip or ddt_bias (= or += by ACCUMULATE).
+
+override B: u32;              // batch (reduce kernels)
+override L: u32;              // tokens
+override E: u32;              // channels (inner width)
+override N: u32;              // states, at most 4·NVMAX
+override R: u32;              // Δ rank: B_t starts at column R of xdbl, whose rows hold R + 2N
+override WG: u32 = 64u;       // channels (invocations) per workgroup of the scan kernels
+override TC: u32;             // forward: tokens of B, C staged at once; backward: segment length S
+override NWG: u32 = 1u;       // workgroups per sample of the scan (reduce_bc)
+override REVERSE: bool = false;
+override ACC_DU: bool = false;      // du += instead of =
+override ACC_DDELTA: bool = false;  // ddelta_raw += instead of =
+override ACC_DZ: bool = false;      // dz += instead of = (both directions add into one dxz)
+override ACCUMULATE: bool = false;  // reduce kernels: dxdbl's B/C columns, or dA_log/dDskip/ddt_bias
+override NV: u32 = (N + 3u) / 4u;   // vec4 per state vector
+override KB: u32 = 1u;              // backward: tokens whose inputs are loaded together (≤ KBMAX)
+override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB))
+
+const NVMAX = 8u; // N ≤ 32
+const KBMAX = 8u; // largest KB
+
+// ---- forward bindings ----
+@group(0) @binding(0) var<storage, read_write> f_out: array<f32>;  // (B, L, E)
+@group(0) @binding(1) var<storage, read> f_u: array<f32>;          // (B, L, E)
+@group(0) @binding(2) var<storage, read> f_delta_raw: array<f32>;  // (B, L, E)
+@group(0) @binding(3) var<storage, read> f_dt_bias: array<f32>;    // (E)
+@group(0) @binding(4) var<storage, read> f_A_log: array<f32>;      // (E, N)
+@group(0) @binding(5) var<storage, read> f_xdbl: array<f32>;       // (B, L, R+2N)
+@group(0) @binding(6) var<storage, read> f_Dskip: array<f32>;      // (E)
+@group(0) @binding(7) var<storage, read> f_xz: array<f32>;         // (B, L, 2E)
+
+// ---- backward bindings ----
+@group(0) @binding(0) var<storage, read_write> g_du: array<f32>;            // (B, L, E)
+@group(0) @binding(1) var<storage, read_write> g_ddelta_raw: array<f32>;    // (B, L, E)
+@group(0) @binding(2) var<storage, read_write> g_dxz: array<f32>;           // (B, L, 2E), z half
+@group(0) @binding(3) var<storage, read_write> g_part_bc: array<f32>;       // (B, NWG, L, 2N)
+@group(0) @binding(4) var<storage, read_write> g_part_par: array<f32>;      // (B, N+2, E)
+@group(0) @binding(5) var<storage, read_write> g_ckpt: array<vec4<f32>>;    // (B, NSEG−1, NV, E)
+@group(0) @binding(6) var<storage, read> g_dout: array<f32>;                // (B, L, E)
+@group(0) @binding(7) var<storage, read> g_u: array<f32>;                   // (B, L, E)
+@group(0) @binding(8) var<storage, read> g_delta_raw: array<f32>;           // (B, L, E)
+@group(0) @binding(9) var<storage, read> g_dt_bias: array<f32>;             // (E)
+@group(0) @binding(10) var<storage, read> g_A_log: array<f32>;              // (E, N)
+@group(0) @binding(11) var<storage, read> g_xdbl: array<f32>;               // (B, L, R+2N)
+@group(0) @binding(12) var<storage, read> g_Dskip: array<f32>;              // (E)
+@group(0) @binding(13) var<storage, read> g_xz: array<f32>;                 // (B, L, 2E)
+
+// ---- reduce bindings ----
+@group(0) @binding(0) var<storage, read_write> r_dxdbl: array<f32>;    // (B, L, R+2N)
+@group(0) @binding(1) var<storage, read> r_part_bc: array<f32>;        // (B, NWG, L, 2N)
+@group(0) @binding(0) var<storage, read_write> r_dA_log: array<f32>;   // (E, N)
+@group(0) @binding(1) var<storage, read_write> r_dDskip: array<f32>;   // (E)
+@group(0) @binding(2) var<storage, read_write> r_ddt_bias: array<f32>; // (E)
+@group(0) @binding(3) var<storage, read> r_part_par: array<f32>;       // (B, N+2, E)
+
+// [token][B_t (NV vec4) | C_t (NV vec4)] of one sample, padding states 0
+var<workgroup> s_bc: array<vec4<f32>, BCT * 2u * NV>;
+// backward: the segment's states, [token][vec4 i][lane]
+var<workgroup> s_h: array<vec4<f32>, TC * NV * WG>;
+// backward: one token's contributions, [lane][gB (NV vec4) | gC (NV vec4) | pad]
+var<workgroup> s_red: array<vec4<f32>, WG * (2u * NV + 1u)>;
+// reduce_params: [lane][output]
+var<workgroup> s_lane: array<f32, 256>;
+
+fn sigmoid(x: f32) -> f32 {
+  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
+  let e = exp(x);
+  return e / (1.0 + e);
+}
+
+// log(1 + y) for y ≥ 0, accurate when y is tiny (log(w)·y/(w−1) cancels the rounding of w = 1 + y).
+fn log1p_pos(y: f32) -> f32 {
+  let w = 1.0 + y;
+  if (w == 1.0) { return y; }
+  return log(w) * (y / (w - 1.0));
+}
+
+// softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^−|x|), exact for every finite x.
+fn softplus(x: f32) -> f32 {
+  return max(x, 0.0) + log1p_pos(exp(-abs(x)));
+}
+
+// ============================================================================================
+// Forward
+// ============================================================================================
+
+@compute @workgroup_size(WG)
+fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.y;
+  let e = wid.x * WG + lid;
+  let live = e < E;
+  let ec = min(e, E - 1u); // a valid channel for the loads of idle invocations
+  let stride = R + 2u * N;
+  let per = 8u * NV; // staged floats per token
+
+  var A: array<vec4<f32>, NVMAX>; // A[e, :] = −exp(A_log[e, :]) (padding −1)
+  var h: array<vec4<f32>, NVMAX>; // the state h_t[e, :]
+  for (var i = 0u; i < NV; i++) {
+    var a = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+      let n = 4u * i + c;
+      if (n < N) { a[c] = f_A_log[ec * N + n]; }
+    }
+    A[i] = -exp(a);
+    h[i] = vec4<f32>(0.0);
+  }
+  let bias = f_dt_bias[ec];
+  let Dv = f_Dskip[ec];
+  let zcol = E + ec;
+
+  // the next token's inputs, loaded one token ahead
+  var nu = f_u[b * L * E + ec];
+  var nd = f_delta_raw[b * L * E + ec];
+  var nz = f_xz[(b * L + select(0u, L - 1u, REVERSE)) * 2u * E + zcol];
+
+  for (var t0 = 0u; t0 < L; t0 += TC) {
+    let tn = min(TC, L - t0);
+    workgroupBarrier(); // everyone is done with the previous chunk of s_bc
+    for (var k = lid; k < tn * per; k += WG) {
+      let tt = k / per;
+      let r = k - tt * per;
+      let part = r / (4u * NV); // 0: B_t, 1: C_t
+      let n = r - part * 4u * NV;
+      var v = 0.0;
+      if (n < N) { v = f_xdbl[(b * L + t0 + tt) * stride + R + part * N + n]; }
+      s_bc[(tt * 2u + part) * NV + n / 4u][n % 4u] = v;
+    }
+    workgroupBarrier();
+    for (var tt = 0u; tt < tn; tt++) {
+      let t = t0 + tt;
+      let uu = nu;
+      let draw = nd;
+      let z = nz;
+      if (t + 1u < L) {
+        let row = (b * L + t + 1u) * E + ec;
+        nu = f_u[row];
+        nd = f_delta_raw[row];
+        let tz = select(t + 1u, L - 2u - t, REVERSE);
+        nz = f_xz[(b * L + tz) * 2u * E + zcol];
+      }
+      let delta = softplus(draw + bias);
+      let du = delta * uu;
+      var y4 = vec4<f32>(0.0); // four independent partial sums of C_t · h_t
+      for (var i = 0u; i < NV; i++) {
+        h[i] = exp(delta * A[i]) * h[i] + du * s_bc[tt * 2u * NV + i];
+        y4 += s_bc[(tt * 2u + 1u) * NV + i] * h[i];
+      }
+      let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
+      if (live) { f_out[(b * L + t) * E + e] = y * z * sigmoid(z); }
+    }
+  }
+}
+
+// ============================================================================================
+// Backward
+// ============================================================================================
+
+// Stage tokens t0 … t0+tn−1 of sample b's [B_t | C_t] in s_bc (barriers on both sides).
+fn load_bc_backward(b: u32, t0: u32, tn: u32, lid: u32) {
+  let per = 8u * NV;
+  let count = tn * per;
+  workgroupBarrier();
+  for (var base = lid; base < count; base += 4u * WG) {
+    var v: array<f32, 4>;
+    for (var j = 0u; j < 4u; j++) {
+      let k = min(base + j * WG, count - 1u);
+      let tt = k / per;
+      let r = k - tt * per;
+      let part = r / (4u * NV);
+      let n = min(r - part * 4u * NV, N - 1u);
+      v[j] = g_xdbl[(b * L + t0 + tt) * (R + 2u * N) + R + part * N + n];
+    }
+    for (var j = 0u; j < 4u; j++) {
+      let k = base + j * WG;
+      if (k < count) {
+        let tt = k / per;
+        let r = k - tt * per;
+        let part = r / (4u * NV);
+        let n = r - part * 4u * NV;
+        s_bc[(tt * 2u + part) * NV + n / 4u][n % 4u] = select(0.0, v[j], n < N);
+      }
+    }
+  }
+  workgroupBarrier();
+}
+
+@compute @workgroup_size(WG)
+fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.y;
+  let e = wid.x * WG + lid;
+  let live = e < E;
+  let ec = min(e, E - 1u);
+  let Q = 2u * N;
+  let S = TC;
+  let nseg = (L + S - 1u) / S;
+  let redRow = 2u * NV + 1u; // s_red row stride in vec4: odd, so row writes do not conflict
+
+  var A: array<vec4<f32>, NVMAX>;     // A[e, :]
+  var h: array<vec4<f32>, NVMAX>;     // running state, then h_t in the walk
+  var hIn: array<vec4<f32>, NVMAX>;   // the state entering the current segment
+  var carry: array<vec4<f32>, NVMAX>; // a_{t+1} ⊙ gh_{t+1}: the part of gh_t from later tokens
+  var gA: array<vec4<f32>, NVMAX>;    // Σ_t gh_t ⊙ a_t ⊙ h_{t−1} ⊙ Δ_t
+  for (var i = 0u; i < NV; i++) {
+    var a = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+      let n = 4u * i + c;
+      if (n < N) { a[c] = g_A_log[ec * N + n]; }
+    }
+    A[i] = -exp(a);
+    h[i] = vec4<f32>(0.0);
+    carry[i] = vec4<f32>(0.0);
+    gA[i] = vec4<f32>(0.0);
+  }
+  let bias = g_dt_bias[ec];
+  let Dv = g_Dskip[ec];
+  var gD = 0.0;
+  var gbias = 0.0;
+
+  // Pass 1: the forward recurrence over the tokens of segments 0 … NSEG−2, KB tokens at a time,
+  // keeping the state entering each following segment.
+  let T1 = (nseg - 1u) * S;
+  for (var t0 = 0u; t0 < T1; t0 += KB) {
+    let tn = min(KB, T1 - t0);
+    load_bc_backward(b, t0, tn, lid);
+    var pu: array<f32, KBMAX>;
+    var pd: array<f32, KBMAX>;
+    for (var k = 0u; k < KB; k++) {
+      let row = (b * L + t0 + min(k, tn - 1u)) * E + ec;
+      pu[k] = g_u[row];
+      pd[k] = g_delta_raw[row];
+    }
+    for (var k = 0u; k < KB; k++) {
+      if (k < tn) {
+        let delta = softplus(pd[k] + bias);
+        let du = delta * pu[k];
+        for (var i = 0u; i < NV; i++) {
+          h[i] = exp(delta * A[i]) * h[i] + du * s_bc[k * 2u * NV + i];
+        }
+        let t = t0 + k;
+        if (live && (t + 1u) % S == 0u) {
+          let slot = (t + 1u) / S - 1u;
+          for (var i = 0u; i < NV; i++) { g_ckpt[((b * (nseg - 1u) + slot) * NV + i) * E + e] = h[i]; }
+        }
+      }
+    }
+  }
+
+  // Pass 2: segments last to first.
+  for (var kk = 0u; kk < nseg; kk++) {
+    let k = nseg - 1u - kk;
+    let t0 = k * S;
+    let tn = min(S, L - t0);
+    load_bc_backward(b, t0, tn, lid);
+    // Recompute the segment's states from its checkpoint into this invocation's column of s_h.
+    for (var i = 0u; i < NV; i++) {
+      if (k == 0u || !live) { hIn[i] = vec4<f32>(0.0); }
+      else { hIn[i] = g_ckpt[((b * (nseg - 1u) + k - 1u) * NV + i) * E + e]; }
+      h[i] = hIn[i];
+    }
+    for (var tb = 0u; tb < tn; tb += KB) {
+      var pu: array<f32, KBMAX>;
+      var pd: array<f32, KBMAX>;
+      for (var j = 0u; j < KB; j++) {
+        let row = (b * L + t0 + min(tb + j, tn - 1u)) * E + ec;
+        pu[j] = g_u[row];
+        pd[j] = g_delta_raw[row];
+      }
+      for (var j = 0u; j < KB; j++) {
+        let tt = tb + j;
+        if (tt < tn) {
+          let delta = softplus(pd[j] + bias);
+          let du = delta * pu[j];
+          for (var i = 0u; i < NV; i++) {
+            h[i] = exp(delta * A[i]) * h[i] + du * s_bc[tt * 2u * NV + i];
+            s_h[(tt * NV + i) * WG + lid] = h[i];
+          }
+        }
+      }
+    }
+    // Walk the segment backward, KB tokens at a time (their inputs loaded together); h holds h_t.
+    for (var jb = 0u; jb < tn; jb += KB) {
+      var pu: array<f32, KBMAX>;
+      var pd: array<f32, KBMAX>;
+      var pg: array<f32, KBMAX>;
+      var pz: array<f32, KBMAX>;
+      for (var j = 0u; j < KB; j++) {
+        let t = t0 + tn - 1u - min(jb + j, tn - 1u);
+        let row = (b * L + t) * E + ec;
+        pu[j] = g_u[row];
+        pd[j] = g_delta_raw[row];
+        pg[j] = g_dout[row];
+        pz[j] = g_xz[(b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec];
+      }
+      for (var j = 0u; j < KB; j++) {
+        if (jb + j >= tn) { break; } // uniform (tn is the workgroup's), so the barriers below are too
+        let tt = tn - 1u - (jb + j);
+        let t = t0 + tt;
+        let rowT = (b * L + t) * E + ec;
+        let ziT = (b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec;
+        let uu = pu[j];
+        let gout = pg[j];
+        let z = pz[j];
+        let pre = pd[j] + bias;
+        let delta = softplus(pre);
+        let du = delta * uu;
+        var y4 = vec4<f32>(0.0); // y_t, recomputed for the gate's gradient
+        for (var i = 0u; i < NV; i++) { y4 += s_bc[(tt * 2u + 1u) * NV + i] * h[i]; }
+        let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
+        let sz = sigmoid(z);
+        let gy = gout * z * sz;
+        let gz = gout * y * sz * (1.0 + z * (1.0 - sz));
+        gD += gy * uu;
+        var gu4 = vec4<f32>(0.0);     // Σ_n gh_t B_t, per lane of the vec4
+        var gdelta4 = vec4<f32>(0.0); // Σ_n gh_t (u_t B_t + A a_t h_{t−1})
+        for (var i = 0u; i < NV; i++) {
+          var hPrev = hIn[i];
+          if (tt > 0u) { hPrev = s_h[((tt - 1u) * NV + i) * WG + lid]; }
+          let a = exp(delta * A[i]);
+          let Bv = s_bc[tt * 2u * NV + i];
+          let gh = gy * s_bc[(tt * 2u + 1u) * NV + i] + carry[i];
+          s_red[lid * redRow + i] = gh * du;            // gB_t contribution
+          s_red[lid * redRow + NV + i] = gy * h[i];     // gC_t contribution
+          gu4 += gh * Bv;
+          let ahp = a * hPrev; // a_t ⊙ h_{t−1}
+          gdelta4 += gh * (uu * Bv + A[i] * ahp);
+          gA[i] += gh * ahp * delta;
+          carry[i] = a * gh;
+          h[i] = hPrev;
+        }
+        let gu = Dv * gy + delta * ((gu4.x + gu4.y) + (gu4.z + gu4.w));
+        let gdelta = (gdelta4.x + gdelta4.y) + (gdelta4.z + gdelta4.w);
+        let gdr = gdelta * sigmoid(pre);
+        gbias += gdr;
+        if (live) {
+          if (ACC_DU) { g_du[rowT] += gu; } else { g_du[rowT] = gu; }
+          if (ACC_DDELTA) { g_ddelta_raw[rowT] += gdr; } else { g_ddelta_raw[rowT] = gdr; }
+          if (ACC_DZ) { g_dxz[ziT] += gz; } else { g_dxz[ziT] = gz; }
+        } else {
+          for (var i = 0u; i < 2u * NV; i++) { s_red[lid * redRow + i] = vec4<f32>(0.0); }
+        }
+        workgroupBarrier();
+        // [gB_t | gC_t] column c summed over the WG channels, in channel order.
+        for (var c = lid; c < Q; c += WG) {
+          let part = c / N;
+          let n = c - part * N;
+          let col = part * NV + n / 4u;
+          let comp = n % 4u;
+          var s = 0.0;
+          for (var r = 0u; r < WG; r++) { s += s_red[r * redRow + col][comp]; }
+          g_part_bc[((b * NWG + wid.x) * L + t) * Q + c] = s;
+        }
+        workgroupBarrier();
+      }
+    }
+  }
+
+  if (live) {
+    for (var i = 0u; i < NV; i++) {
+      let v = gA[i] * A[i];
+      let o = (b * (N + 2u) + 4u * i) * E + e;
+      g_part_par[o] = v.x;
+      if (4u * i + 1u < N) { g_part_par[o + E] = v.y; }
+      if (4u * i + 2u < N) { g_part_par[o + 2u * E] = v.z; }
+      if (4u * i + 3u < N) { g_part_par[o + 3u * E] = v.w; }
+    }
+    g_part_par[(b * (N + 2u) + N) * E + e] = gD;
+    g_part_par[(b * (N + 2u) + N + 1u) * E + e] = gbias;
+  }
+}
+
+// ============================================================================================
+// Reductions of the partials
+// ============================================================================================
+
+@compute @workgroup_size(256)
+fn selective_scan_reduce_bc(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let Q = 2u * N;
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= B * L * Q) { return; }
+  let bt = i / Q;
+  let c = i - bt * Q;
+  let b = bt / L;
+  let t = bt - b * L;
+  var s = 0.0;
+  for (var w = 0u; w < NWG; w++) { s += r_part_bc[((b * NWG + w) * L + t) * Q + c]; }
+  let o = bt * (R + Q) + R + c;
+  if (ACCUMULATE) { r_dxdbl[o] += s; } else { r_dxdbl[o] = s; }
+}
+
+@compute @workgroup_size(64, 4)
+fn selective_scan_reduce_params(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let X = (N + 2u) * E;
+  let o = wid.x * 64u + lid.x; // output k·E + e of part_par's rows
+  var acc = 0.0;
+  if (o < X) {
+    for (var b = lid.y; b < B; b += 4u) { acc += r_part_par[b * X + o]; }
+  }
+  s_lane[lid.y * 64u + lid.x] = acc;
+  workgroupBarrier();
+  if (lid.y == 0u && o < X) {
+    let s = ((s_lane[lid.x] + s_lane[64u + lid.x]) + s_lane[128u + lid.x]) + s_lane[192u + lid.x];
+    let k = o / E;
+    let e = o - k * E;
+    if (k < N) {
+      let j = e * N + k;
+      if (ACCUMULATE) { r_dA_log[j] += s; } else { r_dA_log[j] = s; }
+    } else if (k == N) {
+      if (ACCUMULATE) { r_dDskip[e] += s; } else { r_dDskip[e] = s; }
+    } else {
+      if (ACCUMULATE) { r_ddt_bias[e] += s; } else { r_ddt_bias[e] = s; }
+    }
+  }
+}

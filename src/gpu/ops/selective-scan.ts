@@ -1,0 +1,336 @@
+/**
+ * The selective scan of one Mamba direction on the GPU (kernels/selective-scan.wgsl), with the
+ * softplus of Δ, the D skip, the SiLU(z) gate and the direction's reversal of z fused in.
+ *
+ *   selectiveScanForward:  out (B, L, E) ← u, delta_raw (B, L, E), dt_bias (E), A_log (E, N),
+ *                          xdbl (B, L, R+2N) [B_t, C_t columns], Dskip (E), xz (B, L, 2E) [z half]
+ *   selectiveScanBackward: du, ddelta_raw (B, L, E), the z half of dxz (B, L, 2E), the B/C columns
+ *                          of dxdbl (B, L, R+2N), dA_log (E, N), dDskip (E), ddt_bias (E) ← dout
+ *
+ * u, delta_raw, B_t, C_t, out, dout, du, ddelta_raw are in direction order; z and dz are in the
+ * original token order (with `reverse`, step t uses token L−1−t). The backward is three
+ * dispatches: the scan itself, which writes one partial of [dB | dC] per workgroup and one of
+ * (dA_log, dD, dbias) per sample into caller-owned scratch (sizes from `selectiveScanScratch`),
+ * then two small passes that add the partials in a fixed order (no float atomics).
+ */
+import type { Gpu } from '../device.js';
+import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
+import type { GpuTensor } from '../tensor.js';
+import { checkPositive, grid1d, need } from './reduce.js';
+
+/** Largest state size the kernels hold (NVMAX = 8 vec4 of states). */
+export const SCAN_MAX_N = 32;
+/** Channels per workgroup of the forward by default. */
+export const SCAN_FORWARD_WORKGROUP = 128;
+/** Channels per workgroup of the backward by default (fewer where workgroup memory is short). */
+export const SCAN_BACKWARD_WORKGROUP = 64;
+/**
+ * Tokens of B_t, C_t the forward stages at once by default: a small staging buffer keeps more
+ * workgroups resident (on an H200, 16 tokens ran 1.4× faster than all 65).
+ */
+export const SCAN_FORWARD_CHUNK = 16;
+
+export interface ScanShape {
+  B: number;
+  L: number;
+  E: number;
+  N: number;
+  /** Δ rank: B_t starts at column R of xdbl, whose rows hold R + 2N values. */
+  R: number;
+}
+
+export interface ScanTuning {
+  /** Channels (invocations) per workgroup (default: 128 forward; backward 64 or what fits). */
+  workgroupSize?: number;
+  /** Backward: tokens per recomputed segment (default: max(3, ⌈√L / 3⌉), less where memory is short). */
+  segment?: number;
+  /** Forward: tokens of B_t, C_t staged in workgroup memory at once (default 16). */
+  chunk?: number;
+  /**
+   * Backward: tokens whose inputs are loaded together, all loads in flight before the first use
+   * (1…8; default 8 on a GPU, 1 on a CPU adapter, where the unrolled loops only cost compile time).
+   */
+  tokenBlock?: number;
+}
+
+/** The backward's geometry: channels per workgroup, segment length, segments, workgroups per sample. */
+export interface ScanBackwardPlan {
+  workgroupSize: number;
+  segment: number;
+  segments: number;
+  workgroupsPerSample: number;
+  /** Bytes of workgroup memory one workgroup of the backward uses. */
+  workgroupBytes: number;
+}
+
+export interface ScanScratchSizes {
+  /**
+   * (B, NWG, L, 2N) per-workgroup partial sums over channels of [dB_t | dC_t], then from the next
+   * 256-byte boundary the checkpoints (B, NSEG−1, 4·⌈N/4⌉, E): the states entering segments 1…NSEG−1.
+   */
+  bcPartials: number;
+  /** (B, N+2, E): per-sample partials of dA_log, dDskip, ddt_bias. */
+  paramPartials: number;
+}
+
+function checkShape(where: string, s: ScanShape): void {
+  checkPositive(where, { B: s.B, L: s.L, E: s.E, N: s.N });
+  if (!Number.isInteger(s.R) || s.R < 0) throw new Error(`${where}: expected a non-negative integer for R but received ${s.R}`);
+  if (s.N > SCAN_MAX_N) throw new Error(`${where}: N = ${s.N} exceeds the largest supported state size ${SCAN_MAX_N}`);
+}
+
+function checkWorkgroup(where: string, gpu: Gpu, wg: number): void {
+  if (!Number.isInteger(wg) || wg < 1 || wg > gpu.limits.maxComputeInvocationsPerWorkgroup) {
+    throw new Error(`${where}: workgroupSize must be an integer in 1…${gpu.limits.maxComputeInvocationsPerWorkgroup}; received ${wg}`);
+  }
+}
+
+/** Most tokens whose inputs the backward loads together (KBMAX in the kernel). */
+const SCAN_TOKEN_BLOCK = 8;
+
+function backwardBytes(N: number, wg: number, S: number): number {
+  const NV = Math.ceil(N / 4);
+  return 16 * (Math.max(S, SCAN_TOKEN_BLOCK) * 2 * NV + S * NV * wg + wg * (2 * NV + 1));
+}
+
+/** Workgroup memory the backward's default plan stays within (what lavapipe and most GPUs offer). */
+export const SCAN_BACKWARD_WORKGROUP_BYTES = 32768;
+/** Byte alignment of the checkpoint region inside the bcPartials scratch (any adapter's offset alignment). */
+const REGION_ALIGN = 256;
+
+/**
+ * Tokens per backward segment by default: short (3 at L = 65). Each workgroup keeps its segment's
+ * states in workgroup memory, and on an H200 through Dawn that memory, not the checkpoint traffic,
+ * limits how many workgroups run at once: segments of 2–3 tokens ran 1.6× faster than ⌈√L⌉ = 9 tokens
+ * despite 2.6× the checkpoints. Longer sequences get longer segments so the checkpoints (one
+ * state per segment and channel) stay within about 3·√L per channel.
+ */
+function defaultSegment(L: number): number {
+  return Math.max(3, Math.ceil(Math.sqrt(L) / 3));
+}
+
+/**
+ * The backward's geometry, from the shape alone (so scratch can be sized before a device
+ * exists): 64 channels per workgroup and segments of defaultSegment(L) tokens, shortened until
+ * the workgroup's memory (16·(max(S, 8)·2NV + S·NV·WG + WG·(2NV + 1)) bytes, NV = ⌈N/4⌉) is within 32 KiB,
+ * then fewer channels. `tuning` pins either.
+ */
+export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {}): ScanBackwardPlan {
+  const where = 'selectiveScanBackward';
+  checkShape(where, s);
+  const wgs = tuning.workgroupSize !== undefined ? [tuning.workgroupSize] : [SCAN_BACKWARD_WORKGROUP, 32, 16, 8, 4, 2, 1];
+  const S0 = Math.min(s.L, tuning.segment ?? defaultSegment(s.L));
+  if (!Number.isInteger(S0) || S0 < 1) throw new Error(`${where}: segment must be a positive integer; received ${tuning.segment}`);
+  const Smin = tuning.segment !== undefined ? S0 : 1;
+  let best: ScanBackwardPlan | null = null;
+  for (const wg of wgs) {
+    if (!Number.isInteger(wg) || wg < 1) throw new Error(`${where}: workgroupSize must be a positive integer; received ${wg}`);
+    for (let S = S0; S >= Smin; S--) {
+      const bytes = backwardBytes(s.N, wg, S);
+      best = { workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: ceilDiv(s.E, wg), workgroupBytes: bytes };
+      if (bytes <= SCAN_BACKWARD_WORKGROUP_BYTES) return best;
+    }
+  }
+  return best as ScanBackwardPlan; // pinned by tuning beyond the default budget: the adapter decides
+}
+
+function checkpointElements(s: ScanShape, p: ScanBackwardPlan): number {
+  return s.B * (p.segments - 1) * 4 * Math.ceil(s.N / 4) * s.E;
+}
+
+/**
+ * Elements of the two scratch tensors selectiveScanBackward needs (reusable across layers and
+ * by other ops between its dispatches). bcPartials also holds the checkpoints, after the
+ * partials at a 256-byte boundary.
+ */
+export function selectiveScanScratch(s: ScanShape, tuning: ScanTuning = {}): ScanScratchSizes {
+  const p = selectiveScanBackwardPlan(s, tuning);
+  const partials = s.B * p.workgroupsPerSample * s.L * 2 * s.N;
+  const ck = checkpointElements(s, p);
+  return {
+    bcPartials: Math.ceil((4 * partials) / REGION_ALIGN) * (REGION_ALIGN / 4) + Math.max(4, ck),
+    paramPartials: s.B * (s.N + 2) * s.E,
+  };
+}
+
+function scanGrid(gpu: Gpu, where: string, B: number, nwg: number): [number, number] {
+  if (B > gpu.limits.maxComputeWorkgroupsPerDimension) {
+    throw new Error(`${where}: batch ${B} exceeds the adapter's ${gpu.limits.maxComputeWorkgroupsPerDimension} workgroups per dimension`);
+  }
+  return [nwg, B];
+}
+
+/** The tensors of the forward, shared by the backward. */
+export interface ScanInputs {
+  u: GpuTensor; // (B, L, E) conv1d + SiLU output, direction order
+  delta_raw: GpuTensor; // (B, L, E) dt_proj output without its bias, direction order
+  dt_bias: GpuTensor; // (E)
+  A_log: GpuTensor; // (E, N)
+  xdbl: GpuTensor; // (B, L, R+2N) x_proj output: B_t = columns R…R+N−1, C_t = R+N…R+2N−1
+  Dskip: GpuTensor; // (E)
+  xz: GpuTensor; // (B, L, 2E) in_proj output, z = columns E…2E−1, original token order
+}
+
+export interface ScanForwardArgs extends ScanInputs, ScanShape, ScanTuning {
+  out: GpuTensor; // (B, L, E) y ⊙ SiLU(z), direction order
+  /** The backward direction: step t gates with z[L−1−t]. */
+  reverse: boolean;
+}
+
+function needInputs(where: string, a: ScanInputs & ScanShape): void {
+  const { B, L, E, N, R } = a;
+  need(where, 'u', a.u, B * L * E);
+  need(where, 'delta_raw', a.delta_raw, B * L * E);
+  need(where, 'dt_bias', a.dt_bias, E);
+  need(where, 'A_log', a.A_log, E * N);
+  need(where, 'xdbl', a.xdbl, B * L * (R + 2 * N));
+  need(where, 'Dskip', a.Dskip, E);
+  need(where, 'xz', a.xz, B * L * 2 * E);
+}
+
+/**
+ * out (B, L, E) = (C_t · h_t + D ⊙ u_t) ⊙ SiLU(z_t) with h_t = exp(Δ_t A) ⊙ h_{t−1} + Δ_t u_t B_t,
+ * Δ = softplus(delta_raw + dt_bias), A = −exp(A_log). One dispatch of (ceil(E/WG), B) workgroups.
+ */
+export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
+  const where = 'selectiveScanForward';
+  checkShape(where, a);
+  const { B, L, E, N, R } = a;
+  needInputs(where, a);
+  need(where, 'out', a.out, B * L * E);
+  const wg = a.workgroupSize ?? SCAN_FORWARD_WORKGROUP;
+  checkWorkgroup(where, gpu, wg);
+  const perToken = 2 * 16 * Math.ceil(N / 4); // bytes of B_t, C_t staged per token
+  const fit = Math.max(1, Math.floor(gpu.limits.maxComputeWorkgroupStorageSize / perToken));
+  const chunk = Math.min(L, a.chunk ?? Math.min(SCAN_FORWARD_CHUNK, fit));
+  if (!Number.isInteger(chunk) || chunk < 1 || chunk > fit) {
+    throw new Error(`${where}: chunk must be an integer in 1…${fit} (tokens of B_t, C_t that fit workgroup memory); received ${a.chunk}`);
+  }
+  const n = B * L * E;
+  return makeDispatch(gpu, 'selective-scan', 'selective_scan_forward',
+    { L, E, N, R, WG: wg, TC: chunk, REVERSE: a.reverse ? 1 : 0 },
+    [a.out, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
+    scanGrid(gpu, where, B, ceilDiv(E, wg)),
+    {
+      // reads u, delta_raw, z, B_t, C_t and the parameters; writes out
+      bytes: 4 * (4 * n + 2 * B * L * N + E * (N + 2)),
+      // per state and token: exp, multiply, 2 FMA (h), FMA (y); per token the softplus and gate
+      flops: n * (6 * N + 30),
+    });
+}
+
+/** Which gradient outputs add into what they hold instead of overwriting it. */
+export interface ScanAccumulate {
+  du?: boolean;
+  ddelta_raw?: boolean;
+  /** The z half of dxz: both directions add into one dxz. */
+  dz?: boolean;
+  /** The B/C columns of dxdbl. */
+  dBC?: boolean;
+  /** dA_log, dDskip, ddt_bias. */
+  params?: boolean;
+}
+
+export interface ScanBackwardArgs extends ScanInputs, ScanShape, ScanTuning {
+  du: GpuTensor; // (B, L, E)
+  ddelta_raw: GpuTensor; // (B, L, E) gradient w.r.t. delta_raw (through the softplus)
+  dxz: GpuTensor; // (B, L, 2E): only the z half (columns E…2E−1, original order) is written
+  dxdbl: GpuTensor; // (B, L, R+2N): only the B/C columns R…R+2N−1 are written
+  dA_log: GpuTensor; // (E, N) summed over the batch
+  dDskip: GpuTensor; // (E)
+  ddt_bias: GpuTensor; // (E)
+  dout: GpuTensor; // (B, L, E) gradient of out, direction order
+  /** Scratch of selectiveScanScratch(...) elements each; never aliases another tensor here. */
+  scratch: { bcPartials: GpuTensor; paramPartials: GpuTensor };
+  reverse: boolean;
+  /** true: every output accumulates; or per output (default: all overwrite). */
+  accumulate?: boolean | ScanAccumulate;
+}
+
+/**
+ * The gradients of selectiveScanForward (see src/reference/selective-scan.ts for the closed
+ * forms): the scan (states recomputed from per-segment checkpoints; the forward stores none),
+ * then dB/dC partials over channels → dxdbl, then dA_log/dD/dbias partials over the batch.
+ */
+export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[] {
+  const where = 'selectiveScanBackward';
+  checkShape(where, a);
+  const { B, L, E, N, R } = a;
+  needInputs(where, a);
+  const n = B * L * E;
+  need(where, 'du', a.du, n);
+  need(where, 'ddelta_raw', a.ddelta_raw, n);
+  need(where, 'dxz', a.dxz, 2 * n);
+  need(where, 'dxdbl', a.dxdbl, B * L * (R + 2 * N));
+  need(where, 'dA_log', a.dA_log, E * N);
+  need(where, 'dDskip', a.dDskip, E);
+  need(where, 'ddt_bias', a.ddt_bias, E);
+  need(where, 'dout', a.dout, n);
+  const plan = selectiveScanBackwardPlan(a, a);
+  if (plan.workgroupBytes > gpu.limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(`${where}: ${plan.workgroupBytes} bytes of workgroup memory (workgroupSize ${plan.workgroupSize}, segment ` +
+      `${plan.segment}) exceed the adapter's ${gpu.limits.maxComputeWorkgroupStorageSize}; choose a smaller workgroupSize or segment`);
+  }
+  checkWorkgroup(where, gpu, plan.workgroupSize);
+  const sizes = selectiveScanScratch(a, a);
+  need(where, 'scratch.bcPartials', a.scratch.bcPartials, sizes.bcPartials);
+  need(where, 'scratch.paramPartials', a.scratch.paramPartials, sizes.paramPartials);
+  const stor = gpu.limits.maxStorageBuffersPerShaderStage;
+  if (stor < 14) throw new Error(`${where}: needs 14 storage buffers per shader stage; the adapter allows ${stor}`);
+  // the two regions of scratch.bcPartials: partials, then the checkpoints (16 unused bytes when there are none)
+  const sc = a.scratch.bcPartials;
+  const partialsElems = B * plan.workgroupsPerSample * L * 2 * N;
+  const ckElems = checkpointElements(a, plan);
+  const partialsView: GpuTensor = { ...sc, size: 4 * Math.max(1, partialsElems), label: `${sc.label} (scan partials)` };
+  const ckSize = 4 * Math.max(4, ckElems);
+  const maxBinding = gpu.limits.maxStorageBufferBindingSize;
+  if (ckSize > maxBinding) {
+    throw new Error(`${where}: the ${(ckSize / 2 ** 20).toFixed(1)} MiB of state checkpoints (${plan.segments - 1} per channel) exceed ` +
+      `the adapter's ${(maxBinding / 2 ** 20).toFixed(1)} MiB per storage binding; pass a longer segment or a smaller batch`);
+  }
+  const ckView: GpuTensor = { ...sc, offset: sc.offset + 4 * sizes.bcPartials - ckSize, size: ckSize, label: `${sc.label} (scan checkpoints)` };
+
+  const kb = a.tokenBlock ?? (gpu.info.isCpu ? 1 : SCAN_TOKEN_BLOCK);
+  if (!Number.isInteger(kb) || kb < 1 || kb > SCAN_TOKEN_BLOCK) {
+    throw new Error(`${where}: tokenBlock must be an integer in 1…${SCAN_TOKEN_BLOCK}; received ${a.tokenBlock}`);
+  }
+
+  const acc: ScanAccumulate = typeof a.accumulate === 'boolean'
+    ? { du: a.accumulate, ddelta_raw: a.accumulate, dz: a.accumulate, dBC: a.accumulate, params: a.accumulate }
+    : (a.accumulate ?? {});
+  const b01 = (v: boolean | undefined): number => (v ? 1 : 0);
+  const wg = plan.workgroupSize;
+  const nwg = plan.workgroupsPerSample;
+  const Q = 2 * N;
+  const accOuts = b01(acc.du) + b01(acc.ddelta_raw) + b01(acc.dz);
+
+  const scan = makeDispatch(gpu, 'selective-scan', 'selective_scan_backward',
+    {
+      L, E, N, R, WG: wg, TC: plan.segment, KB: kb, BCT: Math.max(plan.segment, kb), NWG: nwg, REVERSE: b01(a.reverse),
+      ACC_DU: b01(acc.du), ACC_DDELTA: b01(acc.ddelta_raw), ACC_DZ: b01(acc.dz),
+    },
+    [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, ckView,
+      a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
+    scanGrid(gpu, where, B, nwg),
+    {
+      label: 'selective_scan_backward',
+      // the op's memory floor, less the dB/dC and parameter outputs (counted by the reduces):
+      // reads u, delta_raw, z, dout, B_t, C_t, the parameters; writes du, ddelta_raw, dz (and
+      // reads them when accumulating). The checkpoints and partials this design adds are not
+      // counted, so GB/s against `bytes` measures the distance to the floor.
+      bytes: 4 * ((7 + accOuts) * n + 2 * B * L * N + E * (N + 2)),
+      // three forward steps (pass 1, recomputation, walk) and the backward step per state and token
+      flops: n * N * 30 + n * 60,
+    });
+  const nbc = B * L * Q;
+  const reduceBC = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_bc',
+    { B, L, N, R, NWG: nwg, ACCUMULATE: b01(acc.dBC) },
+    [a.dxdbl, partialsView], grid1d(gpu, nbc),
+    { bytes: 4 * nbc * (1 + b01(acc.dBC)), flops: partialsElems }); // floor: the dB, dC outputs
+  const X = (N + 2) * E;
+  const reduceParams = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_params',
+    { B, E, N, ACCUMULATE: b01(acc.params) },
+    [a.dA_log, a.dDskip, a.ddt_bias, a.scratch.paramPartials], [ceilDiv(X, 64)],
+    { bytes: 4 * X * (1 + b01(acc.params)), flops: sizes.paramPartials }); // floor: the parameter gradients
+  return [scan, reduceBC, reduceParams];
+}

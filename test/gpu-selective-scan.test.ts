@@ -1,0 +1,267 @@
+/**
+ * The selective scan kernels (kernels/selective-scan.wgsl) against the float64 reference, both
+ * directions, at sizes that fill workgroups partially (E = 13, 37, 40) with one and several
+ * workgroups per sample, partial backward segments, N = 5 and the model's N = 16 with L = 65,
+ * and the accumulate variants (dz of both directions adding into one dxz).
+ */
+import { describe, expect, it } from 'vitest';
+import { Rng } from '../src/rng.js';
+import type { Gpu } from '../src/gpu/device.js';
+import type { GpuTensor } from '../src/gpu/tensor.js';
+import {
+  selectiveScanBackward, selectiveScanForward, selectiveScanScratch, type ScanTuning,
+} from '../src/gpu/ops/selective-scan.js';
+import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
+import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
+
+const TOL = 1e-5;
+
+interface Case {
+  B: number; L: number; E: number; N: number; R: number;
+  u: Float64Array; // (B, L, E)
+  delta_raw: Float64Array; // (B, L, E)
+  dt_bias: Float64Array; // (E)
+  A_log: Float64Array; // (E, N)
+  Bm: Float64Array; // (B, L, N)
+  Cm: Float64Array; // (B, L, N)
+  Dskip: Float64Array; // (E)
+  xz: Float64Array; // (B, L, 2E)
+  xdbl: Float64Array; // (B, L, R+2N): random dt_low columns, then Bm, Cm
+}
+
+function makeCase(seed: number, B: number, L: number, E: number, N: number, R: number): Case {
+  const rng = new Rng(seed);
+  const u = randArray(rng, B * L * E, -1, 1);
+  // Δ = softplus(delta_raw + bias) spans about 0.02 … 3, so a = exp(ΔA) spans ~1 down to ~1e-20
+  const delta_raw = randArray(rng, B * L * E, -2, 2);
+  const dt_bias = randArray(rng, E, -2, 0);
+  const A_log = new Float64Array(E * N);
+  for (let e = 0; e < E; e++) {
+    for (let n = 0; n < N; n++) A_log[e * N + n] = Math.fround(Math.log(n + 1) + rng.range(-0.3, 0.3));
+  }
+  const Bm = randArray(rng, B * L * N, -1, 1);
+  const Cm = randArray(rng, B * L * N, -1, 1);
+  const Dskip = randArray(rng, E, 0.5, 1.5);
+  const xz = randArray(rng, B * L * 2 * E, -3, 3);
+  const xdbl = randArray(rng, B * L * (R + 2 * N), -1, 1);
+  for (let bt = 0; bt < B * L; bt++) {
+    for (let n = 0; n < N; n++) {
+      xdbl[bt * (R + 2 * N) + R + n] = Bm[bt * N + n];
+      xdbl[bt * (R + 2 * N) + R + N + n] = Cm[bt * N + n];
+    }
+  }
+  return { B, L, E, N, R, u, delta_raw, dt_bias, A_log, Bm, Cm, Dskip, xz, xdbl };
+}
+
+interface GpuInputs {
+  u: GpuTensor; delta_raw: GpuTensor; dt_bias: GpuTensor; A_log: GpuTensor; xdbl: GpuTensor; Dskip: GpuTensor; xz: GpuTensor;
+}
+
+function upload(gpu: Gpu, c: Case): GpuInputs {
+  return {
+    u: tensorFrom(gpu, c.u, 'u'),
+    delta_raw: tensorFrom(gpu, c.delta_raw, 'delta_raw'),
+    dt_bias: tensorFrom(gpu, c.dt_bias, 'dt_bias'),
+    A_log: tensorFrom(gpu, c.A_log, 'A_log'),
+    xdbl: tensorFrom(gpu, c.xdbl, 'xdbl'),
+    Dskip: tensorFrom(gpu, c.Dskip, 'Dskip'),
+    xz: tensorFrom(gpu, c.xz, 'xz'),
+  };
+}
+
+async function checkForward(c: Case, reverse: boolean, tuning: ScanTuning = {}): Promise<void> {
+  const gpu = await testGpu();
+  const { B, L, E, N, R } = c;
+  const inp = upload(gpu, c);
+  const out = zerosTensor(gpu, B * L * E, 'out');
+  await run(gpu, [selectiveScanForward(gpu, { ...inp, out, B, L, E, N, R, reverse, ...tuning })]);
+  const ref = new Float64Array(B * L * E);
+  selective_scan_forward(ref, c.u, c.delta_raw, c.dt_bias, c.A_log, c.Bm, c.Cm, c.Dskip, c.xz, B, L, E, N, reverse);
+  expect(relErr(await read(gpu, out), ref)).toBeLessThan(TOL);
+}
+
+/** Gradient buffers: the reference's float64 arrays and the GPU's tensors, both starting at `init`. */
+interface Grads {
+  du: Float64Array; ddelta_raw: Float64Array; ddt_bias: Float64Array; dA_log: Float64Array;
+  dBm: Float64Array; dCm: Float64Array; dDskip: Float64Array; dxz: Float64Array; dxdbl: Float64Array;
+}
+
+function gradArrays(rng: Rng | null, c: Case): Grads {
+  const { B, L, E, N, R } = c;
+  const mk = (n: number): Float64Array => (rng ? randArray(rng, n, -1, 1) : new Float64Array(n));
+  const g: Grads = {
+    du: mk(B * L * E), ddelta_raw: mk(B * L * E), ddt_bias: mk(E), dA_log: mk(E * N),
+    dBm: mk(B * L * N), dCm: mk(B * L * N), dDskip: mk(E), dxz: mk(B * L * 2 * E), dxdbl: mk(B * L * (R + 2 * N)),
+  };
+  // dxdbl's B/C columns hold what dBm/dCm hold
+  for (let bt = 0; bt < B * L; bt++) {
+    for (let n = 0; n < N; n++) {
+      g.dxdbl[bt * (R + 2 * N) + R + n] = g.dBm[bt * N + n];
+      g.dxdbl[bt * (R + 2 * N) + R + N + n] = g.dCm[bt * N + n];
+    }
+  }
+  return g;
+}
+
+interface GradTensors {
+  du: GpuTensor; ddelta_raw: GpuTensor; ddt_bias: GpuTensor; dA_log: GpuTensor; dDskip: GpuTensor; dxz: GpuTensor; dxdbl: GpuTensor;
+}
+
+function gradTensors(gpu: Gpu, g: Grads): GradTensors {
+  return {
+    du: tensorFrom(gpu, g.du, 'du'),
+    ddelta_raw: tensorFrom(gpu, g.ddelta_raw, 'ddelta_raw'),
+    ddt_bias: tensorFrom(gpu, g.ddt_bias, 'ddt_bias'),
+    dA_log: tensorFrom(gpu, g.dA_log, 'dA_log'),
+    dDskip: tensorFrom(gpu, g.dDskip, 'dDskip'),
+    dxz: tensorFrom(gpu, g.dxz, 'dxz'),
+    dxdbl: tensorFrom(gpu, g.dxdbl, 'dxdbl'),
+  };
+}
+
+function refBackward(g: Grads, dout: Float64Array, c: Case, reverse: boolean): void {
+  selective_scan_backward(g.du, g.ddelta_raw, g.ddt_bias, g.dA_log, g.dBm, g.dCm, g.dDskip, g.dxz,
+    dout, c.u, c.delta_raw, c.dt_bias, c.A_log, c.Bm, c.Cm, c.Dskip, c.xz, c.B, c.L, c.E, c.N, reverse);
+}
+
+/** Every gradient output against the reference; the untouched halves/columns bit for bit. */
+async function compareGrads(
+  gpu: Gpu, t: GradTensors, ref: Grads, before: Grads, c: Case, opts: { skip?: string[] } = {},
+): Promise<void> {
+  const { B, L, E, N, R } = c;
+  const errs: Record<string, number> = {};
+  errs.du = relErr(await read(gpu, t.du), ref.du);
+  errs.ddelta_raw = relErr(await read(gpu, t.ddelta_raw), ref.ddelta_raw);
+  errs.ddt_bias = relErr(await read(gpu, t.ddt_bias), ref.ddt_bias);
+  errs.dA_log = relErr(await read(gpu, t.dA_log), ref.dA_log);
+  errs.dDskip = relErr(await read(gpu, t.dDskip), ref.dDskip);
+  const dxz = await read(gpu, t.dxz);
+  const dz = [];
+  const dzRef = [];
+  for (let bt = 0; bt < B * L; bt++) {
+    for (let e = 0; e < E; e++) {
+      expect(dxz[bt * 2 * E + e]).toBe(before.dxz[bt * 2 * E + e]); // x half untouched
+      dz.push(dxz[bt * 2 * E + E + e]);
+      dzRef.push(ref.dxz[bt * 2 * E + E + e]);
+    }
+  }
+  if (!opts.skip?.includes('dz')) errs.dz = relErr(dz, dzRef);
+  const dxdbl = await read(gpu, t.dxdbl);
+  const dB = [];
+  const dC = [];
+  for (let bt = 0; bt < B * L; bt++) {
+    const row = bt * (R + 2 * N);
+    for (let r = 0; r < R; r++) expect(dxdbl[row + r]).toBe(before.dxdbl[row + r]); // dt_low columns untouched
+    for (let n = 0; n < N; n++) {
+      dB.push(dxdbl[row + R + n]);
+      dC.push(dxdbl[row + R + N + n]);
+    }
+  }
+  errs.dB = relErr(dB, ref.dBm);
+  errs.dC = relErr(dC, ref.dCm);
+  for (const [k, v] of Object.entries(errs)) expect(v, `${k} rel err ${v}`).toBeLessThan(TOL);
+}
+
+/** Scratch tensors for one backward plan. */
+function scratchFor(gpu: Gpu, c: Case, tuning: ScanTuning): { bcPartials: GpuTensor; paramPartials: GpuTensor } {
+  const sizes = selectiveScanScratch(c, tuning);
+  return {
+    bcPartials: zerosTensor(gpu, sizes.bcPartials, 'bcPartials'),
+    paramPartials: zerosTensor(gpu, sizes.paramPartials, 'paramPartials'),
+  };
+}
+
+/**
+ * One direction's backward. Overwriting runs start from random garbage on the GPU (to be
+ * overwritten) and zeros in the reference; accumulating ones from the same random values in both.
+ */
+async function checkBackward(c: Case, reverse: boolean, accumulate: boolean, tuning: ScanTuning = {}): Promise<void> {
+  const gpu = await testGpu();
+  const { B, L, E, N, R } = c;
+  const rng = new Rng(1000 + c.E + (reverse ? 1 : 0));
+  const dout = randArray(rng, B * L * E, -1, 1);
+  const init = gradArrays(rng, c);
+  const ref = gradArrays(null, c);
+  if (accumulate) {
+    for (const k of Object.keys(init) as (keyof Grads)[]) ref[k].set(init[k]);
+  } else {
+    for (let bt = 0; bt < B * L; bt++) {
+      for (let e = 0; e < E; e++) ref.dxz[bt * 2 * E + e] = init.dxz[bt * 2 * E + e]; // the x half stays
+    }
+  }
+  refBackward(ref, dout, c, reverse);
+  const t = gradTensors(gpu, init);
+  await run(gpu, selectiveScanBackward(gpu, {
+    ...upload(gpu, c), ...t, dout: tensorFrom(gpu, dout, 'dout'), scratch: scratchFor(gpu, c, tuning),
+    B, L, E, N, R, reverse, accumulate, ...tuning,
+  }));
+  await compareGrads(gpu, t, ref, init, c);
+}
+
+/**
+ * Both directions of one block, as the model runs them: the forward direction overwrites its
+ * gradients (the GPU buffers start as garbage), then the backward direction accumulates into
+ * its own (starting from random values) and into the SAME dxz, whose z half then holds the sum.
+ */
+async function checkBothDirections(seed: number, B: number, L: number, E: number, N: number, R: number, tuning: ScanTuning): Promise<void> {
+  const gpu = await testGpu();
+  const fwd = makeCase(seed, B, L, E, N, R);
+  const bwd = makeCase(seed + 1, B, L, E, N, R);
+  bwd.xz.set(fwd.xz); // one in_proj output feeds both directions
+  const rng = new Rng(seed + 2);
+  const doutF = randArray(rng, B * L * E, -1, 1);
+  const doutB = randArray(rng, B * L * E, -1, 1);
+  const garbage = gradArrays(rng, fwd);
+  const initB = gradArrays(rng, bwd);
+  initB.dxz = garbage.dxz; // shared
+  // reference: forward direction from zeros (x half of dxz untouched), backward direction adds
+  const refF = gradArrays(null, fwd);
+  for (let bt = 0; bt < B * L; bt++) {
+    for (let e = 0; e < E; e++) refF.dxz[bt * 2 * E + e] = garbage.dxz[bt * 2 * E + e];
+  }
+  const refB = gradArrays(null, bwd);
+  for (const k of Object.keys(initB) as (keyof Grads)[]) refB[k].set(initB[k]);
+  refB.dxz = refF.dxz;
+  refBackward(refF, doutF, fwd, false);
+  refBackward(refB, doutB, bwd, true);
+
+  const tF = gradTensors(gpu, garbage);
+  const tB = { ...gradTensors(gpu, initB), dxz: tF.dxz };
+  const inF = upload(gpu, fwd);
+  const inB = { ...upload(gpu, bwd), xz: inF.xz };
+  const scratch = scratchFor(gpu, fwd, tuning); // one scratch serves both, dispatches run in order
+  await run(gpu, [
+    ...selectiveScanBackward(gpu, { ...inF, ...tF, dout: tensorFrom(gpu, doutF), scratch, B, L, E, N, R, reverse: false, ...tuning }),
+    ...selectiveScanBackward(gpu, { ...inB, ...tB, dout: tensorFrom(gpu, doutB), scratch, B, L, E, N, R, reverse: true, accumulate: true, ...tuning }),
+  ]);
+  await compareGrads(gpu, tF, refF, garbage, fwd, { skip: ['dz'] }); // dz: checked as the sum below
+  await compareGrads(gpu, tB, refB, initB, bwd);
+}
+
+describe('selective scan forward', () => {
+  const small = makeCase(1, 3, 7, 13, 5, 3);
+  const wide = makeCase(2, 3, 7, 37, 5, 3);
+  const model = makeCase(3, 2, 65, 40, 16, 12);
+  for (const reverse of [false, true]) {
+    const dir = reverse ? 'reverse' : 'forward';
+    it(`B=3 L=7 E=13 N=5, one partial workgroup per sample (${dir})`, () => checkForward(small, reverse));
+    it(`B=3 L=7 E=37 N=5, three workgroups of 16, chunks of 3 tokens (${dir})`,
+      () => checkForward(wide, reverse, { workgroupSize: 16, chunk: 3 }));
+    it(`B=2 L=65 E=40 N=16, two workgroups of 32 (${dir})`, () => checkForward(model, reverse, { workgroupSize: 32 }));
+  }
+});
+
+describe('selective scan backward', () => {
+  const small = makeCase(4, 3, 7, 13, 5, 3);
+  it('B=3 L=7 E=13 N=5, one partial workgroup, segments 3+3+1, inputs loaded 2 tokens at a time (forward)',
+    () => checkBackward(small, false, false, { tokenBlock: 2 }));
+  it('B=3 L=7 E=13 N=5, one partial workgroup, segments 3+3+1 (reverse)', () => checkBackward(small, true, false));
+  it('B=3 L=7 E=37 N=5, three workgroups of 16: both directions, dz accumulating into one dxz',
+    () => checkBothDirections(5, 3, 7, 37, 5, 3, { workgroupSize: 16 }));
+  it('B=2 L=65 E=40 N=16 R=12, two workgroups of 32, 22 segments (reverse, accumulate)',
+    () => checkBackward(makeCase(8, 2, 65, 40, 16, 12), true, true, { workgroupSize: 32 }));
+  it('one-token segments with workgroups narrower than 2N; one segment (no checkpoints), accumulating', async () => {
+    await checkBackward(small, true, false, { segment: 1, workgroupSize: 4 });
+    await checkBackward(small, false, true, { segment: 7, workgroupSize: 8 });
+  });
+});
