@@ -9,6 +9,13 @@
 //   The host computes 1 − β1, 1 − β2, lr·wd, bc1 and bc2 in float64 and rounds each once to f32
 //   (1 − 0.999 evaluated in f32 would be off by 5e-5).
 //
+// Two entry points:
+//   adamw_update:        g = grads[i]
+//   adamw_update_scaled: g = grads[i] · grad_stats[1] (the clip scale of kernels/grad-norm.wgsl,
+//                        read from a storage buffer the same submit wrote, so clipping needs no
+//                        read-back); when grad_stats[2] ≠ 0 (a non-finite gradient norm) nothing
+//                        is written: the step is skipped and params, m and v keep their values.
+//
 // Geometry: one invocation per element, workgroups of 256, flat index
 // gid.x + gid.y · num_workgroups.x · 256 (y folds grids beyond the per-dimension limit).
 
@@ -33,16 +40,29 @@ override N_PARAMS: u32;
 @group(0) @binding(4) var<storage, read> decay_mask: array<u32>;
 @group(0) @binding(5) var<uniform> hp: Hyper;
 
-@compute @workgroup_size(256)
-fn adamw_update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * 256u;
-  if (i >= N_PARAMS) { return; }
+// One element's update with gradient g.
+fn update(i: u32, g: f32) {
   var p = params[i];
   if (((decay_mask[i / 32u] >> (i % 32u)) & 1u) != 0u) { p -= hp.lr_wd * p; }
-  let g = grads[i];
   let mi = hp.beta1 * m[i] + hp.one_minus_beta1 * g;
   let vi = hp.beta2 * v[i] + hp.one_minus_beta2 * g * g;
   m[i] = mi;
   v[i] = vi;
   params[i] = p - hp.lr * (mi / hp.bc1) / (sqrt(vi / hp.bc2) + hp.eps);
+}
+
+@compute @workgroup_size(256)
+fn adamw_update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= N_PARAMS) { return; }
+  update(i, grads[i]);
+}
+
+@group(0) @binding(6) var<storage, read> grad_stats: array<f32>; // (4) see kernels/grad-norm.wgsl
+
+@compute @workgroup_size(256)
+fn adamw_update_scaled(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= N_PARAMS || grad_stats[2] != 0.0) { return; }
+  update(i, grads[i] * grad_stats[1]);
 }

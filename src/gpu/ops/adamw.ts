@@ -7,6 +7,10 @@
  * mask is one bit per element (bit i % 32 of word i / 32; see packDecayMask), uploaded once. The
  * per-step hyperparameters live in a small uniform buffer (createAdamwUniform) that the trainer
  * rewrites before each step with writeAdamwUniform; the dispatch itself is built once.
+ *
+ * With `gradStats` (the (4) stats of gradClipScale in ./grad-norm.ts) the kernel multiplies every
+ * gradient by the clip scale stats[1] and skips the whole step when stats[2] flags a non-finite
+ * gradient norm, so clipping and the NaN guard need no read-back inside the step.
  */
 import type { Gpu } from '../device.js';
 import { makeDispatch, type Dispatch } from '../kernels.js';
@@ -75,6 +79,8 @@ export interface AdamwUpdateArgs {
   decayMask: GpuTensor; // (decayMaskWords(n)) u32 bits
   uniform: GPUBuffer; // createAdamwUniform, rewritten each step
   n: number;
+  /** (4) gradClipScale's stats: scale the gradients by stats[1], skip the step when stats[2] ≠ 0. */
+  gradStats?: GpuTensor;
 }
 
 /** One AdamW step on n parameters, one dispatch. */
@@ -83,8 +89,10 @@ export function adamwUpdate(gpu: Gpu, a: AdamwUpdateArgs): Dispatch {
   checkPositive('adamwUpdate', { n });
   for (const [k, t] of [['params', a.params], ['m', a.m], ['v', a.v], ['grads', a.grads]] as const) need('adamwUpdate', k, t, n);
   need('adamwUpdate', 'decayMask', a.decayMask, decayMaskWords(n));
-  return makeDispatch(gpu, 'adamw', 'adamw_update', { N_PARAMS: n },
-    [a.params, a.m, a.v, a.grads, a.decayMask, a.uniform], grid1d(gpu, n), {
-      bytes: 4 * 7 * n + decayMaskWords(n) * 4, flops: 16 * n,
+  const bindings = [a.params, a.m, a.v, a.grads, a.decayMask, a.uniform];
+  if (a.gradStats) need('adamwUpdate', 'gradStats', a.gradStats, 4);
+  return makeDispatch(gpu, 'adamw', a.gradStats ? 'adamw_update_scaled' : 'adamw_update', { N_PARAMS: n },
+    a.gradStats ? [...bindings, a.gradStats] : bindings, grid1d(gpu, n), {
+      label: 'adamw_update', bytes: 4 * 7 * n + decayMaskWords(n) * 4, flops: 16 * n,
     });
 }

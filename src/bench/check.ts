@@ -1,0 +1,403 @@
+/**
+ * `bench-vim --check`: every kernel of a training step against the float64 reference, on fresh
+ * random inputs at a model's real shapes, on whatever adapter is present. This is how a machine
+ * without a test runner (the GPU host) proves its kernels right.
+ *
+ * Each check uploads f32-rounded random inputs, runs the kernel's dispatches, runs the reference
+ * op in float64 on the same values, and reports ‖gpu − ref‖ / ‖ref‖ per output.
+ * Shape letters: B batch, L tokens, D, E, N, R, K, C, P, Np patches, BL = B·L.
+ */
+import type { Gpu } from '../gpu/device.js';
+import { compileCheck, runDispatches, type Dispatch } from '../gpu/kernels.js';
+import { createTensor, download, type GpuTensor } from '../gpu/tensor.js';
+import type { VimConfig } from '../model/config.js';
+import { Rng } from '../rng.js';
+import * as ref from '../reference/index.js';
+import { imageWords, normalizePatches, tokensBackward, tokensForward, uploadImages } from '../gpu/ops/embed.js';
+import { biasBackward, matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../gpu/ops/matmul.js';
+import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
+import { conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluForward } from '../gpu/ops/conv1d.js';
+import { selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../gpu/ops/selective-scan.js';
+import { combineBackward, combineForward } from '../gpu/ops/combine.js';
+import { softmaxCrossEntropyBackward, softmaxCrossEntropyForward } from '../gpu/ops/cross-entropy.js';
+import {
+  adamwUpdate, createAdamwUniform, decayMaskWords, packDecayMask, uploadDecayMask, writeAdamwUniform,
+} from '../gpu/ops/adamw.js';
+
+export interface CheckRow {
+  kernel: string;
+  shapes: string;
+  /** The largest relative error over the kernel's outputs, and which output it was. */
+  relErr: number;
+  worst: string;
+  pass: boolean;
+  ms: number;
+}
+
+export const CHECK_TOLERANCE = 1e-5;
+
+function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+class Ctx {
+  private tensors: GpuTensor[] = [];
+  constructor(readonly gpu: Gpu, readonly rng: Rng) {}
+
+  /** f32-rounded uniform values, so that the GPU and the reference see the same inputs. */
+  rand(n: number, lo = -1, hi = 1): Float64Array {
+    const a = new Float64Array(n);
+    for (let i = 0; i < n; i++) a[i] = Math.fround(lo + (hi - lo) * this.rng.uniform());
+    return a;
+  }
+
+  t(data: ArrayLike<number> | number, label = 't'): GpuTensor {
+    const n = typeof data === 'number' ? data : data.length;
+    const t = createTensor(this.gpu, n, label, typeof data === 'number' ? undefined : data);
+    this.tensors.push(t);
+    return t;
+  }
+
+  async run(list: Dispatch[]): Promise<void> {
+    await compileCheck();
+    runDispatches(this.gpu, list);
+  }
+
+  async read(t: GpuTensor, n?: number): Promise<Float64Array> {
+    return Float64Array.from(await download(this.gpu, t, n ?? t.size / 4));
+  }
+
+  free(): void {
+    for (const t of this.tensors) t.buffer.destroy();
+    this.tensors = [];
+  }
+}
+
+type Errors = Record<string, number>;
+interface Check {
+  kernel: string;
+  shapes: string;
+  run: (c: Ctx) => Promise<Errors>;
+}
+
+/** Columns [c0, c0+n) of a (rows, cols) matrix. */
+function cols(src: Float64Array, rows: number, ncols: number, c0: number, n: number): Float64Array {
+  const out = new Float64Array(rows * n);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < n; j++) out[i * n + j] = src[i * ncols + c0 + j];
+  return out;
+}
+
+function linearChecks(name: string, M: number, I: number, O: number, bias: boolean): Check[] {
+  const shapes = `M=${M} I=${I} O=${O}`;
+  return [
+    {
+      kernel: `${name} forward`, shapes,
+      run: async (c) => {
+        const x = c.rand(M * I), w = c.rand(O * I, -0.2, 0.2), b = bias ? c.rand(O) : null;
+        const out = c.t(M * O);
+        await c.run([matmulForward(c.gpu, { out, inp: c.t(x), weight: c.t(w), bias: b ? c.t(b) : null, M, I, O })]);
+        const r = new Float64Array(M * O);
+        ref.linear_forward(r, x, w, b, M, I, O);
+        return { out: relErr(await c.read(out), r) };
+      },
+    },
+    {
+      kernel: `${name} backward`, shapes,
+      run: async (c) => {
+        const x = c.rand(M * I), w = c.rand(O * I, -0.2, 0.2), g = c.rand(M * O);
+        const dx = c.t(M * I), dw = c.t(O * I), db = bias ? c.t(O) : null;
+        const gt = c.t(g), xt = c.t(x);
+        const list = [
+          matmulBackwardInput(c.gpu, { dinp: dx, dout: gt, weight: c.t(w), M, I, O }),
+          ...matmulBackwardWeight(c.gpu, { dweight: dw, dout: gt, inp: xt, M, I, O }),
+          ...(db ? biasBackward(c.gpu, { dbias: db, dout: gt, M, O }) : []),
+        ];
+        await c.run(list);
+        const rdx = new Float64Array(M * I), rdw = new Float64Array(O * I), rdb = bias ? new Float64Array(O) : null;
+        ref.linear_backward(rdx, rdw, rdb, g, x, w, M, I, O);
+        const e: Errors = { dinp: relErr(await c.read(dx), rdx), dweight: relErr(await c.read(dw), rdw) };
+        if (db && rdb) e.dbias = relErr(await c.read(db), rdb);
+        return e;
+      },
+    },
+  ];
+}
+
+/** The checks for one config at batch B. */
+export function kernelChecks(cfg: VimConfig, B: number): Check[] {
+  const { D, E, N, R, K, C, P, L, Np, imgSize: H, clsPos, normEps } = cfg;
+  const BL = B * L;
+  const checks: Check[] = [];
+
+  checks.push({
+    kernel: 'patch embedding forward', shapes: `B=${B} ${H}×${H} P=${P} D=${D}`,
+    run: async (c) => {
+      const images = new Uint8Array(B * 3 * H * H);
+      for (let i = 0; i < images.length; i++) images[i] = c.rng.int(256);
+      const w = c.rand(D * 3 * P * P, -0.2, 0.2), b = c.rand(D);
+      const img = c.t(imageWords(B, H, H));
+      uploadImages(c.gpu, img, images);
+      const patches = c.t(B * Np * 3 * P * P), out = c.t(B * Np * D);
+      await c.run([
+        normalizePatches(c.gpu, { out: patches, images: img, B, H, W: H, P }),
+        matmulForward(c.gpu, { out, inp: patches, weight: c.t(w), bias: c.t(b), M: B * Np, I: 3 * P * P, O: D }),
+      ]);
+      const x = new Float64Array(B * 3 * H * H);
+      ref.normalize_images(x, images, B, H, H);
+      const r = new Float64Array(B * Np * D);
+      ref.patch_embed_forward(r, x, w, b, B, H, H, P, D);
+      return { out: relErr(await c.read(out), r) };
+    },
+  });
+  checks.push(...linearChecks('patch embedding (matmul)', B * Np, 3 * P * P, D, true));
+  checks.push({
+    kernel: 'tokens (class token + pos) forward/backward', shapes: `B=${B} Np=${Np} D=${D}`,
+    run: async (c) => {
+      const pe = c.rand(B * Np * D), cls = c.rand(D), pos = c.rand(L * D), g = c.rand(BL * D);
+      const out = c.t(BL * D), dpe = c.t(B * Np * D), dcls = c.t(D), dpos = c.t(L * D);
+      await c.run([
+        tokensForward(c.gpu, { out, patches: c.t(pe), clsToken: c.t(cls), posEmbed: c.t(pos), B, Np, D }),
+        ...tokensBackward(c.gpu, { dpatches: dpe, dclsToken: dcls, dposEmbed: dpos, dout: c.t(g), B, Np, D }),
+      ]);
+      const r = new Float64Array(BL * D), rdpe = new Float64Array(B * Np * D), rdcls = new Float64Array(D), rdpos = new Float64Array(L * D);
+      ref.tokens_forward(r, pe, cls, pos, B, Np, D);
+      ref.tokens_backward(rdpe, rdcls, rdpos, g, B, Np, D);
+      return {
+        out: relErr(await c.read(out), r), dpatches: relErr(await c.read(dpe), rdpe),
+        dcls_token: relErr(await c.read(dcls), rdcls), dpos_embed: relErr(await c.read(dpos), rdpos),
+      };
+    },
+  });
+  checks.push({
+    kernel: 'residual add + RMSNorm forward/backward', shapes: `BL=${BL} D=${D}`,
+    run: async (c) => {
+      const rin = c.rand(BL * D), h = c.rand(BL * D), w = c.rand(D, 0.5, 1.5), g = c.rand(BL * D), gn = c.rand(BL * D);
+      const rOut = c.t(BL * D), out = c.t(BL * D), rstd = c.t(BL), dr = c.t(BL * D), dw = c.t(D);
+      const wt = c.t(w);
+      await c.run([
+        residualRmsnormForward(c.gpu, { rOut, out, rstd, rIn: c.t(rin), h: c.t(h), weight: wt, BL, D, eps: normEps }),
+        ...residualRmsnormBackward(c.gpu, {
+          dr, dweight: dw, dout: c.t(g), drNext: c.t(gn), r: rOut, rstd, weight: wt, BL, D,
+          scratch: c.t(rmsnormBackwardScratchElements(BL, D)),
+        }),
+      ]);
+      const rr = new Float64Array(BL * D), ro = new Float64Array(BL * D), rs = new Float64Array(BL);
+      ref.residual_rmsnorm_forward(rr, ro, rs, rin, h, w, BL, D, normEps);
+      const rdr = new Float64Array(BL * D), rdw = new Float64Array(D);
+      ref.residual_rmsnorm_backward(rdr, rdw, g, gn, rr, rs, w, BL, D);
+      return {
+        out: relErr(await c.read(out), ro), rstd: relErr(await c.read(rstd), rs),
+        dr: relErr(await c.read(dr), rdr), dweight: relErr(await c.read(dw), rdw),
+      };
+    },
+  });
+  checks.push(...linearChecks('in_proj', BL, D, 2 * E, false));
+  for (const reverse of [false, true]) {
+    checks.push({
+      kernel: `conv1d + SiLU ${reverse ? 'backward direction' : 'forward direction'}`, shapes: `B=${B} L=${L} E=${E} K=${K}`,
+      run: async (c) => {
+        const xz = c.rand(BL * 2 * E), w = c.rand(E * K, -0.5, 0.5), b = c.rand(E, -0.5, 0.5), g = c.rand(BL * E);
+        const out = c.t(BL * E), dxz = c.t(BL * 2 * E), dw = c.t(E * K), db = c.t(E);
+        const xzt = c.t(xz), wt = c.t(w), bt = c.t(b);
+        await c.run([
+          conv1dSiluForward(c.gpu, { out, xz: xzt, weight: wt, bias: bt, B, L, E, K, reverse }),
+          ...conv1dSiluBackward(c.gpu, {
+            dxz, dweight: dw, dbias: db, dout: c.t(g), xz: xzt, weight: wt, bias: bt, B, L, E, K, reverse,
+            scratch: c.t(conv1dBackwardScratchElements(B, L, E, K)),
+          }),
+        ]);
+        const r = new Float64Array(BL * E), rdxz = new Float64Array(BL * 2 * E), rdw = new Float64Array(E * K), rdb = new Float64Array(E);
+        ref.conv1d_silu_forward(r, xz, w, b, B, L, E, K, reverse);
+        ref.conv1d_silu_backward(rdxz, rdw, rdb, g, xz, w, b, B, L, E, K, reverse);
+        const gdxz = await c.read(dxz);
+        return {
+          out: relErr(await c.read(out), r), dx: relErr(cols(gdxz, BL, 2 * E, 0, E), cols(rdxz, BL, 2 * E, 0, E)),
+          dweight: relErr(await c.read(dw), rdw), dbias: relErr(await c.read(db), rdb),
+        };
+      },
+    });
+  }
+  checks.push(...linearChecks('x_proj', BL, E, R + 2 * N, false));
+  checks.push({
+    kernel: 'dt_proj (strided over x_proj output) forward/backward', shapes: `M=${BL} I=${R} O=${E} ldi=${R + 2 * N}`,
+    run: async (c) => {
+      const S = R + 2 * N;
+      const xdbl = c.rand(BL * S), w = c.rand(E * R, -0.3, 0.3), g = c.rand(BL * E);
+      const out = c.t(BL * E), dxdbl = c.t(BL * S), dw = c.t(E * R);
+      const xt = c.t(xdbl), gt = c.t(g), wt = c.t(w);
+      await c.run([
+        matmulForward(c.gpu, { out, inp: xt, weight: wt, bias: null, M: BL, I: R, O: E, ldi: S }),
+        matmulBackwardInput(c.gpu, { dinp: dxdbl, dout: gt, weight: wt, M: BL, I: R, O: E, ldi: S }),
+        ...matmulBackwardWeight(c.gpu, { dweight: dw, dout: gt, inp: xt, M: BL, I: R, O: E, ldi: S }),
+      ]);
+      const lo = cols(xdbl, BL, S, 0, R);
+      const r = new Float64Array(BL * E), rdx = new Float64Array(BL * R), rdw = new Float64Array(E * R);
+      ref.linear_forward(r, lo, w, null, BL, R, E);
+      ref.linear_backward(rdx, rdw, null, g, lo, w, BL, R, E);
+      return {
+        out: relErr(await c.read(out), r), dinp: relErr(cols(await c.read(dxdbl), BL, S, 0, R), rdx),
+        dweight: relErr(await c.read(dw), rdw),
+      };
+    },
+  });
+  for (const reverse of [false, true]) {
+    checks.push({
+      kernel: `selective scan ${reverse ? 'backward direction' : 'forward direction'}`, shapes: `B=${B} L=${L} E=${E} N=${N}`,
+      run: async (c) => {
+        const S = R + 2 * N;
+        const u = c.rand(BL * E), delta = c.rand(BL * E, -3, 1), dtb = c.rand(E, -4, -2);
+        const alog = new Float64Array(E * N);
+        for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) alog[e * N + n] = Math.fround(Math.log(n + 1) + 0.1 * c.rng.uniform());
+        const xdbl = c.rand(BL * S), dsk = c.rand(E, 0.5, 1.5), xz = c.rand(BL * 2 * E, -2, 2), g = c.rand(BL * E);
+        const ins = {
+          u: c.t(u), delta_raw: c.t(delta), dt_bias: c.t(dtb), A_log: c.t(alog), xdbl: c.t(xdbl), Dskip: c.t(dsk), xz: c.t(xz),
+        };
+        const out = c.t(BL * E), du = c.t(BL * E), dd = c.t(BL * E), dxz = c.t(BL * 2 * E), dxdbl = c.t(BL * S);
+        const dA = c.t(E * N), dD = c.t(E), dbias = c.t(E);
+        const sc = selectiveScanScratch({ B, L, E, N, R });
+        await c.run([
+          selectiveScanForward(c.gpu, { out, ...ins, B, L, E, N, R, reverse }),
+          ...selectiveScanBackward(c.gpu, {
+            du, ddelta_raw: dd, dxz, dxdbl, dA_log: dA, dDskip: dD, ddt_bias: dbias, dout: c.t(g), ...ins,
+            B, L, E, N, R, reverse, scratch: { bcPartials: c.t(Math.max(1, sc.bcPartials)), paramPartials: c.t(Math.max(1, sc.paramPartials)) },
+          }),
+        ]);
+        const Bm = cols(xdbl, BL, S, R, N), Cm = cols(xdbl, BL, S, R + N, N);
+        const r = new Float64Array(BL * E);
+        ref.selective_scan_forward(r, u, delta, dtb, alog, Bm, Cm, dsk, xz, B, L, E, N, reverse);
+        const rdu = new Float64Array(BL * E), rdd = new Float64Array(BL * E), rdb = new Float64Array(E), rdA = new Float64Array(E * N);
+        const rdB = new Float64Array(BL * N), rdC = new Float64Array(BL * N), rdD = new Float64Array(E), rdxz = new Float64Array(BL * 2 * E);
+        ref.selective_scan_backward(rdu, rdd, rdb, rdA, rdB, rdC, rdD, rdxz, g, u, delta, dtb, alog, Bm, Cm, dsk, xz, B, L, E, N, reverse);
+        const gx = await c.read(dxdbl), gz = await c.read(dxz);
+        return {
+          out: relErr(await c.read(out), r), du: relErr(await c.read(du), rdu), ddelta_raw: relErr(await c.read(dd), rdd),
+          dz: relErr(cols(gz, BL, 2 * E, E, E), cols(rdxz, BL, 2 * E, E, E)),
+          dB: relErr(cols(gx, BL, S, R, N), rdB), dC: relErr(cols(gx, BL, S, R + N, N), rdC),
+          dA_log: relErr(await c.read(dA), rdA), dD: relErr(await c.read(dD), rdD), ddt_bias: relErr(await c.read(dbias), rdb),
+        };
+      },
+    });
+  }
+  checks.push({
+    kernel: 'combine (/2, reversal) forward/backward', shapes: `B=${B} L=${L} E=${E}`,
+    run: async (c) => {
+      const yf = c.rand(BL * E), yb = c.rand(BL * E), g = c.rand(BL * E);
+      const out = c.t(BL * E), dyf = c.t(BL * E), dyb = c.t(BL * E);
+      await c.run([
+        combineForward(c.gpu, { out, yF: c.t(yf), yB: c.t(yb), B, L, E }),
+        combineBackward(c.gpu, { dyF: dyf, dyB: dyb, dout: c.t(g), B, L, E }),
+      ]);
+      const r = new Float64Array(BL * E), rf = new Float64Array(BL * E), rb = new Float64Array(BL * E);
+      ref.combine_forward(r, yf, yb, B, L, E);
+      ref.combine_backward(rf, rb, g, B, L, E);
+      return { out: relErr(await c.read(out), r), dy_f: relErr(await c.read(dyf), rf), dy_b: relErr(await c.read(dyb), rb) };
+    },
+  });
+  checks.push(...linearChecks('out_proj', BL, E, D, false));
+  checks.push({
+    kernel: 'head on the class token forward/backward', shapes: `B=${B} L=${L} D=${D} C=${C}`,
+    run: async (c) => {
+      const x = c.rand(BL * D), w = c.rand(C * D, -0.2, 0.2), b = c.rand(C), g = c.rand(B * C);
+      const out = c.t(B * C), dx = c.t(BL * D), dw = c.t(C * D), db = c.t(C);
+      const xt = c.t(x), gt = c.t(g), wt = c.t(w);
+      const row = { ldi: L * D, inpOffset: clsPos * D };
+      await c.run([
+        matmulForward(c.gpu, { out, inp: xt, weight: wt, bias: c.t(b), M: B, I: D, O: C, ...row }),
+        matmulBackwardInput(c.gpu, { dinp: dx, dout: gt, weight: wt, M: B, I: D, O: C, ...row }),
+        ...matmulBackwardWeight(c.gpu, { dweight: dw, dout: gt, inp: xt, M: B, I: D, O: C, ...row }),
+        ...biasBackward(c.gpu, { dbias: db, dout: gt, M: B, O: C }),
+      ]);
+      const r = new Float64Array(B * C), rdx = new Float64Array(BL * D), rdw = new Float64Array(C * D), rdb = new Float64Array(C);
+      ref.head_forward(r, x, w, b, B, L, D, C, clsPos);
+      ref.head_backward(rdx, rdw, rdb, g, x, w, B, L, D, C, clsPos);
+      return {
+        out: relErr(await c.read(out), r), dx: relErr(await c.read(dx), rdx),
+        dweight: relErr(await c.read(dw), rdw), dbias: relErr(await c.read(db), rdb),
+      };
+    },
+  });
+  checks.push({
+    kernel: 'softmax cross-entropy (label smoothing 0.1)', shapes: `B=${B} C=${C}`,
+    run: async (c) => {
+      const logits = c.rand(B * C, -4, 4);
+      const labels = Array.from({ length: B }, () => c.rng.int(C));
+      const targets = new Float64Array(B * C);
+      ref.smooth_targets(targets, labels, B, C, 0.1);
+      const losses = c.t(B), probs = c.t(B * C), loss = c.t(1), dl = c.t(B * C);
+      const tt = c.t(targets);
+      await c.run([
+        ...softmaxCrossEntropyForward(c.gpu, { losses, probs, loss, logits: c.t(logits), targets: tt, B, C }),
+        softmaxCrossEntropyBackward(c.gpu, { dlogits: dl, probs, targets: tt, B, C, scale: 1 / B }),
+      ]);
+      const rl = new Float64Array(B), rp = new Float64Array(B * C), rd = new Float64Array(B * C);
+      ref.softmax_cross_entropy_forward(rl, rp, logits, targets, B, C);
+      ref.softmax_cross_entropy_backward(rd, 1 / B, rp, targets, B, C);
+      const mean = rl.reduce((a, v) => a + v, 0) / B;
+      return {
+        losses: relErr(await c.read(losses), rl), loss: relErr(await c.read(loss), [mean]),
+        dlogits: relErr(await c.read(dl), rd),
+      };
+    },
+  });
+  checks.push({
+    kernel: 'AdamW (3 steps, decay mask)', shapes: `n=${Math.min(1 << 20, 64 * D * E)}`,
+    run: async (c) => {
+      const n = Math.min(1 << 20, 64 * D * E);
+      const p = c.rand(n), m = new Float64Array(n), v = new Float64Array(n);
+      const mask = new Uint8Array(n);
+      for (let i = 0; i < n; i++) mask[i] = (i >> 10) % 2;
+      const pt = c.t(p), mt = c.t(n), vt = c.t(n), gt = c.t(n), mk = c.t(decayMaskWords(n));
+      uploadDecayMask(c.gpu, mk, packDecayMask(mask));
+      const uni = createAdamwUniform(c.gpu);
+      const d = adamwUpdate(c.gpu, { params: pt, m: mt, v: vt, grads: gt, decayMask: mk, uniform: uni, n });
+      const h = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
+      for (let step = 1; step <= 3; step++) {
+        const g = c.rand(n);
+        const gf = createTensor(c.gpu, n, 'g', g);
+        const enc = c.gpu.device.createCommandEncoder();
+        enc.copyBufferToBuffer(gf.buffer, 0, gt.buffer, 0, n * 4);
+        c.gpu.queue.submit([enc.finish()]);
+        writeAdamwUniform(c.gpu, uni, { ...h, step });
+        await c.run([d]);
+        gf.buffer.destroy();
+        ref.adamw_update(p, g, m, v, mask, h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, step);
+      }
+      const out = { params: relErr(await c.read(pt), p), m: relErr(await c.read(mt), m), v: relErr(await c.read(vt), v) };
+      uni.destroy();
+      return out;
+    },
+  });
+  return checks;
+}
+
+/** Run every check; `onRow` sees each result as it lands (for a live table). */
+export async function runKernelChecks(
+  gpu: Gpu, cfg: VimConfig, B: number, opts: { seed?: number; onRow?: (r: CheckRow) => void; filter?: RegExp } = {},
+): Promise<CheckRow[]> {
+  const rows: CheckRow[] = [];
+  const c = new Ctx(gpu, new Rng(opts.seed ?? 1234));
+  for (const check of kernelChecks(cfg, B)) {
+    if (opts.filter && !opts.filter.test(check.kernel)) continue;
+    const t0 = performance.now();
+    let errors: Errors;
+    try {
+      errors = await check.run(c);
+    } finally {
+      c.free();
+    }
+    const [worst, err] = Object.entries(errors).reduce((a, b) => (b[1] > a[1] || Number.isNaN(b[1]) ? b : a));
+    const row: CheckRow = {
+      kernel: check.kernel, shapes: check.shapes, relErr: err, worst,
+      pass: Number.isFinite(err) && err < CHECK_TOLERANCE, ms: performance.now() - t0,
+    };
+    rows.push(row);
+    opts.onRow?.(row);
+  }
+  return rows;
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+/**
+ * bench-vim: check every kernel against the float64 reference (--check), or time training and
+ * inference with a per-kernel table.
+ */
+import { writeFileAtomic } from '../io/safetensors.js';
+import { acquireGpu, describeGpu } from '../gpu/device.js';
+import { loadConfig } from '../model/config.js';
+import { runKernelChecks, CHECK_TOLERANCE, type CheckRow } from '../bench/check.js';
+import { benchTiming, type KernelTiming } from '../bench/timing.js';
+import { VimError } from '../errors.js';
+import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec } from './common.js';
+
+const spec: CommandSpec = {
+  name: 'bench-vim',
+  summary: 'check every kernel against the float64 reference, or time training and inference on this adapter',
+  usage: 'bench-vim [--check] [--model NAME] [--batch-size N] [--json FILE]',
+  options: {
+    check: { type: 'boolean', help: 'run every kernel against the float64 reference and print a pass/fail table' },
+    model: { type: 'string', arg: 'NAME', help: 'model config name in models/ or a path (default: vim-tiny on a GPU, vim-nano on a CPU adapter)' },
+    'batch-size': { type: 'string', arg: 'N', help: 'batch size (default: 128 on a GPU; 2 for --check and 8 for timing on a CPU adapter)' },
+    steps: { type: 'string', arg: 'N', default: '10', help: 'timed steps (the median is reported)' },
+    warmup: { type: 'string', arg: 'N', default: '3', help: 'warm-up steps before timing' },
+    filter: { type: 'string', arg: 'REGEX', help: 'only the checks whose kernel name matches' },
+    seed: { type: 'string', arg: 'N', default: '1234', help: 'seed of the random inputs for --check' },
+    json: { type: 'string', arg: 'FILE', help: 'also write the results as JSON to FILE' },
+  },
+  epilog: 'Timing uses GPU timestamp queries where the adapter has them, and wall clock for whole steps.',
+};
+
+function fmtErr(e: number): string {
+  return Number.isFinite(e) ? e.toExponential(2) : String(e);
+}
+
+function table(headers: string[], rows: string[][], right: boolean[]): string {
+  const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((c, i) => (right[i] ? c.padStart(w[i]) : c.padEnd(w[i]))).join('  ');
+  return [line(headers), w.map((x) => '-'.repeat(x)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function kernelRows(k: KernelTiming[]): string[][] {
+  return k.map((t) => [
+    t.kernel, String(t.count), t.ms.toFixed(3), `${(100 * t.share).toFixed(1)}%`,
+    (t.bytes / 1e6).toFixed(1), (t.flops / 1e9).toFixed(2), t.gbps.toFixed(0), t.gflops.toFixed(0), t.floorMs.toFixed(3),
+  ]);
+}
+
+runCli(spec, async (p) => {
+  const gpu = await acquireGpu();
+  const cpu = gpu.info.isCpu;
+  const cfg = loadConfig(stringOpt(p, 'model') ?? (cpu ? 'vim-nano' : 'vim-tiny'));
+  const check = boolOpt(p, 'check');
+  const batch = numberOpt(p, 'batch-size', { integer: true, min: 1 }) ?? (cpu ? (check ? 2 : 8) : 128);
+  const jsonPath = stringOpt(p, 'json');
+  console.log(`adapter: ${describeGpu(gpu)}`);
+  console.log(`model: ${cfg.name} (D=${cfg.D}, depth ${cfg.depth}, E=${cfg.E}, N=${cfg.N}, L=${cfg.L}), batch ${batch}`);
+
+  if (check) {
+    const filterText = stringOpt(p, 'filter');
+    const filter = filterText ? new RegExp(filterText, 'i') : undefined;
+    console.log(`checking every kernel against the float64 reference (pass: relative error < ${CHECK_TOLERANCE})\n`);
+    const rows: CheckRow[] = await runKernelChecks(gpu, cfg, batch, {
+      seed: numberOpt(p, 'seed', { integer: true, min: 0 }), filter,
+      onRow: (r) => console.log(`${r.pass ? 'pass' : 'FAIL'}  ${r.kernel}  (${r.shapes})  ${fmtErr(r.relErr)} [${r.worst}]  ${(r.ms / 1e3).toFixed(1)} s`),
+    });
+    console.log(`\n${table(['kernel', 'shapes', 'rel. error', 'worst output', 'result'],
+      rows.map((r) => [r.kernel, r.shapes, fmtErr(r.relErr), r.worst, r.pass ? 'pass' : 'FAIL']), [false, false, true, false, false])}`);
+    const failed = rows.filter((r) => !r.pass).length;
+    console.log(`\n${rows.length - failed} passed, ${failed} failed`);
+    if (jsonPath) writeFileAtomic(jsonPath, new TextEncoder().encode(JSON.stringify({ adapter: describeGpu(gpu), config: cfg.name, batch, rows }, null, 2)));
+    if (failed) throw new VimError(`${failed} kernel check(s) failed on ${describeGpu(gpu)}`);
+    return;
+  }
+
+  const res = await benchTiming(gpu, cfg, batch, {
+    steps: numberOpt(p, 'steps', { integer: true, min: 1 }), warmup: numberOpt(p, 'warmup', { integer: true, min: 0 }),
+    onProgress: (m) => console.log(m),
+  });
+  res.adapter = describeGpu(gpu);
+  console.log('');
+  console.log(`training:  ${res.train.imagesPerSecond.toFixed(0)} images/s  (${res.train.stepMs.toFixed(2)} ms a step of ${batch}, median; ` +
+    `${res.train.dispatches} dispatches${res.train.gpuMs !== null ? `; GPU time ${res.train.gpuMs.toFixed(2)} ms when profiled` : ''})`);
+  console.log(`inference: ${res.infer.imagesPerSecond.toFixed(0)} images/s  (${res.infer.batchMs.toFixed(2)} ms a batch, median; ` +
+    `${res.infer.dispatches} dispatches${res.infer.gpuMs !== null ? `; GPU time ${res.infer.gpuMs.toFixed(2)} ms when profiled` : ''})`);
+  const heads = ['kernel', 'count', 'ms', 'share', 'MB', 'GFLOP', 'GB/s', 'GFLOP/s', 'floor ms'];
+  const right = [false, true, true, true, true, true, true, true, true];
+  if (res.train.gpuMs !== null) {
+    console.log(`\ntraining step, per kernel (floor: bytes / ${res.peak.gbps} GB/s or flops / ${res.peak.gflops} GFLOP/s, whichever is larger)`);
+    console.log(table(heads, kernelRows(res.kernels), right));
+    console.log('\ninference, per kernel');
+    console.log(table(heads, kernelRows(res.inferKernels), right));
+  } else {
+    console.log('\n(this adapter has no timestamp queries: no per-kernel table)');
+  }
+  if (jsonPath) writeFileAtomic(jsonPath, new TextEncoder().encode(JSON.stringify(res, null, 2)));
+});

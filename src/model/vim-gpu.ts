@@ -1,0 +1,540 @@
+/**
+ * The Vim on the GPU: forward, backward and AdamW as a fixed sequence of kernel calls, llm.c
+ * style. Every buffer (parameters, gradients, AdamW moments, activations, scratch) is allocated
+ * once for a config and batch size; every dispatch (pipeline, bind group, grid) is built once;
+ * a training step uploads the batch, records forward + backward + gradient norm and clip scale +
+ * AdamW (+ the EMA of the weights) into one command encoder, submits once and reads back, with
+ * one mapAsync, the loss, the gradient norm and, when asked, the batch's logits.
+ *
+ * Shape letters: B batch, L = Np + 1 tokens, D model width, E inner width, N state size,
+ * R Δ rank, K conv width, C classes, P patch size, Np patches, BL = B·L rows.
+ *
+ * The data flow is the float64 reference's (src/reference/vim.ts):
+ *   patches = normalise(images) gathered per patch                       (B·Np, 3P²)
+ *   tokens  = insert_cls(patches · Wpᵀ + bp) + pos_embed                  (B, L, D)
+ *   block i: R_i = R_{i−1} + H_{i−1}  (R_0 = tokens);  Hn_i = RMSNorm(R_i)·w   (B, L, D)
+ *            xz = Hn_i · in_projᵀ                                          (B, L, 2E)
+ *            per direction d: u_d = SiLU(conv1d(x)), xdbl_d = u_d·x_projᵀ   (B, L, E), (B, L, R+2N)
+ *                             Δraw_d = dt_low·dt_projᵀ, y_d = scan(…) ⊙ SiLU(z)
+ *            cmb_i = (y_f + reverse(y_b))/2;  H_i = cmb_i · out_projᵀ      (B, L, E), (B, L, D)
+ *   final:   R_f = R_{depth−1} + H_{depth−1}; xf = RMSNorm(R_f)·norm_f on the class-token rows (B, D)
+ *   logits = xf · headᵀ + b                                               (B, C)
+ */
+import { VimError } from '../errors.js';
+import type { Gpu } from '../gpu/device.js';
+import { checkGpu } from '../gpu/device.js';
+import { Arena, FlatTensors, flatLayout } from '../gpu/arena.js';
+import { compileCheck, encodeDispatches, type Dispatch } from '../gpu/kernels.js';
+import { download, mapRead, upload, type GpuTensor } from '../gpu/tensor.js';
+import { imageWords, normalizePatches, tokensBackward, tokensForward, uploadImages } from '../gpu/ops/embed.js';
+import {
+  biasBackward, biasBackwardPlan, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward,
+} from '../gpu/ops/matmul.js';
+import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
+import { conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluForward } from '../gpu/ops/conv1d.js';
+import { selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../gpu/ops/selective-scan.js';
+import { combineBackward, combineForward } from '../gpu/ops/combine.js';
+import { softmaxCrossEntropyBackward, softmaxCrossEntropyForward } from '../gpu/ops/cross-entropy.js';
+import {
+  adamwUpdate, createAdamwUniform, decayMaskWords, packDecayMask, uploadDecayMask, writeAdamwUniform, type AdamwHyper,
+} from '../gpu/ops/adamw.js';
+import { createClipUniform, gradClipScale, gradNormPartials, GRAD_STATS_WORDS, writeClipUniform } from '../gpu/ops/grad-norm.js';
+import { createEmaUniform, emaUpdate, writeEmaUniform } from '../gpu/ops/ema.js';
+import { sameArchitecture, type VimConfig } from './config.js';
+import { DIRECTION_NAMES, ParamSet, paramSpecs } from './params.js';
+
+export interface VimGpuOptions {
+  /** The batch size every buffer is sized for; smaller batches are padded by the caller. */
+  batch: number;
+  /** Allocate gradients, AdamW moments and the per-layer activations backward needs. */
+  training: boolean;
+  /** Keep an exponential moving average of the weights, updated after every step (training only). */
+  ema?: boolean;
+}
+
+export interface OptimizerHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Clip the gradients to this global L2 norm (0 or absent: never clip). */
+  maxGradNorm?: number;
+  /** The EMA decay for this step (models built with `ema`; default 0.9999). */
+  emaDecay?: number;
+}
+
+/** What one training step reports (read back with a single mapAsync). */
+export interface StepResult {
+  /** Mean loss of the batch before the update. */
+  loss: number;
+  /** Global L2 norm of the gradients, before clipping. */
+  gradNorm: number;
+  /** The factor the gradients were multiplied by (1 unless clipped). */
+  clipScale: number;
+  /** True when the gradient norm was NaN or infinite: the GPU left weights, moments and EMA as they were. */
+  skipped: boolean;
+  /** (B, C) the batch's logits, when asked for. */
+  logits?: Float32Array;
+}
+
+/** Bytes of the step read-back buffer before the logits: loss at 0, the gradient stats at 16. */
+const READBACK_STATS_OFFSET = 16;
+const READBACK_LOGITS_OFFSET = 32;
+
+/** The activations of one direction of one block. */
+interface DirActs {
+  u: GpuTensor; // (BL, E) conv1d + SiLU output, direction order
+  xdbl: GpuTensor; // (BL, R+2N) x_proj output
+  delta: GpuTensor; // (BL, E) dt_proj output without its bias
+}
+
+/** The activations of one block (in inference, one set shared by every block). */
+interface LayerActs {
+  r: GpuTensor; // (BL, D) R_i, the residual stream after this block's add
+  rstd: GpuTensor; // (BL)
+  hn: GpuTensor; // (BL, D) RMSNorm(R_i) · w
+  xz: GpuTensor; // (BL, 2E) in_proj output
+  dirs: [DirActs, DirActs];
+  cmb: GpuTensor; // (BL, E) combined directions, out_proj's input
+}
+
+export class VimGpu {
+  readonly B: number;
+  readonly training: boolean;
+  readonly params: FlatTensors;
+  readonly grads: FlatTensors | null;
+  private readonly m: FlatTensors | null;
+  private readonly v: FlatTensors | null;
+  /** The exponential moving average of the weights (models built with `ema`). */
+  readonly ema: FlatTensors | null;
+  private readonly arena: Arena;
+  private readonly images: GpuTensor; // (imageWords) packed u8 pixels
+  private readonly targets: GpuTensor; // (B, C) soft targets
+  readonly logits: GpuTensor; // (B, C)
+  private readonly loss: GpuTensor; // (1)
+  private readonly stepStaging: GPUBuffer;
+  private readonly adamUniform: GPUBuffer | null;
+  private readonly clipUniform: GPUBuffer | null;
+  private readonly emaUniform: GPUBuffer | null;
+  private readonly gradStats: GpuTensor | null; // (4) [‖g‖, clip scale, non-finite flag, Σ g²]
+  private clipNorm = -1; // the max norm the clip uniform holds (−1: not written yet)
+  /** Dispatch lists, built once. */
+  readonly forwardList: Dispatch[] = [];
+  readonly lossList: Dispatch[] = [];
+  readonly backwardList: Dispatch[] = [];
+  readonly optimizerList: Dispatch[] = [];
+  step = 0; // AdamW steps taken (the next one is step + 1)
+
+  private constructor(readonly gpu: Gpu, readonly cfg: VimConfig, opts: VimGpuOptions) {
+    const { D, E, N, R, K, C, P, L, Np, depth, imgSize } = cfg;
+    const B = opts.batch;
+    if (!Number.isInteger(B) || B < 1) throw new VimError(`batch size must be a positive integer; received ${B}`);
+    if (opts.ema && !opts.training) throw new Error('VimGpu: an EMA of the weights needs a training build');
+    this.B = B;
+    this.training = opts.training;
+    const BL = B * L;
+    const specs = paramSpecs(cfg);
+    const layout = flatLayout(specs);
+    this.params = new FlatTensors(gpu, layout, 'params');
+    this.grads = opts.training ? new FlatTensors(gpu, layout, 'grads') : null;
+    this.m = opts.training ? new FlatTensors(gpu, layout, 'adamw m') : null;
+    this.v = opts.training ? new FlatTensors(gpu, layout, 'adamw v') : null;
+    this.ema = opts.ema ? new FlatTensors(gpu, layout, 'ema') : null;
+    const arena = (this.arena = new Arena(gpu, `vim ${cfg.name} batch ${B}`));
+    const t = (label: string, n: number) => arena.tensor(label, n);
+
+    // ---- inputs and outputs
+    this.images = t('images', imageWords(B, imgSize, imgSize));
+    this.targets = t('targets', B * C);
+    this.logits = t('logits', B * C);
+    this.loss = t('loss', 1);
+    const losses = t('losses', B);
+    const probs = t('probs', B * C);
+    this.stepStaging = gpu.device.createBuffer({
+      size: READBACK_LOGITS_OFFSET + 4 * B * C, usage: 0x0001 /* MAP_READ */ | 0x0008 /* COPY_DST */, label: 'step readback',
+    });
+    this.adamUniform = opts.training ? createAdamwUniform(gpu) : null;
+    this.clipUniform = opts.training ? createClipUniform(gpu) : null;
+    this.emaUniform = opts.ema ? createEmaUniform(gpu) : null;
+    this.gradStats = opts.training ? t('gradient stats', GRAD_STATS_WORDS) : null;
+
+    // ---- activations
+    const patches = t('patches', B * Np * 3 * P * P); // (B·Np, 3P²)
+    const pe = t('patch embeddings', B * Np * D); // (B·Np, D)
+    const tokens = t('tokens', BL * D); // (BL, D)
+    const hbuf = t('block output', BL * D); // (BL, D) H_i, read by the next block's residual add
+    const yDir = [t('y forward', BL * E), t('y backward', BL * E)]; // (BL, E)
+    const newLayer = (i: number | string): LayerActs => {
+      const dir = (d: string): DirActs => ({
+        u: t(`${i}.${d}.u`, BL * E), xdbl: t(`${i}.${d}.xdbl`, BL * (R + 2 * N)), delta: t(`${i}.${d}.delta`, BL * E),
+      });
+      return {
+        r: t(`${i}.r`, BL * D), rstd: t(`${i}.rstd`, BL), hn: t(`${i}.hn`, BL * D), xz: t(`${i}.xz`, BL * 2 * E),
+        dirs: [dir('f'), dir('b')], cmb: t(`${i}.cmb`, BL * E),
+      };
+    };
+    // Training keeps every block's activations for backward; inference shares one set, with the
+    // residual stream in two buffers that alternate (a dispatch may not read and write one buffer).
+    let layers: LayerActs[];
+    if (opts.training) {
+      layers = Array.from({ length: depth }, (_, i) => newLayer(i));
+    } else {
+      const shared = newLayer('shared');
+      const r2 = t('shared.r2', BL * D);
+      layers = Array.from({ length: depth }, (_, i) => ({ ...shared, r: i % 2 === 0 ? shared.r : r2 }));
+    }
+    const rf = t('final r', B * D); // (B, D) R_f at the class-token rows
+    const rstdF = t('final rstd', B);
+    const xf = t('final norm', B * D); // (B, D)
+
+    // ---- scratch shared by every op (dispatches run in order, so one op's partials never overlap another's)
+    const mm = (M: number, I: number, O: number) => Math.max(
+      matmulBackwardWeightPlan(M, I, O).scratchElements, biasBackwardPlan(M, O).scratchElements);
+    const scanScratch = selectiveScanScratch({ B, L, E, N, R });
+    const scratchElems = Math.max(
+      mm(BL, D, 2 * E), mm(BL, E, R + 2 * N), mm(BL, R, E), mm(BL, E, D), mm(B * Np, 3 * P * P, D), mm(B, D, C),
+      rmsnormBackwardScratchElements(BL, D), rmsnormBackwardScratchElements(B, D),
+      conv1dBackwardScratchElements(B, L, E, K), scanScratch.bcPartials, 1);
+    const scratch = opts.training ? t('scratch', scratchElems) : null;
+    const scratch2 = opts.training ? t('scan parameter partials', Math.max(1, scanScratch.paramPartials)) : null;
+
+    const p = (name: string) => this.params.get(name);
+    const mix = (i: number, s: string) => p(`layers.${i}.mixer.${s}`);
+    const F = this.forwardList;
+
+    // ---------------------------------------------------------------- forward
+    F.push(normalizePatches(gpu, { out: patches, images: this.images, B, H: imgSize, W: imgSize, P }));
+    F.push(matmulForward(gpu, {
+      out: pe, inp: patches, weight: p('patch_embed.proj.weight'), bias: p('patch_embed.proj.bias'),
+      M: B * Np, I: 3 * P * P, O: D,
+    }));
+    F.push(tokensForward(gpu, { out: tokens, patches: pe, clsToken: p('cls_token'), posEmbed: p('pos_embed'), B, Np, D }));
+    for (let i = 0; i < depth; i++) {
+      const a = layers[i];
+      F.push(residualRmsnormForward(gpu, {
+        rOut: a.r, out: a.hn, rstd: a.rstd, rIn: i === 0 ? null : layers[i - 1].r, h: i === 0 ? tokens : hbuf,
+        weight: p(`layers.${i}.norm.weight`), BL, D, eps: cfg.normEps,
+      }));
+      F.push(matmulForward(gpu, { out: a.xz, inp: a.hn, weight: mix(i, 'in_proj.weight'), bias: null, M: BL, I: D, O: 2 * E }));
+      for (let d = 0; d < 2; d++) {
+        const da = a.dirs[d];
+        const reverse = d === 1;
+        F.push(conv1dSiluForward(gpu, {
+          out: da.u, xz: a.xz, weight: mix(i, DIRECTION_NAMES.conv1dWeight[d]), bias: mix(i, DIRECTION_NAMES.conv1dBias[d]),
+          B, L, E, K, reverse,
+        }));
+        F.push(matmulForward(gpu, { out: da.xdbl, inp: da.u, weight: mix(i, DIRECTION_NAMES.xProj[d]), bias: null, M: BL, I: E, O: R + 2 * N }));
+        F.push(matmulForward(gpu, {
+          out: da.delta, inp: da.xdbl, weight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), bias: null, M: BL, I: R, O: E, ldi: R + 2 * N,
+        }));
+        F.push(selectiveScanForward(gpu, {
+          out: yDir[d], u: da.u, delta_raw: da.delta, dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]),
+          A_log: mix(i, DIRECTION_NAMES.ALog[d]), xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
+          B, L, E, N, R, reverse,
+        }));
+      }
+      F.push(combineForward(gpu, { out: a.cmb, yF: yDir[0], yB: yDir[1], B, L, E }));
+      F.push(matmulForward(gpu, { out: hbuf, inp: a.cmb, weight: mix(i, 'out_proj.weight'), bias: null, M: BL, I: E, O: D }));
+    }
+    const clsRows = { count: B, stride: L, offset: cfg.clsPos };
+    F.push(residualRmsnormForward(gpu, {
+      rOut: rf, out: xf, rstd: rstdF, rIn: layers[depth - 1].r, h: hbuf, weight: p('norm_f.weight'), BL, D, eps: cfg.normEps,
+      select: clsRows,
+    }));
+    F.push(matmulForward(gpu, { out: this.logits, inp: xf, weight: p('head.weight'), bias: p('head.bias'), M: B, I: D, O: C }));
+    this.lossList.push(...softmaxCrossEntropyForward(gpu, { losses, probs, loss: this.loss, logits: this.logits, targets: this.targets, B, C }));
+
+    if (!opts.training || !this.grads || !scratch || !scratch2) return;
+
+    // ---------------------------------------------------------------- backward
+    const g = (name: string) => this.grads!.get(name);
+    const gm = (i: number, s: string) => g(`layers.${i}.mixer.${s}`);
+    const W = this.backwardList;
+    const dlogits = t('dlogits', B * C);
+    const dxf = t('dxf', B * D); // (B, D)
+    const drFinal = t('dr final', BL * D); // (BL, D) written only at the class-token rows; the rest stays 0
+    const drPing = [t('dr ping', BL * D), t('dr pong', BL * D)];
+    const dhn = t('dhn', BL * D);
+    const dcmb = t('dcmb', BL * E);
+    const dy = [t('dy forward', BL * E), t('dy backward', BL * E)];
+    const dxz = t('dxz', BL * 2 * E);
+    const du = t('du', BL * E);
+    const ddelta = t('ddelta', BL * E);
+    const dxdbl = t('dxdbl', BL * (R + 2 * N));
+    const dpe = t('dpatch embeddings', B * Np * D);
+
+    W.push(softmaxCrossEntropyBackward(gpu, { dlogits, probs, targets: this.targets, B, C, scale: 1 / B }));
+    // head: logits = xf · Wᵀ + b
+    W.push(...matmulBackwardWeight(gpu, { dweight: g('head.weight'), dout: dlogits, inp: xf, M: B, I: D, O: C, scratch }));
+    W.push(...biasBackward(gpu, { dbias: g('head.bias'), dout: dlogits, M: B, O: C, scratch }));
+    W.push(matmulBackwardInput(gpu, { dinp: dxf, dout: dlogits, weight: p('head.weight'), M: B, I: D, O: C }));
+    // final norm on the class-token rows: drFinal = ∂loss/∂R_f (zero off those rows)
+    W.push(...residualRmsnormBackward(gpu, {
+      dr: drFinal, dweight: g('norm_f.weight'), dout: dxf, drNext: null, r: rf, rstd: rstdF, weight: p('norm_f.weight'),
+      BL, D, scratch, select: clsRows,
+    }));
+    let gIn = drFinal; // ∂loss/∂R_{i+1} (for the last block, ∂loss/∂R_f), which is also ∂loss/∂H_i
+    for (let i = depth - 1; i >= 0; i--) {
+      const a = layers[i];
+      const gOut = drPing[i % 2];
+      // out_proj: H_i = cmb · Woutᵀ
+      W.push(matmulBackwardInput(gpu, { dinp: dcmb, dout: gIn, weight: mix(i, 'out_proj.weight'), M: BL, I: E, O: D }));
+      W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'out_proj.weight'), dout: gIn, inp: a.cmb, M: BL, I: E, O: D, scratch }));
+      W.push(combineBackward(gpu, { dyF: dy[0], dyB: dy[1], dout: dcmb, B, L, E }));
+      for (let d = 0; d < 2; d++) {
+        const da = a.dirs[d];
+        const reverse = d === 1;
+        // the scan writes du, ddelta, the B/C columns of dxdbl, the z half of dxz (both directions add) and its parameters
+        W.push(...selectiveScanBackward(gpu, {
+          du, ddelta_raw: ddelta, dxz, dxdbl, dA_log: gm(i, DIRECTION_NAMES.ALog[d]), dDskip: gm(i, DIRECTION_NAMES.D[d]),
+          ddt_bias: gm(i, DIRECTION_NAMES.dtProjBias[d]), dout: dy[d],
+          u: da.u, delta_raw: da.delta, dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
+          xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
+          B, L, E, N, R, reverse, scratch: { bcPartials: scratch, paramPartials: scratch2 },
+          accumulate: { dz: d === 1 },
+        }));
+        // dt_proj: Δraw = dt_low · Wdtᵀ, dt_low = xdbl[:, 0…R−1]
+        W.push(matmulBackwardInput(gpu, { dinp: dxdbl, dout: ddelta, weight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), M: BL, I: R, O: E, ldi: R + 2 * N }));
+        W.push(...matmulBackwardWeight(gpu, {
+          dweight: gm(i, DIRECTION_NAMES.dtProjWeight[d]), dout: ddelta, inp: da.xdbl, M: BL, I: R, O: E, ldi: R + 2 * N, scratch,
+        }));
+        // x_proj: xdbl = u · Wxᵀ; du already holds the scan's part, add this one
+        W.push(matmulBackwardInput(gpu, { dinp: du, dout: dxdbl, weight: mix(i, DIRECTION_NAMES.xProj[d]), M: BL, I: E, O: R + 2 * N, accumulate: true }));
+        W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, DIRECTION_NAMES.xProj[d]), dout: dxdbl, inp: da.u, M: BL, I: E, O: R + 2 * N, scratch }));
+        // conv1d + SiLU: the x half of dxz (both directions add)
+        W.push(...conv1dSiluBackward(gpu, {
+          dxz, dweight: gm(i, DIRECTION_NAMES.conv1dWeight[d]), dbias: gm(i, DIRECTION_NAMES.conv1dBias[d]), dout: du, xz: a.xz,
+          weight: mix(i, DIRECTION_NAMES.conv1dWeight[d]), bias: mix(i, DIRECTION_NAMES.conv1dBias[d]), B, L, E, K, reverse,
+          scratch, accumulate: d === 1,
+        }));
+      }
+      // in_proj: xz = hn · Winᵀ
+      W.push(matmulBackwardInput(gpu, { dinp: dhn, dout: dxz, weight: mix(i, 'in_proj.weight'), M: BL, I: D, O: 2 * E }));
+      W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'in_proj.weight'), dout: dxz, inp: a.hn, M: BL, I: D, O: 2 * E, scratch }));
+      // residual add + norm: ∂loss/∂R_i = ∂loss/∂R_{i+1} + norm backward
+      W.push(...residualRmsnormBackward(gpu, {
+        dr: gOut, dweight: g(`layers.${i}.norm.weight`), dout: dhn, drNext: gIn, r: a.r, rstd: a.rstd,
+        weight: p(`layers.${i}.norm.weight`), BL, D, scratch,
+      }));
+      gIn = gOut;
+    }
+    // R_0 = tokens
+    W.push(...tokensBackward(gpu, { dpatches: dpe, dclsToken: g('cls_token'), dposEmbed: g('pos_embed'), dout: gIn, B, Np, D }));
+    W.push(...matmulBackwardWeight(gpu, { dweight: g('patch_embed.proj.weight'), dout: dpe, inp: patches, M: B * Np, I: 3 * P * P, O: D, scratch }));
+    W.push(...biasBackward(gpu, { dbias: g('patch_embed.proj.bias'), dout: dpe, M: B * Np, O: D, scratch }));
+
+    // ---------------------------------------------------------------- AdamW over every parameter
+    const mask = new Uint8Array(layout.total);
+    for (const s of specs) if (s.decay) mask.fill(1, layout.byName.get(s.name)!.offset, layout.byName.get(s.name)!.offset + s.size);
+    const maskWords = packDecayMask(mask);
+    const decayMask = t('decay mask', decayMaskWords(layout.total));
+    uploadDecayMask(gpu, decayMask, maskWords);
+    // The global gradient norm and clip scale first: AdamW reads the scale (and skips a step whose
+    // gradients are not finite) from the same buffer, so clipping needs no read-back.
+    const gradStats = this.gradStats!;
+    this.optimizerList.push(...gradClipScale(gpu, {
+      stats: gradStats, partials: t('gradient norm partials', gradNormPartials(layout.total)), grads: this.grads.all,
+      uniform: this.clipUniform!, n: layout.total,
+    }));
+    this.optimizerList.push(adamwUpdate(gpu, {
+      params: this.params.all, m: this.m!.all, v: this.v!.all, grads: this.grads.all, decayMask, uniform: this.adamUniform!,
+      n: layout.total, gradStats,
+    }));
+    if (this.ema) {
+      this.optimizerList.push(emaUpdate(gpu, {
+        ema: this.ema.all, params: this.params.all, stats: gradStats, uniform: this.emaUniform!, n: layout.total,
+      }));
+    }
+  }
+
+  /** Allocate every buffer and build every pipeline for this config and batch size. */
+  static async create(gpu: Gpu, cfg: VimConfig, opts: VimGpuOptions): Promise<VimGpu> {
+    let model: VimGpu;
+    gpu.device.pushErrorScope('out-of-memory');
+    try {
+      model = new VimGpu(gpu, cfg, opts);
+    } finally {
+      const oom = await gpu.device.popErrorScope();
+      if (oom) {
+        throw new VimError(`the GPU ran out of memory allocating ${cfg.name} at batch ${opts.batch}: use a smaller --batch-size (${oom.message})`);
+      }
+    }
+    await compileCheck();
+    checkGpu(gpu, `building ${cfg.name}`);
+    return model;
+  }
+
+  /** Bytes of GPU memory held by activations and scratch (parameters and optimizer state excluded). */
+  get activationBytes(): number {
+    return this.arena.bytes;
+  }
+
+  setParams(params: ParamSet<Float32Array> | ParamSet<Float64Array>): void {
+    upload(this.gpu, this.params.all, this.params.pack(params.flat));
+  }
+
+  async getParams(): Promise<ParamSet<Float32Array>> {
+    const padded = await download(this.gpu, this.params.all);
+    return new ParamSet(this.cfg, this.params.unpack(padded));
+  }
+
+  async getGrads(): Promise<ParamSet<Float32Array>> {
+    if (!this.grads) throw new Error('getGrads: this model was built for inference');
+    return new ParamSet(this.cfg, this.grads.unpack(await download(this.gpu, this.grads.all)));
+  }
+
+  /** AdamW moments and step, for a resumable training state. */
+  async getOptimizerState(): Promise<{ m: Float32Array; v: Float32Array; step: number }> {
+    if (!this.m || !this.v) throw new Error('getOptimizerState: this model was built for inference');
+    return {
+      m: this.m.unpack(await download(this.gpu, this.m.all)),
+      v: this.v.unpack(await download(this.gpu, this.v.all)),
+      step: this.step,
+    };
+  }
+
+  setOptimizerState(s: { m: ArrayLike<number>; v: ArrayLike<number>; step: number }): void {
+    if (!this.m || !this.v) throw new Error('setOptimizerState: this model was built for inference');
+    upload(this.gpu, this.m.all, this.m.pack(s.m));
+    upload(this.gpu, this.v.all, this.v.pack(s.v));
+    this.step = s.step;
+  }
+
+  /** The EMA of the weights (models built with `ema`). */
+  async getEma(): Promise<ParamSet<Float32Array>> {
+    if (!this.ema) throw new Error('getEma: this model keeps no EMA of its weights');
+    return new ParamSet(this.cfg, this.ema.unpack(await download(this.gpu, this.ema.all)));
+  }
+
+  setEma(params: ParamSet<Float32Array> | ParamSet<Float64Array>): void {
+    if (!this.ema) throw new Error('setEma: this model keeps no EMA of its weights');
+    upload(this.gpu, this.ema.all, this.ema.pack(params.flat));
+  }
+
+  /** Start the EMA at the current weights (a GPU copy, queued). */
+  resetEma(): void {
+    if (!this.ema) throw new Error('resetEma: this model keeps no EMA of its weights');
+    const enc = this.gpu.device.createCommandEncoder();
+    enc.copyBufferToBuffer(this.params.buffer, 0, this.ema.buffer, 0, this.params.all.size);
+    this.gpu.queue.submit([enc.finish()]);
+  }
+
+  /**
+   * Copy another model's weights (or its EMA) into this one's on the GPU, without a read-back: an
+   * inference build evaluating a training build's weights. Both must be built for the same config.
+   */
+  copyParamsFrom(src: VimGpu, which: 'params' | 'ema' = 'params'): void {
+    const from = which === 'ema' ? src.ema : src.params;
+    if (!from) throw new Error('copyParamsFrom: the source model keeps no EMA of its weights');
+    if (from.layout.total !== this.params.layout.total || !sameArchitecture(src.cfg, this.cfg)) {
+      throw new Error(`copyParamsFrom: ${src.cfg.name} and ${this.cfg.name} have different parameter layouts`);
+    }
+    const enc = this.gpu.device.createCommandEncoder();
+    enc.copyBufferToBuffer(from.buffer, 0, this.params.buffer, 0, this.params.all.size);
+    this.gpu.queue.submit([enc.finish()]);
+  }
+
+  /**
+   * Queue a batch: images (n, 3, H, W) u8 with n ≤ B (the rest of the batch is zero images, whose
+   * outputs the caller ignores) and, for training, soft targets (n, C).
+   */
+  setBatch(images: Uint8Array, n: number, targets?: Float32Array): void {
+    const { imgSize, C } = this.cfg;
+    const per = 3 * imgSize * imgSize;
+    if (!Number.isInteger(n) || n < 1) throw new VimError(`batch must hold at least one image; received ${n}`);
+    if (n > this.B) {
+      throw new VimError(`a batch of ${n} images is larger than the ${this.B} this model's buffers were sized for: build it with a larger batch size`);
+    }
+    if (images.length !== n * per) {
+      throw new VimError(`expected ${n} images of 3×${imgSize}×${imgSize} bytes (${n * per} bytes) but received ${images.length} bytes`);
+    }
+    let bytes = images;
+    if (n < this.B) {
+      bytes = new Uint8Array(this.B * per);
+      bytes.set(images);
+    }
+    uploadImages(this.gpu, this.images, bytes);
+    if (targets) {
+      if (targets.length !== n * C) throw new VimError(`expected targets of ${n}×${C} values but received ${targets.length}`);
+      const full = n < this.B ? new Float32Array(this.B * C) : targets;
+      if (full !== targets) full.set(targets);
+      upload(this.gpu, this.targets, full);
+    }
+  }
+
+  /** Run the forward pass on the queued batch and read the logits (B, C) back. */
+  async forward(): Promise<Float32Array> {
+    const enc = this.gpu.device.createCommandEncoder();
+    encodeDispatches(enc, this.forwardList);
+    this.gpu.queue.submit([enc.finish()]);
+    return download(this.gpu, this.logits);
+  }
+
+  /** Forward, loss and backward (no update): gradients land in `grads`. Returns the mean loss. */
+  async computeGradients(): Promise<number> {
+    return (await this.submitStep(false, false)).loss;
+  }
+
+  /**
+   * One training step on the queued batch: forward, loss, backward, gradient norm and clip scale,
+   * AdamW and the EMA in one command encoder and one submit; only the loss comes back. Returns the
+   * mean loss before the update.
+   */
+  async trainStep(h: OptimizerHyper): Promise<number> {
+    return (await this.trainStepFull(h)).loss;
+  }
+
+  /**
+   * trainStep that also reports the gradient norm and, with `logits`, the batch's logits (B, C),
+   * all read back with the loss in one mapAsync. The submit happens before this returns its
+   * promise, so the caller may queue the next batch (setBatch) before awaiting it.
+   */
+  trainStepFull(h: OptimizerHyper, opts: { logits?: boolean } = {}): Promise<StepResult> {
+    if (!this.adamUniform || !this.clipUniform) throw new Error('trainStep: this model was built for inference');
+    const hyper: AdamwHyper = { ...h, step: this.step + 1 };
+    writeAdamwUniform(this.gpu, this.adamUniform, hyper);
+    const maxNorm = h.maxGradNorm ?? 0;
+    if (maxNorm !== this.clipNorm) {
+      writeClipUniform(this.gpu, this.clipUniform, maxNorm);
+      this.clipNorm = maxNorm;
+    }
+    if (this.emaUniform) writeEmaUniform(this.gpu, this.emaUniform, h.emaDecay ?? 0.9999);
+    const result = this.submitStep(true, opts.logits ?? false);
+    this.step += 1;
+    return result;
+  }
+
+  private submitStep(update: boolean, withLogits: boolean): Promise<StepResult> {
+    if (!this.training) throw new Error('this model was built for inference');
+    const enc = this.gpu.device.createCommandEncoder();
+    encodeDispatches(enc, [...this.forwardList, ...this.lossList, ...this.backwardList, ...(update ? this.optimizerList : [])]);
+    const staging = this.stepStaging;
+    enc.copyBufferToBuffer(this.loss.buffer, this.loss.offset, staging, 0, 4);
+    if (update) enc.copyBufferToBuffer(this.gradStats!.buffer, this.gradStats!.offset, staging, READBACK_STATS_OFFSET, 4 * GRAD_STATS_WORDS);
+    if (withLogits) enc.copyBufferToBuffer(this.logits.buffer, this.logits.offset, staging, READBACK_LOGITS_OFFSET, this.logits.size);
+    this.gpu.queue.submit([enc.finish()]);
+    const bytes = withLogits ? READBACK_LOGITS_OFFSET + this.logits.size : READBACK_LOGITS_OFFSET;
+    return mapRead(this.gpu, staging, 'training step').then(() => {
+      const words = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
+      staging.unmap();
+      const s = READBACK_STATS_OFFSET / 4;
+      return {
+        loss: words[0],
+        gradNorm: update ? words[s] : NaN,
+        clipScale: update ? words[s + 1] : 1,
+        skipped: update ? words[s + 2] !== 0 : false,
+        logits: withLogits ? words.slice(READBACK_LOGITS_OFFSET / 4) : undefined,
+      };
+    });
+  }
+
+  destroy(): void {
+    this.arena.destroy();
+    for (const f of [this.params, this.grads, this.m, this.v, this.ema]) f?.buffer.destroy();
+    this.stepStaging.destroy();
+    this.adamUniform?.destroy();
+    this.clipUniform?.destroy();
+    this.emaUniform?.destroy();
+  }
+}

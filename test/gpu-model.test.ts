@@ -1,0 +1,127 @@
+/**
+ * The whole Vim on the GPU against the float64 reference: logits and every parameter gradient
+ * for real CIFAR-10 images; a training step's submits and read-backs; overfitting one batch.
+ */
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/model/config.js';
+import { initParams } from '../src/model/init.js';
+import { ParamSet, paramSpecs } from '../src/model/params.js';
+import { VimGpu } from '../src/model/vim-gpu.js';
+import { vimLoss } from '../src/reference/vim.js';
+import { smooth_targets } from '../src/reference/cross-entropy.js';
+import { loadCifar10Split } from '../src/data/cifar10.js';
+import { VimError } from '../src/errors.js';
+import { relErr, testGpu } from './helpers/gpu.js';
+
+const test = loadCifar10Split(undefined, 'test', { verify: false });
+const train = loadCifar10Split(undefined, 'train', { verify: false });
+const IMG = 3 * 32 * 32;
+
+function batch(split: typeof test, start: number, n: number, C: number, smoothing = 0) {
+  const images = split.images.slice(start * IMG, (start + n) * IMG);
+  const labels = Array.from(split.labels.subarray(start, start + n));
+  const targets = new Float64Array(n * C);
+  smooth_targets(targets, labels, n, C, smoothing);
+  return { images, labels, targets };
+}
+
+describe('Vim on the GPU (vim-nano)', () => {
+  const cfg = loadConfig('vim-nano');
+
+  it('logits and every parameter gradient match the float64 reference for 3 real images', async () => {
+    const gpu = await testGpu();
+    const B = 3;
+    const params = initParams(cfg, 7);
+    // Perturb the deterministic tensors too (ones, zeros) so that every gradient path is exercised.
+    const p64 = params.toFloat64();
+    for (let i = 0; i < p64.flat.length; i++) p64.flat[i] = Math.fround(p64.flat[i] * (1 + 0.1 * Math.sin(i)) + 0.01 * Math.cos(3 * i));
+    const { images, targets } = batch(test, 0, B, cfg.C, 0.1);
+    const ref = vimLoss(p64, images, targets, B);
+
+    const model = await VimGpu.create(gpu, cfg, { batch: B, training: true });
+    model.setParams(p64);
+    model.setBatch(images, B, Float32Array.from(targets));
+    const loss = await model.computeGradients();
+    const logits = await model.forward();
+    expect(relErr(logits, ref.logits)).toBeLessThan(1e-4);
+    expect(Math.abs(loss - ref.loss) / ref.loss).toBeLessThan(1e-4);
+    const grads = await model.getGrads();
+    const worst: [string, number][] = [];
+    for (const s of paramSpecs(cfg)) {
+      const e = relErr(grads.get(s.name), ref.grads.get(s.name));
+      worst.push([s.name, e]);
+    }
+    worst.sort((a, b) => b[1] - a[1]);
+    expect(worst[0][1], `worst gradient: ${worst[0][0]}`).toBeLessThan(1e-4);
+    model.destroy();
+  });
+
+  it('a training step submits once and reads back only the loss', async () => {
+    const gpu = await testGpu();
+    const B = 4;
+    const model = await VimGpu.create(gpu, cfg, { batch: B, training: true });
+    model.setParams(initParams(cfg, 1));
+    const { images, targets } = batch(train, 0, B, cfg.C);
+    model.setBatch(images, B, Float32Array.from(targets));
+    const queue = gpu.queue;
+    const submit = queue.submit.bind(queue);
+    let submits = 0;
+    let maps = 0;
+    const proto = Object.getPrototypeOf(gpu.device.createBuffer({ size: 4, usage: 8 })) as GPUBuffer;
+    const mapAsync = proto.mapAsync;
+    queue.submit = (cbs: Iterable<GPUCommandBuffer>) => { submits++; return submit(cbs); };
+    proto.mapAsync = function (this: GPUBuffer, ...args: Parameters<GPUBuffer['mapAsync']>) { maps++; return mapAsync.apply(this, args); };
+    try {
+      const loss = await model.trainStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 });
+      expect(Number.isFinite(loss)).toBe(true);
+    } finally {
+      queue.submit = submit;
+      proto.mapAsync = mapAsync;
+    }
+    expect(submits).toBe(1);
+    expect(maps).toBe(1);
+    model.destroy();
+  });
+
+  it('30 AdamW steps on one batch of 16 drive the loss below 10% of its start', async () => {
+    const gpu = await testGpu();
+    const B = 16;
+    const model = await VimGpu.create(gpu, cfg, { batch: B, training: true });
+    model.setParams(initParams(cfg, 3));
+    const { images, targets } = batch(train, 100, B, cfg.C);
+    model.setBatch(images, B, Float32Array.from(targets));
+    const losses: number[] = [];
+    for (let s = 0; s < 30; s++) {
+      losses.push(await model.trainStep({ lr: 2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }));
+    }
+    expect(losses.every(Number.isFinite)).toBe(true);
+    expect(losses[29], `losses: ${losses.map((l) => l.toFixed(3)).join(' ')}`).toBeLessThan(0.1 * losses[0]);
+    model.destroy();
+  });
+
+  it('refuses a batch larger than its buffers, with a clear error', async () => {
+    const gpu = await testGpu();
+    const model = await VimGpu.create(gpu, cfg, { batch: 2, training: false });
+    const images = test.images.slice(0, 3 * IMG);
+    expect(() => model.setBatch(images, 3)).toThrow(VimError);
+    expect(() => model.setBatch(images, 3)).toThrow(/larger than the 2/);
+    model.destroy();
+  });
+
+  it('inference and training builds give the same logits', async () => {
+    const gpu = await testGpu();
+    const params: ParamSet<Float32Array> = initParams(cfg, 11);
+    const { images } = batch(test, 5, 2, cfg.C);
+    const a = await VimGpu.create(gpu, cfg, { batch: 2, training: false });
+    const b = await VimGpu.create(gpu, cfg, { batch: 3, training: true });
+    a.setParams(params);
+    b.setParams(params);
+    a.setBatch(images, 2);
+    b.setBatch(images, 2);
+    const la = await a.forward();
+    const lb = (await b.forward()).subarray(0, 2 * cfg.C);
+    expect(relErr(la, lb)).toBeLessThan(1e-6);
+    a.destroy();
+    b.destroy();
+  });
+});

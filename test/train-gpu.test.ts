@@ -1,0 +1,198 @@
+/**
+ * The GPU side of training beyond forward and backward: the global gradient norm and clip scale,
+ * AdamW with clipped gradients (and skipped on a non-finite norm), the EMA of the weights, each
+ * against a float64 reference; then the same inside VimGpu (a tiny config), where a step still
+ * submits once and maps once while returning the loss, the gradient norm and the logits.
+ */
+import { describe, expect, it } from 'vitest';
+import { adamw_update, decay_mask } from '../src/reference/adamw.js';
+import {
+  adamwUpdate, createAdamwUniform, decayMaskWords, packDecayMask, uploadDecayMask, writeAdamwUniform,
+} from '../src/gpu/ops/adamw.js';
+import { createClipUniform, gradClipScale, gradNormPartials, writeClipUniform } from '../src/gpu/ops/grad-norm.js';
+import { createEmaUniform, emaUpdate, writeEmaUniform } from '../src/gpu/ops/ema.js';
+import { createTensor, upload } from '../src/gpu/tensor.js';
+import type { ParamSpec } from '../src/model/params.js';
+import { paramSpecs } from '../src/model/params.js';
+import { resolveConfig } from '../src/model/config.js';
+import { initParams } from '../src/model/init.js';
+import { VimGpu } from '../src/model/vim-gpu.js';
+import { loadCifar10Split } from '../src/data/cifar10.js';
+import { Rng } from '../src/rng.js';
+import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
+
+/** PyTorch's clip_grad_norm_: the norm, and the factor min(1, maxNorm / (norm + 1e-6)). */
+function clip_grad_norm(grads: Float64Array, maxNorm: number): { norm: number; scale: number } {
+  let s = 0;
+  for (const g of grads) s += g * g;
+  const norm = Math.sqrt(s);
+  return { norm, scale: maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1 };
+}
+
+/** ema ← decay · ema + (1 − decay) · params */
+function ema_update(ema: Float64Array, params: ArrayLike<number>, decay: number): void {
+  for (let i = 0; i < ema.length; i++) ema[i] = decay * ema[i] + (1 - decay) * params[i];
+}
+
+describe('gradient norm, clipping, AdamW with clipping, EMA (kernels)', () => {
+  it('computes the global norm and the clip scale of an odd-sized gradient', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(4);
+    for (const n of [1, 255, 4097, 3 * 4096 + 77]) {
+      const grads = randArray(rng, n, -2, 2);
+      const tg = tensorFrom(gpu, grads, 'grads');
+      const stats = zerosTensor(gpu, 4, 'stats');
+      const partials = zerosTensor(gpu, gradNormPartials(n), 'partials');
+      const uniform = createClipUniform(gpu);
+      const list = gradClipScale(gpu, { stats, partials, grads: tg, uniform, n });
+      const ref = clip_grad_norm(grads, 0);
+      for (const maxNorm of [0, ref.norm / 3, ref.norm * 2]) {
+        writeClipUniform(gpu, uniform, maxNorm);
+        await run(gpu, list);
+        const s = await read(gpu, stats);
+        const want = clip_grad_norm(grads, maxNorm);
+        expect(Math.abs(s[0] - want.norm) / want.norm).toBeLessThan(1e-5);
+        expect(Math.abs(s[1] - want.scale)).toBeLessThan(1e-5);
+        expect(s[2]).toBe(0);
+      }
+      // A NaN or an infinity anywhere raises the flag.
+      for (const bad of [NaN, Infinity]) {
+        upload(gpu, tg, [bad], Math.floor(n / 2));
+        await run(gpu, list);
+        expect((await read(gpu, stats))[2]).toBe(1);
+        upload(gpu, tg, [grads[Math.floor(n / 2)]], Math.floor(n / 2));
+      }
+    }
+  });
+
+  it('AdamW scales the gradients by the clip factor, skips a non-finite step, and the EMA follows', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(12);
+    const sizes: [number, boolean][] = [[37, true], [5, false], [300, true], [4100, false], [77, true]];
+    let offset = 0;
+    const specs: ParamSpec[] = sizes.map(([size, decay], i) => {
+      const s = { name: `t${i}`, shape: [size], size, offset, decay };
+      offset += size;
+      return s;
+    });
+    const n = offset;
+    const mask = decay_mask(specs);
+    const params = randArray(rng, n, -0.1, 0.1);
+    const m = new Float64Array(n);
+    const v = new Float64Array(n);
+    const ema = Float64Array.from(params);
+    const tp = tensorFrom(gpu, params, 'params');
+    const tm = zerosTensor(gpu, n, 'm');
+    const tv = zerosTensor(gpu, n, 'v');
+    const tg = zerosTensor(gpu, n, 'grads');
+    const te = tensorFrom(gpu, params, 'ema');
+    const tmask = createTensor(gpu, decayMaskWords(n), 'decay mask');
+    uploadDecayMask(gpu, tmask, packDecayMask(mask));
+    const stats = zerosTensor(gpu, 4, 'stats');
+    const clipU = createClipUniform(gpu);
+    const adamU = createAdamwUniform(gpu);
+    const emaU = createEmaUniform(gpu);
+    const list = [
+      ...gradClipScale(gpu, { stats, partials: zerosTensor(gpu, gradNormPartials(n)), grads: tg, uniform: clipU, n }),
+      adamwUpdate(gpu, { params: tp, m: tm, v: tv, grads: tg, decayMask: tmask, uniform: adamU, n, gradStats: stats }),
+      emaUpdate(gpu, { ema: te, params: tp, stats, uniform: emaU, n }),
+    ];
+    const hyper = { lr: 0.02, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
+    const maxNorm = 3;
+    const decay = 0.8;
+    writeClipUniform(gpu, clipU, maxNorm);
+    writeEmaUniform(gpu, emaU, decay);
+    let t = 0;
+    for (let k = 1; k <= 4; k++) {
+      const grads = randArray(rng, n, -1, 1);
+      if (k === 3) grads[100] = NaN; // this step is skipped by every kernel
+      upload(gpu, tg, grads);
+      writeAdamwUniform(gpu, adamU, { ...hyper, step: k === 3 ? 3 : t + 1 });
+      await run(gpu, list);
+      if (k === 3) continue;
+      t += 1;
+      const { scale } = clip_grad_norm(grads, maxNorm);
+      expect(scale).toBeLessThan(1); // the test really clips
+      adamw_update(params, grads.map((g) => g * scale), m, v, mask, hyper.lr, hyper.beta1, hyper.beta2, hyper.eps, hyper.weightDecay, t);
+      ema_update(ema, params, decay);
+    }
+    expect(relErr(await read(gpu, tp), params)).toBeLessThan(1e-5);
+    expect(relErr(await read(gpu, tm), m)).toBeLessThan(1e-5);
+    expect(relErr(await read(gpu, tv), v)).toBeLessThan(1e-5);
+    expect(relErr(await read(gpu, te), ema)).toBeLessThan(1e-5);
+  });
+});
+
+describe('VimGpu training extras (a tiny config)', () => {
+  const cfg = resolveConfig({ name: 'tiny-test', patch_size: 8, embed_dim: 16, depth: 1 });
+  const test = loadCifar10Split(undefined, 'test', { verify: false });
+  const B = 8; // the batch of the CLI tests, whose compiled pipelines this shares
+  const images = test.images.slice(0, B * 3 * 32 * 32);
+  const targets = new Float32Array(B * cfg.C);
+  for (let b = 0; b < B; b++) targets[b * cfg.C + test.labels[b]] = 1;
+
+  it('clips by the global norm, keeps the EMA, and returns the logits with the loss in one submit and one map', async () => {
+    const gpu = await testGpu();
+    const model = await VimGpu.create(gpu, cfg, { batch: B, training: true, ema: true });
+    const p0 = initParams(cfg, 5);
+    model.setParams(p0);
+    model.resetEma();
+    model.setBatch(images, B, targets);
+    const loss0 = await model.computeGradients();
+    const grads = (await model.getGrads()).toFloat64().flat;
+    const logits0 = await model.forward();
+    const { norm } = clip_grad_norm(grads, 0);
+    const maxNorm = norm / 4;
+
+    const queue = gpu.queue;
+    const submit = queue.submit.bind(queue);
+    let submits = 0;
+    let maps = 0;
+    const proto = Object.getPrototypeOf(gpu.device.createBuffer({ size: 4, usage: 8 })) as GPUBuffer;
+    const mapAsync = proto.mapAsync;
+    queue.submit = (cbs: Iterable<GPUCommandBuffer>) => { submits++; return submit(cbs); };
+    proto.mapAsync = function (this: GPUBuffer, ...args: Parameters<GPUBuffer['mapAsync']>) { maps++; return mapAsync.apply(this, args); };
+    const hyper = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05, maxGradNorm: maxNorm, emaDecay: 0.75 };
+    let r;
+    try {
+      r = await model.trainStepFull(hyper, { logits: true });
+    } finally {
+      queue.submit = submit;
+      proto.mapAsync = mapAsync;
+    }
+    expect(submits).toBe(1);
+    expect(maps).toBe(1);
+    expect(r.loss).toBe(loss0);
+    expect(r.logits).toEqual(logits0);
+    expect(Math.abs(r.gradNorm - norm) / norm).toBeLessThan(1e-5);
+    expect(r.clipScale).toBeCloseTo(maxNorm / (norm + 1e-6), 5);
+    expect(r.skipped).toBe(false);
+
+    // The update is AdamW on the clipped gradients; the EMA moved a quarter of the way.
+    const want = p0.toFloat64().flat;
+    const n = want.length;
+    const mask = decay_mask(paramSpecs(cfg));
+    adamw_update(want, grads.map((g) => g * r.clipScale), new Float64Array(n), new Float64Array(n), mask,
+      hyper.lr, hyper.beta1, hyper.beta2, hyper.eps, hyper.weightDecay, 1);
+    const got = (await model.getParams()).flat;
+    const p0f = p0.flat;
+    expect(relErr(got.map((x, i) => x - p0f[i]), want.map((x, i) => x - p0f[i]))).toBeLessThan(1e-4);
+    const ema = (await model.getEma()).flat;
+    expect(relErr(ema, Array.from(p0f, (x, i) => 0.75 * x + 0.25 * got[i]))).toBeLessThan(1e-6);
+    model.destroy();
+  });
+
+  it('an inference build evaluates the weights or the EMA of a training build copied on the GPU', async () => {
+    const gpu = await testGpu();
+    const train = await VimGpu.create(gpu, cfg, { batch: B, training: true, ema: true });
+    const infer = await VimGpu.create(gpu, cfg, { batch: B, training: false });
+    train.setParams(initParams(cfg, 1));
+    train.setEma(initParams(cfg, 2));
+    infer.copyParamsFrom(train, 'ema');
+    expect((await infer.getParams()).flat).toEqual(initParams(cfg, 2).flat);
+    infer.copyParamsFrom(train, 'params');
+    expect((await infer.getParams()).flat).toEqual(initParams(cfg, 1).flat);
+    train.destroy();
+    infer.destroy();
+  });
+});
