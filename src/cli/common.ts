@@ -49,9 +49,31 @@ export function helpText(spec: CommandSpec): string {
   ].join('\n');
 }
 
+/**
+ * Negative numbers as option values: `--epochs -3` reads to Node's parseArgs as an option
+ * missing its value followed by an unknown option "-3". Joining such a pair into `--epochs=-3`
+ * lets the option's own range check answer with a one-line error that names it.
+ */
+export function joinNegativeValues(spec: CommandSpec, argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const o = a.startsWith('--') ? spec.options[a.slice(2)] : undefined;
+    const next = argv[i + 1];
+    if (o?.type === 'string' && next !== undefined && /^-\d|^-\.\d|^-Infinity$/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
 /** Parse argv; unknown options and missing values become VimErrors that name the option. */
-export function parseCommand(spec: CommandSpec, argv: string[]): Parsed | 'help' {
-  if (argv.includes('--help') || argv.includes('-h')) return 'help';
+export function parseCommand(spec: CommandSpec, rawArgv: readonly string[]): Parsed | 'help' {
+  if (rawArgv.includes('--help') || rawArgv.includes('-h')) return 'help';
+  const argv = joinNegativeValues(spec, rawArgv);
   const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
   for (const [k, o] of Object.entries(spec.options)) {
     options[k] = { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) };
@@ -85,6 +107,7 @@ export function numberOpt(
   if (raw === undefined) return undefined;
   const v = Number(raw);
   const kind = opts.integer ? 'integer' : 'number';
+  const article = opts.integer ? 'an' : 'a';
   const bad = !Number.isFinite(v) || (opts.integer && !Number.isInteger(v)) ||
     (opts.min !== undefined && (opts.exclusiveMin ? v <= opts.min : v < opts.min)) ||
     (opts.max !== undefined && v > opts.max);
@@ -93,7 +116,7 @@ export function numberOpt(
       opts.min !== undefined ? `${opts.exclusiveMin ? '>' : '≥'} ${opts.min}` : '',
       opts.max !== undefined ? `≤ ${opts.max}` : '',
     ].filter(Boolean).join(' and ');
-    throw new VimError(`--${key}: expected ${range ? `a ${kind} ${range}` : `a ${kind}`} but received ${JSON.stringify(raw)}`);
+    throw new VimError(`--${key}: expected ${article} ${kind}${range ? ` ${range}` : ''} but received ${JSON.stringify(raw)}`);
   }
   return v;
 }

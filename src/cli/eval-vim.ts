@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+/**
+ * `eval-vim --checkpoint FILE`: test-set accuracy of a checkpoint: top-1, top-5, per-class
+ * accuracy and the confusion matrix (printed, as PNG with --plot, as JSON with --json).
+ */
+import cliProgress from 'cli-progress';
+import { VimError } from '../errors.js';
+import { acquireGpu, describeGpu } from '../gpu/device.js';
+import { ensureCifar10, loadCifar10Split } from '../data/cifar10.js';
+import { writeFileAtomic } from '../io/safetensors.js';
+import { confusionPng } from '../io/plots.js';
+import { loadConfig } from '../model/config.js';
+import { describeConfig, loadCheckpoint } from '../model/checkpoint.js';
+import { VimGpu } from '../model/vim-gpu.js';
+import { evaluate } from '../train/evaluate.js';
+import { pct } from '../train/progress.js';
+import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
+
+const spec: CommandSpec = {
+  name: 'eval-vim',
+  summary: 'evaluate a Vim checkpoint on the CIFAR-10 test set',
+  usage: 'eval-vim --checkpoint FILE [options]',
+  options: {
+    checkpoint: { type: 'string', arg: 'FILE', help: 'the checkpoint (.safetensors written by train-vim) (required)' },
+    model: { type: 'string', arg: 'NAME|FILE', help: 'refuse the checkpoint unless it is for this config; also the config of a checkpoint that carries none' },
+    'data-dir': { type: 'string', arg: 'DIR', help: 'where CIFAR-10 is, or is fetched to (default: $VIM_DATA_DIR, else datasets/)' },
+    'batch-size': { type: 'string', arg: 'N', help: 'images per forward pass (default: 256 on a GPU, 32 on a CPU adapter)' },
+    limit: { type: 'string', arg: 'N', help: 'evaluate only the first N test images (default: all 10,000)' },
+    plot: { type: 'string', arg: 'FILE', help: 'also draw the confusion matrix as a PNG into FILE' },
+    json: { type: 'boolean', help: 'print the results as one JSON object (and nothing else) on stdout' },
+  },
+  epilog: 'Accuracy is over the test images in their file order; the last partial batch is padded and its padding ignored.',
+};
+
+async function main(p: Parsed): Promise<void> {
+  const path = stringOpt(p, 'checkpoint');
+  if (path === undefined) throw new VimError('--checkpoint is required: the .safetensors file to evaluate (see eval-vim --help)');
+  const modelOpt = stringOpt(p, 'model');
+  const expected = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
+  const limit = numberOpt(p, 'limit', { integer: true, min: 1 });
+  const batchOpt = numberOpt(p, 'batch-size', { integer: true, min: 1 });
+  const json = boolOpt(p, 'json');
+  const plot = stringOpt(p, 'plot');
+  const { cfg, params, meta } = loadCheckpoint(path, expected);
+  const say = (line: string) => {
+    if (!json) console.log(line);
+  };
+
+  const batches = await ensureCifar10({ dir: stringOpt(p, 'data-dir'), progress: !json, log: () => undefined });
+  const test = loadCifar10Split(batches, 'test', { verify: false });
+  const gpu = await acquireGpu();
+  const B = Math.min(batchOpt ?? (gpu.info.isCpu ? 32 : 256), limit ?? test.n);
+  const model = await VimGpu.create(gpu, cfg, { batch: B, training: false });
+  model.setParams(params);
+  const metrics = meta.metrics as { epoch?: number; test_acc?: number } | undefined;
+  say(`checkpoint: ${path}: ${describeConfig(cfg)}${metrics?.epoch !== undefined ? `, epoch ${metrics.epoch}` : ''}` +
+    `${typeof meta.weights === 'string' ? ` (${meta.weights} weights)` : ''}`);
+  say(`adapter: ${describeGpu(gpu)}`);
+
+  const total = Math.min(limit ?? test.n, test.n);
+  const bar = !json && process.stderr.isTTY
+    ? new cliProgress.SingleBar({
+      format: 'test |{bar}| {value}/{total} images | {ips} img/s | ETA {eta_formatted}', barCompleteChar: '█', barIncompleteChar: '░',
+      hideCursor: true, clearOnComplete: true, fps: 5,
+    })
+    : null;
+  bar?.start(total, 0, { ips: '–' });
+  const t0 = performance.now();
+  let result;
+  try {
+    result = (await evaluate(model, test, {
+      limit, onProgress: (done) => bar?.update(done, { ips: (done / ((performance.now() - t0) / 1000)).toFixed(1) }),
+    }))!;
+  } finally {
+    bar?.stop();
+    model.destroy();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const names = cfg.classNames;
+  if (plot !== undefined) {
+    writeFileAtomic(plot, await confusionPng(result.confusion, names,
+      `${cfg.name}: test confusion (${pct(result.top1)} of ${result.n.toLocaleString('en-US')})`));
+  }
+  if (json) {
+    console.log(JSON.stringify({
+      checkpoint: path, model: cfg.name, images: result.n, top1: result.top1, top5: result.top5, loss: result.loss,
+      per_class: Object.fromEntries(names.map((n, i) => [n, result.perClass[i]])), class_names: names,
+      confusion: result.confusion, seconds, ...(plot !== undefined ? { plot } : {}),
+    }));
+    return;
+  }
+  say(`evaluated ${result.n.toLocaleString('en-US')} test images in ${seconds.toFixed(1)} s (${(result.n / seconds).toFixed(1)} images/s, batch ${B})`);
+  say('');
+  say(`top-1 accuracy  ${pct(result.top1)}`);
+  say(`top-5 accuracy  ${pct(result.top5)}`);
+  say(`loss            ${result.loss.toFixed(4)}`);
+  say('');
+  say('per-class accuracy:');
+  const w = Math.max(...names.map((n) => n.length));
+  names.forEach((n, i) => {
+    const row = result.confusion[i];
+    const count = row.reduce((a, b) => a + b, 0);
+    say(`  ${n.padEnd(w)}  ${pct(result.perClass[i]).padStart(7)}  (${row[i]}/${count})`);
+  });
+  say('');
+  say('confusion matrix (rows: true class, columns: predicted class):');
+  const cw = Math.max(5, String(Math.max(...result.confusion.flat())).length + 1);
+  say(`  ${''.padEnd(w)} ${names.map((n) => n.slice(0, cw - 1).padStart(cw)).join('')}`);
+  names.forEach((n, i) => say(`  ${n.padEnd(w)} ${result.confusion[i].map((v) => String(v).padStart(cw)).join('')}`));
+  if (plot !== undefined) say(`\nconfusion matrix drawn in ${plot}`);
+}
+runCli(spec, main);

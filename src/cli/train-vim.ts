@@ -1,0 +1,234 @@
+#!/usr/bin/env node
+/**
+ * `train-vim`: train a Vim on CIFAR-10 and leave the run in runs/NAME/ (see src/train/run-dir.ts).
+ *
+ * The defaults fit the adapter (src/train/recipe.ts): the full Vim-Ti recipe on a GPU, a
+ * 10-minute vim-nano run on a CPU fallback adapter such as lavapipe. Ctrl-C finishes the current
+ * step, saves the training state and says how to resume; --resume continues exactly.
+ */
+import { existsSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { VimError } from '../errors.js';
+import { acquireGpu, describeGpu } from '../gpu/device.js';
+import { ensureCifar10, loadCifar10Split } from '../data/cifar10.js';
+import { loadConfig, resolveConfig, type VimConfig } from '../model/config.js';
+import { describeConfig } from '../model/checkpoint.js';
+import { paramCount } from '../model/params.js';
+import { TrainProgress, formatDuration, pct } from '../train/progress.js';
+import {
+  defaultRecipe, describeRecipe, parseAugmentList, scaledLr, validateRecipe, type Recipe, type RecipeKind,
+} from '../train/recipe.js';
+import { holdsRun, readJson, RUN_FILES, runPath } from '../train/run-dir.js';
+import { Trainer } from '../train/trainer.js';
+import { numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
+
+const spec: CommandSpec = {
+  name: 'train-vim',
+  summary: 'train a Vision Mamba (Vim) on CIFAR-10 with WebGPU',
+  usage: 'train-vim [options]            (a new run in --out)\n       train-vim --resume runs/NAME   (continue a stopped run)',
+  options: {
+    model: { type: 'string', arg: 'NAME|FILE', help: 'model config: a name in models/ (vim-nano, vim-tiny) or a .json path (default: vim-tiny on a GPU, vim-nano on a CPU adapter)' },
+    epochs: { type: 'string', arg: 'N', help: 'training epochs (default: 100 on a GPU, 3 on a CPU adapter)' },
+    'batch-size': { type: 'string', arg: 'N', help: 'images per step (default: 256 on a GPU, 32 on a CPU adapter)' },
+    lr: { type: 'string', arg: 'X', help: 'peak learning rate of AdamW (default: 1e-3 × batch-size / 512 on a GPU, 3e-3 on a CPU adapter)' },
+    'min-lr': { type: 'string', arg: 'X', help: 'learning rate at the end of the cosine decay (default: 1e-5)' },
+    'weight-decay': { type: 'string', arg: 'X', help: 'AdamW weight decay; never applied to A_log, D, biases, norms or embeddings (default: 0.05)' },
+    warmup: { type: 'string', arg: 'EPOCHS', help: 'epochs of linear learning-rate warm-up, fractions allowed (default: 5 on a GPU, 0.5 on a CPU adapter)' },
+    'label-smoothing': { type: 'string', arg: 'X', help: 'label smoothing of the targets, 0…0.99 (default: 0.1)' },
+    augment: { type: 'string', arg: 'LIST', help: 'comma list of crop (random crop, 4-px zero padding), flip (horizontal), mixup, cutmix; or none (default: crop,flip)' },
+    'mixup-alpha': { type: 'string', arg: 'A', help: 'mixup\'s Beta(A, A) when --augment has mixup (default: 0.8)' },
+    'cutmix-alpha': { type: 'string', arg: 'A', help: 'cutmix\'s Beta(A, A) when --augment has cutmix (default: 1.0)' },
+    ema: { type: 'string', arg: 'DECAY', help: 'keep an exponential moving average of the weights with this decay and evaluate it; 0 = off (default: 0.9995 on a GPU, 0 on a CPU adapter)' },
+    'grad-clip': { type: 'string', arg: 'NORM', help: 'clip the gradients to this global L2 norm; 0 = off (default: 1)' },
+    seed: { type: 'string', arg: 'N', help: 'seed of the initialisation, the shuffle and the augmentation (default: 0)' },
+    'data-dir': { type: 'string', arg: 'DIR', help: 'where CIFAR-10 is, or is fetched to (default: $VIM_DATA_DIR, else datasets/)' },
+    out: { type: 'string', arg: 'DIR', help: 'run folder for checkpoints, metrics and plots (default: runs/MODEL-DATE-TIME)' },
+    resume: { type: 'string', arg: 'DIR', help: 'continue the run in DIR where it stopped (its recipe; --epochs, --eval-every, --lr, --min-lr, --grad-clip and --log-every may change)' },
+    'eval-every': { type: 'string', arg: 'N', help: 'evaluate on the test images every N epochs, and after the last (default: 1)' },
+    subset: { type: 'string', arg: 'N', help: 'train on the first N training images; 0 = all 50,000 (default: 0 on a GPU, 1600 on a CPU adapter)' },
+    'test-subset': { type: 'string', arg: 'N', help: 'evaluate on the first N test images; 0 = all 10,000 (default: 0 on a GPU, 1000 on a CPU adapter)' },
+    recipe: { type: 'string', arg: 'auto|gpu|cpu', help: 'which defaults to start from: the full GPU recipe, the short CPU one, or by the adapter (default: auto)' },
+    'log-every': { type: 'string', arg: 'SECONDS', help: 'when the output is not a terminal: seconds between progress lines; 0 = every step (default: 30)' },
+  },
+  epilog: [
+    'A run leaves in its folder: config.json and recipe.json, metrics.jsonl (one line per epoch),',
+    'steps.jsonl (one line per step), last.safetensors and best.safetensors (the evaluated weights, the',
+    'EMA when there is one), state.safetensors (everything --resume needs), curves.png and confusion.png.',
+    'Ctrl-C finishes the current step, saves the state and prints the command that resumes the run.',
+  ].join('\n'),
+};
+
+/** Options that may change when a run is resumed (the rest would make it another run). */
+const RESUME_OVERRIDES = ['epochs', 'eval-every', 'lr', 'min-lr', 'grad-clip', 'log-every', 'data-dir', 'resume'];
+
+function stamp(d = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+/** The recipe of a new run: the defaults of its kind with the options given on top. */
+function newRecipe(p: Parsed, kind: RecipeKind): Recipe {
+  const batchSize = numberOpt(p, 'batch-size', { integer: true, min: 1 });
+  const r = defaultRecipe(kind, batchSize);
+  const set = <K extends keyof Recipe>(k: K, v: Recipe[K] | undefined) => {
+    if (v !== undefined) r[k] = v;
+  };
+  set('model', stringOpt(p, 'model'));
+  set('epochs', numberOpt(p, 'epochs', { integer: true, min: 1 }));
+  set('lr', numberOpt(p, 'lr', { min: 0, exclusiveMin: true }));
+  if (kind === 'gpu' && batchSize !== undefined && stringOpt(p, 'lr') === undefined) r.lr = scaledLr(batchSize);
+  set('minLr', numberOpt(p, 'min-lr', { min: 0 }));
+  if (r.minLr > r.lr && stringOpt(p, 'min-lr') === undefined) r.minLr = r.lr / 100;
+  set('weightDecay', numberOpt(p, 'weight-decay', { min: 0 }));
+  set('warmupEpochs', numberOpt(p, 'warmup', { min: 0 }));
+  set('labelSmoothing', numberOpt(p, 'label-smoothing', { min: 0, max: 0.99 }));
+  set('ema', numberOpt(p, 'ema', { min: 0, max: 0.999999 }));
+  set('gradClip', numberOpt(p, 'grad-clip', { min: 0 }));
+  set('seed', numberOpt(p, 'seed', { integer: true, min: 0, max: 0xffffffff }));
+  set('subset', numberOpt(p, 'subset', { integer: true, min: 0 }));
+  set('testSubset', numberOpt(p, 'test-subset', { integer: true, min: 0 }));
+  set('evalEvery', numberOpt(p, 'eval-every', { integer: true, min: 1 }));
+  const alphas = {
+    mixup: numberOpt(p, 'mixup-alpha', { min: 0, exclusiveMin: true }) ?? 0.8,
+    cutmix: numberOpt(p, 'cutmix-alpha', { min: 0, exclusiveMin: true }) ?? 1.0,
+  };
+  const list = stringOpt(p, 'augment');
+  if (list !== undefined) r.augment = parseAugmentList(list, alphas);
+  else if (stringOpt(p, 'mixup-alpha') !== undefined || stringOpt(p, 'cutmix-alpha') !== undefined) {
+    throw new VimError('--mixup-alpha and --cutmix-alpha need --augment with mixup or cutmix, e.g. --augment crop,flip,mixup');
+  }
+  return validateRecipe(r);
+}
+
+/** The recipe of a resumed run: its recipe.json with the few options that may change. */
+function resumedRecipe(p: Parsed, dir: string): Recipe {
+  const path = runPath(dir, 'recipe');
+  if (!existsSync(path)) {
+    throw new VimError(`${dir} holds no train-vim run (it has no ${RUN_FILES.recipe}): nothing to resume; check the folder name`);
+  }
+  const stored = readJson(path, 'the recipe of the run') as Recipe;
+  if (typeof stored !== 'object' || stored === null || typeof stored.model !== 'string' || typeof stored.epochs !== 'number') {
+    throw new VimError(`${path} is not a recipe written by train-vim; the run folder is damaged`);
+  }
+  for (const k of Object.keys(spec.options)) {
+    if (p.values[k] !== undefined && !RESUME_OVERRIDES.includes(k)) {
+      throw new VimError(`--${k} cannot change when a run is resumed (the run in ${dir} keeps its recipe); ` +
+        `only ${RESUME_OVERRIDES.filter((o) => o !== 'resume').map((o) => `--${o}`).join(', ')} may be given with --resume`);
+    }
+  }
+  const r: Recipe = { ...stored, augment: { ...stored.augment } };
+  r.epochs = numberOpt(p, 'epochs', { integer: true, min: 1 }) ?? r.epochs;
+  r.evalEvery = numberOpt(p, 'eval-every', { integer: true, min: 1 }) ?? r.evalEvery;
+  r.lr = numberOpt(p, 'lr', { min: 0, exclusiveMin: true }) ?? r.lr;
+  r.minLr = numberOpt(p, 'min-lr', { min: 0 }) ?? r.minLr;
+  r.gradClip = numberOpt(p, 'grad-clip', { min: 0 }) ?? r.gradClip;
+  return validateRecipe(r);
+}
+
+async function main(p: Parsed): Promise<void> {
+  const resumeDir = stringOpt(p, 'resume');
+  const recipeOpt = stringOpt(p, 'recipe') ?? 'auto';
+  if (!['auto', 'gpu', 'cpu'].includes(recipeOpt)) throw new VimError(`--recipe: expected auto, gpu or cpu but received "${recipeOpt}"`);
+  const logEvery = numberOpt(p, 'log-every', { min: 0 }) ?? 30;
+  if (resumeDir !== undefined && stringOpt(p, 'out') !== undefined && resolve(stringOpt(p, 'out')!) !== resolve(resumeDir)) {
+    throw new VimError('--out and --resume name different folders: a resumed run stays in its folder; drop --out');
+  }
+  // Check what can be checked before the GPU starts: the options, the model, the run folder.
+  let recipe: Recipe | null = null;
+  let cfg: VimConfig | null = null;
+  if (resumeDir !== undefined) {
+    recipe = resumedRecipe(p, resumeDir);
+    cfg = resolveConfig(readJson(runPath(resumeDir, 'config'), 'the model config of the run'), runPath(resumeDir, 'config'));
+  } else {
+    const model = stringOpt(p, 'model');
+    if (model !== undefined) cfg = loadConfig(model);
+    const out = stringOpt(p, 'out');
+    if (out !== undefined && holdsRun(out)) {
+      throw new VimError(`${out} already holds a run: continue it with --resume ${out}, or choose another --out`);
+    }
+    if (recipeOpt !== 'auto') recipe = newRecipe(p, recipeOpt as RecipeKind);
+    else newRecipe(p, 'gpu'); // validates the options now; the adapter decides the defaults below
+  }
+
+  const gpu = await acquireGpu();
+  console.log(`adapter: ${describeGpu(gpu)}`);
+  if (!recipe) {
+    const kind: RecipeKind = gpu.info.isCpu ? 'cpu' : 'gpu';
+    recipe = newRecipe(p, kind);
+    if (kind === 'cpu') {
+      console.log(
+        'this is a CPU adapter (a few GFLOP/s), so train-vim starts from its short CPU recipe: by default vim-nano on the ' +
+        'first 1,600 training images for 3 epochs, about 10 minutes on 2 cores; it shows the pipeline working, not a good ' +
+        'model. Options change any part of it; --recipe gpu starts from the full Vim-Ti recipe (days on a CPU).',
+      );
+    }
+  }
+  cfg ??= loadConfig(recipe.model);
+  const dir = resolve(resumeDir ?? stringOpt(p, 'out') ?? `runs/${basename(recipe.model).replace(/\.json$/, '')}-${stamp()}`);
+  const shown = resumeDir ?? stringOpt(p, 'out') ?? `runs/${basename(dir)}`;
+
+  const dataDir = stringOpt(p, 'data-dir');
+  const batches = await ensureCifar10({ dir: dataDir, progress: true, log: (m) => console.log(`data: ${m}`) });
+  const train = loadCifar10Split(batches, 'train', { verify: false });
+  const test = loadCifar10Split(batches, 'test', { verify: false });
+
+  // Bars redraw on stderr; when either stream goes to a file or a pipe (CI logs, `| tee`), plain lines instead.
+  const tty = process.stdout.isTTY === true && process.stderr.isTTY === true;
+  const progress = new TrainProgress({ tty, logEvery, print: (l) => console.log(l) });
+  const trainer = await Trainer.create({
+    gpu, cfg, recipe, dir, train, test, resume: resumeDir !== undefined, events: progress,
+    info: { adapter: describeGpu(gpu) },
+  });
+  progress.plan(recipe.epochs, recipe.evalEvery);
+  console.log(`model: ${describeConfig(cfg)}, ${paramCount(cfg).toLocaleString('en-US')} parameters`);
+  console.log(`recipe: ${describeRecipe(recipe, trainer.train.n, trainer.test.n)}`);
+  console.log(`${trainer.stepsPerEpoch} steps per epoch, ${trainer.totalSteps} in all`);
+  const st = trainer.sampler.state;
+  if (resumeDir !== undefined) {
+    if (st.epoch >= recipe.epochs) {
+      console.log(`the run in ${shown} has already finished its ${recipe.epochs} epochs; pass --epochs with more to train longer`);
+      trainer.destroy();
+      return;
+    }
+    console.log(`resuming ${shown} at epoch ${st.epoch + 1}, step ${trainer.model.step} (batch ${st.cursor} of ${trainer.stepsPerEpoch} done)`);
+  } else {
+    console.log(`run folder: ${shown}`);
+  }
+
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts++;
+    if (interrupts === 1) {
+      progress.stopBar();
+      console.log('\nstopping after the current step and saving the training state… (Ctrl-C again quits at once, without saving)');
+      trainer.requestStop();
+    } else {
+      console.error('train-vim: quit without saving; the last saved state (end of the previous epoch or stop) is kept');
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onSigint);
+  let outcome;
+  try {
+    outcome = await trainer.run();
+  } finally {
+    process.off('SIGINT', onSigint);
+    progress.stopBar();
+    trainer.destroy();
+  }
+  const best = outcome.best ? `best test accuracy ${pct(outcome.best.test_acc)} (epoch ${outcome.best.epoch})` : 'not evaluated yet';
+  if (outcome.status === 'stopped') {
+    const s = trainer.sampler.state;
+    console.log(
+      `stopped at step ${outcome.step} (epoch ${s.epoch + 1}, batch ${s.cursor} of ${trainer.stepsPerEpoch}); ${best}. ` +
+      `The training state is saved in ${runPath(shown, 'state')}.\nresume with: train-vim --resume ${shown}`,
+    );
+    process.exitCode = 130;
+    return;
+  }
+  const elapsed = outcome.last ? formatDuration(outcome.last.elapsed_s) : '';
+  console.log(`done: ${outcome.epochs} epochs, ${outcome.step} steps in ${elapsed}; ${best}`);
+  console.log(`files in ${shown}: best.safetensors, last.safetensors, metrics.jsonl, steps.jsonl, curves.png, confusion.png, state.safetensors`);
+  console.log(`evaluate with: eval-vim --checkpoint ${runPath(shown, 'best')}`);
+}
+runCli(spec, main);

@@ -1,0 +1,49 @@
+/**
+ * Evaluation of a model on a labelled image set, in batches of the model's batch size B; the last
+ * partial batch is padded with zero images (setBatch does it) whose logits are ignored.
+ */
+import { VimError } from '../errors.js';
+import type { VimGpu } from '../model/vim-gpu.js';
+import { ClassificationTally, type ClassificationResult } from './metrics.js';
+
+export interface LabelledImages {
+  /** (n, 3, H, W) u8 */
+  images: Uint8Array;
+  /** (n) class indices */
+  labels: Uint8Array;
+  n: number;
+}
+
+export interface EvaluateOptions {
+  /** Evaluate only the first `limit` images. */
+  limit?: number;
+  /** Called after every batch with images done and the total. */
+  onProgress?: (done: number, total: number) => void;
+  /** Polled between batches; when it returns true the evaluation stops and returns null. */
+  shouldStop?: () => boolean;
+}
+
+/** The first `limit` (default all) images of a set. */
+export function firstImages(data: LabelledImages, limit: number | undefined, per: number): LabelledImages {
+  if (limit === undefined || limit >= data.n) return data;
+  if (!Number.isInteger(limit) || limit < 1) throw new VimError(`expected a positive number of images but received ${limit}`);
+  return { images: data.images.subarray(0, limit * per), labels: data.labels.subarray(0, limit), n: limit };
+}
+
+/** Top-1, top-5, loss, per-class accuracy and the confusion matrix of `model` on `data`. */
+export async function evaluate(model: VimGpu, data: LabelledImages, opts: EvaluateOptions = {}): Promise<ClassificationResult | null> {
+  const { imgSize, C } = model.cfg;
+  const per = 3 * imgSize * imgSize;
+  const set = firstImages(data, opts.limit, per);
+  const tally = new ClassificationTally(C);
+  const B = model.B;
+  for (let start = 0; start < set.n; start += B) {
+    if (opts.shouldStop?.()) return null;
+    const n = Math.min(B, set.n - start);
+    model.setBatch(set.images.subarray(start * per, (start + n) * per), n);
+    const logits = await model.forward(); // (B, C); rows ≥ n are padding
+    tally.add(logits, set.labels.subarray(start, start + n), n);
+    opts.onProgress?.(start + n, set.n);
+  }
+  return tally.result();
+}

@@ -1,0 +1,151 @@
+/**
+ * The training recipe: every knob of a run, with defaults that fit the adapter.
+ *
+ * Two sets of defaults:
+ *   - 'gpu' (a real GPU): Vim-Ti (models/vim-tiny.json) on all 50,000 training images for 100
+ *     epochs, batch 256, AdamW with peak lr 1e-3 · batch/512, 5 epochs of linear warm-up then
+ *     cosine decay to 1e-5, weight decay 0.05, label smoothing 0.1, random crop (4-px zero
+ *     padding) and horizontal flip, an EMA of the weights (decay 0.9995) for evaluation, gradient
+ *     clipping at norm 1, evaluation on the 10,000 test images after every epoch.
+ *   - 'cpu' (a CPU fallback adapter such as lavapipe, a few GFLOP/s): vim-nano on the first 1,600
+ *     training images for 3 epochs, batch 32, peak lr 3e-3, evaluation on the first 1,000 test
+ *     images: about 10 minutes on 2 cores. It shows the whole pipeline working, not a good model.
+ * Command-line options override single fields; the resolved recipe is saved with the run.
+ */
+import { VimError } from '../errors.js';
+
+export type RecipeKind = 'cpu' | 'gpu';
+
+export interface AugmentRecipe {
+  /** Random crop with zero padding of `padding` px. */
+  crop: boolean;
+  padding: number;
+  /** Random horizontal flip. */
+  flip: boolean;
+  /** Mixup's Beta(α, α); 0 = off. */
+  mixupAlpha: number;
+  /** Cutmix's Beta(α, α); 0 = off. */
+  cutmixAlpha: number;
+}
+
+export interface Recipe {
+  /** Which defaults the recipe started from. */
+  kind: RecipeKind;
+  /** Model config: a name in models/ or a path to a .json config. */
+  model: string;
+  epochs: number;
+  batchSize: number;
+  /** Peak learning rate (after warm-up). */
+  lr: number;
+  /** Learning rate at the end of the cosine decay. */
+  minLr: number;
+  /** Warm-up length in epochs (may be fractional). */
+  warmupEpochs: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  labelSmoothing: number;
+  augment: AugmentRecipe;
+  /** EMA decay of the weights used for evaluation; 0 = no EMA (evaluate the weights themselves). */
+  ema: number;
+  /** Clip gradients to this global L2 norm; 0 = no clipping. */
+  gradClip: number;
+  seed: number;
+  /** Train on the first `subset` training images; 0 = all. */
+  subset: number;
+  /** Evaluate on the first `testSubset` test images; 0 = all. */
+  testSubset: number;
+  /** Evaluate every this many epochs (and always after the last). */
+  evalEvery: number;
+}
+
+/** Peak lr for a batch size under the linear scaling rule, from 1e-3 at batch 512. */
+export function scaledLr(batchSize: number): number {
+  return (1e-3 * batchSize) / 512;
+}
+
+/** The defaults of a recipe kind; `batchSize` changes the default lr of the 'gpu' kind. */
+export function defaultRecipe(kind: RecipeKind, batchSize?: number): Recipe {
+  const augment: AugmentRecipe = { crop: true, padding: 4, flip: true, mixupAlpha: 0, cutmixAlpha: 0 };
+  if (kind === 'gpu') {
+    const B = batchSize ?? 256;
+    return {
+      kind, model: 'vim-tiny', epochs: 100, batchSize: B, lr: scaledLr(B), minLr: 1e-5, warmupEpochs: 5,
+      weightDecay: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, labelSmoothing: 0.1, augment, ema: 0.9995, gradClip: 1,
+      seed: 0, subset: 0, testSubset: 0, evalEvery: 1,
+    };
+  }
+  return {
+    kind, model: 'vim-nano', epochs: 3, batchSize: batchSize ?? 32, lr: 3e-3, minLr: 1e-5, warmupEpochs: 0.5,
+    weightDecay: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, labelSmoothing: 0.1, augment, ema: 0, gradClip: 1,
+    seed: 0, subset: 1600, testSubset: 1000, evalEvery: 1,
+  };
+}
+
+/** Parse an --augment list: "crop,flip" (default), "none", or any of crop, flip, mixup, cutmix. */
+export function parseAugmentList(list: string, alphas: { mixup: number; cutmix: number }): AugmentRecipe {
+  const items = list.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+  const known = ['crop', 'flip', 'mixup', 'cutmix', 'none'];
+  for (const it of items) {
+    if (!known.includes(it)) throw new VimError(`--augment: unknown augmentation "${it}"; use a comma list of crop, flip, mixup, cutmix, or none`);
+  }
+  if (items.includes('none') && items.length > 1) throw new VimError('--augment: "none" cannot be combined with other augmentations');
+  return {
+    crop: items.includes('crop'), padding: 4, flip: items.includes('flip'),
+    mixupAlpha: items.includes('mixup') ? alphas.mixup : 0, cutmixAlpha: items.includes('cutmix') ? alphas.cutmix : 0,
+  };
+}
+
+/** The --augment list of a recipe ("crop,flip", "none", …). */
+export function augmentList(a: AugmentRecipe): string {
+  const items = [a.crop && 'crop', a.flip && 'flip', a.mixupAlpha > 0 && 'mixup', a.cutmixAlpha > 0 && 'cutmix'].filter(Boolean);
+  return items.length ? items.join(',') : 'none';
+}
+
+/** Check every field; errors name the command-line option. */
+export function validateRecipe(r: Recipe): Recipe {
+  const bad = (opt: string, what: string, v: unknown): never => {
+    throw new VimError(`--${opt}: expected ${what} but received ${JSON.stringify(v)}`);
+  };
+  const int = (opt: string, v: number, min: number) => {
+    if (!Number.isInteger(v) || v < min) bad(opt, `an integer ≥ ${min}`, v);
+  };
+  const num = (opt: string, v: number, min: number, max = Infinity, openMin = false) => {
+    if (!Number.isFinite(v) || v < min || v > max || (openMin && v === min)) {
+      bad(opt, `a number ${openMin ? '>' : '≥'} ${min}${max < Infinity ? ` and ≤ ${max}` : ''}`, v);
+    }
+  };
+  if (typeof r.model !== 'string' || r.model === '') bad('model', 'a model name or config path', r.model);
+  int('epochs', r.epochs, 1);
+  int('batch-size', r.batchSize, 1);
+  num('lr', r.lr, 0, Infinity, true);
+  num('min-lr', r.minLr, 0);
+  if (r.minLr > r.lr) bad('min-lr', `a number ≤ --lr (${r.lr})`, r.minLr);
+  num('warmup', r.warmupEpochs, 0);
+  num('weight-decay', r.weightDecay, 0);
+  num('label-smoothing', r.labelSmoothing, 0, 0.99);
+  num('ema', r.ema, 0, 0.999999);
+  num('grad-clip', r.gradClip, 0);
+  int('seed', r.seed, 0);
+  if (r.seed > 0xffffffff) bad('seed', 'an integer ≤ 4294967295', r.seed);
+  int('subset', r.subset, 0);
+  int('test-subset', r.testSubset, 0);
+  int('eval-every', r.evalEvery, 1);
+  num('mixup-alpha', r.augment.mixupAlpha, 0);
+  num('cutmix-alpha', r.augment.cutmixAlpha, 0);
+  if (!(r.beta1 >= 0 && r.beta1 < 1) || !(r.beta2 >= 0 && r.beta2 < 1) || !(r.eps > 0)) {
+    throw new VimError(`invalid AdamW settings: beta1 ${r.beta1}, beta2 ${r.beta2}, eps ${r.eps}`);
+  }
+  return r;
+}
+
+/** One line describing a recipe, for the start of a run. */
+export function describeRecipe(r: Recipe, trainImages: number, testImages: number): string {
+  const fmt = (n: number) => n.toLocaleString('en-US');
+  return `${r.model} on ${fmt(trainImages)} training images for ${r.epochs} epoch${r.epochs === 1 ? '' : 's'}, ` +
+    `batch ${r.batchSize}, AdamW lr ${Number(r.lr.toPrecision(3))} (warm-up ${r.warmupEpochs} epochs, cosine to ${Number(r.minLr.toPrecision(3))}), ` +
+    `weight decay ${r.weightDecay}, label smoothing ${r.labelSmoothing}, augment ${augmentList(r.augment)}, ` +
+    `${r.ema > 0 ? `EMA ${r.ema}` : 'no EMA'}, ${r.gradClip > 0 ? `grad clip ${r.gradClip}` : 'no grad clip'}, seed ${r.seed}; ` +
+    `test on ${fmt(testImages)} images every ${r.evalEvery === 1 ? 'epoch' : `${r.evalEvery} epochs`}`;
+}

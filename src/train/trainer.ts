@@ -1,0 +1,399 @@
+/**
+ * The training loop: epochs of augmented batches through VimGpu.trainStep (one submit and one
+ * read-back per step), evaluation on the test images, checkpoints, metrics and plots in the run
+ * folder (see run-dir.ts), and a training state from which a stopped run continues exactly.
+ *
+ * Exact resumption: the weights, AdamW moments, EMA and step come back bit for bit from
+ * state.safetensors; the sampler's shuffle is a function of (seed, epoch) and its position is
+ * saved; the augmentation RNG's four words are saved. Every kernel sums in a fixed order, so the
+ * resumed run computes the same losses as an uninterrupted one.
+ *
+ * While the GPU runs step t the CPU prepares batch t + 1 (sampling, crop, flip, mixing); when a
+ * stop is requested after step t, the sampler and RNG are put back to before that preparation,
+ * so the saved state is the state after step t.
+ *
+ * The library prints nothing: progress goes to the `events` callbacks (the CLI draws bars or
+ * lines from them). A stop is requested with requestStop() (the CLI calls it on Ctrl-C).
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { VimError } from '../errors.js';
+import type { Gpu } from '../gpu/device.js';
+import { writeFileAtomic } from '../io/safetensors.js';
+import { confusionPng, curvesPng } from '../io/plots.js';
+import { loadCheckpoint, saveCheckpoint } from '../model/checkpoint.js';
+import { configToJson, resolveConfig, sameArchitecture, type VimConfig } from '../model/config.js';
+import { initParams } from '../model/init.js';
+import { ParamSet } from '../model/params.js';
+import { VimGpu, type OptimizerHyper } from '../model/vim-gpu.js';
+import { Rng, type RngState } from '../rng.js';
+import { makeTrainBatch, type TrainBatch } from './augment.js';
+import { evaluate, firstImages, type LabelledImages } from './evaluate.js';
+import { argmaxRow, type ClassificationResult } from './metrics.js';
+import { validateRecipe, type Recipe } from './recipe.js';
+import {
+  emptyTotals, holdsRun, readJson, readJsonl, runPath, writeJson, writeJsonl,
+  type EpochRecord, type EpochTotals, type StepRecord, type TrainState,
+} from './run-dir.js';
+import { EpochSampler, type SamplerState } from './sampler.js';
+import { emaDecayAt, lrAt, type LrSchedule } from './schedule.js';
+
+/** Prefix of the training-state tensors stored next to the weights in state.safetensors. */
+const STATE_PREFIX = 'train.';
+
+export interface StepEvent {
+  step: number; // 1-based over the run
+  epoch: number; // 1-based
+  epochs: number;
+  index: number; // 1-based step within the epoch
+  stepsPerEpoch: number;
+  totalSteps: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** Running means of the epoch so far. */
+  epochLoss: number;
+  epochAcc: number;
+  /** Training images per second over the epoch so far. */
+  imagesPerS: number;
+  /** Mean wall seconds per step over the epoch so far. */
+  stepS: number;
+}
+
+export interface TrainEvents {
+  start?(e: { resumed: boolean; step: number; epoch: number; stepsPerEpoch: number; totalSteps: number; trainImages: number; testImages: number }): void;
+  epochStart?(e: { epoch: number; epochs: number; done: number; stepsPerEpoch: number }): void;
+  step?(e: StepEvent): void;
+  evalStart?(e: { epoch: number; images: number }): void;
+  evalProgress?(done: number, total: number): void;
+  epochEnd?(record: EpochRecord, best: { epoch: number; test_acc: number } | null): void;
+}
+
+export interface TrainerSetup {
+  gpu: Gpu;
+  /** The model config (on resume, the run's config.json decides; this must match it). */
+  cfg: VimConfig;
+  recipe: Recipe;
+  /** The run folder. */
+  dir: string;
+  /** The whole training and test sets; the recipe's subset sizes are applied here. */
+  train: LabelledImages;
+  test: LabelledImages;
+  /** Continue the run in `dir` from its state.safetensors. */
+  resume: boolean;
+  events?: TrainEvents;
+  /** Extra metadata for the checkpoints (e.g. the adapter). */
+  info?: Record<string, unknown>;
+}
+
+export interface TrainOutcome {
+  status: 'done' | 'stopped';
+  /** Epochs completed (evaluated and recorded). */
+  epochs: number;
+  step: number;
+  best: { epoch: number; test_acc: number } | null;
+  last: EpochRecord | null;
+}
+
+interface Prepared {
+  batch: TrainBatch;
+  before: { sampler: SamplerState; rng: RngState };
+}
+
+export class Trainer {
+  private stopRequested = false;
+  private rng: Rng;
+  private steps: StepRecord[] = [];
+  private metrics: EpochRecord[] = [];
+  private totals: EpochTotals = emptyTotals();
+  private best: { epoch: number; test_acc: number } | null = null;
+  private elapsedBase = 0; // seconds of earlier sessions of this run
+  private readonly sessionStart = performance.now();
+  private readonly schedule: LrSchedule;
+  private readonly per: number;
+
+  private constructor(
+    private readonly s: TrainerSetup,
+    readonly cfg: VimConfig,
+    readonly recipe: Recipe,
+    readonly train: LabelledImages,
+    readonly test: LabelledImages,
+    readonly sampler: EpochSampler,
+    readonly model: VimGpu,
+    private readonly evalModel: VimGpu,
+  ) {
+    this.rng = new Rng((recipe.seed ^ 0xa5a5a5a5) >>> 0);
+    this.per = 3 * cfg.imgSize * cfg.imgSize;
+    const spe = sampler.stepsPerEpoch;
+    this.schedule = {
+      lr: recipe.lr, minLr: recipe.minLr, warmupSteps: Math.round(recipe.warmupEpochs * spe), totalSteps: recipe.epochs * spe,
+    };
+  }
+
+  /** Build the models and either start a fresh run in `dir` or load its training state. */
+  static async create(s: TrainerSetup): Promise<Trainer> {
+    const recipe = validateRecipe(s.recipe);
+    const per = 3 * s.cfg.imgSize * s.cfg.imgSize;
+    if (s.train.images.length !== s.train.n * per || s.test.images.length !== s.test.n * per) {
+      throw new VimError(`the data's images are not ${s.cfg.imgSize}×${s.cfg.imgSize} RGB, as ${s.cfg.name} expects`);
+    }
+    if (recipe.subset > s.train.n) {
+      throw new VimError(`--subset ${recipe.subset} is larger than the ${s.train.n} training images`);
+    }
+    const train = firstImages(s.train, recipe.subset || undefined, per);
+    const test = firstImages(s.test, recipe.testSubset || undefined, per);
+    const sampler = new EpochSampler(train.n, recipe.batchSize, recipe.seed);
+
+    let cfg = s.cfg;
+    if (s.resume) {
+      if (!existsSync(runPath(s.dir, 'state'))) {
+        throw new VimError(`${s.dir} holds no training state (${runPath(s.dir, 'state')}): there is nothing to resume; start a run with --out`);
+      }
+      if (existsSync(runPath(s.dir, 'config'))) {
+        cfg = resolveConfig(readJson(runPath(s.dir, 'config'), 'model config'), runPath(s.dir, 'config'));
+        if (!sameArchitecture(cfg, s.cfg)) {
+          throw new VimError(`the run in ${s.dir} trains ${cfg.name}, not ${s.cfg.name}: resume it without --model`);
+        }
+      }
+    } else {
+      if (holdsRun(s.dir)) {
+        throw new VimError(`${s.dir} already holds a run: continue it with --resume ${s.dir}, or choose another --out`);
+      }
+      try {
+        mkdirSync(s.dir, { recursive: true });
+      } catch (e) {
+        throw new VimError(`cannot create the run folder ${s.dir} (${(e as Error).message}); choose another --out`);
+      }
+    }
+
+    const model = await VimGpu.create(s.gpu, cfg, { batch: recipe.batchSize, training: true, ema: recipe.ema > 0 });
+    const evalModel = await VimGpu.create(s.gpu, cfg, { batch: recipe.batchSize, training: false });
+    const t = new Trainer(s, cfg, recipe, train, test, sampler, model, evalModel);
+    if (s.resume) {
+      t.loadState();
+      writeJson(runPath(s.dir, 'recipe'), recipe); // with any option changed on resuming (e.g. more --epochs)
+    } else {
+      model.setParams(initParams(cfg, recipe.seed));
+      if (model.ema) model.resetEma();
+      writeJson(runPath(s.dir, 'config'), configToJson(cfg));
+      writeJson(runPath(s.dir, 'recipe'), recipe);
+    }
+    return t;
+  }
+
+  /** Ask the loop to stop after the current step (or evaluation batch) and save its state. */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
+  get stopping(): boolean {
+    return this.stopRequested;
+  }
+
+  /** Steps per epoch and in the whole run. */
+  get stepsPerEpoch(): number {
+    return this.sampler.stepsPerEpoch;
+  }
+
+  get totalSteps(): number {
+    return this.schedule.totalSteps;
+  }
+
+  private get elapsed(): number {
+    return this.elapsedBase + (performance.now() - this.sessionStart) / 1000;
+  }
+
+  private loadState(): void {
+    const { dir } = this.s;
+    const path = runPath(dir, 'state');
+    const ck = loadCheckpoint(path, this.cfg, { extraPrefixes: [STATE_PREFIX] });
+    const st = ck.meta.train_state as TrainState | undefined;
+    if (!st || st.version !== 1 || !Array.isArray(st.rng) || typeof st.step !== 'number') {
+      throw new VimError(`${path} holds no training state in its metadata: it is not a state file written by train-vim`);
+    }
+    const tensor = (name: string): Float32Array => {
+      const x = ck.extra.get(STATE_PREFIX + name);
+      if (!x) throw new VimError(`${path} lacks the tensor ${STATE_PREFIX}${name}: the training state is damaged`);
+      return Float32Array.from(x.data);
+    };
+    this.model.setParams(ck.params);
+    this.model.setOptimizerState({ m: tensor('adamw_m'), v: tensor('adamw_v'), step: st.step });
+    if (this.model.ema) {
+      if (!st.ema) throw new VimError(`the run in ${dir} kept no EMA of its weights; it cannot add one when resumed`);
+      this.model.setEma(new ParamSet(this.cfg, tensor('ema')));
+    } else if (st.ema) {
+      throw new VimError(`the run in ${dir} keeps an EMA of its weights; it cannot drop it when resumed`);
+    }
+    if (st.sampler.cursor > this.sampler.stepsPerEpoch) {
+      throw new VimError(`the training state of ${dir} does not fit its recipe (batch ${st.sampler.cursor} of ${this.sampler.stepsPerEpoch}); the run folder is damaged`);
+    }
+    this.sampler.state = st.sampler;
+    this.rng = new Rng(st.rng);
+    this.totals = st.totals;
+    this.best = st.best;
+    this.elapsedBase = st.elapsed_s;
+    // Logs may run past the saved state (a crash after the last save): keep what the state covers.
+    this.steps = readJsonl<StepRecord>(runPath(dir, 'steps')).filter((r) => r.step <= st.step);
+    this.metrics = readJsonl<EpochRecord>(runPath(dir, 'metrics')).filter((r) => r.epoch <= st.sampler.epoch);
+  }
+
+  private async saveState(): Promise<void> {
+    const params = await this.model.getParams();
+    const opt = await this.model.getOptimizerState();
+    const n = params.flat.length;
+    const extra = [
+      { name: `${STATE_PREFIX}adamw_m`, shape: [n], data: opt.m },
+      { name: `${STATE_PREFIX}adamw_v`, shape: [n], data: opt.v },
+    ];
+    if (this.model.ema) extra.push({ name: `${STATE_PREFIX}ema`, shape: [n], data: (await this.model.getEma()).flat });
+    const state: TrainState = {
+      version: 1, step: opt.step, sampler: this.sampler.state, rng: this.rng.state, totals: this.totals,
+      best: this.best, elapsed_s: this.elapsed, ema: this.model.ema !== null,
+    };
+    saveCheckpoint(runPath(this.s.dir, 'state'), params, { recipe: this.recipe, train_state: state, ...this.s.info }, { extra });
+    writeJsonl(runPath(this.s.dir, 'steps'), this.steps);
+    writeJsonl(runPath(this.s.dir, 'metrics'), this.metrics);
+  }
+
+  private prepare(): Prepared {
+    const before = { sampler: this.sampler.state, rng: this.rng.state };
+    const { indices } = this.sampler.next();
+    const a = this.recipe.augment;
+    const batch = makeTrainBatch(this.train, indices, { H: this.cfg.imgSize, W: this.cfg.imgSize, C: this.cfg.C }, {
+      crop: a.crop, padding: a.padding, flip: a.flip, mixupAlpha: a.mixupAlpha, cutmixAlpha: a.cutmixAlpha,
+      labelSmoothing: this.recipe.labelSmoothing,
+    }, this.rng);
+    return { batch, before };
+  }
+
+  private hyper(step: number): OptimizerHyper & { lr: number } {
+    const r = this.recipe;
+    return {
+      lr: lrAt(step, this.schedule), beta1: r.beta1, beta2: r.beta2, eps: r.eps, weightDecay: r.weightDecay,
+      maxGradNorm: r.gradClip, emaDecay: r.ema > 0 ? emaDecayAt(step, r.ema) : undefined,
+    };
+  }
+
+  private diverged(step: number, epoch: number, loss: number): VimError {
+    const done = this.metrics.length;
+    const kept = done > 0
+      ? `${runPath(this.s.dir, 'last')} and the training state of epoch ${done} are kept`
+      : 'no epoch had finished, so no checkpoint was written';
+    return new VimError(
+      `the loss became ${Number.isNaN(loss) ? 'NaN' : 'infinite'} at step ${step} (epoch ${epoch}); training stopped: ${kept}. ` +
+      `Try a lower --lr, a longer --warmup or --grad-clip 1`,
+    );
+  }
+
+  /** Train until the last epoch is done or a stop is requested. */
+  async run(): Promise<TrainOutcome> {
+    const { events } = this.s;
+    const r = this.recipe;
+    const B = r.batchSize;
+    const spe = this.sampler.stepsPerEpoch;
+    events?.start?.({
+      resumed: this.s.resume, step: this.model.step, epoch: this.sampler.state.epoch, stepsPerEpoch: spe,
+      totalSteps: this.totalSteps, trainImages: this.train.n, testImages: this.test.n,
+    });
+    while (this.sampler.state.epoch < r.epochs) {
+      const epoch = this.sampler.state.epoch + 1; // 1-based for people
+      const epochStart = performance.now() - this.totals.trainS * 1000;
+      if (!this.sampler.epochDone) {
+        events?.epochStart?.({ epoch, epochs: r.epochs, done: this.sampler.state.cursor, stepsPerEpoch: spe });
+        let prepared = this.prepare();
+        for (;;) {
+          const t0 = performance.now();
+          const step = this.model.step + 1;
+          const hyper = this.hyper(step);
+          this.model.setBatch(prepared.batch.images, B, prepared.batch.targets);
+          const pending = this.model.trainStepFull(hyper, { logits: true });
+          const next = this.sampler.epochDone ? null : this.prepare(); // overlaps the GPU's work
+          const res = await pending;
+          let correct = 0;
+          for (let b = 0; b < B; b++) if (argmaxRow(res.logits!, b, this.cfg.C) === prepared.batch.labels[b]) correct++;
+          this.steps.push({ step, epoch, lr: hyper.lr, loss: res.loss, grad_norm: res.gradNorm });
+          if (!Number.isFinite(res.loss) || res.skipped) {
+            writeJsonl(runPath(this.s.dir, 'steps'), this.steps);
+            throw this.diverged(step, epoch, Number.isFinite(res.loss) ? res.gradNorm : res.loss);
+          }
+          const tt = this.totals;
+          tt.steps += 1;
+          tt.lossSum += res.loss;
+          tt.correct += correct;
+          tt.seen += B;
+          tt.gradNormSum += res.gradNorm;
+          tt.clipped += res.clipScale < 1 ? 1 : 0;
+          tt.trainS += (performance.now() - t0) / 1000;
+          tt.lastLr = hyper.lr;
+          events?.step?.({
+            step, epoch, epochs: r.epochs, index: this.sampler.state.cursor - (next ? 1 : 0), stepsPerEpoch: spe,
+            totalSteps: this.totalSteps, loss: res.loss, lr: hyper.lr, gradNorm: res.gradNorm,
+            epochLoss: tt.lossSum / tt.steps, epochAcc: tt.correct / tt.seen, imagesPerS: tt.seen / tt.trainS, stepS: tt.trainS / tt.steps,
+          });
+          if (this.stopRequested) {
+            if (next) {
+              this.sampler.state = next.before.sampler;
+              this.rng = new Rng(next.before.rng);
+            }
+            await this.saveState();
+            return this.outcome('stopped');
+          }
+          if (!next) break;
+          prepared = next;
+        }
+      }
+
+      // ---- end of epoch: evaluate, record, checkpoint, plot
+      const evaluateNow = epoch % r.evalEvery === 0 || epoch === r.epochs;
+      const weights = this.model.ema ? 'ema' : 'raw';
+      let result: ClassificationResult | null = null;
+      if (evaluateNow) {
+        events?.evalStart?.({ epoch, images: this.test.n });
+        this.evalModel.copyParamsFrom(this.model, this.model.ema ? 'ema' : 'params');
+        result = await evaluate(this.evalModel, this.test, {
+          onProgress: (done, total) => events?.evalProgress?.(done, total), shouldStop: () => this.stopRequested,
+        });
+        if (!result) {
+          await this.saveState(); // the epoch's steps are done; its evaluation runs on resume
+          return this.outcome('stopped');
+        }
+      }
+      const tt = this.totals;
+      const record: EpochRecord = {
+        epoch, step: this.model.step, lr: tt.lastLr, train_loss: tt.lossSum / tt.steps, train_acc: tt.correct / tt.seen,
+        test_loss: result ? result.loss : null, test_acc: result ? result.top1 : null, test_top5: result ? result.top5 : null,
+        test_images: result ? result.n : null, weights, grad_norm: tt.gradNormSum / tt.steps, clipped: tt.clipped / tt.steps,
+        images_per_s: tt.seen / tt.trainS, epoch_s: (performance.now() - epochStart) / 1000, elapsed_s: this.elapsed,
+        time: new Date().toISOString(),
+      };
+      this.metrics.push(record);
+      const improved = result !== null && (this.best === null || result.top1 > this.best.test_acc);
+      if (improved) this.best = { epoch, test_acc: result!.top1 };
+      const evaluated = this.model.ema ? await this.model.getEma() : await this.model.getParams();
+      const meta = { recipe: r, metrics: record, best: this.best, weights, ...this.s.info };
+      saveCheckpoint(runPath(this.s.dir, 'last'), evaluated, meta);
+      if (improved) saveCheckpoint(runPath(this.s.dir, 'best'), evaluated, meta);
+      writeFileAtomic(runPath(this.s.dir, 'curves'), await curvesPng(this.metrics, this.steps, spe, `${this.cfg.name}: ${this.s.dir}`));
+      if (result) {
+        writeFileAtomic(runPath(this.s.dir, 'confusion'), await confusionPng(result.confusion, this.cfg.classNames,
+          `test confusion, epoch ${epoch} (${(100 * result.top1).toFixed(2)}% of ${result.n.toLocaleString('en-US')})`));
+      }
+      this.sampler.nextEpoch();
+      this.totals = emptyTotals();
+      await this.saveState();
+      events?.epochEnd?.(record, this.best);
+      if (this.stopRequested && this.sampler.state.epoch < r.epochs) return this.outcome('stopped');
+    }
+    return this.outcome('done');
+  }
+
+  private outcome(status: TrainOutcome['status']): TrainOutcome {
+    return {
+      status, epochs: this.metrics.length, step: this.model.step, best: this.best, last: this.metrics[this.metrics.length - 1] ?? null,
+    };
+  }
+
+  destroy(): void {
+    this.model.destroy();
+    this.evalModel.destroy();
+  }
+}
