@@ -3,6 +3,10 @@
  * axis labels and a legend, and a confusion-matrix heat map with class names and counts. Enough
  * for a training run's curves.png and confusion.png, with no plotting dependency.
  */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 import type { EpochRecord, StepRecord } from '../train/run-dir.js';
 
@@ -183,8 +187,33 @@ function svgDocument(width: number, height: number, body: string): string {
     `<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>\n${body}\n</svg>\n`;
 }
 
+let fontsReady = false;
+
+/**
+ * Text in the SVG is drawn by librsvg through fontconfig, which finds nothing on a minimal server
+ * (every glyph then renders as a box). Point fontconfig at the DejaVu fonts this package depends
+ * on, next to the system's own, once per process and before the first render. A FONTCONFIG_FILE
+ * the user set is left alone.
+ */
+function ensureFonts(): void {
+  if (fontsReady || process.env.FONTCONFIG_FILE) return;
+  fontsReady = true;
+  try {
+    const ttf = join(dirname(createRequire(import.meta.url).resolve('dejavu-fonts-ttf/package.json')), 'ttf');
+    const dir = mkdtempSync(join(tmpdir(), 'vim-fonts-'));
+    const conf = join(dir, 'fonts.conf');
+    writeFileSync(conf, `<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "fonts.dtd">\n<fontconfig>\n` +
+      `  <dir>/usr/share/fonts</dir>\n  <dir>/usr/local/share/fonts</dir>\n  <dir>${escapeXml(ttf)}</dir>\n` +
+      `  <cachedir>${escapeXml(join(dir, 'cache'))}</cachedir>\n</fontconfig>\n`);
+    process.env.FONTCONFIG_FILE = conf;
+  } catch {
+    // Without the bundled fonts the system's are used, as before.
+  }
+}
+
 /** Render an SVG document to PNG bytes. */
 export async function svgToPng(svg: string): Promise<Uint8Array> {
+  ensureFonts();
   const buf = await sharp(Buffer.from(svg)).png({ compressionLevel: 9 }).toBuffer();
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
