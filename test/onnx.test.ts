@@ -1,15 +1,16 @@
 /**
- * The ONNX export: the file's logits against the float64 reference on real CIFAR-10 test images
- * (onnxruntime-node and onnxruntime-web), its size, its initializers, the Scan that keeps the
+ * The ONNX export: the file's logits against the float64 reference and the WebGPU engine on real
+ * CIFAR-10 test images (onnxruntime-node and onnxruntime-web; random and trained weights), its size, its initializers, the Scan that keeps the
  * state per token, its metadata, and the errors a user can run into.
  *
  * The Python onnx checker runs when `${VIM_ONNX_PYTHON:-python3} -c "import onnx"` works and is
  * reported as skipped otherwise; set VIM_REQUIRE_ONNX_CHECKER=1 to make its absence a failure.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as ortw from 'onnxruntime-web';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main as exportCli } from '../src/cli/export-vim.js';
@@ -22,7 +23,10 @@ import { paramCount, type ParamSet } from '../src/model/params.js';
 import { buildVimOnnx, exportVimOnnx, INPUT_NAME, OUTPUT_NAME } from '../src/onnx/export.js';
 import { DataType, decodeModel, encodeMessage, encodeModel, type Graph, type Model, type Tensor } from '../src/onnx/proto.js';
 import { benchOnnx, imagesToPixels, OnnxVim, readOnnxMetadata } from '../src/onnx/runtime.js';
+import { VimGpu } from '../src/model/vim-gpu.js';
+import { onnxFromCheckpoint } from '../src/onnx/classify.js';
 import { vimForward } from '../src/reference/vim.js';
+import { testGpu } from './helpers/gpu.js';
 
 const TOL = 1e-4;
 const IMG = 3 * 32 * 32;
@@ -99,7 +103,97 @@ function runChecker(path: string): void {
   console.log(r.stdout.trim(), `(${path})`);
 }
 
+/** Logits (B, C) of the WebGPU engine (an inference build, as eval-vim runs it) for images (B, 3, 32, 32). */
+async function engineLogits(params: ParamSet<Float32Array>, images: Uint8Array, B: number): Promise<Float32Array> {
+  const model = await VimGpu.create(await testGpu(), params.cfg, { batch: B, training: false });
+  try {
+    model.setParams(params);
+    model.setBatch(images, B);
+    return (await model.forward()).slice(0, B * params.cfg.C);
+  } finally {
+    model.destroy();
+  }
+}
+
+/**
+ * onnxruntime-node against the WebGPU engine and, with `withReference`, the float64 reference,
+ * on the 16 test images; the ONNX model is exported in memory as eval-vim --use-onnx does.
+ */
+async function checkAgainstEngine(params: ParamSet<Float32Array>, what: string, withReference: boolean): Promise<void> {
+  const B = 16;
+  const images = testImages.subarray(0, B * IMG);
+  const { model } = await onnxFromCheckpoint(params.cfg, params, what);
+  let onnx: Float32Array;
+  try {
+    onnx = await model.run(images, B);
+  } finally {
+    await model.release();
+  }
+  const gpu = await engineLogits(params, images, B);
+  const dGpu = maxAbsDiff(onnx, gpu);
+  let line = `${what}: max |onnx − WebGPU engine| = ${dGpu.toExponential(2)}`;
+  if (withReference) {
+    const ref = reference(params, images, B);
+    const dRef = maxAbsDiff(onnx, ref);
+    line += `, max |onnx − f64 reference| = ${dRef.toExponential(2)}, max |engine − reference| = ${maxAbsDiff(gpu, ref).toExponential(2)}`;
+    expect(dRef).toBeLessThan(TOL);
+  }
+  console.log(`${line} (16 CIFAR-10 test images)`);
+  expect(dGpu).toBeLessThan(TOL);
+  expect(maxAbsDiff(rows(onnx, params.cfg.C, 0, 1), rows(onnx, params.cfg.C, 1, 1))).toBeGreaterThan(1e-3);
+}
+
+/** The trained vim-tiny checkpoint, where one has been put in models/. */
+const TRAINED = fileURLToPath(new URL('../models/vim-tiny-h200-10ep.safetensors', import.meta.url));
+
 // ---------------------------------------------------------------------------------------------
+
+describe('onnxruntime-node gives the WebGPU engine\'s logits', () => {
+  it('vim-nano, random weights: onnx = engine = float64 reference on 16 CIFAR-10 test images', async () => {
+    await checkAgainstEngine(initParams(loadConfig('vim-nano'), 21), 'vim-nano (random init)', true);
+  });
+
+  it(`trained weights: ${existsSync(TRAINED) ? 'models/vim-tiny-h200-10ep.safetensors' : 'vim-nano after a few AdamW steps on the engine'}`, async () => {
+    let params: ParamSet<Float32Array>;
+    let what: string;
+    if (existsSync(TRAINED)) {
+      params = loadCheckpoint(TRAINED).params;
+      what = 'models/vim-tiny-h200-10ep.safetensors';
+    } else {
+      // No trained checkpoint here: train vim-nano for a few AdamW steps on WebGPU, on test images
+      // other than the 16 compared (any labelled images serve to move the weights off their init).
+      const cfg = loadConfig('vim-nano');
+      const init = initParams(cfg, 8);
+      const B = 16;
+      const split = loadCifar10Split(undefined, 'test', { verify: false });
+      const trainer = await VimGpu.create(await testGpu(), cfg, { batch: B, training: true });
+      try {
+        trainer.setParams(init);
+        const losses: number[] = [];
+        for (let step = 0; step < 6; step++) {
+          const from = 100 + step * B;
+          const targets = new Float32Array(B * cfg.C); // (B, C) one-hot
+          for (let b = 0; b < B; b++) targets[b * cfg.C + split.labels[from + b]!] = 1;
+          trainer.setBatch(split.images.subarray(from * IMG, (from + B) * IMG), B, targets);
+          losses.push(await trainer.trainStep({ lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 }));
+        }
+        params = await trainer.getParams();
+        expect(losses.every(Number.isFinite)).toBe(true);
+      } finally {
+        trainer.destroy();
+      }
+      // the weights did move: the head is no longer its initial value
+      expect(maxAbsDiff(params.get('head.weight'), init.get('head.weight'))).toBeGreaterThan(1e-3);
+      what = 'vim-nano after 6 AdamW steps';
+    }
+    await checkAgainstEngine(params, what, true);
+  });
+
+  it('vim-tiny, random weights: onnx = engine on 16 CIFAR-10 test images', async () => {
+    // the float64 reference of vim-tiny is checked against onnx below ("export of vim-tiny")
+    await checkAgainstEngine(initParams(loadConfig('vim-tiny'), 5), 'vim-tiny (random init)', false);
+  });
+});
 
 describe('export of vim-nano with random weights', () => {
   let cfg: VimConfig;

@@ -1,25 +1,35 @@
 #!/usr/bin/env node
 /**
- * bench-vim: check every kernel against the float64 reference (--check), or time training and
- * inference with a per-kernel table.
+ * bench-vim: check every kernel against the float64 reference (--check), time training and
+ * inference with a per-kernel table, or (--onnx [FILE]) time an ONNX model in onnxruntime-node:
+ * session creation and images/s at batch 1 and 64.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { writeFileAtomic } from '../io/safetensors.js';
 import { acquireGpu, describeGpu } from '../gpu/device.js';
 import { loadConfig } from '../model/config.js';
 import { runKernelChecks, CHECK_TOLERANCE, type CheckRow } from '../bench/check.js';
 import { benchTiming, type KernelTiming } from '../bench/timing.js';
 import { VimError } from '../errors.js';
-import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec } from './common.js';
+import { describeConfig } from '../model/checkpoint.js';
+import { initParams } from '../model/init.js';
+import { exportVimOnnx } from '../onnx/export.js';
+import { benchOnnx, describeOnnxRuntime, readOnnxMetadata, type OnnxBenchResult } from '../onnx/runtime.js';
+import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
 
 const spec: CommandSpec = {
   name: 'bench-vim',
   summary: 'check every kernel against the float64 reference, or time training and inference on this adapter',
-  usage: 'bench-vim [--check] [--model NAME] [--batch-size N] [--json FILE]',
+  usage: 'bench-vim [--check | --onnx [MODEL.onnx]] [--model NAME] [--batch-size N] [--json FILE]',
+  allowPositionals: true,
   options: {
     check: { type: 'boolean', help: 'run every kernel against the float64 reference and print a pass/fail table' },
-    model: { type: 'string', arg: 'NAME', help: 'model config name in models/ or a path (default: vim-tiny on a GPU, vim-nano on a CPU adapter)' },
-    'batch-size': { type: 'string', arg: 'N', help: 'batch size (default: 128 on a GPU; 2 for --check and 8 for timing on a CPU adapter)' },
-    steps: { type: 'string', arg: 'N', default: '10', help: 'timed steps (the median is reported)' },
+    onnx: { type: 'boolean', arg: 'FILE', help: 'time an ONNX model (the file after --onnx; without one, --model with random weights exported to a temporary file) in onnxruntime-node: session creation and images/s' },
+    model: { type: 'string', arg: 'NAME', help: 'model config name in models/ or a path (default: vim-tiny on a GPU and with --onnx, vim-nano on a CPU adapter)' },
+    'batch-size': { type: 'string', arg: 'N', help: 'batch size (default: 128 on a GPU; 2 for --check and 8 for timing on a CPU adapter; 1 and 64 with --onnx)' },
+    steps: { type: 'string', arg: 'N', help: 'timed steps (default: 10, the median is reported; with --onnx the mean of 20 batches of 1 and 3 larger ones)' },
     warmup: { type: 'string', arg: 'N', default: '3', help: 'warm-up steps before timing' },
     filter: { type: 'string', arg: 'REGEX', help: 'only the checks whose kernel name matches' },
     seed: { type: 'string', arg: 'N', default: '1234', help: 'seed of the random inputs for --check' },
@@ -45,7 +55,53 @@ function kernelRows(k: KernelTiming[]): string[][] {
   ]);
 }
 
+/** `bench-vim --onnx [FILE]`: no WebGPU involved; everything runs in onnxruntime-node on the CPU. */
+async function benchOnnxCommand(p: Parsed): Promise<void> {
+  if (boolOpt(p, 'check')) throw new VimError('--check tests the WebGPU kernels and --onnx times an ONNX model: give one of them');
+  if (p.positionals.length > 1) throw new VimError(`--onnx takes one model file but received ${p.positionals.length}: ${p.positionals.join(' ')}`);
+  const batchOpt = numberOpt(p, 'batch-size', { integer: true, min: 1 });
+  const stepsOpt = numberOpt(p, 'steps', { integer: true, min: 1 });
+  const jsonPath = stringOpt(p, 'json');
+  let file = p.positionals[0];
+  let tmp: string | undefined;
+  let exportMs: number | undefined;
+  try {
+    if (file === undefined) {
+      const cfg = loadConfig(stringOpt(p, 'model') ?? 'vim-tiny');
+      tmp = mkdtempSync(join(tmpdir(), 'bench-vim-'));
+      file = join(tmp, `${cfg.name}.onnx`);
+      const r = exportVimOnnx(initParams(cfg, 1234), cfg, file, { source: 'bench-vim (random init)' });
+      exportMs = r.ms;
+      console.log(`exported ${cfg.name} with random init weights to a temporary file: ${(r.bytes / 1e6).toFixed(1)} MB in ${(r.ms / 1e3).toFixed(2)} s`);
+    } else if (stringOpt(p, 'model') !== undefined) {
+      throw new VimError('--model chooses the config to export when no ONNX file is given; with a file, its own config is used: drop --model');
+    }
+    const meta = readOnnxMetadata(file);
+    console.log(`engine: ${describeOnnxRuntime()}`);
+    console.log(`model: ${file}: ${describeConfig(meta.cfg)} (ONNX, opset ${meta.opset})`);
+    const batches = batchOpt !== undefined ? [batchOpt] : [1, 64];
+    const runs: OnnxBenchResult[] = [];
+    for (const batch of batches) {
+      const iterations = stepsOpt ?? (batch <= 8 ? 20 : 3);
+      const r = await benchOnnx(file, batch, iterations);
+      runs.push(r);
+      console.log(`batch ${String(batch).padStart(3)}: ${r.imagesPerSecond.toFixed(1).padStart(8)} images/s  (${r.msPerBatch.toFixed(1)} ms a batch, ` +
+        `mean of ${iterations} after a warm-up run; session created in ${r.sessionMs.toFixed(0)} ms, whole load ${r.loadMs.toFixed(0)} ms)`);
+    }
+    if (jsonPath) {
+      writeFileAtomic(jsonPath, new TextEncoder().encode(JSON.stringify({
+        engine: describeOnnxRuntime(), model: file, config: meta.cfg.name, random_init: tmp !== undefined,
+        ...(exportMs !== undefined ? { exportMs } : {}), runs,
+      }, null, 2)));
+    }
+  } finally {
+    if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
 runCli(spec, async (p) => {
+  if (boolOpt(p, 'onnx')) return benchOnnxCommand(p);
+  if (p.positionals.length > 0) throw new VimError(`unexpected argument "${p.positionals[0]}": only --onnx takes a file; see bench-vim --help`);
   const gpu = await acquireGpu();
   const cpu = gpu.info.isCpu;
   const cfg = loadConfig(stringOpt(p, 'model') ?? (cpu ? 'vim-nano' : 'vim-tiny'));

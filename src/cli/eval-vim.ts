@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 /**
- * `eval-vim --checkpoint FILE`: test-set accuracy of a checkpoint: top-1, top-5, per-class
- * accuracy and the confusion matrix (printed, as PNG with --plot, as JSON with --json).
+ * `eval-vim --checkpoint FILE` or `eval-vim --onnx MODEL.onnx`: test-set accuracy of a checkpoint
+ * (on WebGPU, or through onnxruntime-node with --use-onnx) or of an exported model (through
+ * onnxruntime-node): top-1, top-5, per-class accuracy and the confusion matrix (printed, as PNG
+ * with --plot, as JSON with --json).
  */
 import cliProgress from 'cli-progress';
 import { VimError } from '../errors.js';
@@ -9,22 +11,27 @@ import { acquireGpu, describeGpu } from '../gpu/device.js';
 import { ensureCifar10, loadCifar10Split } from '../data/cifar10.js';
 import { writeFileAtomic } from '../io/safetensors.js';
 import { confusionPng } from '../io/plots.js';
-import { loadConfig } from '../model/config.js';
+import { loadConfig, type VimConfig } from '../model/config.js';
 import { describeConfig, loadCheckpoint } from '../model/checkpoint.js';
 import { VimGpu } from '../model/vim-gpu.js';
+import { checkOnnxConfig, chooseModelSource, cpuFallbackHint, evaluateOnnx, ONNX_DEFAULT_BATCH, onnxFromCheckpoint } from '../onnx/classify.js';
+import { describeOnnxRuntime, OnnxVim } from '../onnx/runtime.js';
 import { evaluate } from '../train/evaluate.js';
+import type { ClassificationResult } from '../train/metrics.js';
 import { pct } from '../train/progress.js';
 import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
 
 const spec: CommandSpec = {
   name: 'eval-vim',
-  summary: 'evaluate a Vim checkpoint on the CIFAR-10 test set',
-  usage: 'eval-vim --checkpoint FILE [options]',
+  summary: 'evaluate a Vim checkpoint or ONNX model on the CIFAR-10 test set',
+  usage: 'eval-vim (--checkpoint FILE [--use-onnx] | --onnx MODEL.onnx) [options]',
   options: {
-    checkpoint: { type: 'string', arg: 'FILE', help: 'the checkpoint (.safetensors written by train-vim) (required)' },
-    model: { type: 'string', arg: 'NAME|FILE', help: 'refuse the checkpoint unless it is for this config; also the config of a checkpoint that carries none' },
+    checkpoint: { type: 'string', arg: 'FILE', help: 'the checkpoint (.safetensors written by train-vim), run on WebGPU (this or --onnx)' },
+    onnx: { type: 'string', arg: 'FILE', help: 'an ONNX model written by export-vim, run through onnxruntime-node on the CPU (this or --checkpoint)' },
+    'use-onnx': { type: 'boolean', help: 'export the --checkpoint to ONNX in memory and run it through onnxruntime-node (much faster where WebGPU is a CPU fallback)' },
+    model: { type: 'string', arg: 'NAME|FILE', help: 'refuse the checkpoint or ONNX model unless it is for this config; also the config of a checkpoint that carries none' },
     'data-dir': { type: 'string', arg: 'DIR', help: 'where CIFAR-10 is, or is fetched to (default: $VIM_DATA_DIR, else datasets/)' },
-    'batch-size': { type: 'string', arg: 'N', help: 'images per forward pass (default: 256 on a GPU, 32 on a CPU adapter)' },
+    'batch-size': { type: 'string', arg: 'N', help: `images per forward pass (default: 256 on a GPU, 32 on a CPU adapter, ${ONNX_DEFAULT_BATCH} through onnxruntime)` },
     limit: { type: 'string', arg: 'N', help: 'evaluate only the first N test images (default: all 10,000)' },
     plot: { type: 'string', arg: 'FILE', help: 'also draw the confusion matrix as a PNG into FILE' },
     json: { type: 'boolean', help: 'print the results as one JSON object (and nothing else) on stdout' },
@@ -33,29 +40,69 @@ const spec: CommandSpec = {
 };
 
 async function main(p: Parsed): Promise<void> {
-  const path = stringOpt(p, 'checkpoint');
-  if (path === undefined) throw new VimError('--checkpoint is required: the .safetensors file to evaluate (see eval-vim --help)');
+  const source = chooseModelSource(stringOpt(p, 'checkpoint'), stringOpt(p, 'onnx'), boolOpt(p, 'use-onnx'), 'eval-vim', 'evaluate');
   const modelOpt = stringOpt(p, 'model');
   const expected = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
   const limit = numberOpt(p, 'limit', { integer: true, min: 1 });
   const batchOpt = numberOpt(p, 'batch-size', { integer: true, min: 1 });
   const json = boolOpt(p, 'json');
   const plot = stringOpt(p, 'plot');
-  const { cfg, params, meta } = loadCheckpoint(path, expected);
   const say = (line: string) => {
     if (!json) console.log(line);
   };
 
-  const batches = await ensureCifar10({ dir: stringOpt(p, 'data-dir'), progress: !json, log: () => undefined });
-  const test = loadCifar10Split(batches, 'test', { verify: false });
-  const gpu = await acquireGpu();
-  const B = Math.min(batchOpt ?? (gpu.info.isCpu ? 32 : 256), limit ?? test.n);
-  const model = await VimGpu.create(gpu, cfg, { batch: B, training: false });
-  model.setParams(params);
-  const metrics = meta.metrics as { epoch?: number; test_acc?: number } | undefined;
-  say(`checkpoint: ${path}: ${describeConfig(cfg)}${metrics?.epoch !== undefined ? `, epoch ${metrics.epoch}` : ''}` +
-    `${typeof meta.weights === 'string' ? ` (${meta.weights} weights)` : ''}`);
-  say(`adapter: ${describeGpu(gpu)}`);
+  // The model: an ONNX file, or a checkpoint (run on WebGPU, or exported in memory with --use-onnx).
+  let cfg: VimConfig;
+  let names: string[];
+  let onnx: OnnxVim | undefined;
+  let gpuModel: VimGpu | undefined;
+  const header: string[] = [];
+  let B: number;
+  const batches = async () => ensureCifar10({ dir: stringOpt(p, 'data-dir'), progress: !json, log: () => undefined });
+  let test;
+  if (source.onnx !== undefined) {
+    onnx = await OnnxVim.load(source.onnx);
+    cfg = onnx.cfg;
+    names = onnx.classNames;
+    try {
+      checkOnnxConfig(source.onnx, cfg, expected);
+    } catch (e) {
+      await onnx.release();
+      throw e;
+    }
+    header.push(`model: ${source.onnx}: ${describeConfig(cfg)} (ONNX, opset ${onnx.meta.opset})`);
+    header.push(`engine: ${describeOnnxRuntime()}, session created in ${onnx.sessionMs.toFixed(0)} ms`);
+    test = loadCifar10Split(await batches(), 'test', { verify: false });
+    B = Math.min(batchOpt ?? ONNX_DEFAULT_BATCH, limit ?? test.n);
+  } else {
+    const path = source.checkpoint!;
+    const loaded = loadCheckpoint(path, expected);
+    const { params, meta } = loaded;
+    cfg = loaded.cfg;
+    names = cfg.classNames;
+    const metrics = meta.metrics as { epoch?: number; test_acc?: number } | undefined;
+    header.push(`checkpoint: ${path}: ${describeConfig(cfg)}${metrics?.epoch !== undefined ? `, epoch ${metrics.epoch}` : ''}` +
+      `${typeof meta.weights === 'string' ? ` (${meta.weights} weights)` : ''}`);
+    test = loadCifar10Split(await batches(), 'test', { verify: false });
+    if (source.useOnnx) {
+      const r = await onnxFromCheckpoint(cfg, params, path, { checkpointMeta: meta });
+      onnx = r.model;
+      header.push(`engine: ${describeOnnxRuntime()}: exported to ONNX in memory in ${r.exportMs.toFixed(0)} ms, ` +
+        `session created in ${onnx.sessionMs.toFixed(0)} ms`);
+      B = Math.min(batchOpt ?? ONNX_DEFAULT_BATCH, limit ?? test.n);
+    } else {
+      const gpu = await acquireGpu();
+      B = Math.min(batchOpt ?? (gpu.info.isCpu ? 32 : 256), limit ?? test.n);
+      gpuModel = await VimGpu.create(gpu, cfg, { batch: B, training: false });
+      gpuModel.setParams(params);
+      header.push(`adapter: ${describeGpu(gpu)}`);
+      if (gpu.info.isCpu) {
+        if (!json) header.push(cpuFallbackHint(describeGpu(gpu)));
+        else if (process.stderr.isTTY) console.error(`eval-vim: ${cpuFallbackHint(describeGpu(gpu))}`);
+      }
+    }
+  }
+  header.forEach(say);
 
   const total = Math.min(limit ?? test.n, test.n);
   const bar = !json && process.stderr.isTTY
@@ -66,24 +113,26 @@ async function main(p: Parsed): Promise<void> {
     : null;
   bar?.start(total, 0, { ips: '–' });
   const t0 = performance.now();
-  let result;
+  const onProgress = (done: number) => bar?.update(done, { ips: (done / ((performance.now() - t0) / 1000)).toFixed(1) });
+  let result: ClassificationResult;
   try {
-    result = (await evaluate(model, test, {
-      limit, onProgress: (done) => bar?.update(done, { ips: (done / ((performance.now() - t0) / 1000)).toFixed(1) }),
-    }))!;
+    result = onnx !== undefined
+      ? await evaluateOnnx(onnx, test, B, { limit, onProgress })
+      : (await evaluate(gpuModel!, test, { limit, onProgress }))!;
   } finally {
     bar?.stop();
-    model.destroy();
+    gpuModel?.destroy();
+    await onnx?.release();
   }
   const seconds = (performance.now() - t0) / 1000;
-  const names = cfg.classNames;
   if (plot !== undefined) {
     writeFileAtomic(plot, await confusionPng(result.confusion, names,
       `${cfg.name}: test confusion (${pct(result.top1)} of ${result.n.toLocaleString('en-US')})`));
   }
   if (json) {
     console.log(JSON.stringify({
-      checkpoint: path, model: cfg.name, images: result.n, top1: result.top1, top5: result.top5, loss: result.loss,
+      ...(source.onnx !== undefined ? { onnx: source.onnx } : { checkpoint: source.checkpoint }),
+      engine: onnx !== undefined ? 'onnxruntime' : 'webgpu', model: cfg.name, images: result.n, top1: result.top1, top5: result.top5, loss: result.loss,
       per_class: Object.fromEntries(names.map((n, i) => [n, result.perClass[i]])), class_names: names,
       confusion: result.confusion, seconds, ...(plot !== undefined ? { plot } : {}),
     }));

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 /**
- * `predict-vim --checkpoint FILE IMAGE…`: the top classes of each image, with probabilities.
+ * `predict-vim --checkpoint FILE IMAGE…` (on WebGPU, or through onnxruntime-node with --use-onnx)
+ * or `predict-vim --onnx MODEL.onnx IMAGE…` (through onnxruntime-node): the top classes of each
+ * image, with probabilities.
  *
  * Each image is read with sharp and made into the model's input the way CIFAR-10 frames its
  * photos (src/io/images.ts): upright, on white where transparent, the shorter side scaled to
@@ -8,22 +10,27 @@
  * by name and the others are still classified; the exit code is then 1.
  */
 import { VimError } from '../errors.js';
-import { acquireGpu } from '../gpu/device.js';
+import { acquireGpu, describeGpu } from '../gpu/device.js';
 import { loadImageAsInput, RESIZE_DESCRIPTION } from '../io/images.js';
-import { loadConfig } from '../model/config.js';
+import { loadConfig, type VimConfig } from '../model/config.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
+import type { ParamSet } from '../model/params.js';
 import { VimGpu } from '../model/vim-gpu.js';
+import { checkOnnxConfig, chooseModelSource, cpuFallbackHint, onnxFromCheckpoint } from '../onnx/classify.js';
+import { OnnxVim } from '../onnx/runtime.js';
 import { softmax, topK } from '../train/metrics.js';
 import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
 
 const spec: CommandSpec = {
   name: 'predict-vim',
-  summary: 'classify images with a Vim checkpoint',
-  usage: 'predict-vim --checkpoint FILE [options] IMAGE…',
+  summary: 'classify images with a Vim checkpoint or ONNX model',
+  usage: 'predict-vim (--checkpoint FILE [--use-onnx] | --onnx MODEL.onnx) [options] IMAGE…',
   allowPositionals: true,
   options: {
-    checkpoint: { type: 'string', arg: 'FILE', help: 'the checkpoint (.safetensors written by train-vim) (required)' },
-    model: { type: 'string', arg: 'NAME|FILE', help: 'refuse the checkpoint unless it is for this config; also the config of a checkpoint that carries none' },
+    checkpoint: { type: 'string', arg: 'FILE', help: 'the checkpoint (.safetensors written by train-vim), run on WebGPU (this or --onnx)' },
+    onnx: { type: 'string', arg: 'FILE', help: 'an ONNX model written by export-vim, run through onnxruntime-node on the CPU (this or --checkpoint)' },
+    'use-onnx': { type: 'boolean', help: 'export the --checkpoint to ONNX in memory and run it through onnxruntime-node (much faster where WebGPU is a CPU fallback)' },
+    model: { type: 'string', arg: 'NAME|FILE', help: 'refuse the checkpoint or ONNX model unless it is for this config; also the config of a checkpoint that carries none' },
     top: { type: 'string', arg: 'K', help: 'how many classes to show per image (default: 5)' },
     json: { type: 'boolean', help: 'print one JSON object per run: every image with its classes or its error' },
   },
@@ -39,11 +46,31 @@ interface Prediction {
 const MAX_BATCH = 64;
 
 async function main(p: Parsed): Promise<void> {
-  const path = stringOpt(p, 'checkpoint');
-  if (path === undefined) throw new VimError('--checkpoint is required: the .safetensors file to classify with (see predict-vim --help)');
+  const source = chooseModelSource(stringOpt(p, 'checkpoint'), stringOpt(p, 'onnx'), boolOpt(p, 'use-onnx'), 'predict-vim', 'classify');
   if (p.positionals.length === 0) throw new VimError('give at least one image file, e.g. predict-vim --checkpoint best.safetensors cat.jpg');
   const modelOpt = stringOpt(p, 'model');
-  const { cfg, params } = loadCheckpoint(path, modelOpt !== undefined ? loadConfig(modelOpt) : undefined);
+  const expected = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
+  let cfg: VimConfig;
+  let names: string[];
+  let params: ParamSet<Float32Array> | undefined;
+  let onnx: OnnxVim | undefined;
+  if (source.onnx !== undefined) {
+    onnx = await OnnxVim.load(source.onnx);
+    cfg = onnx.cfg;
+    names = onnx.classNames;
+    try {
+      checkOnnxConfig(source.onnx, cfg, expected);
+    } catch (e) {
+      await onnx.release();
+      throw e;
+    }
+  } else {
+    const loaded = loadCheckpoint(source.checkpoint!, expected);
+    cfg = loaded.cfg;
+    names = cfg.classNames;
+    params = loaded.params;
+    if (source.useOnnx) onnx = (await onnxFromCheckpoint(cfg, params, source.checkpoint!, { checkpointMeta: loaded.meta })).model;
+  }
   const k = Math.min(numberOpt(p, 'top', { integer: true, min: 1 }) ?? 5, cfg.C);
   const json = boolOpt(p, 'json');
 
@@ -60,23 +87,38 @@ async function main(p: Parsed): Promise<void> {
     }
   }
 
-  if (inputs.length > 0) {
+  const per = 3 * cfg.imgSize * cfg.imgSize;
+  const B = Math.min(inputs.length, MAX_BATCH);
+  const record = (chunk: typeof inputs, logits: Float32Array) => { // logits (≥ chunk.length, C)
+    chunk.forEach((c, i) => {
+      const probs = softmax(logits.subarray(i * cfg.C, (i + 1) * cfg.C));
+      results[c.index].predictions = topK(probs, k).map(([index, probability]) => ({ class: names[index], index, probability }));
+    });
+  };
+  const chunks: (typeof inputs)[] = [];
+  for (let start = 0; start < inputs.length; start += B) chunks.push(inputs.slice(start, start + B));
+  const pack = (chunk: typeof inputs) => {
+    const pixels = new Uint8Array(chunk.length * per); // (n, 3, H, W)
+    chunk.forEach((c, i) => pixels.set(c.pixels, i * per));
+    return pixels;
+  };
+
+  if (onnx !== undefined) {
+    try {
+      for (const chunk of chunks) record(chunk, await onnx.run(pack(chunk), chunk.length));
+    } finally {
+      await onnx.release();
+    }
+  } else if (inputs.length > 0) {
     const gpu = await acquireGpu();
-    const B = Math.min(inputs.length, MAX_BATCH);
+    // stdout holds only the predictions; the hint goes to a terminal's stderr.
+    if (gpu.info.isCpu && process.stderr.isTTY) console.error(`predict-vim: ${cpuFallbackHint(describeGpu(gpu))}`);
     const model = await VimGpu.create(gpu, cfg, { batch: B, training: false });
     try {
-      model.setParams(params);
-      const per = 3 * cfg.imgSize * cfg.imgSize;
-      for (let start = 0; start < inputs.length; start += B) {
-        const chunk = inputs.slice(start, start + B);
-        const pixels = new Uint8Array(chunk.length * per);
-        chunk.forEach((c, i) => pixels.set(c.pixels, i * per));
-        model.setBatch(pixels, chunk.length);
-        const logits = await model.forward(); // (B, C)
-        chunk.forEach((c, i) => {
-          const probs = softmax(logits.subarray(i * cfg.C, (i + 1) * cfg.C));
-          results[c.index].predictions = topK(probs, k).map(([index, probability]) => ({ class: cfg.classNames[index], index, probability }));
-        });
+      model.setParams(params!);
+      for (const chunk of chunks) {
+        model.setBatch(pack(chunk), chunk.length);
+        record(chunk, await model.forward()); // (B, C)
       }
     } finally {
       model.destroy();
@@ -84,7 +126,10 @@ async function main(p: Parsed): Promise<void> {
   }
 
   if (json) {
-    console.log(JSON.stringify({ checkpoint: path, model: cfg.name, images: results }));
+    console.log(JSON.stringify({
+      ...(source.onnx !== undefined ? { onnx: source.onnx } : { checkpoint: source.checkpoint }),
+      engine: onnx !== undefined ? 'onnxruntime' : 'webgpu', model: cfg.name, images: results,
+    }));
   } else {
     for (const r of results) {
       if (!r.predictions) continue;

@@ -6,6 +6,7 @@
  * as CIFAR-10 stores them; the model takes float32 in 0…1 and normalises inside its graph.
  */
 import { readFileSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { VimError } from '../errors.js';
 import { resolveConfig, type VimConfig } from '../model/config.js';
@@ -83,6 +84,13 @@ export function readOnnxMetadata(pathOrBytes: string | Uint8Array, label?: strin
   return { irVersion: info.ir_version, opset, producer: info.producer_name ?? '', props, cfg, classNames };
 }
 
+/** "onnxruntime-node 1.30.0 on the CPU (2 cores)", for logs. */
+export function describeOnnxRuntime(threads?: number): string {
+  const n = availableParallelism();
+  const how = threads !== undefined ? `${threads} thread${threads === 1 ? '' : 's'} of ${n} cores` : `${n} core${n === 1 ? '' : 's'}`;
+  return `onnxruntime-node ${ort.env.versions.node ?? ort.env.versions.common} on the CPU (${how})`;
+}
+
 /** u8 images (B, 3, H, W) → float32 in 0…1, the model's input. */
 export function imagesToPixels(images: Uint8Array): Float32Array {
   const out = new Float32Array(images.length);
@@ -119,7 +127,18 @@ export class OnnxVim {
 
   static async load(path: string, opts: OnnxVimOptions = {}): Promise<OnnxVim> {
     const t0 = performance.now();
-    const bytes = readBytes(path);
+    return OnnxVim.create(readBytes(path), path, opts, t0);
+  }
+
+  /**
+   * A model already in memory (e.g. buildVimOnnx's bytes, never written to disk); `label` names
+   * it in messages.
+   */
+  static async fromBytes(bytes: Uint8Array, label: string, opts: OnnxVimOptions = {}): Promise<OnnxVim> {
+    return OnnxVim.create(bytes, label, opts, performance.now());
+  }
+
+  private static async create(bytes: Uint8Array, path: string, opts: OnnxVimOptions, t0: number): Promise<OnnxVim> {
     const meta = readOnnxMetadata(bytes, path);
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: ['cpu'],

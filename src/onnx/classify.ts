@@ -1,0 +1,92 @@
+/**
+ * The ONNX path of eval-vim and predict-vim: a checkpoint exported in memory and run through
+ * onnxruntime-node, evaluation of an OnnxVim on a labelled set, and what the commands say where
+ * the only WebGPU adapter is a CPU fallback.
+ *
+ * Shape letters: B batch, C classes, H = W image side.
+ */
+import { VimError } from '../errors.js';
+import { sameArchitecture, type VimConfig } from '../model/config.js';
+import { describeConfig } from '../model/checkpoint.js';
+import type { ParamSet } from '../model/params.js';
+import { firstImages, type EvaluateOptions, type LabelledImages } from '../train/evaluate.js';
+import { ClassificationTally, type ClassificationResult } from '../train/metrics.js';
+import { buildVimOnnx } from './export.js';
+import { OnnxVim, type OnnxVimOptions } from './runtime.js';
+
+/** Images per onnxruntime run when the user gives no batch size. */
+export const ONNX_DEFAULT_BATCH = 64;
+
+/**
+ * The one line eval-vim and predict-vim print where the WebGPU adapter runs on the CPU
+ * (lavapipe): onnxruntime's CPU kernels are far faster there than compute shaders on a software
+ * Vulkan driver (see README.md, "ONNX", for the figures).
+ */
+export function cpuFallbackHint(adapter: string): string {
+  const name = adapter.replace(/\s*\[[^\]]*\]$/, '').replace(/\s*\(CPU\)$/, ''); // without the feature list
+  return `this WebGPU adapter is a CPU fallback (${name}): the ONNX path is much faster here; ` +
+    'pass --use-onnx to export the checkpoint to a temporary ONNX model and run it through onnxruntime';
+}
+
+/** Where a command's model comes from: exactly one of --checkpoint and --onnx. */
+export interface ModelSource {
+  checkpoint?: string;
+  onnx?: string;
+  /** With a checkpoint: export it to ONNX in memory and run it through onnxruntime. */
+  useOnnx: boolean;
+}
+
+/** Check the --checkpoint / --onnx / --use-onnx options of `command`, which will `verb` the model. */
+export function chooseModelSource(checkpoint: string | undefined, onnx: string | undefined, useOnnx: boolean, command: string, verb: string): ModelSource {
+  if (checkpoint !== undefined && onnx !== undefined) {
+    throw new VimError(`give either --checkpoint or --onnx, not both (see ${command} --help)`);
+  }
+  if (checkpoint === undefined && onnx === undefined) {
+    throw new VimError(`--checkpoint or --onnx is required: the .safetensors checkpoint or the .onnx model to ${verb} (see ${command} --help)`);
+  }
+  if (useOnnx && onnx !== undefined) throw new VimError('--use-onnx exports a --checkpoint to ONNX; an --onnx model already is one: drop --use-onnx');
+  return { checkpoint, onnx, useOnnx };
+}
+
+/** Refuse an ONNX model whose config is not the one --model names. */
+export function checkOnnxConfig(path: string, cfg: VimConfig, expected: VimConfig | undefined): void {
+  if (expected !== undefined && !sameArchitecture(cfg, expected)) {
+    throw new VimError(`${path} is an export of ${describeConfig(cfg)} but the model is ${describeConfig(expected)}; give the matching --model or model file`);
+  }
+}
+
+/**
+ * A checkpoint's weights exported to ONNX in memory (nothing is written to disk) and loaded in
+ * onnxruntime-node. `source` names the checkpoint in messages and in the model's metadata.
+ */
+export async function onnxFromCheckpoint(
+  cfg: VimConfig, params: ParamSet<Float32Array>, source: string,
+  opts: OnnxVimOptions & { checkpointMeta?: Record<string, unknown> } = {},
+): Promise<{ model: OnnxVim; exportMs: number }> {
+  const t0 = performance.now();
+  const bytes = buildVimOnnx(cfg, params, { checkpointMeta: opts.checkpointMeta, source });
+  const exportMs = performance.now() - t0;
+  const model = await OnnxVim.fromBytes(bytes, `${source} (exported to ONNX in memory)`, opts);
+  return { model, exportMs };
+}
+
+/**
+ * Top-1, top-5, loss, per-class accuracy and the confusion matrix of an ONNX model on `data`, in
+ * runs of `batch` images (the last one smaller: the batch axis is dynamic, so nothing is padded).
+ */
+export async function evaluateOnnx(
+  model: OnnxVim, data: LabelledImages, batch: number, opts: Omit<EvaluateOptions, 'shouldStop'> = {},
+): Promise<ClassificationResult> {
+  if (!Number.isInteger(batch) || batch < 1) throw new VimError(`expected a positive integer batch size but received ${batch}`);
+  const { imgSize, C } = model.cfg;
+  const per = 3 * imgSize * imgSize;
+  const set = firstImages(data, opts.limit, per);
+  const tally = new ClassificationTally(C);
+  for (let start = 0; start < set.n; start += batch) {
+    const n = Math.min(batch, set.n - start);
+    const logits = await model.run(set.images.subarray(start * per, (start + n) * per), n); // (n, C)
+    tally.add(logits, set.labels.subarray(start, start + n), n);
+    opts.onProgress?.(start + n, set.n);
+  }
+  return tally.result();
+}

@@ -1,0 +1,236 @@
+/**
+ * eval-vim, predict-vim and bench-vim on ONNX models as a user types them (node dist/cli/….js):
+ * --onnx, --use-onnx, the hint where WebGPU is a CPU fallback, and the errors. The model is tiny
+ * (D=16, depth 1, 8-px patches, class names of its own) so that the WebGPU runs compared with keep up
+ * on lavapipe.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadCifar10Split } from '../src/data/cifar10.js';
+import { saveChwImage } from '../src/io/images.js';
+import { saveCheckpoint } from '../src/model/checkpoint.js';
+import { loadConfig } from '../src/model/config.js';
+import { initParams } from '../src/model/init.js';
+
+const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const TMP = mkdtempSync(join(tmpdir(), 'vim-onnx-cli-'));
+const PER = 3 * 32 * 32;
+const NAMES = ['avion', 'auto', 'oiseau', 'chat', 'cerf', 'chien', 'grenouille', 'cheval', 'bateau', 'camion'];
+const CKPT = join(TMP, 'small.safetensors');
+const ONNX = join(TMP, 'small.onnx');
+
+interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** stderr without Dawn's start-up warnings */
+  errors: string[];
+}
+
+function cli(cmd: string, args: string[]): Promise<Ran> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli', `${cmd}.js`), ...args], {
+      cwd: TMP, env: { ...process.env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', fail);
+    child.on('close', (code) => {
+      const errors = stderr.split('\n').filter((l) => l.trim() !== '' && !/^Warning: /.test(l));
+      done({ code, stdout, stderr, errors });
+    });
+  });
+}
+
+function newest(dir: string): number {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+/** Build dist/ unless it is newer than every source file. */
+function buildIfStale(): void {
+  const outs = ['eval-vim', 'predict-vim', 'export-vim', 'bench-vim'].map((c) => join(ROOT, 'dist', 'cli', `${c}.js`));
+  if (outs.every(existsSync) && Math.min(...outs.map((f) => statSync(f).mtimeMs)) > newest(join(ROOT, 'src'))) return;
+  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')], {
+    cwd: ROOT, encoding: 'utf8',
+  });
+  if (tsc.status !== 0) throw new Error(`the build failed:\n${tsc.stdout}${tsc.stderr}`);
+}
+
+interface EvalJson {
+  engine: string;
+  model: string;
+  images: number;
+  top1: number;
+  top5: number;
+  loss: number;
+  per_class: Record<string, number>;
+  confusion: number[][];
+}
+
+interface PredictJson {
+  engine: string;
+  images: { file: string; predictions: { class: string; index: number; probability: number }[] }[];
+}
+
+beforeAll(async () => {
+  buildIfStale();
+  const model = join(TMP, 'vim-small.json');
+  writeFileSync(model, JSON.stringify({ name: 'vim-small', patch_size: 8, embed_dim: 16, depth: 1, class_names: NAMES }));
+  const cfg = loadConfig(model);
+  saveCheckpoint(CKPT, initParams(cfg, 17), { metrics: { epoch: 1 } });
+  const test = loadCifar10Split(undefined, 'test', { verify: false });
+  await saveChwImage(join(TMP, 'cat.png'), test.images.subarray(0, PER), 32, 32);
+  await saveChwImage(join(TMP, 'ship.jpg'), test.images.subarray(PER, 2 * PER), 32, 32);
+  writeFileSync(join(TMP, 'notes.txt'), 'not an image');
+  const r = await cli('export-vim', ['--checkpoint', CKPT, '--out', ONNX]);
+  if (r.code !== 0) throw new Error(`export-vim failed: ${r.stderr}`);
+});
+
+afterAll(() => rmSync(TMP, { recursive: true, force: true }));
+
+describe('eval-vim and predict-vim on ONNX', () => {
+  it('eval-vim --onnx and --use-onnx give the WebGPU engine\'s accuracy, loss and confusion matrix', async () => {
+    const gpu = await cli('eval-vim', ['--checkpoint', CKPT, '--limit', '32', '--json']);
+    expect(gpu.errors, gpu.stderr).toEqual([]);
+    const onnx = await cli('eval-vim', ['--onnx', 'small.onnx', '--limit', '32', '--json']);
+    expect(onnx.errors, onnx.stderr).toEqual([]);
+    expect(onnx.code).toBe(0);
+    const use = await cli('eval-vim', ['--checkpoint', CKPT, '--use-onnx', '--limit', '32', '--batch-size', '10', '--json']);
+    expect(use.errors, use.stderr).toEqual([]);
+    const [g, o, u] = [gpu, onnx, use].map((r) => JSON.parse(r.stdout) as EvalJson);
+    expect([g.engine, o.engine, u.engine]).toEqual(['webgpu', 'onnxruntime', 'onnxruntime']);
+    for (const r of [o, u]) {
+      expect(r.images).toBe(32);
+      expect(r.model).toBe('vim-small');
+      expect(r.top1).toBe(g.top1);
+      expect(r.top5).toBe(g.top5);
+      expect(r.confusion).toEqual(g.confusion);
+      expect(Math.abs(r.loss - g.loss)).toBeLessThan(1e-5);
+      expect(Object.keys(r.per_class)).toEqual(NAMES); // the class names from the model's metadata
+    }
+  });
+
+  it('eval-vim --onnx prints the same report as with a checkpoint', async () => {
+    const r = await cli('eval-vim', ['--onnx', ONNX, '--limit', '32']);
+    expect(r.errors, r.stderr).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^model: .*small\.onnx: vim-small \(D=16, depth 1.*\(ONNX, opset 17\)$/m);
+    expect(r.stdout).toMatch(/^engine: onnxruntime-node [\d.]+ on the CPU/m);
+    expect(r.stdout).toMatch(/evaluated 32 test images in [\d.]+ s \([\d.]+ images\/s, batch 32\)/);
+    expect(r.stdout).toMatch(/top-1 accuracy +[\d.]+%/);
+    expect(r.stdout).toMatch(/top-5 accuracy +[\d.]+%/);
+    expect(r.stdout).toMatch(/ {2}grenouille +[\d.–%]+/);
+    expect(r.stdout).toContain('confusion matrix');
+    expect(r.stdout).not.toMatch(/adapter:|CPU fallback/); // no WebGPU involved
+  });
+
+  it('eval-vim --checkpoint says in one line when the WebGPU adapter is a CPU fallback', async () => {
+    const r = await cli('eval-vim', ['--checkpoint', CKPT, '--limit', '8']);
+    expect(r.code).toBe(0);
+    const adapter = /^adapter: (.*)$/m.exec(r.stdout)![1]!;
+    const hints = r.stdout.split('\n').filter((l) => l.includes('CPU fallback'));
+    if (adapter.includes('(CPU)')) {
+      expect(hints).toHaveLength(1);
+      expect(hints[0]).toMatch(/^this WebGPU adapter is a CPU fallback \(.+\): the ONNX path is much faster here; pass --use-onnx to export the checkpoint to a temporary ONNX model and run it through onnxruntime$/);
+    } else {
+      expect(hints).toEqual([]);
+    }
+  });
+
+  it('predict-vim --onnx and --use-onnx give the WebGPU engine\'s probabilities, with the model\'s class names', async () => {
+    const text = await cli('predict-vim', ['--onnx', ONNX, 'cat.png', 'ship.jpg']);
+    expect(text.errors, text.stderr).toEqual([]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^cat\.png\n( +[\d.]+% {2}\w+\n){5}ship\.jpg\n( +[\d.]+% {2}\w+\n){5}$/);
+    const runs = await Promise.all([
+      cli('predict-vim', ['--checkpoint', CKPT, '--json', 'cat.png', 'ship.jpg']),
+      cli('predict-vim', ['--onnx', ONNX, '--json', 'cat.png', 'ship.jpg']),
+      cli('predict-vim', ['--checkpoint', CKPT, '--use-onnx', '--json', 'cat.png', 'ship.jpg']),
+    ]);
+    for (const r of runs) expect(r.code, r.stderr).toBe(0);
+    const [g, o, u] = runs.map((r) => JSON.parse(r.stdout) as PredictJson);
+    expect([g.engine, o.engine, u.engine]).toEqual(['webgpu', 'onnxruntime', 'onnxruntime']);
+    for (const r of [o, u]) {
+      expect(r.images.map((i) => i.file)).toEqual(['cat.png', 'ship.jpg']);
+      r.images.forEach((img, i) => {
+        expect(img.predictions.map((q) => q.class)).toEqual(g.images[i]!.predictions.map((q) => q.class));
+        img.predictions.forEach((q, k) => expect(Math.abs(q.probability - g.images[i]!.predictions[k]!.probability)).toBeLessThan(1e-5));
+        for (const q of img.predictions) expect(NAMES).toContain(q.class);
+      });
+    }
+    // an unreadable file is named and the others are still classified
+    const mixed = await cli('predict-vim', ['--onnx', ONNX, 'notes.txt', 'cat.png']);
+    expect(mixed.code).toBe(1);
+    expect(mixed.errors[0]).toMatch(/^predict-vim: error: notes\.txt: not an image/);
+    expect(mixed.stdout).toMatch(/^cat\.png\n/);
+  });
+
+  it('predict-vim --checkpoint gives the CPU-fallback hint on a terminal', async () => {
+    const script = spawnSync('script', ['--version'], { encoding: 'utf8' });
+    if (script.status !== 0) return; // util-linux's script gives the command a terminal; without it this is not checked
+    const cmd = [process.execPath, join(ROOT, 'dist', 'cli', 'predict-vim.js'), '--checkpoint', CKPT, 'cat.png'].map((a) => `'${a}'`).join(' ');
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { cwd: TMP, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
+    expect(r.status, r.stdout).toBe(0);
+    const probe = await cli('eval-vim', ['--checkpoint', CKPT, '--limit', '1']);
+    const cpu = /^adapter: .*\(CPU\)/m.test(probe.stdout);
+    expect(r.stdout.split('\n').filter((l) => l.includes('CPU fallback'))).toHaveLength(cpu ? 1 : 0);
+    if (cpu) expect(r.stdout).toMatch(/predict-vim: this WebGPU adapter is a CPU fallback \(.+\): the ONNX path is much faster here; pass --use-onnx/);
+  });
+
+  it('bench-vim --onnx FILE reports session creation and images/s, as text and JSON', async () => {
+    const out = join(TMP, 'bench.json');
+    const r = await cli('bench-vim', ['--onnx', ONNX, '--steps', '2', '--json', out]);
+    expect(r.errors, r.stderr).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^batch {3}1: +[\d.]+ images\/s .*session created in \d+ ms/m);
+    expect(r.stdout).toMatch(/^batch {2}64: +[\d.]+ images\/s/m);
+    const j = JSON.parse(readFileSync(out, 'utf8')) as { config: string; random_init: boolean; runs: { batch: number; sessionMs: number; imagesPerSecond: number }[] };
+    expect(j.config).toBe('vim-small');
+    expect(j.random_init).toBe(false);
+    expect(j.runs.map((x) => x.batch)).toEqual([1, 64]);
+    for (const x of j.runs) {
+      expect(x.sessionMs).toBeGreaterThan(0);
+      expect(x.imagesPerSecond).toBeGreaterThan(0);
+    }
+    const fresh = await cli('bench-vim', ['--onnx', '--model', join(TMP, 'vim-small.json'), '--batch-size', '4', '--steps', '1']);
+    expect(fresh.code, fresh.stderr).toBe(0);
+    expect(fresh.stdout).toMatch(/exported vim-small with random init weights to a temporary file/);
+    expect(fresh.stdout).toMatch(/^batch {3}4: /m);
+  });
+
+  it('bad inputs give one line on stderr, no stack trace, and exit code 1', async () => {
+    const cases: [string, string[], RegExp][] = [
+      ['eval-vim', ['--checkpoint', CKPT, '--onnx', ONNX], /give either --checkpoint or --onnx, not both/],
+      ['eval-vim', ['--limit', '4'], /--checkpoint or --onnx is required/],
+      ['eval-vim', ['--onnx', ONNX, '--use-onnx'], /--use-onnx exports a --checkpoint .* drop --use-onnx/],
+      ['eval-vim', ['--onnx', 'notes.txt'], /notes\.txt is not an ONNX model/],
+      ['eval-vim', ['--onnx', 'missing.onnx'], /missing\.onnx: no such file/],
+      ['eval-vim', ['--onnx', ONNX, '--model', 'vim-nano'], /is an export of vim-small .* but the model is vim-nano/],
+      ['predict-vim', ['--onnx', CKPT, 'cat.png'], /small\.safetensors is not an ONNX model/],
+      ['predict-vim', ['--checkpoint', CKPT, '--onnx', ONNX, 'cat.png'], /not both/],
+      ['predict-vim', ['--onnx', ONNX], /give at least one image file/],
+      ['bench-vim', ['--onnx', ONNX, '--check'], /give one of them/],
+      ['bench-vim', ['--onnx', ONNX, '--model', 'vim-nano'], /drop --model/],
+    ];
+    for (const [cmd, args, message] of cases) {
+      const r = await cli(cmd, args);
+      const what = `${cmd} ${args.join(' ')}: ${r.stderr}`;
+      expect(r.code, what).toBe(1);
+      expect(r.errors.length, what).toBe(1);
+      expect(r.errors[0], what).toMatch(new RegExp(`^${cmd}: error: `));
+      expect(r.errors[0], what).toMatch(message);
+      expect(r.stderr, what).not.toMatch(/\n\s+at /);
+    }
+  });
+});
