@@ -1,6 +1,7 @@
 /**
  * kernels/matmul.wgsl against the float64 reference (src/reference/linear.ts): forward, the
- * input, weight and bias gradients, on sizes that are not multiples of the 64×64×16 tiles, with
+ * input, weight and bias gradients, on sizes that are not multiples of the 64×64×16 or 128×128×16
+ * tiles (both kernels of each matmul), with
  * row strides wider than the rows, base offsets (the head's class-token rows), the split
  * reductions over M, and the accumulate variants. Strided operands live in wider buffers filled
  * with noise: the kernels must read only the addressed elements and write nothing else.
@@ -9,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
 import {
   biasBackward, biasBackwardPlan, linearBackward, linearBackwardScratchElements, matmulBackwardInput,
-  matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward,
+  matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward, matmulTile, type MatmulTile,
 } from '../src/gpu/ops/matmul.js';
 import { linear_backward, linear_forward } from '../src/reference/linear.js';
 import { Rng } from '../src/rng.js';
@@ -68,6 +69,7 @@ interface Case {
   ldo?: number;
   inpOffset?: number;
   outOffset?: number;
+  tile?: MatmulTile;
 }
 
 const CASES: Case[] = [
@@ -91,7 +93,7 @@ function operands(rng: Rng, c: Case) {
 }
 
 function strideArgs(c: Case) {
-  return { ldi: c.ldi, ldo: c.ldo, inpOffset: c.inpOffset, outOffset: c.outOffset };
+  return { ldi: c.ldi, ldo: c.ldo, inpOffset: c.inpOffset, outOffset: c.outOffset, tile: c.tile };
 }
 
 async function gpuForward(gpu: Gpu, c: Case, withBias: boolean, accumulate: boolean, seed: number) {
@@ -161,7 +163,7 @@ async function gpuBackwardWeight(gpu: Gpu, c: Case, accumulate: boolean, splits:
     dweight: tDweight, dout: tensorFrom(gpu, dout.buf, 'dout'), inp: tensorFrom(gpu, inp.buf, 'inp'),
     M: c.M, I: c.I, O: c.O, accumulate, splits, ...strideArgs(c),
   });
-  const plan = matmulBackwardWeightPlan(c.M, c.I, c.O, splits);
+  const plan = matmulBackwardWeightPlan(c.M, c.I, c.O, splits, c.tile);
   expect(list.length).toBe(plan.splits > 1 ? 2 : 1);
   await run(gpu, list);
   const ref = accumulate ? Float64Array.from(dweight) : new Float64Array(c.O * c.I);
@@ -259,5 +261,62 @@ describe('linear backward (all three gradients)', () => {
     expect(() => matmulForward(gpu, { out: t, inp: t, weight: t, bias: null, M: 4, I: 5, O: 5, ldi: 4 })).toThrow(/ldi/);
     expect(() => matmulForward(gpu, { out: t, inp: t, weight: t, bias: null, M: 30, I: 5, O: 5 })).toThrow(/out/);
     expect(() => matmulBackwardWeight(gpu, { dweight: t, dout: t, inp: t, M: 4, I: 5, O: 5, splits: 0 })).toThrow(/splits/);
+  });
+});
+
+// The 128×128-tile kernels (chosen for big problems), forced on sizes with ragged edges in every
+// dimension: 300 = 2·128 + 44 rows, 260 = 2·128 + 4 columns, 200 = 12·16 + 8 reduction steps.
+// Each of their pipelines takes seconds to build on a CPU adapter, so few variants are built.
+const LARGE: Case[] = [
+  { name: 'large tiles, ragged', M: 300, I: 200, O: 260, tile: 128 },
+  { name: 'large tiles, strided with offsets', M: 300, I: 200, O: 260, ldi: 203, ldo: 261, inpOffset: 5, outOffset: 9, tile: 128 },
+];
+
+describe('128×128 tiles', () => {
+  it('are chosen for big problems only', () => {
+    expect(matmulTile(16640, 768)).toBe(128); // in_proj forward at batch 256
+    expect(matmulTile(16640, 192)).toBe(128); // out_proj forward
+    expect(matmulTile(16640, 44)).toBe(64); // x_proj forward: too narrow
+    expect(matmulTile(300, 260)).toBe(64); // too few tiles to fill a big GPU
+    expect(matmulTile(768, 192, 16640)).toBe(128); // in_proj weight gradient
+    expect(matmulTile(384, 12, 16640)).toBe(64); // dt_proj weight gradient
+    const p = matmulBackwardWeightPlan(16640, 192, 768);
+    expect(p.splits * 6 * 2).toBeGreaterThanOrEqual(200);
+  });
+
+  it('forward, ragged (bias) and strided (accumulate)', async () => {
+    const gpu = await testGpu();
+    await gpuForward(gpu, LARGE[0], true, false, 51);
+    await gpuForward(gpu, LARGE[1], false, true, 52);
+  });
+
+  it('input and weight gradients, ragged, one pass', async () => {
+    const gpu = await testGpu();
+    await gpuBackwardInput(gpu, LARGE[0], false, 53);
+    await gpuBackwardWeight(gpu, LARGE[0], false, 1, 55);
+  });
+
+  it('linear backward, strided, accumulating, split weight gradient', async () => {
+    const gpu = await testGpu();
+    const c = LARGE[1];
+    const rng = new Rng(57);
+    const { inp, out: dout, weight } = operands(rng, c);
+    const dinp = strided(rng, c.M, c.I, c.ldi, c.inpOffset, 3);
+    const dweight = randArray(rng, c.O * c.I);
+    const need = linearBackwardScratchElements(c.M, c.I, c.O, false, 128);
+    expect(need).toBe(0); // M = 300 is one split by default: force 3 below
+    const scratch = zerosTensor(gpu, matmulBackwardWeightPlan(c.M, c.I, c.O, 3, 128).scratchElements, 'scratch');
+    const t = { dinp: tensorFrom(gpu, dinp.buf, 'dinp'), dweight: tensorFrom(gpu, dweight, 'dweight') };
+    const tDout = tensorFrom(gpu, dout.buf, 'dout');
+    const tInp = tensorFrom(gpu, inp.buf, 'inp');
+    await run(gpu, [
+      ...matmulBackwardWeight(gpu, { dweight: t.dweight, dout: tDout, inp: tInp, M: c.M, I: c.I, O: c.O, accumulate: true, splits: 3, scratch, ...strideArgs(c) }),
+      matmulBackwardInput(gpu, { dinp: t.dinp, dout: tDout, weight: tensorFrom(gpu, weight, 'weight'), M: c.M, I: c.I, O: c.O, accumulate: true, ...strideArgs(c) }),
+    ]);
+    const rDinp = dense(dinp);
+    const rDweight = Float64Array.from(dweight);
+    linear_backward(rDinp, rDweight, null, dense(dout), dense(inp), weight, c.M, c.I, c.O);
+    expectStrided(await read(gpu, t.dinp), dinp, rDinp, 'dinp');
+    expect(relErr(await read(gpu, t.dweight), rDweight), 'dweight').toBeLessThan(TOL);
   });
 });

@@ -27,6 +27,11 @@
  * size; pass `scratch` (shared between layers is fine: dispatches run in order) or let the
  * wrapper allocate one when the dispatch is built (never per step).
  *
+ * Tiles: each matmul has two kernels, 64×64 result tiles (4×4 register blocks, 16×16 invocations)
+ * and 128×128 result tiles (8×8 register blocks, 16×16 invocations, vec4 workgroup-memory reads).
+ * The wrapper picks the 128×128 kernel when the result is large enough to fill a big GPU with
+ * it and wide enough not to waste much of a tile (`matmulTile`); `tile` forces one.
+ *
  * Costs: each Dispatch carries `flops` and `bytes`, the minimum that dispatch must compute and
  * move (f32 = 4 bytes; an accumulate reads its output once more).
  */
@@ -37,6 +42,14 @@ import { createTensor, numel, type GpuTensor } from '../tensor.js';
 const FILE = 'matmul';
 /** Result tile of one workgroup (rows × columns) and the reduction step, as in matmul.wgsl. */
 export const MATMUL_TILE = { rows: 64, cols: 64, k: 16 } as const;
+/** The large tile (matmul.wgsl's *_128 entry points), used for big problems. */
+export const MATMUL_TILE_LARGE = { rows: 128, cols: 128, k: 16 } as const;
+/** Result tile edge: 64 (the small kernels) or 128 (the large ones). */
+export type MatmulTile = 64 | 128;
+/** Large tiles only when they make at least about one workgroup per SM of a big GPU (132 on an H200). */
+const LARGE_MIN_TILES = 132;
+/** Workgroups the split reduction of dweight aims for with large tiles (two per SM of an H200). */
+const LARGE_TARGET_WORKGROUPS = 264;
 /** Columns per workgroup of bias_backward (64 columns × 4 row lanes). */
 const BIAS_COLS = 64;
 /** Workgroups the reductions over M aim for (a big GPU holds a few per SM; ≥ 4 × 132 on an H200). */
@@ -51,6 +64,8 @@ interface Strides {
   inpOffset?: number;
   /** First element of out / dout inside its tensor; default 0. */
   outOffset?: number;
+  /** Result tile (64 or 128); default chosen by the problem's size (`matmulTile`). */
+  tile?: MatmulTile;
 }
 
 export interface MatmulForwardArgs extends Strides {
@@ -129,6 +144,19 @@ export interface SplitPlan {
 
 // ---- plans ----------------------------------------------------------------------------------------
 
+/**
+ * The result tile for a matmul whose result is rows × cols (forward: M × O, input gradient:
+ * M × I), or, with `reduction` given, for the weight gradient (O × I, reduced over M rows, split).
+ * 128×128 tiles do 4× the work per workgroup with half the workgroup-memory traffic per flop;
+ * they pay off when there are enough of them to fill the GPU and the columns (and rows) are at
+ * least 96, so a ragged edge tile wastes at most about a third.
+ */
+export function matmulTile(rows: number, cols: number, reduction?: number): MatmulTile {
+  if (rows < 96 || cols < 96) return 64;
+  if (reduction !== undefined) return reduction >= 512 ? 128 : 64; // splits over M fill the GPU
+  return ceilDiv(rows, 128) * ceilDiv(cols, 128) >= LARGE_MIN_TILES ? 128 : 64;
+}
+
 function planSplits(M: number, perSplitElements: number, splits: number, rowAlign: number): SplitPlan {
   const chunk = Math.ceil(Math.ceil(M / splits) / rowAlign) * rowAlign;
   const s = Math.ceil(M / chunk); // rounding the chunk up can leave fewer splits than asked
@@ -140,10 +168,13 @@ function planSplits(M: number, perSplitElements: number, splits: number, rowAlig
  * (⌈O/64⌉·⌈I/64⌉ tiles × splits ≈ 512), but at least 256 rows per split so the partials
  * (splits·O·I written and read back) stay small next to the M·(O+I) inputs.
  */
-export function matmulBackwardWeightPlan(M: number, I: number, O: number, splits?: number): SplitPlan {
+export function matmulBackwardWeightPlan(M: number, I: number, O: number, splits?: number, tile?: MatmulTile): SplitPlan {
   checkDims({ M, I, O });
-  const tiles = ceilDiv(O, MATMUL_TILE.rows) * ceilDiv(I, MATMUL_TILE.cols);
-  const s = splits ?? Math.max(1, Math.min(ceilDiv(TARGET_WORKGROUPS, tiles), Math.floor(M / 256)));
+  const edge = tile ?? matmulTile(O, I, M);
+  checkTile(edge);
+  const tiles = ceilDiv(O, edge) * ceilDiv(I, edge);
+  const target = edge === 128 ? LARGE_TARGET_WORKGROUPS : TARGET_WORKGROUPS;
+  const s = splits ?? Math.max(1, Math.min(ceilDiv(target, tiles), Math.floor(M / 256)));
   checkPositiveInt('splits', s);
   return planSplits(M, O * I, Math.min(s, M), MATMUL_TILE.k);
 }
@@ -158,14 +189,14 @@ export function biasBackwardPlan(M: number, O: number, splits?: number): SplitPl
 }
 
 /** Scratch elements for linearBackward with default splits (dweight's and dbias's partials reuse it). */
-export function linearBackwardScratchElements(M: number, I: number, O: number, hasBias: boolean): number {
-  const w = matmulBackwardWeightPlan(M, I, O).scratchElements;
+export function linearBackwardScratchElements(M: number, I: number, O: number, hasBias: boolean, tile?: MatmulTile): number {
+  const w = matmulBackwardWeightPlan(M, I, O, undefined, tile).scratchElements;
   return hasBias ? Math.max(w, biasBackwardPlan(M, O).scratchElements) : w;
 }
 
 // ---- dispatches -----------------------------------------------------------------------------------
 
-/** out (M, O) (+)= inp (M, I) · weight (O, I)ᵀ (+ bias). One dispatch, grid (⌈O/64⌉, ⌈M/64⌉). */
+/** out (M, O) (+)= inp (M, I) · weight (O, I)ᵀ (+ bias). One dispatch, grid (⌈O/T⌉, ⌈M/T⌉), T the tile. */
 export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
   const { M, I, O } = a;
   const s = strides(a, M, I, O);
@@ -174,20 +205,23 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
   checkTensor('weight', a.weight, 0, O, I, I);
   if (a.bias) checkTensor('bias', a.bias, 0, 1, O, O);
   const acc = a.accumulate ?? false;
+  const tile = a.tile ?? matmulTile(M, O);
+  checkTile(tile);
   return makeDispatch(
-    gpu, FILE, 'matmul_forward',
+    gpu, FILE, tile === 128 ? 'matmul_forward_128' : 'matmul_forward',
     { M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset, HAS_BIAS: a.bias ? 1 : 0, ACCUMULATE: acc ? 1 : 0 },
     // Without a bias the binding still needs a read-only tensor; the kernel never reads it.
     [a.out, a.inp, a.weight, a.bias ?? a.weight],
-    [ceilDiv(O, MATMUL_TILE.cols), ceilDiv(M, MATMUL_TILE.rows)],
+    [ceilDiv(O, tile), ceilDiv(M, tile)],
     {
+      label: 'matmul_forward',
       flops: 2 * M * I * O + (a.bias ? M * O : 0) + (acc ? M * O : 0),
       bytes: 4 * (M * I + O * I + (a.bias ? O : 0) + M * O * (acc ? 2 : 1)),
     },
   );
 }
 
-/** dinp (M, I) (+)= dout (M, O) · weight (O, I). One dispatch, grid (⌈I/64⌉, ⌈M/64⌉). */
+/** dinp (M, I) (+)= dout (M, O) · weight (O, I). One dispatch, grid (⌈I/T⌉, ⌈M/T⌉), T the tile. */
 export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispatch {
   const { M, I, O } = a;
   const s = strides(a, M, I, O);
@@ -195,12 +229,15 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
   checkTensor('dout', a.dout, s.outOffset, M, s.ldo, O);
   checkTensor('weight', a.weight, 0, O, I, I);
   const acc = a.accumulate ?? false;
+  const tile = a.tile ?? matmulTile(M, I);
+  checkTile(tile);
   return makeDispatch(
-    gpu, FILE, 'matmul_backward_input',
+    gpu, FILE, tile === 128 ? 'matmul_backward_input_128' : 'matmul_backward_input',
     { M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset, ACCUMULATE: acc ? 1 : 0 },
     [a.dinp, a.dout, a.weight],
-    [ceilDiv(I, MATMUL_TILE.cols), ceilDiv(M, MATMUL_TILE.rows)],
+    [ceilDiv(I, tile), ceilDiv(M, tile)],
     {
+      label: 'matmul_backward_input',
       flops: 2 * M * I * O + (acc ? M * I : 0),
       bytes: 4 * (M * O + O * I + M * I * (acc ? 2 : 1)),
     },
@@ -209,8 +246,8 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
 
 /**
  * dweight (O, I) (+)= dout (M, O)ᵀ · inp (M, I). With one split: one dispatch, grid
- * (⌈I/64⌉, ⌈O/64⌉). With S splits: partials (S, O, I) into scratch, grid (⌈I/64⌉, ⌈O/64⌉, S),
- * then sum_partials over O·I elements.
+ * (⌈I/T⌉, ⌈O/T⌉), T the tile. With S splits: partials (S, O, I) into scratch, grid
+ * (⌈I/T⌉, ⌈O/T⌉, S), then sum_partials over O·I elements.
  */
 export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dispatch[] {
   const { M, I, O } = a;
@@ -218,24 +255,28 @@ export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dis
   checkTensor('dweight', a.dweight, 0, O, I, I);
   checkTensor('dout', a.dout, s.outOffset, M, s.ldo, O);
   checkTensor('inp', a.inp, s.inpOffset, M, s.ldi, I);
-  const plan = matmulBackwardWeightPlan(M, I, O, a.splits);
+  const tile = a.tile ?? matmulTile(O, I, M);
+  checkTile(tile);
+  const plan = matmulBackwardWeightPlan(M, I, O, a.splits, tile);
   const acc = a.accumulate ?? false;
-  const grid: [number, number, number] = [ceilDiv(I, MATMUL_TILE.cols), ceilDiv(O, MATMUL_TILE.rows), plan.splits];
+  const entry = tile === 128 ? 'matmul_backward_weight_128' : 'matmul_backward_weight';
+  const label = { label: 'matmul_backward_weight' };
+  const grid: [number, number, number] = [ceilDiv(I, tile), ceilDiv(O, tile), plan.splits];
   const constants = {
     M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset,
     SPLITS: plan.splits, CHUNK: plan.chunk,
   };
   const inputBytes = 4 * (M * O + M * I);
   if (plan.splits === 1) {
-    return [makeDispatch(gpu, FILE, 'matmul_backward_weight', { ...constants, ACCUMULATE: acc ? 1 : 0 },
+    return [makeDispatch(gpu, FILE, entry, { ...constants, ACCUMULATE: acc ? 1 : 0 },
       [a.dweight, a.dout, a.inp], grid,
-      { flops: 2 * M * I * O + (acc ? O * I : 0), bytes: inputBytes + 4 * O * I * (acc ? 2 : 1) })];
+      { ...label, flops: 2 * M * I * O + (acc ? O * I : 0), bytes: inputBytes + 4 * O * I * (acc ? 2 : 1) })];
   }
   const scratch = scratchFor(gpu, 'matmul_backward_weight', a.scratch, plan.scratchElements);
   return [
-    makeDispatch(gpu, FILE, 'matmul_backward_weight', { ...constants, ACCUMULATE: 0 },
+    makeDispatch(gpu, FILE, entry, { ...constants, ACCUMULATE: 0 },
       [scratch, a.dout, a.inp], grid,
-      { flops: 2 * M * I * O, bytes: inputBytes + 4 * plan.scratchElements }),
+      { ...label, flops: 2 * M * I * O, bytes: inputBytes + 4 * plan.scratchElements }),
     sumPartials(gpu, 'matmul_backward_weight_sum', a.dweight, scratch, O * I, plan.splits, acc),
   ];
 }
@@ -276,8 +317,8 @@ export function biasBackward(gpu: Gpu, a: BiasBackwardArgs): Dispatch[] {
  */
 export function linearBackward(gpu: Gpu, a: LinearBackwardArgs): Dispatch[] {
   const acc = typeof a.accumulate === 'object' ? a.accumulate : { dinp: a.accumulate, dweight: a.accumulate, dbias: a.accumulate };
-  const strideArgs: Strides = { ldi: a.ldi, ldo: a.ldo, inpOffset: a.inpOffset, outOffset: a.outOffset };
-  const need = linearBackwardScratchElements(a.M, a.I, a.O, a.dbias !== null);
+  const strideArgs: Strides = { ldi: a.ldi, ldo: a.ldo, inpOffset: a.inpOffset, outOffset: a.outOffset, tile: a.tile };
+  const need = linearBackwardScratchElements(a.M, a.I, a.O, a.dbias !== null, a.tile);
   const scratch = need > 0 ? scratchFor(gpu, 'linear_backward', a.scratch, need) : undefined;
   const list = matmulBackwardWeight(gpu, {
     ...strideArgs, dweight: a.dweight, dout: a.dout, inp: a.inp, M: a.M, I: a.I, O: a.O, accumulate: acc.dweight, scratch,
@@ -311,7 +352,7 @@ function scratchFor(gpu: Gpu, op: string, given: GpuTensor | undefined, elements
   return given;
 }
 
-function strides(a: Strides, M: number, I: number, O: number): Required<Strides> {
+function strides(a: Strides, M: number, I: number, O: number): Required<Omit<Strides, 'tile'>> {
   checkDims({ M, I, O });
   const s = { ldi: a.ldi ?? I, ldo: a.ldo ?? O, inpOffset: a.inpOffset ?? 0, outOffset: a.outOffset ?? 0 };
   checkStride('ldi', s.ldi, I);
@@ -323,6 +364,10 @@ function strides(a: Strides, M: number, I: number, O: number): Required<Strides>
 
 function checkPositiveInt(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 1 || v > 0xffffffff) throw new Error(`matmul: ${name} must be a positive integer, got ${v}`);
+}
+
+function checkTile(t: number): void {
+  if (t !== 64 && t !== 128) throw new Error(`matmul: tile must be 64 or 128, got ${t}`);
 }
 
 function checkDims(d: Record<string, number>): void {
