@@ -15,8 +15,7 @@ import { benchTiming, type KernelTiming } from '../bench/timing.js';
 import { VimError } from '../errors.js';
 import { describeConfig } from '../model/checkpoint.js';
 import { initParams } from '../model/init.js';
-import { exportVimOnnx } from '../onnx/export.js';
-import { benchOnnx, describeOnnxRuntime, readOnnxMetadata, type OnnxBenchResult } from '../onnx/runtime.js';
+import type { OnnxBenchResult } from '../onnx/runtime.js';
 import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
 
 const spec: CommandSpec = {
@@ -57,6 +56,9 @@ function kernelRows(k: KernelTiming[]): string[][] {
 
 /** `bench-vim --onnx [FILE]`: no WebGPU involved; everything runs in onnxruntime-node on the CPU. */
 async function benchOnnxCommand(p: Parsed): Promise<void> {
+  // onnxruntime loads only here: the GPU benchmarks run where it is not installed.
+  const { exportVimOnnx } = await import('../onnx/export.js');
+  const { benchOnnx, describeOnnxRuntime, readOnnxMetadata } = await import('../onnx/runtime.js');
   if (boolOpt(p, 'check')) throw new VimError('--check tests the WebGPU kernels and --onnx times an ONNX model: give one of them');
   if (p.positionals.length > 1) throw new VimError(`--onnx takes one model file but received ${p.positionals.length}: ${p.positionals.join(' ')}`);
   const batchOpt = numberOpt(p, 'batch-size', { integer: true, min: 1 });
