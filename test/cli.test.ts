@@ -4,54 +4,24 @@
  * PNG and a JPEG, a run stopped with Ctrl-C and resumed against an uninterrupted one, a diverging
  * run, and bad inputs. Shapes are tiny (D=16, depth 1, 8-px patches) so that lavapipe keeps up.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCifar10Split } from '../src/data/cifar10.js';
 import { saveChwImage } from '../src/io/images.js';
 import { readCheckpointInfo } from '../src/model/checkpoint.js';
 import type { EpochRecord, StepRecord } from '../src/train/run-dir.js';
 import { pngStats } from './helpers/png.js';
+import { buildIfStale, runCommand, type Ran } from './helpers/cli.js';
 
-const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const TMP = mkdtempSync(join(tmpdir(), 'vim-cli-'));
 const MODEL = join(TMP, 'vim-test.json');
 const PER = 3 * 32 * 32;
 
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  /** stderr without Dawn's start-up warnings */
-  errors: string[];
-}
-
-/** Run `node dist/cli/<cmd>.js args…`; `onStdout` may return true to send SIGINT once. */
+/** Run a built command in the test's folder. */
 function cli(cmd: string, args: string[], onStdout?: (text: string) => boolean): Promise<Ran> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli', `${cmd}.js`), ...args], {
-      cwd: TMP, env: { ...process.env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    let signalled = false;
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      if (!signalled && onStdout?.(stdout)) {
-        signalled = true;
-        child.kill('SIGINT');
-      }
-    });
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', fail);
-    child.on('close', (code) => {
-      const errors = stderr.split('\n').filter((l) => l.trim() !== '' && !/^Warning: /.test(l));
-      done({ code, stdout, stderr, errors });
-    });
-  });
+  return runCommand(TMP, cmd, args, onStdout);
 }
 
 function jsonl<T>(path: string): T[] {
@@ -60,32 +30,8 @@ function jsonl<T>(path: string): T[] {
 
 const TRAIN = ['--model', MODEL, '--batch-size', '8', '--test-subset', '16', '--log-every', '0'];
 
-/** Newest modification time (ms) of the files under a folder. */
-function newest(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
-
-/** True when dist/ holds the three commands, built after the last change under src/. */
-function builtAfterSources(): boolean {
-  const outs = ['train-vim', 'eval-vim', 'predict-vim'].map((c) => join(ROOT, 'dist', 'cli', `${c}.js`));
-  return outs.every(existsSync) && Math.min(...outs.map((f) => statSync(f).mtimeMs)) > newest(join(ROOT, 'src'));
-}
-
-/** Build dist/ with the project's TypeScript compiler. */
-function buildOnce(): void {
-  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')], {
-    cwd: ROOT, encoding: 'utf8',
-  });
-  if (tsc.status !== 0) throw new Error(`the build failed:\n${tsc.stdout}${tsc.stderr}`);
-}
-
 beforeAll(async () => {
-  if (!builtAfterSources()) buildOnce();
+  buildIfStale();
   writeFileSync(MODEL, JSON.stringify({ name: 'vim-test', patch_size: 8, embed_dim: 16, depth: 1 }));
   const test = loadCifar10Split(undefined, 'test', { verify: false });
   await saveChwImage(join(TMP, 'cat.png'), test.images.subarray(0, PER), 32, 32); // test image 0 is a cat

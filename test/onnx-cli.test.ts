@@ -4,67 +4,27 @@
  * (D=16, depth 1, 8-px patches, class names of its own) so that the WebGPU runs compared with keep up
  * on lavapipe.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCifar10Split } from '../src/data/cifar10.js';
 import { saveChwImage } from '../src/io/images.js';
 import { saveCheckpoint } from '../src/model/checkpoint.js';
 import { loadConfig } from '../src/model/config.js';
 import { initParams } from '../src/model/init.js';
+import { buildIfStale, ROOT, runCommand, type Ran } from './helpers/cli.js';
 
-const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const TMP = mkdtempSync(join(tmpdir(), 'vim-onnx-cli-'));
 const PER = 3 * 32 * 32;
 const NAMES = ['avion', 'auto', 'oiseau', 'chat', 'cerf', 'chien', 'grenouille', 'cheval', 'bateau', 'camion'];
 const CKPT = join(TMP, 'small.safetensors');
 const ONNX = join(TMP, 'small.onnx');
 
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  /** stderr without Dawn's start-up warnings */
-  errors: string[];
-}
-
+/** Run a built command in the test's folder. */
 function cli(cmd: string, args: string[]): Promise<Ran> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli', `${cmd}.js`), ...args], {
-      cwd: TMP, env: { ...process.env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', fail);
-    child.on('close', (code) => {
-      const errors = stderr.split('\n').filter((l) => l.trim() !== '' && !/^Warning: /.test(l));
-      done({ code, stdout, stderr, errors });
-    });
-  });
-}
-
-function newest(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
-
-/** Build dist/ unless it is newer than every source file. */
-function buildIfStale(): void {
-  const outs = ['eval-vim', 'predict-vim', 'export-vim', 'bench-vim'].map((c) => join(ROOT, 'dist', 'cli', `${c}.js`));
-  if (outs.every(existsSync) && Math.min(...outs.map((f) => statSync(f).mtimeMs)) > newest(join(ROOT, 'src'))) return;
-  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')], {
-    cwd: ROOT, encoding: 'utf8',
-  });
-  if (tsc.status !== 0) throw new Error(`the build failed:\n${tsc.stdout}${tsc.stderr}`);
+  return runCommand(TMP, cmd, args);
 }
 
 interface EvalJson {

@@ -6,7 +6,6 @@
  * with --plot, as JSON with --json).
  */
 import cliProgress from 'cli-progress';
-import { VimError } from '../errors.js';
 import { acquireGpu, describeGpu } from '../gpu/device.js';
 import { ensureCifar10, loadCifar10Split } from '../data/cifar10.js';
 import { writeFileAtomic } from '../io/safetensors.js';
@@ -14,8 +13,8 @@ import { confusionPng } from '../io/plots.js';
 import { loadConfig, type VimConfig } from '../model/config.js';
 import { describeConfig, loadCheckpoint } from '../model/checkpoint.js';
 import { VimGpu } from '../model/vim-gpu.js';
-import { checkOnnxConfig, chooseModelSource, cpuFallbackHint, evaluateOnnx, ONNX_DEFAULT_BATCH, onnxFromCheckpoint } from '../onnx/classify.js';
-import { describeOnnxRuntime, OnnxVim } from '../onnx/runtime.js';
+import { chooseModelSource, cpuFallbackHint, evaluateOnnx, ONNX_DEFAULT_BATCH, onnxFromCheckpoint, openOnnxModel } from '../onnx/classify.js';
+import { describeOnnxRuntime, type OnnxVim } from '../onnx/runtime.js';
 import { evaluate } from '../train/evaluate.js';
 import type { ClassificationResult } from '../train/metrics.js';
 import { pct } from '../train/progress.js';
@@ -61,15 +60,9 @@ async function main(p: Parsed): Promise<void> {
   const batches = async () => ensureCifar10({ dir: stringOpt(p, 'data-dir'), progress: !json, log: () => undefined });
   let test;
   if (source.onnx !== undefined) {
-    onnx = await OnnxVim.load(source.onnx);
+    onnx = await openOnnxModel(source.onnx, expected);
     cfg = onnx.cfg;
     names = onnx.classNames;
-    try {
-      checkOnnxConfig(source.onnx, cfg, expected);
-    } catch (e) {
-      await onnx.release();
-      throw e;
-    }
     header.push(`model: ${source.onnx}: ${describeConfig(cfg)} (ONNX, opset ${onnx.meta.opset})`);
     header.push(`engine: ${describeOnnxRuntime()}, session created in ${onnx.sessionMs.toFixed(0)} ms`);
     test = loadCifar10Split(await batches(), 'test', { verify: false });

@@ -16,8 +16,8 @@ import { loadConfig, type VimConfig } from '../model/config.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import type { ParamSet } from '../model/params.js';
 import { VimGpu } from '../model/vim-gpu.js';
-import { checkOnnxConfig, chooseModelSource, cpuFallbackHint, onnxFromCheckpoint } from '../onnx/classify.js';
-import { OnnxVim } from '../onnx/runtime.js';
+import { chooseModelSource, cpuFallbackHint, onnxFromCheckpoint, openOnnxModel } from '../onnx/classify.js';
+import type { OnnxVim } from '../onnx/runtime.js';
 import { softmax, topK } from '../train/metrics.js';
 import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
 
@@ -55,15 +55,9 @@ async function main(p: Parsed): Promise<void> {
   let params: ParamSet<Float32Array> | undefined;
   let onnx: OnnxVim | undefined;
   if (source.onnx !== undefined) {
-    onnx = await OnnxVim.load(source.onnx);
+    onnx = await openOnnxModel(source.onnx, expected);
     cfg = onnx.cfg;
     names = onnx.classNames;
-    try {
-      checkOnnxConfig(source.onnx, cfg, expected);
-    } catch (e) {
-      await onnx.release();
-      throw e;
-    }
   } else {
     const loaded = loadCheckpoint(source.checkpoint!, expected);
     cfg = loaded.cfg;

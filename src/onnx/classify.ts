@@ -55,6 +55,18 @@ export function checkOnnxConfig(path: string, cfg: VimConfig, expected: VimConfi
   }
 }
 
+/** Load an exported model for a command, refusing one whose config is not `expected` (released on refusal). */
+export async function openOnnxModel(path: string, expected: VimConfig | undefined): Promise<OnnxVim> {
+  const onnx = await OnnxVim.load(path);
+  try {
+    checkOnnxConfig(path, onnx.cfg, expected);
+  } catch (e) {
+    await onnx.release();
+    throw e;
+  }
+  return onnx;
+}
+
 /**
  * A checkpoint's weights exported to ONNX in memory (nothing is written to disk) and loaded in
  * onnxruntime-node. `source` names the checkpoint in messages and in the model's metadata.

@@ -41,7 +41,6 @@ export class TrainProgress implements TrainEvents {
   private evalStarted = 0;
   private stepS = 0; // latest mean seconds per step
   private totalSteps = 0;
-  private stepsPerEpoch = 0;
   private epochs = 0;
   private evalEvery = 1;
 
@@ -55,7 +54,6 @@ export class TrainProgress implements TrainEvents {
 
   start(e: { resumed: boolean; step: number; epoch: number; stepsPerEpoch: number; totalSteps: number }): void {
     this.totalSteps = e.totalSteps;
-    this.stepsPerEpoch = e.stepsPerEpoch;
   }
 
   /** Seconds left in the run: the remaining steps at the current pace plus the evaluations still to come. */

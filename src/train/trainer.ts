@@ -109,7 +109,6 @@ export class Trainer {
   private elapsedBase = 0; // seconds of earlier sessions of this run
   private readonly sessionStart = performance.now();
   private readonly schedule: LrSchedule;
-  private readonly per: number;
 
   private constructor(
     private readonly s: TrainerSetup,
@@ -122,7 +121,6 @@ export class Trainer {
     private readonly evalModel: VimGpu,
   ) {
     this.rng = new Rng((recipe.seed ^ 0xa5a5a5a5) >>> 0);
-    this.per = 3 * cfg.imgSize * cfg.imgSize;
     const spe = sampler.stepsPerEpoch;
     this.schedule = {
       lr: recipe.lr, minLr: recipe.minLr, warmupSteps: Math.round(recipe.warmupEpochs * spe), totalSteps: recipe.epochs * spe,
