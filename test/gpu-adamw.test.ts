@@ -4,9 +4,8 @@ import {
   adamwUpdate, createAdamwUniform, decayMaskWords, packDecayMask, uploadDecayMask, writeAdamwUniform,
 } from '../src/gpu/ops/adamw.js';
 import { createTensor, upload } from '../src/gpu/tensor.js';
-import type { ParamSpec } from '../src/model/params.js';
 import { Rng } from '../src/rng.js';
-import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
+import { flatSpecs, randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
 const TOL = 1e-5;
 
@@ -16,13 +15,7 @@ describe('AdamW kernel', () => {
     const rng = new Rng(8);
     // A small layout of tensors with and without decay (sizes not multiples of 32 or 256).
     const sizes: [number, boolean][] = [[37, true], [5, false], [300, true], [19, false], [1, false], [77, true]];
-    let offset = 0;
-    const specs: ParamSpec[] = sizes.map(([size, decay], i) => {
-      const s = { name: `t${i}`, shape: [size], size, offset, decay };
-      offset += size;
-      return s;
-    });
-    const n = offset;
+    const { specs, n } = flatSpecs(sizes);
     const mask = decay_mask(specs);
     const params = randArray(rng, n, -0.1, 0.1);
     const p0 = Float64Array.from(params);

@@ -11,7 +11,7 @@ import { vimLoss } from '../src/reference/vim.js';
 import { smooth_targets } from '../src/reference/cross-entropy.js';
 import { loadCifar10Split } from '../src/data/cifar10.js';
 import { VimError } from '../src/errors.js';
-import { relErr, testGpu } from './helpers/gpu.js';
+import { countSubmitsAndMaps, relErr, testGpu } from './helpers/gpu.js';
 
 const test = loadCifar10Split(undefined, 'test', { verify: false });
 const train = loadCifar10Split(undefined, 'train', { verify: false });
@@ -63,21 +63,9 @@ describe('Vim on the GPU (vim-nano)', () => {
     model.setParams(initParams(cfg, 1));
     const { images, targets } = batch(train, 0, B, cfg.C);
     model.setBatch(images, B, Float32Array.from(targets));
-    const queue = gpu.queue;
-    const submit = queue.submit.bind(queue);
-    let submits = 0;
-    let maps = 0;
-    const proto = Object.getPrototypeOf(gpu.device.createBuffer({ size: 4, usage: 8 })) as GPUBuffer;
-    const mapAsync = proto.mapAsync;
-    queue.submit = (cbs: Iterable<GPUCommandBuffer>) => { submits++; return submit(cbs); };
-    proto.mapAsync = function (this: GPUBuffer, ...args: Parameters<GPUBuffer['mapAsync']>) { maps++; return mapAsync.apply(this, args); };
-    try {
-      const loss = await model.trainStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 });
-      expect(Number.isFinite(loss)).toBe(true);
-    } finally {
-      queue.submit = submit;
-      proto.mapAsync = mapAsync;
-    }
+    const { result: loss, submits, maps } = await countSubmitsAndMaps(gpu,
+      () => model.trainStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 }));
+    expect(Number.isFinite(loss)).toBe(true);
     expect(submits).toBe(1);
     expect(maps).toBe(1);
     model.destroy();

@@ -12,14 +12,13 @@ import {
 import { createClipUniform, gradClipScale, gradNormPartials, writeClipUniform } from '../src/gpu/ops/grad-norm.js';
 import { createEmaUniform, emaUpdate, writeEmaUniform } from '../src/gpu/ops/ema.js';
 import { createTensor, upload } from '../src/gpu/tensor.js';
-import type { ParamSpec } from '../src/model/params.js';
 import { paramSpecs } from '../src/model/params.js';
 import { resolveConfig } from '../src/model/config.js';
 import { initParams } from '../src/model/init.js';
 import { VimGpu } from '../src/model/vim-gpu.js';
 import { loadCifar10Split } from '../src/data/cifar10.js';
 import { Rng } from '../src/rng.js';
-import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
+import { countSubmitsAndMaps, flatSpecs, randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
 /** PyTorch's clip_grad_norm_: the norm, and the factor min(1, maxNorm / (norm + 1e-6)). */
 function clip_grad_norm(grads: Float64Array, maxNorm: number): { norm: number; scale: number } {
@@ -69,13 +68,7 @@ describe('gradient norm, clipping, AdamW with clipping, EMA (kernels)', () => {
     const gpu = await testGpu();
     const rng = new Rng(12);
     const sizes: [number, boolean][] = [[37, true], [5, false], [300, true], [4100, false], [77, true]];
-    let offset = 0;
-    const specs: ParamSpec[] = sizes.map(([size, decay], i) => {
-      const s = { name: `t${i}`, shape: [size], size, offset, decay };
-      offset += size;
-      return s;
-    });
-    const n = offset;
+    const { specs, n } = flatSpecs(sizes);
     const mask = decay_mask(specs);
     const params = randArray(rng, n, -0.1, 0.1);
     const m = new Float64Array(n);
@@ -144,22 +137,8 @@ describe('VimGpu training extras (a tiny config)', () => {
     const { norm } = clip_grad_norm(grads, 0);
     const maxNorm = norm / 4;
 
-    const queue = gpu.queue;
-    const submit = queue.submit.bind(queue);
-    let submits = 0;
-    let maps = 0;
-    const proto = Object.getPrototypeOf(gpu.device.createBuffer({ size: 4, usage: 8 })) as GPUBuffer;
-    const mapAsync = proto.mapAsync;
-    queue.submit = (cbs: Iterable<GPUCommandBuffer>) => { submits++; return submit(cbs); };
-    proto.mapAsync = function (this: GPUBuffer, ...args: Parameters<GPUBuffer['mapAsync']>) { maps++; return mapAsync.apply(this, args); };
     const hyper = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05, maxGradNorm: maxNorm, emaDecay: 0.75 };
-    let r;
-    try {
-      r = await model.trainStepFull(hyper, { logits: true });
-    } finally {
-      queue.submit = submit;
-      proto.mapAsync = mapAsync;
-    }
+    const { result: r, submits, maps } = await countSubmitsAndMaps(gpu, () => model.trainStepFull(hyper, { logits: true }));
     expect(submits).toBe(1);
     expect(maps).toBe(1);
     expect(r.loss).toBe(loss0);

@@ -6,6 +6,7 @@ import { acquireGpu, type Gpu } from '../../src/gpu/device.js';
 import { createTensor, download, type GpuTensor } from '../../src/gpu/tensor.js';
 import { compileCheck, runDispatches, type Dispatch } from '../../src/gpu/kernels.js';
 import { Rng } from '../../src/rng.js';
+import type { ParamSpec } from '../../src/model/params.js';
 
 let shared: Promise<Gpu> | null = null;
 
@@ -64,4 +65,33 @@ export function uniformBuffer(gpu: Gpu, words: ({ u32: number } | { f32: number 
   });
   gpu.queue.writeBuffer(buf, 0, dv.buffer);
   return buf;
+}
+
+/** Run `fn` while counting queue submits and buffer maps (the "one submit, one read-back" checks). */
+export async function countSubmitsAndMaps<T>(gpu: Gpu, fn: () => Promise<T>): Promise<{ result: T; submits: number; maps: number }> {
+  const queue = gpu.queue;
+  const submit = queue.submit.bind(queue);
+  const proto = Object.getPrototypeOf(gpu.device.createBuffer({ size: 4, usage: 8 })) as GPUBuffer;
+  const mapAsync = proto.mapAsync;
+  let submits = 0;
+  let maps = 0;
+  queue.submit = (cbs: Iterable<GPUCommandBuffer>) => { submits++; return submit(cbs); };
+  proto.mapAsync = function (this: GPUBuffer, ...args: Parameters<GPUBuffer['mapAsync']>) { maps++; return mapAsync.apply(this, args); };
+  try {
+    return { result: await fn(), submits, maps };
+  } finally {
+    queue.submit = submit;
+    proto.mapAsync = mapAsync;
+  }
+}
+
+/** A flat layout of 1-D tensors of the given sizes and decay flags (for AdamW-style tests). */
+export function flatSpecs(sizes: readonly [number, boolean][]): { specs: ParamSpec[]; n: number } {
+  let offset = 0;
+  const specs = sizes.map(([size, decay], i) => {
+    const s: ParamSpec = { name: `t${i}`, shape: [size], size, offset, decay };
+    offset += size;
+    return s;
+  });
+  return { specs, n: offset };
 }
