@@ -13,7 +13,7 @@ import { saveChwImage } from '../src/io/images.js';
 import { readCheckpointInfo } from '../src/model/checkpoint.js';
 import type { EpochRecord, StepRecord } from '../src/train/run-dir.js';
 import { pngStats } from './helpers/png.js';
-import { buildIfStale, runCommand, type Ran } from './helpers/cli.js';
+import { buildIfStale, expectOneLineError, runCommand, type Ran } from './helpers/cli.js';
 
 const TMP = mkdtempSync(join(tmpdir(), 'vim-cli-'));
 const MODEL = join(TMP, 'vim-test.json');
@@ -184,15 +184,7 @@ describe('train-vim, eval-vim and predict-vim as a user runs them', () => {
       ['predict-vim', ['--checkpoint', ck, 'notes.txt'], /notes\.txt: not an image/],
       ['predict-vim', ['--checkpoint', ck, 'nowhere.png'], /nowhere\.png: no such file/],
     ];
-    for (const [cmd, args, message] of cases) {
-      const r = await cli(cmd, args);
-      const what = `${cmd} ${args.join(' ')}: ${r.stderr}`;
-      expect(r.code, what).toBe(1);
-      expect(r.errors.length, what).toBe(1);
-      expect(r.errors[0], what).toMatch(new RegExp(`^${cmd}: error: `));
-      expect(r.errors[0], what).toMatch(message);
-      expect(r.stderr, what).not.toMatch(/\n\s+at /);
-    }
+    for (const [cmd, args, message] of cases) expectOneLineError(await cli(cmd, args), cmd, args, message);
   });
 
   it('--help documents every option', async () => {

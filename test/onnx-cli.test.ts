@@ -14,7 +14,7 @@ import { saveChwImage } from '../src/io/images.js';
 import { saveCheckpoint } from '../src/model/checkpoint.js';
 import { loadConfig } from '../src/model/config.js';
 import { initParams } from '../src/model/init.js';
-import { buildIfStale, ROOT, runCommand, type Ran } from './helpers/cli.js';
+import { buildIfStale, expectOneLineError, ROOT, runCommand, type Ran } from './helpers/cli.js';
 
 const TMP = mkdtempSync(join(tmpdir(), 'vim-onnx-cli-'));
 const PER = 3 * 32 * 32;
@@ -183,14 +183,6 @@ describe('eval-vim and predict-vim on ONNX', () => {
       ['bench-vim', ['--onnx', ONNX, '--check'], /give one of them/],
       ['bench-vim', ['--onnx', ONNX, '--model', 'vim-nano'], /drop --model/],
     ];
-    for (const [cmd, args, message] of cases) {
-      const r = await cli(cmd, args);
-      const what = `${cmd} ${args.join(' ')}: ${r.stderr}`;
-      expect(r.code, what).toBe(1);
-      expect(r.errors.length, what).toBe(1);
-      expect(r.errors[0], what).toMatch(new RegExp(`^${cmd}: error: `));
-      expect(r.errors[0], what).toMatch(message);
-      expect(r.stderr, what).not.toMatch(/\n\s+at /);
-    }
+    for (const [cmd, args, message] of cases) expectOneLineError(await cli(cmd, args), cmd, args, message);
   });
 });

@@ -3,6 +3,7 @@
  * building dist/ first when it is older than the sources.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { expect } from 'vitest';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,4 +61,14 @@ export function buildIfStale(): void {
     cwd: ROOT, encoding: 'utf8',
   });
   if (tsc.status !== 0) throw new Error(`the build failed:\n${tsc.stdout}${tsc.stderr}`);
+}
+
+/** A user error: exit code 1 and exactly one `<cmd>: error: …` line matching `message`, no stack trace. */
+export function expectOneLineError(r: Ran, cmd: string, args: readonly string[], message: RegExp): void {
+  const what = `${cmd} ${args.join(' ')}: ${r.stderr}`;
+  expect(r.code, what).toBe(1);
+  expect(r.errors.length, what).toBe(1);
+  expect(r.errors[0], what).toMatch(new RegExp(`^${cmd}: error: `));
+  expect(r.errors[0], what).toMatch(message);
+  expect(r.stderr, what).not.toMatch(/\n\s+at /);
 }
