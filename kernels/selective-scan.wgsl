@@ -60,6 +60,9 @@ override ACCUMULATE: bool = false;  // reduce kernels: dxdbl's B/C columns, or d
 override NV: u32 = (N + 3u) / 4u;   // vec4 per state vector
 override KB: u32 = 1u;              // backward: tokens whose inputs are loaded together (≤ KBMAX)
 override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB))
+// For timing experiments only (results are then wrong): bit 0 skips the backward's per-token
+// channel reduction, bit 1 its pass 1, bit 2 its recomputation of the segment's states.
+override DIAG: u32 = 0u;
 
 const NVMAX = 8u; // N ≤ 32
 const KBMAX = 8u; // largest KB
@@ -263,7 +266,7 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
 
   // Pass 1: the forward recurrence over the tokens of segments 0 … NSEG−2, KB tokens at a time,
   // keeping the state entering each following segment.
-  let T1 = (nseg - 1u) * S;
+  let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u);
   for (var t0 = 0u; t0 < T1; t0 += KB) {
     let tn = min(KB, T1 - t0);
     load_bc_backward(b, t0, tn, lid);
@@ -302,7 +305,7 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
       else { hIn[i] = g_ckpt[((b * (nseg - 1u) + k - 1u) * NV + i) * E + e]; }
       h[i] = hIn[i];
     }
-    for (var tb = 0u; tb < tn; tb += KB) {
+    for (var tb = 0u; tb < select(tn, 0u, (DIAG & 4u) != 0u); tb += KB) {
       var pu: array<f32, KBMAX>;
       var pd: array<f32, KBMAX>;
       for (var j = 0u; j < KB; j++) {
@@ -383,6 +386,7 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
         } else {
           for (var i = 0u; i < 2u * NV; i++) { s_red[lid * redRow + i] = vec4<f32>(0.0); }
         }
+        if ((DIAG & 1u) != 0u) { continue; }
         workgroupBarrier();
         // [gB_t | gC_t] column c summed over the WG channels, in channel order.
         for (var c = lid; c < Q; c += WG) {

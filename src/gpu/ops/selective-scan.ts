@@ -51,6 +51,11 @@ export interface ScanTuning {
    * (1…8; default 8 on a GPU, 1 on a CPU adapter, where the unrolled loops only cost compile time).
    */
   tokenBlock?: number;
+  /**
+   * For timing experiments only (scripts/bench/scan.mjs): bits that skip parts of the backward,
+   * whose results are then wrong: 1 the per-token channel reduction, 2 pass 1, 4 the recomputation.
+   */
+  diag?: number;
 }
 
 /** The backward's geometry: channels per workgroup, segment length, segments, workgroups per sample. */
@@ -307,7 +312,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const scan = makeDispatch(gpu, 'selective-scan', 'selective_scan_backward',
     {
       L, E, N, R, WG: wg, TC: plan.segment, KB: kb, BCT: Math.max(plan.segment, kb), NWG: nwg, REVERSE: b01(a.reverse),
-      ACC_DU: b01(acc.du), ACC_DDELTA: b01(acc.ddelta_raw), ACC_DZ: b01(acc.dz),
+      ACC_DU: b01(acc.du), ACC_DDELTA: b01(acc.ddelta_raw), ACC_DZ: b01(acc.dz), ...(a.diag ? { DIAG: a.diag } : {}),
     },
     [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, ckView,
       a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
