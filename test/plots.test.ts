@@ -48,6 +48,23 @@ describe('plots', () => {
     expect(one.stdev).toBeGreaterThan(15);
   });
 
+  it('draws the held-out validation curves only for runs that have them', async () => {
+    const steps: StepRecord[] = Array.from({ length: 30 }, (_, i) => ({ step: i + 1, epoch: Math.floor(i / 10) + 1, lr: 1e-3, loss: 2.3 - i / 40, grad_norm: 1 }));
+    const plain = Array.from({ length: 3 }, (_, i) => record(i + 1));
+    expect(curvesSvg(plain, steps, 10, 'no holdout')).not.toContain('validation');
+    const withVal = plain.map((m): EpochRecord => ({
+      ...m, val_loss: m.test_loss === null ? null : m.test_loss + 0.05, val_acc: m.test_acc === null ? null : m.test_acc - 0.02,
+      val_top5: m.test_top5, val_images: m.test_images,
+    }));
+    withVal[1] = { ...withVal[1], val_loss: null, val_acc: null, val_top5: null, val_images: null }; // an epoch not evaluated
+    const svg = curvesSvg(withVal, steps, 10, 'holdout');
+    expect(svg).toContain('>validation (held out)</text>');
+    expect(svg).toContain('>validation loss (held out)</text>');
+    expect(svg).not.toContain('NaN');
+    const s = await pngStats(await curvesPng(withVal, steps, 10, 'holdout'));
+    expect(s.stdev).toBeGreaterThan(15);
+  });
+
   it('draws the confusion matrix with class names and counts', async () => {
     const C = 10;
     const conf = Array.from({ length: C }, (_, r) => Array.from({ length: C }, (_, c) => (r === c ? 80 + r : (r * 7 + c * 3) % 9)));

@@ -2,9 +2,13 @@
  * The GPU side of training beyond forward and backward: the global gradient norm and clip scale,
  * AdamW with clipped gradients (and skipped on a non-finite norm), the EMA of the weights, each
  * against a float64 reference; then the same inside VimGpu (a tiny config), where a step still
- * submits once and maps once while returning the loss, the gradient norm and the logits.
+ * submits once and maps once while returning the loss, the gradient norm and the logits; and a
+ * one-epoch run with a held-out validation set (--holdout) that never trains on it.
  */
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { adamw_update, decay_mask } from '../src/reference/adamw.js';
 import {
   adamwUpdate, createAdamwUniform, decayMaskWords, packDecayMask, uploadDecayMask, writeAdamwUniform,
@@ -18,6 +22,9 @@ import { initParams } from '../src/model/init.js';
 import { VimGpu } from '../src/model/vim-gpu.js';
 import { loadCifar10Split } from '../src/data/cifar10.js';
 import { Rng } from '../src/rng.js';
+import { defaultRecipe } from '../src/train/recipe.js';
+import { Trainer, type EvalSet } from '../src/train/trainer.js';
+import type { EpochRecord } from '../src/train/run-dir.js';
 import { countSubmitsAndMaps, flatSpecs, randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
 /** PyTorch's clip_grad_norm_: the norm, and the factor min(1, maxNorm / (norm + 1e-6)). */
@@ -173,5 +180,54 @@ describe('VimGpu training extras (a tiny config)', () => {
     expect((await infer.getParams()).flat).toEqual(initParams(cfg, 1).flat);
     train.destroy();
     infer.destroy();
+  });
+});
+
+describe('a run with a held-out validation set (a tiny config)', () => {
+  const cfg = resolveConfig({ name: 'tiny-test', patch_size: 8, embed_dim: 16, depth: 1 });
+  const PER = 3 * 32 * 32;
+  const test = loadCifar10Split(undefined, 'test', { verify: false });
+  // A 64-image "training set": --holdout 16 keeps images 48…63 out, training samples 0…47.
+  const all = { images: test.images.subarray(0, 64 * PER), labels: test.labels.subarray(0, 64), n: 64 };
+  const tmp = mkdtempSync(join(tmpdir(), 'vim-holdout-'));
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+  it('trains only on the images before the held-out ones and records the validation figures', async () => {
+    const gpu = await testGpu();
+    const dir = join(tmp, 'run');
+    const recipe = {
+      ...defaultRecipe('cpu'), model: 'tiny-test', epochs: 1, batchSize: 8, warmupEpochs: 0, subset: 0, holdout: 16, testSubset: 16,
+      augment: { crop: false, padding: 4, flip: false, mixupAlpha: 0, cutmixAlpha: 0 },
+    };
+    const sets: EvalSet[] = [];
+    const t = await Trainer.create({ gpu, cfg, recipe, dir, train: all, test, resume: false, events: { evalStart: (e) => sets.push(e.set) } });
+    expect([t.train.n, t.val?.n, t.sampler.n, t.stepsPerEpoch]).toEqual([48, 16, 48, 6]);
+    expect(Math.max(...t.sampler.order(0))).toBe(47);
+    expect(Buffer.from(t.val!.images).equals(Buffer.from(all.images.subarray(48 * PER)))).toBe(true);
+    // Every image the model is trained on (no augmentation here) is one of images 0…47.
+    const trained: number[] = [];
+    const setBatch = t.model.setBatch.bind(t.model);
+    t.model.setBatch = (images, n, targets) => {
+      for (let b = 0; b < n; b++) {
+        const img = Buffer.from(images.subarray(b * PER, (b + 1) * PER));
+        trained.push([...Array(64).keys()].find((i) => img.equals(all.images.subarray(i * PER, (i + 1) * PER))) ?? -1);
+      }
+      setBatch(images, n, targets);
+    };
+    const out = await t.run();
+    t.destroy();
+    expect(out.status).toBe('done');
+    expect(trained.length).toBe(48);
+    expect(new Set(trained)).toEqual(new Set([...Array(48).keys()]));
+    expect(sets).toEqual(['test', 'validation']);
+    const m = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as EpochRecord);
+    expect(m.length).toBe(1);
+    expect(m[0]).toMatchObject({ test_images: 16, val_images: 16 });
+    for (const k of ['val_acc', 'val_top5', 'val_loss'] as const) expect(Number.isFinite(m[0][k])).toBe(true);
+    expect(out.val?.last).toEqual({ epoch: 1, val_acc: m[0].val_acc });
+    expect(JSON.parse(readFileSync(join(dir, 'recipe.json'), 'utf8')).holdout).toBe(16);
+    // A resumed run keeps its held-out images.
+    await expect(Trainer.create({ gpu, cfg, recipe: { ...recipe, holdout: 8 }, dir, train: all, test, resume: true }))
+      .rejects.toThrow(/holds out 16 training images \(--holdout 16\), not 8: a resumed run keeps its held-out images/);
   });
 });

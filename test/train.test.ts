@@ -1,9 +1,10 @@
 /**
  * The CPU side of training: the learning-rate and EMA schedules, the sampler and its saved state,
  * augmentation (crop, flip, mixup, cutmix, soft targets), metrics, recipes and their errors,
- * negative option values, and reading images for prediction.
+ * the held-out validation split (--holdout), negative option values, and reading images for
+ * prediction.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -14,11 +15,15 @@ import { emaDecayAt, lrAt } from '../src/train/schedule.js';
 import { EpochSampler } from '../src/train/sampler.js';
 import { cropFlip, makeTrainBatch, sampleBeta } from '../src/train/augment.js';
 import { ClassificationTally, softmax, topK } from '../src/train/metrics.js';
-import { defaultRecipe, parseAugmentList, scaledLr, validateRecipe } from '../src/train/recipe.js';
+import {
+  checkResumeOptions, defaultRecipe, describeRecipe, parseAugmentList, scaledLr, storedRecipe, validateRecipe, type Recipe,
+} from '../src/train/recipe.js';
+import { CIFAR10_TRAIN_IMAGES, holdoutSplit } from '../src/train/holdout.js';
+import { imageRange } from '../src/train/evaluate.js';
 import { joinNegativeValues } from '../src/cli/common.js';
 import type { CommandSpec } from '../src/cli/common.js';
 import { chwToHwc, loadImageAsInput, saveChwImage } from '../src/io/images.js';
-import { loadCifar10Split } from '../src/data/cifar10.js';
+import { CIFAR10_FILES, CIFAR10_RECORD_BYTES, cifar10BatchesDir, loadCifar10Split } from '../src/data/cifar10.js';
 
 const H = 32;
 const W = 32;
@@ -212,6 +217,78 @@ describe('recipes', () => {
     const spec: CommandSpec = { name: 't', summary: '', usage: '', options: { epochs: { type: 'string', help: '' }, json: { type: 'boolean', help: '' } } };
     expect(joinNegativeValues(spec, ['--epochs', '-3', '--json', 'x'])).toEqual(['--epochs=-3', '--json', 'x']);
     expect(joinNegativeValues(spec, ['--json', '-3'])).toEqual(['--json', '-3']);
+  });
+});
+
+describe('held-out validation split (--holdout)', () => {
+  it('holds out the last N images and trains on the first (subset of the) images before them', () => {
+    expect(CIFAR10_TRAIN_IMAGES).toBe(CIFAR10_FILES.filter((f) => f.split === 'train').reduce((a, f) => a + f.records, 0));
+    expect(holdoutSplit(50000, 5000, 0)).toEqual({ train: { start: 0, end: 45000 }, val: { start: 45000, end: 50000 } });
+    expect(holdoutSplit(50000, 5000, 1600)).toEqual({ train: { start: 0, end: 1600 }, val: { start: 45000, end: 50000 } });
+    expect(holdoutSplit(50000, 5000, 45000)).toEqual({ train: { start: 0, end: 45000 }, val: { start: 45000, end: 50000 } });
+    expect(holdoutSplit(50000, 0, 0)).toEqual({ train: { start: 0, end: 50000 }, val: { start: 50000, end: 50000 } });
+    expect(holdoutSplit(50000, 0, 48)).toEqual({ train: { start: 0, end: 48 }, val: { start: 50000, end: 50000 } });
+    expect(holdoutSplit(64, 16, 0)).toEqual({ train: { start: 0, end: 48 }, val: { start: 48, end: 64 } });
+    expect(holdoutSplit(50000, 49999, 1).train.end).toBe(1);
+  });
+
+  it('refuses a holdout that leaves nothing, a negative one, and a subset larger than what is left, in one line', () => {
+    const cases: [number, number, RegExp][] = [
+      [-1, 0, /^--holdout: expected an integer ≥ 0 but received -1$/],
+      [2.5, 0, /^--holdout: expected an integer ≥ 0 but received 2\.5$/],
+      [50000, 0, /^--holdout 50000 leaves no image to train on: hold out fewer than the 50,000 training images/],
+      [60000, 0, /^--holdout 60000 leaves no image to train on/],
+      [5000, 45001, /^--subset 45001 is larger than the 45,000 training images that --holdout 5000 leaves: use --subset 45000 or less, or a smaller --holdout$/],
+      [0, 50001, /^--subset 50001 is larger than the 50,000 training images$/],
+    ];
+    for (const [holdout, subset, message] of cases) {
+      expect(() => holdoutSplit(50000, holdout, subset)).toThrow(VimError);
+      expect(() => holdoutSplit(50000, holdout, subset)).toThrow(message);
+      // validateRecipe gives the same errors, so train-vim reports them before the GPU starts.
+      expect(() => validateRecipe({ ...defaultRecipe('gpu'), holdout, subset })).toThrow(message);
+    }
+    expect(validateRecipe({ ...defaultRecipe('cpu'), holdout: 5000 }).holdout).toBe(5000);
+  });
+
+  it('is the last N records of data_batch_1…5 in file order, the same in every run', () => {
+    const train = loadCifar10Split(undefined, 'train', { verify: false });
+    const split = holdoutSplit(train.n, 5000, 1600);
+    const val = imageRange(train, split.val.start, split.val.end, PER);
+    const trainPart = imageRange(train, split.train.start, split.train.end, PER);
+    expect([val.n, trainPart.n]).toEqual([5000, 1600]);
+    // The held-out images are records 5,000…9,999 of data_batch_5.bin, byte for byte.
+    const file = readFileSync(join(cifar10BatchesDir(), 'data_batch_5.bin'));
+    for (const k of [0, 1, 2500, 4999]) {
+      const rec = file.subarray((5000 + k) * CIFAR10_RECORD_BYTES, (5001 + k) * CIFAR10_RECORD_BYTES);
+      expect(val.labels[k]).toBe(rec[0]);
+      expect(Buffer.from(val.images.subarray(k * PER, (k + 1) * PER)).equals(rec.subarray(1))).toBe(true);
+    }
+    // Views, not copies: the training part ends where it should and never reaches the held-out images.
+    expect(trainPart.images.byteOffset).toBe(train.images.byteOffset);
+    expect(trainPart.images.length).toBe(1600 * PER);
+    expect(val.images.byteOffset - train.images.byteOffset).toBe(45000 * PER);
+    expect(() => imageRange(train, 10, 5, PER)).toThrow(VimError);
+    expect(() => imageRange(train, 0, 50001, PER)).toThrow(VimError);
+  });
+
+  it('is in the recipe (0 by default and in runs from before the option) and is described at the start', () => {
+    expect(defaultRecipe('gpu').holdout).toBe(0);
+    expect(defaultRecipe('cpu').holdout).toBe(0);
+    const r = { ...defaultRecipe('cpu'), holdout: 5000 };
+    expect(describeRecipe(r, 1600, 1000)).toMatch(/test on 1,000 images and validate on the last 5,000 training images \(held out\) every epoch$/);
+    expect(describeRecipe(defaultRecipe('cpu'), 1600, 1000)).toMatch(/test on 1,000 images every epoch$/);
+    const { holdout: _, ...old } = defaultRecipe('cpu');
+    expect(storedRecipe(old).holdout).toBe(0);
+    expect(storedRecipe(r).holdout).toBe(5000);
+  });
+
+  it('cannot change when a run is resumed', () => {
+    const stored: Recipe = { ...defaultRecipe('cpu'), holdout: 5000 };
+    expect(() => checkResumeOptions({ epochs: '5', lr: '1e-3', resume: 'runs/x', holdout: undefined }, stored, 'runs/x')).not.toThrow();
+    expect(() => checkResumeOptions({ holdout: '1000' }, stored, 'runs/x')).toThrow(
+      /^--holdout cannot change when a run is resumed: the run in runs\/x validates on the last 5,000 training images \(--holdout 5000\) and keeps that split; drop --holdout$/);
+    expect(() => checkResumeOptions({ holdout: '10' }, defaultRecipe('cpu'), 'runs/y')).toThrow(/the run in runs\/y holds no image out \(--holdout 0\)/);
+    expect(() => checkResumeOptions({ subset: '8' }, stored, 'runs/x')).toThrow(/^--subset cannot change when a run is resumed .*only --epochs, --eval-every/);
   });
 });
 

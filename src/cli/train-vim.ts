@@ -16,8 +16,10 @@ import { describeConfig } from '../model/checkpoint.js';
 import { paramCount } from '../model/params.js';
 import { TrainProgress, formatDuration, pct } from '../train/progress.js';
 import {
-  defaultRecipe, describeRecipe, parseAugmentList, scaledLr, validateRecipe, type Recipe, type RecipeKind,
+  checkResumeOptions, defaultRecipe, describeRecipe, parseAugmentList, scaledLr, storedRecipe, validateRecipe,
+  type Recipe, type RecipeKind,
 } from '../train/recipe.js';
+import { describeHoldout } from '../train/holdout.js';
 import { holdsRun, readJson, RUN_FILES, runPath } from '../train/run-dir.js';
 import { Trainer } from '../train/trainer.js';
 import { numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
@@ -44,8 +46,9 @@ const spec: CommandSpec = {
     'data-dir': { type: 'string', arg: 'DIR', help: 'where CIFAR-10 is, or is fetched to (default: $VIM_DATA_DIR, else datasets/)' },
     out: { type: 'string', arg: 'DIR', help: 'run folder for checkpoints, metrics and plots (default: runs/MODEL-DATE-TIME)' },
     resume: { type: 'string', arg: 'DIR', help: 'continue the run in DIR where it stopped (its recipe; --epochs, --eval-every, --lr, --min-lr, --grad-clip and --log-every may change)' },
-    'eval-every': { type: 'string', arg: 'N', help: 'evaluate on the test images every N epochs, and after the last (default: 1)' },
-    subset: { type: 'string', arg: 'N', help: 'train on the first N training images; 0 = all 50,000 (default: 0 on a GPU, 1600 on a CPU adapter)' },
+    'eval-every': { type: 'string', arg: 'N', help: 'evaluate on the test images (and the --holdout images) every N epochs, and after the last (default: 1)' },
+    subset: { type: 'string', arg: 'N', help: 'train on the first N training images (of those --holdout leaves); 0 = all (default: 0 on a GPU, 1600 on a CPU adapter)' },
+    holdout: { type: 'string', arg: 'N', help: 'a validation set for choosing a recipe without the test set: keep the last N of the 50,000 training images (in file order: the end of data_batch_5, then data_batch_4, …; the same images in every run) out of training and evaluate on them next to the test images; fixed for a run; 0 = off (default: 0)' },
     'test-subset': { type: 'string', arg: 'N', help: 'evaluate on the first N test images; 0 = all 10,000 (default: 0 on a GPU, 1000 on a CPU adapter)' },
     recipe: { type: 'string', arg: 'auto|gpu|cpu', help: 'which defaults to start from: the full GPU recipe, the short CPU one, or by the adapter (default: auto)' },
     'log-every': { type: 'string', arg: 'SECONDS', help: 'when the output is not a terminal: seconds between progress lines; 0 = every step (default: 30)' },
@@ -54,12 +57,10 @@ const spec: CommandSpec = {
     'A run leaves in its folder: config.json and recipe.json, metrics.jsonl (one line per epoch),',
     'steps.jsonl (one line per step), last.safetensors and best.safetensors (the evaluated weights, the',
     'EMA when there is one), state.safetensors (everything --resume needs), curves.png and confusion.png.',
+    'With --holdout, metrics.jsonl has val_loss, val_acc, val_top5 and val_images next to the test figures.',
     'Ctrl-C finishes the current step, saves the state and prints the command that resumes the run.',
   ].join('\n'),
 };
-
-/** Options that may change when a run is resumed (the rest would make it another run). */
-const RESUME_OVERRIDES = ['epochs', 'eval-every', 'lr', 'min-lr', 'grad-clip', 'log-every', 'data-dir', 'resume'];
 
 function stamp(d = new Date()): string {
   const p = (n: number) => String(n).padStart(2, '0');
@@ -86,6 +87,7 @@ function newRecipe(p: Parsed, kind: RecipeKind): Recipe {
   set('gradClip', numberOpt(p, 'grad-clip', { min: 0 }));
   set('seed', numberOpt(p, 'seed', { integer: true, min: 0, max: 0xffffffff }));
   set('subset', numberOpt(p, 'subset', { integer: true, min: 0 }));
+  set('holdout', numberOpt(p, 'holdout', { integer: true, min: 0 }));
   set('testSubset', numberOpt(p, 'test-subset', { integer: true, min: 0 }));
   set('evalEvery', numberOpt(p, 'eval-every', { integer: true, min: 1 }));
   const alphas = {
@@ -110,13 +112,8 @@ function resumedRecipe(p: Parsed, dir: string): Recipe {
   if (typeof stored !== 'object' || stored === null || typeof stored.model !== 'string' || typeof stored.epochs !== 'number') {
     throw new VimError(`${path} is not a recipe written by train-vim; the run folder is damaged`);
   }
-  for (const k of Object.keys(spec.options)) {
-    if (p.values[k] !== undefined && !RESUME_OVERRIDES.includes(k)) {
-      throw new VimError(`--${k} cannot change when a run is resumed (the run in ${dir} keeps its recipe); ` +
-        `only ${RESUME_OVERRIDES.filter((o) => o !== 'resume').map((o) => `--${o}`).join(', ')} may be given with --resume`);
-    }
-  }
-  const r: Recipe = { ...stored, augment: { ...stored.augment } };
+  const r = storedRecipe(stored);
+  checkResumeOptions(Object.fromEntries(Object.keys(spec.options).map((k) => [k, p.values[k]])), r, dir);
   r.epochs = numberOpt(p, 'epochs', { integer: true, min: 1 }) ?? r.epochs;
   r.evalEvery = numberOpt(p, 'eval-every', { integer: true, min: 1 }) ?? r.evalEvery;
   r.lr = numberOpt(p, 'lr', { min: 0, exclusiveMin: true }) ?? r.lr;
@@ -216,7 +213,12 @@ async function main(p: Parsed): Promise<void> {
     progress.stopBar();
     trainer.destroy();
   }
-  const best = outcome.best ? `best test accuracy ${pct(outcome.best.test_acc)} (epoch ${outcome.best.epoch})` : 'not evaluated yet';
+  let best = outcome.best ? `best test accuracy ${pct(outcome.best.test_acc)} (epoch ${outcome.best.epoch})` : 'not evaluated yet';
+  const val = outcome.val;
+  if (val?.last && val.best) {
+    best += `; validation accuracy on ${describeHoldout(recipe.holdout)} ${pct(val.last.val_acc)} (epoch ${val.last.epoch}), ` +
+      `best ${pct(val.best.val_acc)} (epoch ${val.best.epoch})`;
+  }
   if (outcome.status === 'stopped') {
     const s = trainer.sampler.state;
     console.log(

@@ -233,8 +233,12 @@ function binned(points: [number, number][], maxPoints: number): [number, number]
 
 const TRAIN = '#1f77b4';
 const TEST = '#d62728';
+const VAL = '#2ca02c';
 
-/** Loss and accuracy over epochs, side by side; the per-step training loss as a faint line. */
+/**
+ * Loss and accuracy over epochs, side by side; the per-step training loss as a faint line; with a
+ * held-out validation set (runs with --holdout: metrics with val_* fields), its curves too.
+ */
 export function curvesSvg(metrics: readonly EpochRecord[], steps: readonly StepRecord[], stepsPerEpoch: number, title: string): string {
   const W = 1100;
   const H = 460;
@@ -248,6 +252,7 @@ export function curvesSvg(metrics: readonly EpochRecord[], steps: readonly StepR
       { name: 'test loss', points: metrics.map((m) => [m.epoch, num(m.test_loss)]), color: TEST },
     ],
   };
+  const hasVal = metrics.some((m) => m.val_images !== undefined);
   const accPanel: ChartSpec = {
     title: 'accuracy', xLabel: 'epoch', yLabel: 'top-1 accuracy (%)', xFromZero: true, yClamp: [0, 100], legend: 'bottom-right',
     series: [
@@ -255,9 +260,13 @@ export function curvesSvg(metrics: readonly EpochRecord[], steps: readonly StepR
       { name: 'test', points: metrics.map((m) => [m.epoch, 100 * num(m.test_acc)]), color: TEST },
     ],
   };
-  // Test points of epochs without evaluation are NaN: draw the test lines through the evaluated ones.
+  if (hasVal) {
+    lossPanel.series.push({ name: 'validation loss (held out)', points: metrics.map((m) => [m.epoch, num(m.val_loss ?? null)]), color: VAL, dashed: true });
+    accPanel.series.push({ name: 'validation (held out)', points: metrics.map((m) => [m.epoch, 100 * num(m.val_acc ?? null)]), color: VAL, dashed: true });
+  }
+  // Test and validation points of epochs without evaluation are NaN: draw their lines through the evaluated ones.
   for (const p of [lossPanel, accPanel]) {
-    for (const s of p.series) if (s.color === TEST) s.points = s.points.filter((q) => Number.isFinite(q[1]));
+    for (const s of p.series) if (s.color === TEST || s.color === VAL) s.points = s.points.filter((q) => Number.isFinite(q[1]));
   }
   const body = [
     `<text x="${W / 2}" y="24" font-size="16" text-anchor="middle">${escapeXml(title)}</text>`,

@@ -30,6 +30,15 @@ export function firstImages(data: LabelledImages, limit: number | undefined, per
   return { images: data.images.subarray(0, limit * per), labels: data.labels.subarray(0, limit), n: limit };
 }
 
+/** Images start … end − 1 of a set (views, not copies). */
+export function imageRange(data: LabelledImages, start: number, end: number, per: number): LabelledImages {
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start || end > data.n) {
+    throw new VimError(`expected an image range within 0…${data.n} but received ${start}…${end}`);
+  }
+  if (start === 0 && end === data.n) return data;
+  return { images: data.images.subarray(start * per, end * per), labels: data.labels.subarray(start, end), n: end - start };
+}
+
 /** Top-1, top-5, loss, per-class accuracy and the confusion matrix of `model` on `data`. */
 export async function evaluate(model: VimGpu, data: LabelledImages, opts: EvaluateOptions = {}): Promise<ClassificationResult | null> {
   const { imgSize, C } = model.cfg;

@@ -3,11 +3,12 @@
  *   - on a terminal: a cli-progress bar per epoch (steps, loss, accuracy, images/s, ETA) and one
  *     for each evaluation, on stderr;
  *   - otherwise (CI logs, a file): a plain line every `logEvery` seconds, nothing that redraws;
- *   - either way: one summary line per epoch on stdout.
+ *   - either way: one summary line per epoch on stdout (with --holdout, the validation figures
+ *     after the test figures).
  */
 import cliProgress from 'cli-progress';
 import type { EpochRecord } from './run-dir.js';
-import type { StepEvent, TrainEvents } from './trainer.js';
+import type { EvalSet, StepEvent, TrainEvents } from './trainer.js';
 
 /** "1h02m", "3m05s", "12s" */
 export function formatDuration(seconds: number): string {
@@ -37,7 +38,7 @@ export interface ProgressOptions {
 export class TrainProgress implements TrainEvents {
   private bar: cliProgress.SingleBar | null = null;
   private lastLine = -Infinity;
-  private evalS = 0; // seconds the latest evaluation took
+  private evalS = 0; // seconds the latest evaluation took (test and validation)
   private evalStarted = 0;
   private stepS = 0; // latest mean seconds per step
   private totalSteps = 0;
@@ -96,16 +97,18 @@ export class TrainProgress implements TrainEvents {
     );
   }
 
-  evalStart(e: { epoch: number; images: number }): void {
-    this.evalStarted = performance.now();
+  evalStart(e: { epoch: number; images: number; set?: EvalSet }): void {
+    const set = e.set ?? 'test';
+    if (set === 'test') this.evalStarted = performance.now(); // the validation set follows the test set
+    this.stopBar();
     if (this.o.tty) {
       this.bar = new cliProgress.SingleBar({
-        format: `epoch ${e.epoch} test |{bar}| {value}/{total} images | ETA {eta_formatted}`,
+        format: `epoch ${e.epoch} ${set} |{bar}| {value}/{total} images | ETA {eta_formatted}`,
         barCompleteChar: '█', barIncompleteChar: '░', hideCursor: true, clearOnComplete: true, stream: this.o.stream ?? process.stderr, fps: 5,
       });
       this.bar.start(e.images, 0);
     } else if (this.o.logEvery > 0) {
-      this.o.print(`epoch ${e.epoch}: evaluating on ${e.images.toLocaleString('en-US')} test images`);
+      this.o.print(`epoch ${e.epoch}: evaluating on ${e.images.toLocaleString('en-US')} ${set === 'test' ? 'test' : 'held-out validation'} images`);
     }
   }
 
@@ -121,9 +124,13 @@ export class TrainProgress implements TrainEvents {
       ? 'not evaluated'
       : `loss ${r.test_loss!.toFixed(4)} acc ${pct(r.test_acc)} top-5 ${pct(r.test_top5, 1)}${r.weights === 'ema' ? ' (EMA)' : ''}` +
         (best ? `, best ${pct(best.test_acc)} @${best.epoch}` : '');
+    // The held-out validation figures (runs with --holdout), when the epoch was evaluated.
+    const val = typeof r.val_acc === 'number'
+      ? `  |  val loss ${r.val_loss!.toFixed(4)} acc ${pct(r.val_acc)} top-5 ${pct(r.val_top5 ?? null, 1)}`
+      : '';
     const left = this.epochs > r.epoch ? `, ETA ${formatDuration(this.eta(r.step, r.epoch + 1))}` : '';
     this.o.print(
-      `epoch ${r.epoch}/${this.epochs}  train loss ${r.train_loss.toFixed(4)} acc ${pct(r.train_acc)}  |  test ${test}  |  ` +
+      `epoch ${r.epoch}/${this.epochs}  train loss ${r.train_loss.toFixed(4)} acc ${pct(r.train_acc)}  |  test ${test}${val}  |  ` +
       `lr ${r.lr.toExponential(2)}  |  ${formatDuration(r.epoch_s)} (${r.images_per_s.toFixed(r.images_per_s < 100 ? 1 : 0)} img/s${left})`,
     );
   }

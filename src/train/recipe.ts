@@ -10,9 +10,15 @@
  *   - 'cpu' (a CPU fallback adapter such as lavapipe, a few GFLOP/s): vim-nano on the first 1,600
  *     training images for 3 epochs, batch 32, peak lr 3e-3, evaluation on the first 1,000 test
  *     images: about 10 minutes on 2 cores. It shows the whole pipeline working, not a good model.
+ * Neither holds anything out (holdout 0). With `holdout` N > 0 (--holdout N) the last N of the
+ * 50,000 training images in file order (the end of data_batch_5 first; see holdout.ts) are never
+ * trained on: they are evaluated, next to the test images, at every evaluation, a validation set
+ * for choosing a recipe without looking at the test set. `subset` then counts from the images
+ * left. The holdout is fixed for a run (--resume keeps it).
  * Command-line options override single fields; the resolved recipe is saved with the run.
  */
 import { VimError } from '../errors.js';
+import { CIFAR10_TRAIN_IMAGES, describeHoldout, holdoutSplit } from './holdout.js';
 
 export type RecipeKind = 'cpu' | 'gpu';
 
@@ -52,8 +58,13 @@ export interface Recipe {
   /** Clip gradients to this global L2 norm; 0 = no clipping. */
   gradClip: number;
   seed: number;
-  /** Train on the first `subset` training images; 0 = all. */
+  /** Train on the first `subset` training images not held out; 0 = all of them. */
   subset: number;
+  /**
+   * Hold the last `holdout` of the 50,000 training images out of training and validate on them at
+   * every evaluation; 0 = no validation set. Fixed for a run (see holdout.ts for the split).
+   */
+  holdout: number;
   /** Evaluate on the first `testSubset` test images; 0 = all. */
   testSubset: number;
   /** Evaluate every this many epochs (and always after the last). */
@@ -73,13 +84,13 @@ export function defaultRecipe(kind: RecipeKind, batchSize?: number): Recipe {
     return {
       kind, model: 'vim-tiny', epochs: 100, batchSize: B, lr: scaledLr(B), minLr: 1e-5, warmupEpochs: 5,
       weightDecay: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, labelSmoothing: 0.1, augment, ema: 0.9995, gradClip: 1,
-      seed: 0, subset: 0, testSubset: 0, evalEvery: 1,
+      seed: 0, subset: 0, holdout: 0, testSubset: 0, evalEvery: 1,
     };
   }
   return {
     kind, model: 'vim-nano', epochs: 3, batchSize: batchSize ?? 32, lr: 3e-3, minLr: 1e-5, warmupEpochs: 0.5,
     weightDecay: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, labelSmoothing: 0.1, augment, ema: 0, gradClip: 1,
-    seed: 0, subset: 1600, testSubset: 1000, evalEvery: 1,
+    seed: 0, subset: 1600, holdout: 0, testSubset: 1000, evalEvery: 1,
   };
 }
 
@@ -130,6 +141,8 @@ export function validateRecipe(r: Recipe): Recipe {
   int('seed', r.seed, 0);
   if (r.seed > 0xffffffff) bad('seed', 'an integer ≤ 4294967295', r.seed);
   int('subset', r.subset, 0);
+  int('holdout', r.holdout, 0);
+  holdoutSplit(CIFAR10_TRAIN_IMAGES, r.holdout, r.subset); // --holdout < 50,000, --subset ≤ what it leaves
   int('test-subset', r.testSubset, 0);
   int('eval-every', r.evalEvery, 1);
   num('mixup-alpha', r.augment.mixupAlpha, 0);
@@ -147,5 +160,31 @@ export function describeRecipe(r: Recipe, trainImages: number, testImages: numbe
     `batch ${r.batchSize}, AdamW lr ${Number(r.lr.toPrecision(3))} (warm-up ${r.warmupEpochs} epochs, cosine to ${Number(r.minLr.toPrecision(3))}), ` +
     `weight decay ${r.weightDecay}, label smoothing ${r.labelSmoothing}, augment ${augmentList(r.augment)}, ` +
     `${r.ema > 0 ? `EMA ${r.ema}` : 'no EMA'}, ${r.gradClip > 0 ? `grad clip ${r.gradClip}` : 'no grad clip'}, seed ${r.seed}; ` +
-    `test on ${fmt(testImages)} images every ${r.evalEvery === 1 ? 'epoch' : `${r.evalEvery} epochs`}`;
+    `test on ${fmt(testImages)} images` +
+    (r.holdout > 0 ? ` and validate on ${describeHoldout(r.holdout)} (held out)` : '') +
+    ` every ${r.evalEvery === 1 ? 'epoch' : `${r.evalEvery} epochs`}`;
+}
+
+/** Options that may change when a run is resumed (the rest would make it another run). */
+export const RESUME_OPTIONS: readonly string[] = ['epochs', 'eval-every', 'lr', 'min-lr', 'grad-clip', 'log-every', 'data-dir', 'resume'];
+
+/**
+ * Refuse options given with --resume that would change a fixed part of the run's recipe.
+ * `given` holds the options the user gave (name → value), `stored` the run's recipe.
+ */
+export function checkResumeOptions(given: Readonly<Record<string, unknown>>, stored: Recipe, dir: string): void {
+  const may = RESUME_OPTIONS.filter((o) => o !== 'resume').map((o) => `--${o}`).join(', ');
+  for (const [k, v] of Object.entries(given)) {
+    if (v === undefined || RESUME_OPTIONS.includes(k)) continue;
+    if (k === 'holdout') {
+      const kept = stored.holdout > 0 ? `validates on ${describeHoldout(stored.holdout)} (--holdout ${stored.holdout})` : 'holds no image out (--holdout 0)';
+      throw new VimError(`--holdout cannot change when a run is resumed: the run in ${dir} ${kept} and keeps that split; drop --holdout`);
+    }
+    throw new VimError(`--${k} cannot change when a run is resumed (the run in ${dir} keeps its recipe); only ${may} may be given with --resume`);
+  }
+}
+
+/** A recipe read back from a run's recipe.json; runs from before --holdout held nothing out. */
+export function storedRecipe(stored: Omit<Recipe, 'holdout'> & { holdout?: number }): Recipe {
+  return { ...stored, holdout: stored.holdout ?? 0, augment: { ...stored.augment } };
 }

@@ -3,7 +3,7 @@
  *
  *   config.json        the resolved model config
  *   recipe.json        the resolved training recipe (what --resume continues with)
- *   metrics.jsonl      one JSON line per epoch (EpochRecord)
+ *   metrics.jsonl      one JSON line per epoch (EpochRecord); with --holdout also the validation figures
  *   steps.jsonl        one JSON line per training step (StepRecord): loss, lr, gradient norm
  *   last.safetensors   the evaluated weights (the EMA when the recipe keeps one) after the latest epoch
  *   best.safetensors   the same at the epoch with the best test accuracy
@@ -48,7 +48,12 @@ export interface StepRecord {
   grad_norm: number; // global L2 norm of the gradients, before clipping
 }
 
-/** One epoch, as logged in metrics.jsonl (test fields are null when the epoch was not evaluated). */
+/**
+ * One epoch, as logged in metrics.jsonl (test fields are null when the epoch was not evaluated).
+ * The val_* fields are there only in runs with --holdout: the same figures for the held-out
+ * validation images (the last `holdout` training images, never trained on), null when the epoch
+ * was not evaluated.
+ */
 export interface EpochRecord {
   epoch: number; // 1-based
   step: number; // steps taken so far
@@ -59,7 +64,11 @@ export interface EpochRecord {
   test_acc: number | null;
   test_top5: number | null;
   test_images: number | null;
-  weights: 'ema' | 'raw'; // which weights the test figures are for
+  val_loss?: number | null;
+  val_acc?: number | null; // top-1
+  val_top5?: number | null;
+  val_images?: number | null;
+  weights: 'ema' | 'raw'; // which weights the test (and validation) figures are for
   grad_norm: number; // mean gradient norm over the epoch
   clipped: number; // fraction of the epoch's steps whose gradients were clipped
   images_per_s: number; // training throughput (data preparation included)

@@ -1,7 +1,8 @@
 /**
  * The training loop: epochs of augmented batches through VimGpu.trainStep (one submit and one
- * read-back per step), evaluation on the test images, checkpoints, metrics and plots in the run
- * folder (see run-dir.ts), and a training state from which a stopped run continues exactly.
+ * read-back per step), evaluation on the test images (and, with a recipe's `holdout`, on the
+ * held-out validation images: see holdout.ts), checkpoints, metrics and plots in the run folder
+ * (see run-dir.ts), and a training state from which a stopped run continues exactly.
  *
  * Exact resumption: the weights, AdamW moments, EMA and step come back bit for bit from
  * state.safetensors; the sampler's shuffle is a function of (seed, epoch) and its position is
@@ -27,7 +28,8 @@ import { ParamSet } from '../model/params.js';
 import { VimGpu, type OptimizerHyper } from '../model/vim-gpu.js';
 import { Rng, type RngState } from '../rng.js';
 import { makeTrainBatch, type TrainBatch } from './augment.js';
-import { evaluate, firstImages, type LabelledImages } from './evaluate.js';
+import { evaluate, firstImages, imageRange, type LabelledImages } from './evaluate.js';
+import { holdoutSplit } from './holdout.js';
 import { argmaxRow, type ClassificationResult } from './metrics.js';
 import { validateRecipe, type Recipe } from './recipe.js';
 import {
@@ -60,13 +62,21 @@ export interface StepEvent {
 }
 
 export interface TrainEvents {
-  start?(e: { resumed: boolean; step: number; epoch: number; stepsPerEpoch: number; totalSteps: number; trainImages: number; testImages: number }): void;
+  start?(e: {
+    resumed: boolean; step: number; epoch: number; stepsPerEpoch: number; totalSteps: number; trainImages: number; testImages: number;
+    /** Held-out validation images (0 without --holdout). */
+    valImages: number;
+  }): void;
   epochStart?(e: { epoch: number; epochs: number; done: number; stepsPerEpoch: number }): void;
   step?(e: StepEvent): void;
-  evalStart?(e: { epoch: number; images: number }): void;
+  /** An evaluation begins: of the test images, then (with a holdout) of the validation images. */
+  evalStart?(e: { epoch: number; images: number; set: EvalSet }): void;
   evalProgress?(done: number, total: number): void;
   epochEnd?(record: EpochRecord, best: { epoch: number; test_acc: number } | null): void;
 }
+
+/** Which images an evaluation is of: the test set, or the held-out part of the training set. */
+export type EvalSet = 'test' | 'validation';
 
 export interface TrainerSetup {
   gpu: Gpu;
@@ -75,7 +85,7 @@ export interface TrainerSetup {
   recipe: Recipe;
   /** The run folder. */
   dir: string;
-  /** The whole training and test sets; the recipe's subset sizes are applied here. */
+  /** The whole training and test sets; the recipe's holdout and subset sizes are applied here. */
   train: LabelledImages;
   test: LabelledImages;
   /** Continue the run in `dir` from its state.safetensors. */
@@ -92,6 +102,8 @@ export interface TrainOutcome {
   step: number;
   best: { epoch: number; test_acc: number } | null;
   last: EpochRecord | null;
+  /** With a holdout: the latest and the best validation accuracy, and their epochs (null before any evaluation). */
+  val: { last: { epoch: number; val_acc: number } | null; best: { epoch: number; val_acc: number } | null } | null;
 }
 
 interface Prepared {
@@ -116,6 +128,8 @@ export class Trainer {
     readonly recipe: Recipe,
     readonly train: LabelledImages,
     readonly test: LabelledImages,
+    /** The held-out validation images (null without a holdout). */
+    readonly val: LabelledImages | null,
     readonly sampler: EpochSampler,
     readonly model: VimGpu,
     private readonly evalModel: VimGpu,
@@ -134,10 +148,10 @@ export class Trainer {
     if (s.train.images.length !== s.train.n * per || s.test.images.length !== s.test.n * per) {
       throw new VimError(`the data's images are not ${s.cfg.imgSize}×${s.cfg.imgSize} RGB, as ${s.cfg.name} expects`);
     }
-    if (recipe.subset > s.train.n) {
-      throw new VimError(`--subset ${recipe.subset} is larger than the ${s.train.n} training images`);
-    }
-    const train = firstImages(s.train, recipe.subset || undefined, per);
+    // The held-out images are the last `holdout` of the whole set; training takes the first images before them.
+    const split = holdoutSplit(s.train.n, recipe.holdout, recipe.subset);
+    const train = imageRange(s.train, split.train.start, split.train.end, per);
+    const val = recipe.holdout > 0 ? imageRange(s.train, split.val.start, split.val.end, per) : null;
     const test = firstImages(s.test, recipe.testSubset || undefined, per);
     const sampler = new EpochSampler(train.n, recipe.batchSize, recipe.seed);
 
@@ -150,6 +164,13 @@ export class Trainer {
         cfg = resolveConfig(readJson(runPath(s.dir, 'config'), 'model config'), runPath(s.dir, 'config'));
         if (!sameArchitecture(cfg, s.cfg)) {
           throw new VimError(`the run in ${s.dir} trains ${cfg.name}, not ${s.cfg.name}: resume it without --model`);
+        }
+      }
+      // The held-out images are part of what the run is: another split would train on images it validated on.
+      if (existsSync(runPath(s.dir, 'recipe'))) {
+        const held = (readJson(runPath(s.dir, 'recipe'), 'the recipe of the run') as { holdout?: number }).holdout ?? 0;
+        if (held !== recipe.holdout) {
+          throw new VimError(`the run in ${s.dir} holds out ${held} training images (--holdout ${held}), not ${recipe.holdout}: a resumed run keeps its held-out images`);
         }
       }
     } else {
@@ -165,7 +186,7 @@ export class Trainer {
 
     const model = await VimGpu.create(s.gpu, cfg, { batch: recipe.batchSize, training: true, ema: recipe.ema > 0 });
     const evalModel = await VimGpu.create(s.gpu, cfg, { batch: recipe.batchSize, training: false });
-    const t = new Trainer(s, cfg, recipe, train, test, sampler, model, evalModel);
+    const t = new Trainer(s, cfg, recipe, train, test, val, sampler, model, evalModel);
     if (s.resume) {
       t.loadState();
       writeJson(runPath(s.dir, 'recipe'), recipe); // with any option changed on resuming (e.g. more --epochs)
@@ -290,7 +311,7 @@ export class Trainer {
     const spe = this.sampler.stepsPerEpoch;
     events?.start?.({
       resumed: this.s.resume, step: this.model.step, epoch: this.sampler.state.epoch, stepsPerEpoch: spe,
-      totalSteps: this.totalSteps, trainImages: this.train.n, testImages: this.test.n,
+      totalSteps: this.totalSteps, trainImages: this.train.n, testImages: this.test.n, valImages: this.val?.n ?? 0,
     });
     while (this.sampler.state.epoch < r.epochs) {
       const epoch = this.sampler.state.epoch + 1; // 1-based for people
@@ -344,22 +365,34 @@ export class Trainer {
       const evaluateNow = epoch % r.evalEvery === 0 || epoch === r.epochs;
       const weights = this.model.ema ? 'ema' : 'raw';
       let result: ClassificationResult | null = null;
+      let valResult: ClassificationResult | null = null;
       if (evaluateNow) {
-        events?.evalStart?.({ epoch, images: this.test.n });
         this.evalModel.copyParamsFrom(this.model, this.model.ema ? 'ema' : 'params');
-        result = await evaluate(this.evalModel, this.test, {
-          onProgress: (done, total) => events?.evalProgress?.(done, total), shouldStop: () => this.stopRequested,
-        });
-        if (!result) {
-          await this.saveState(); // the epoch's steps are done; its evaluation runs on resume
-          return this.outcome('stopped');
+        const sets: [EvalSet, LabelledImages][] = [['test', this.test]];
+        if (this.val) sets.push(['validation', this.val]);
+        for (const [set, data] of sets) {
+          events?.evalStart?.({ epoch, images: data.n, set });
+          const res = await evaluate(this.evalModel, data, {
+            onProgress: (done, total) => events?.evalProgress?.(done, total), shouldStop: () => this.stopRequested,
+          });
+          if (!res) {
+            await this.saveState(); // the epoch's steps are done; its evaluations run on resume
+            return this.outcome('stopped');
+          }
+          if (set === 'test') result = res;
+          else valResult = res;
         }
       }
       const tt = this.totals;
       const record: EpochRecord = {
         epoch, step: this.model.step, lr: tt.lastLr, train_loss: tt.lossSum / tt.steps, train_acc: tt.correct / tt.seen,
         test_loss: result ? result.loss : null, test_acc: result ? result.top1 : null, test_top5: result ? result.top5 : null,
-        test_images: result ? result.n : null, weights, grad_norm: tt.gradNormSum / tt.steps, clipped: tt.clipped / tt.steps,
+        test_images: result ? result.n : null,
+        ...(this.val ? {
+          val_loss: valResult ? valResult.loss : null, val_acc: valResult ? valResult.top1 : null,
+          val_top5: valResult ? valResult.top5 : null, val_images: valResult ? valResult.n : null,
+        } : {}),
+        weights, grad_norm: tt.gradNormSum / tt.steps, clipped: tt.clipped / tt.steps,
         images_per_s: tt.seen / tt.trainS, epoch_s: (performance.now() - epochStart) / 1000, elapsed_s: this.elapsed,
         time: new Date().toISOString(),
       };
@@ -385,8 +418,17 @@ export class Trainer {
   }
 
   private outcome(status: TrainOutcome['status']): TrainOutcome {
+    let val: TrainOutcome['val'] = null;
+    if (this.val) {
+      val = { last: null, best: null };
+      for (const m of this.metrics) {
+        if (typeof m.val_acc !== 'number') continue;
+        val.last = { epoch: m.epoch, val_acc: m.val_acc };
+        if (val.best === null || m.val_acc > val.best.val_acc) val.best = val.last;
+      }
+    }
     return {
-      status, epochs: this.metrics.length, step: this.model.step, best: this.best, last: this.metrics[this.metrics.length - 1] ?? null,
+      status, epochs: this.metrics.length, step: this.model.step, best: this.best, last: this.metrics[this.metrics.length - 1] ?? null, val,
     };
   }
 
