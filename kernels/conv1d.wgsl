@@ -7,23 +7,41 @@
 //   forward:  pre[b,t,e] = bias[e] + Σ_k weight[e,k] · x[b, src(t−(K−1)+k), e]   (zero before s = 0)
 //             out[b,t,e] = SiLU(pre[b,t,e])
 //   backward, with g[b,t,e] = dout[b,t,e] · SiLU'(pre[b,t,e]) (pre recomputed, never stored):
-//     conv1d_silu_backward_dx:     dxz[b, src(s), e] (= or +=) Σ_k g[b, s+(K−1)−k, e] · weight[e,k]
+//     dxz[b, src(s), e] (= or +=) Σ_k g[b, s+(K−1)−k, e] · weight[e,k]
 //                                  (x half only; ACCUMULATE lets both directions add into one dxz)
-//     conv1d_silu_backward_params: partial[grp] (G, E·K + E) = the sums over the group's rows of
-//                                  g · x[b, src(t−(K−1)+k), e] (at e·K + k) and of g (at E·K + e);
-//                                  reduce.wgsl's colsum adds the G rows into dweight and dbias.
+//     partial[grp] (G, E·K + E) = the sums over the group's (b, t) of g · x[b, src(t−(K−1)+k), e]
+//                                  (at e·K + k) and of g (at E·K + e); reduce.wgsl's
+//                                  colsum_tree_split adds the G rows into dweight and dbias.
 //
-// Geometry: forward and backward_dx run one invocation per (b, t, e), workgroups of 256, flat index
-// gid.x + gid.y · num_workgroups.x · 256 (e fastest: coalesced). backward_params runs workgroups of
-// 64 channels × 4 row lanes over grid (ceil(E / 64), G); group grp owns rows (b·L + t)
-// grp·ROWS_PER_GROUP … +ROWS_PER_GROUP−1, lane y takes every 4th, and the lanes are added in order.
+// Geometry.
+//   forward: one invocation per (b, t, e), workgroups of 256, flat index
+//     gid.x + gid.y · num_workgroups.x · 256 (e fastest: coalesced).
+//   backward (one kernel for dx and the parameter partials, so dout and x are read once):
+//     a unit is (b, chunk c): positions c·CHUNK … min(c·CHUNK + CHUNK, L) − 1 of sample b (the
+//     host splits L into equal chunks of at most 128: vim-tiny's L = 65 is one chunk). One
+//     invocation walks one unit of one channel e, keeping the last K inputs x and gradients g in
+//     a register window: each step computes pre and g of one position once, adds g into db/dw
+//     (positions inside the chunk) and emits dx of the position K−1 back, whose K gradients are
+//     then all known; the walk runs K−1 positions past the chunk (g = 0 past L−1) and starts
+//     with the K−1 inputs before it. x and dout are loaded 4 positions at a time, so each
+//     invocation has 8 independent loads in flight.
+//     The window is two vec4 (Win), not an array: per-invocation arrays indexed in loops end up
+//     in local memory on NVIDIA through Dawn; on an H200 an array version of this walk moved
+//     0.7 TB/s, a vec4 one 2.4 TB/s. With K ≤ 4 only the upper vec4 is used (K is a constant
+//     once the pipeline is built, so the other half compiles away).
+//     Workgroups of 64 channels × 4 lanes over grid (ceil(E / 64), G); group grp owns units
+//     grp·UNITS_PER_GROUP … +UNITS_PER_GROUP−1 (u = b·chunks + c), lane y takes every 4th, and
+//     the lanes' K+1 sums per channel are added in order into row grp of the partials.
+//     vim-tiny (B = 256, 256 units, UNITS_PER_GROUP = 4): G = 64, grid 6 × 64 = 384 workgroups,
+//     98,304 invocations of 68 steps; partials 64 × 1920 (0.5 MB).
 
 override B: u32;
 override L: u32;
 override E: u32;
 override K: u32 = 4u;           // at most MAX_K
 override REVERSE: bool = false;
-override ROWS_PER_GROUP: u32 = 1u;
+override CHUNK: u32 = L;            // positions per unit (the last unit of a sample may be shorter)
+override UNITS_PER_GROUP: u32 = 4u;
 override ACCUMULATE: bool = false;
 
 const MAX_K = 8u;
@@ -77,66 +95,117 @@ fn conv1d_silu_forward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_w
 }
 
 // ---- backward -----------------------------------------------------------------------------------
-@group(0) @binding(0) var<storage, read_write> dxz: array<f32>;    // (B, L, 2E), x half written
-@group(0) @binding(4) var<storage, read> dout: array<f32>;         // (B, L, E)
+@group(0) @binding(0) var<storage, read_write> dxz: array<f32>;     // (B, L, 2E), x half written
+@group(0) @binding(4) var<storage, read> dout: array<f32>;          // (B, L, E)
+@group(0) @binding(5) var<storage, read_write> partial: array<f32>; // (G, E·K + E)
 
-@compute @workgroup_size(256)
-fn conv1d_silu_backward_dx(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= B * L * E) { return; }
-  let bs = idx / E;
-  let e = idx - bs * E;
-  let b = bs / L;
-  let s = bs - b * L;
-  var acc = 0.0;
-  for (var k = 0u; k < K; k++) {
-    let t = s + K - 1u - k; // the output position that read s through tap k
-    if (t < L) {
-      let g = dout[(b * L + t) * E + e] * silu_grad(pre_at(b, t, e));
-      acc += g * weight[e * K + k];
-    }
-  }
-  let o = (b * L + src_token(s)) * 2u * E + e;
-  if (ACCUMULATE) { dxz[o] += acc; } else { dxz[o] = acc; }
+// Eight window slots: slot 7 is the newest position t, slot 7 − j is position t − j;
+// lo = slots 0…3, hi = slots 4…7. With K ≤ 4 only hi is used.
+struct Win { lo: vec4f, hi: vec4f }
+
+fn win_push(w: Win, v: f32) -> Win {
+  if (K <= 4u) { return Win(w.lo, vec4f(w.hi.yzw, v)); }
+  return Win(vec4f(w.lo.yzw, w.hi.x), vec4f(w.hi.yzw, v));
 }
 
-@group(0) @binding(0) var<storage, read_write> partial: array<f32>; // (G, E·K + E)
+fn win_dot(a: Win, b: Win) -> f32 {
+  if (K <= 4u) { return dot(a.hi, b.hi); }
+  return dot(a.lo, b.lo) + dot(a.hi, b.hi);
+}
+
+fn win_set(w: ptr<function, Win>, slot: u32, v: f32) {
+  if (slot < 4u) { (*w).lo[slot] = v; } else { (*w).hi[slot - 4u] = v; }
+}
+
+fn win_get(w: Win, slot: u32) -> f32 {
+  return select(w.hi[slot & 3u], w.lo[slot & 3u], slot < 4u);
+}
 
 const COLS = 64u;
 const LANES = 4u;
-var<workgroup> lane_sum: array<f32, 256>; // [lane][channel]
+const WIN = 8u;  // window slots (MAX_K)
+const STEP = 4u; // positions loaded together
+var<workgroup> lane_sum: array<f32, 2304>; // [lane][j ≤ MAX_K][channel]: LANES · (MAX_K + 1) · COLS
 
 @compute @workgroup_size(64, 4)
-fn conv1d_silu_backward_params(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+fn conv1d_silu_backward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let e = wg.x * COLS + lid.x;
   let grp = wg.y;
-  let row0 = grp * ROWS_PER_GROUP;
-  let row1 = min(row0 + ROWS_PER_GROUP, B * L);
-  var dw: array<f32, MAX_K>;
+  let chunks = (L + CHUNK - 1u) / CHUNK;
+  let u0 = grp * UNITS_PER_GROUP;
+  let u1 = min(u0 + UNITS_PER_GROUP, B * chunks);
+  var dw = Win(vec4f(0.0), vec4f(0.0)); // Σ g · x at slot WIN−K+k for tap k
   var db = 0.0;
   if (e < E) {
-    for (var row = row0 + lid.y; row < row1; row += LANES) {
-      let b = row / L;
-      let t = row - b * L;
-      let g = dout[row * E + e] * silu_grad(pre_at(b, t, e));
-      db += g;
-      for (var k = 0u; k < K; k++) {
-        if (t + k + 1u >= K) { dw[k] += g * x_at(b, t + k + 1u - K, e); }
+    // taps at the window's end (slot WIN−K+k = weight[e,k]) for pre; reversed (slot WIN−1−k =
+    // weight[e,k]) for dx, which takes g at positions s+K−1−k = t−k
+    var wpre = Win(vec4f(0.0), vec4f(0.0));
+    var wdx = Win(vec4f(0.0), vec4f(0.0));
+    for (var k = 0u; k < K; k++) {
+      let wk = weight[e * K + k];
+      win_set(&wpre, WIN - K + k, wk);
+      win_set(&wdx, WIN - 1u - k, wk);
+    }
+    let bias_e = bias[e];
+    for (var u = u0 + lid.y; u < u1; u += LANES) {
+      let b = u / chunks;
+      let s0 = (u - b * chunks) * CHUNK;
+      let s1 = min(s0 + CHUNK, L);
+      // x at positions s0−(K−1) … s0−1 (zero before 0); g before s0 is never used
+      var xw = Win(vec4f(0.0), vec4f(0.0));
+      var gw = Win(vec4f(0.0), vec4f(0.0));
+      for (var j = 1u; j < K; j++) {
+        let ok = s0 + j >= K;
+        win_set(&xw, WIN - K + j, select(0.0, x_at(b, select(0u, s0 + j - K, ok), e), ok));
+      }
+      // steps t = s0 … s1+K−2, STEP at a time (loads clamped into range)
+      for (var t0 = s0; t0 + 1u < s1 + K; t0 += STEP) {
+        let tc = vec4u(min(vec4u(t0) + vec4u(0u, 1u, 2u, 3u), vec4u(L - 1u)));
+        let xs = vec4f(x_at(b, tc.x, e), x_at(b, tc.y, e), x_at(b, tc.z, e), x_at(b, tc.w, e));
+        let row = b * L;
+        let ds = vec4f(dout[(row + tc.x) * E + e], dout[(row + tc.y) * E + e], dout[(row + tc.z) * E + e],
+                       dout[(row + tc.w) * E + e]);
+        for (var i = 0u; i < STEP; i++) {
+          let t = t0 + i;
+          if (t + 1u >= s1 + K) { break; }
+          var g = 0.0; // past L−1 the gradient is zero
+          if (t < L) {
+            xw = win_push(xw, xs[i]);
+            g = ds[i] * silu_grad(bias_e + win_dot(wpre, xw));
+            if (t < s1) {
+              db += g;
+              dw = Win(dw.lo + g * xw.lo, dw.hi + g * xw.hi);
+            }
+          }
+          gw = win_push(gw, g);
+          if (t + 1u >= s0 + K) { // s = t−(K−1) ≥ s0: its K gradients g[s … s+K−1] are in gw
+            let o = (b * L + src_token(t + 1u - K)) * 2u * E + e;
+            let d = win_dot(wdx, gw);
+            if (ACCUMULATE) { dxz[o] += d; } else { dxz[o] = d; }
+          }
+        }
       }
     }
   }
-  let X = E * K + E;
-  // The K + 1 sums of this channel, each added over the four lanes in order.
+  // The K + 1 sums of this channel from the four lanes, then added in lane order.
   for (var j = 0u; j <= K; j++) {
     var v = db;
-    if (j < K) { v = dw[j]; }
-    lane_sum[lid.y * COLS + lid.x] = v;
-    workgroupBarrier();
-    if (lid.y == 0u && e < E) {
-      let s = ((lane_sum[lid.x] + lane_sum[COLS + lid.x]) + lane_sum[2u * COLS + lid.x]) + lane_sum[3u * COLS + lid.x];
-      let col = select(E * K + e, e * K + j, j < K);
+    if (j < K) { v = win_get(dw, WIN - K + j); }
+    lane_sum[(lid.y * (MAX_K + 1u) + j) * COLS + lid.x] = v;
+  }
+  workgroupBarrier();
+  let X = E * K + E;
+  let f = lid.y * COLS + lid.x;
+  for (var q = f; q < (K + 1u) * COLS; q += LANES * COLS) {
+    let j = q / COLS;
+    let c = q - j * COLS;
+    let ec = wg.x * COLS + c;
+    if (ec < E) {
+      let st = (MAX_K + 1u) * COLS;
+      let i = j * COLS + c;
+      let s = ((lane_sum[i] + lane_sum[st + i]) + lane_sum[2u * st + i]) + lane_sum[3u * st + i];
+      let col = select(E * K + ec, ec * K + j, j < K);
       partial[grp * X + col] = s;
     }
-    workgroupBarrier();
   }
 }

@@ -15,12 +15,18 @@
 // Optional inputs: HAS_R_IN = false (the first block: r_out = h) and HAS_DR_NEXT = false (the final
 // norm) skip the read; the binding must still be given a (read-only) tensor, e.g. h / dout.
 //
-// Geometry: 128 invocations per workgroup, columns d = lid, lid + 128, …; the row sum is a tree
-// reduction in workgroup memory (fixed order: deterministic).
-//   forward:  one workgroup per row; ROWS workgroups as (x, y) with k = wg.x + wg.y · nwg.x.
-//   backward: one workgroup per ROWS_PER_GROUP consecutive rows, G = ceil(ROWS / ROWS_PER_GROUP)
-//             workgroups; each keeps its dweight sums in workgroup memory and writes them as row
-//             grp of partials (G, D), which reduce.wgsl's colsum adds into dweight.
+// Geometry: the row sum is a tree reduction in workgroup memory (fixed order: deterministic).
+//   forward:  one workgroup of 128 invocations per row, columns d = lid, lid + 128, …; ROWS
+//             workgroups as (x, y) with k = wg.x + wg.y · nwg.x.
+//   backward: one workgroup of 256 invocations per ROWS_PER_GROUP consecutive rows,
+//             G = ceil(ROWS / ROWS_PER_GROUP) workgroups as (x, y). The workgroup is SLOTS row slots
+//             of 256 / SLOTS invocations (columns d = c, c + 256/SLOTS, …); slot q takes rows
+//             k0 + q, k0 + q + SLOTS, …, so SLOTS rows share each tree reduction's barriers
+//             (before: one row of 192 columns per 128-invocation workgroup, nine barriers a row).
+//             Each slot keeps its dweight sums in workgroup memory (SLOTS · D); the slots are added
+//             in order and written as row grp of partials (G, D), which reduce.wgsl's colsum_tree
+//             adds into dweight. vim-tiny (ROWS = 16,640, D = 192, SLOTS = 4): 16 rows a group,
+//             G = 1040 workgroups, 266,240 invocations, 3 columns each.
 
 override D: u32;
 override ROWS: u32;
@@ -31,6 +37,8 @@ override HAS_R_IN: bool = true;
 override HAS_DR_NEXT: bool = true;
 override ROWS_PER_GROUP: u32 = 1u;
 override ACCUMULATE: bool = false;
+override SLOTS: u32 = 4u;            // backward: rows in flight per workgroup, 1, 2 or 4
+override DW_LEN: u32 = SLOTS * D;    // backward: workgroup memory for the slots' dweight sums
 
 const WG = 128u;
 var<workgroup> red: array<f32, WG>;
@@ -86,33 +94,67 @@ fn residual_rmsnorm_forward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workg
 @group(0) @binding(5) var<storage, read> b_weight: array<f32>;         // (D)
 @group(0) @binding(6) var<storage, read> b_dr_next: array<f32>;        // (BL, D), read if HAS_DR_NEXT
 
-var<workgroup> dw_acc: array<f32, D>;
+const BWG = 256u;
+var<workgroup> slot_red: array<f32, BWG>; // [slot][c]
+var<workgroup> dw_acc: array<f32, DW_LEN>; // [slot][d]
 
-@compute @workgroup_size(WG)
+// Sum of v over the invocations of slot q (every invocation of the slot gets the total).
+fn slot_sum(v: f32, q: u32, c: u32) -> f32 {
+  let width = BWG / SLOTS;
+  let base = q * width;
+  slot_red[base + c] = v;
+  workgroupBarrier();
+  for (var half = width / 2u; half > 0u; half >>= 1u) {
+    if (c < half) { slot_red[base + c] += slot_red[base + c + half]; }
+    workgroupBarrier();
+  }
+  let total = slot_red[base];
+  workgroupBarrier(); // slot_red is reused by the next call
+  return total;
+}
+
+@compute @workgroup_size(BWG)
 fn residual_rmsnorm_backward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
                              @builtin(local_invocation_index) lid: u32) {
   let grp = wg.x + wg.y * nwg.x;
   let k0 = grp * ROWS_PER_GROUP;
-  if (k0 >= ROWS) { return; }
+  if (k0 >= ROWS) { return; } // uniform across the workgroup
   let k1 = min(k0 + ROWS_PER_GROUP, ROWS);
-  for (var d = lid; d < D; d += WG) { dw_acc[d] = 0.0; }
-  for (var k = k0; k < k1; k++) {
+  let width = BWG / SLOTS;
+  let q = lid / width; // row slot
+  let c = lid - q * width;
+  let acc_base = q * D;
+  for (var d = c; d < D; d += width) { dw_acc[acc_base + d] = 0.0; }
+  let steps = (k1 - k0 + SLOTS - 1u) / SLOTS; // uniform: every slot takes part in every tree
+  for (var i = 0u; i < steps; i++) {
+    let k = k0 + i * SLOTS + q;
+    let live = k < k1;
     let row = k * D;
-    let s = b_rstd[k];
+    var s = 0.0;
     var gr = 0.0;
-    for (var d = lid; d < D; d += WG) {
-      let g = b_dout[row + d];
-      let r = b_r[row + d];
-      gr += g * b_weight[d] * r;
-      dw_acc[d] += g * r * s; // only this invocation touches column d
+    if (live) {
+      s = b_rstd[k];
+      for (var d = c; d < D; d += width) {
+        let g = b_dout[row + d];
+        let r = b_r[row + d];
+        gr += g * b_weight[d] * r;
+        dw_acc[acc_base + d] += g * r * s; // only this invocation touches (q, d)
+      }
     }
-    let c = s * s * workgroup_sum(gr, lid) / f32(D);
-    let sel = (ROW_OFFSET + k * ROW_STRIDE) * D;
-    for (var d = lid; d < D; d += WG) {
-      var v = s * (b_dout[row + d] * b_weight[d] - b_r[row + d] * c);
-      if (HAS_DR_NEXT) { v += b_dr_next[sel + d]; }
-      if (ACCUMULATE) { b_dr[sel + d] += v; } else { b_dr[sel + d] = v; }
+    let cc = s * s * slot_sum(gr, q, c) / f32(D);
+    if (live) {
+      let sel = (ROW_OFFSET + k * ROW_STRIDE) * D;
+      for (var d = c; d < D; d += width) {
+        var v = s * (b_dout[row + d] * b_weight[d] - b_r[row + d] * cc);
+        if (HAS_DR_NEXT) { v += b_dr_next[sel + d]; }
+        if (ACCUMULATE) { b_dr[sel + d] += v; } else { b_dr[sel + d] = v; }
+      }
     }
   }
-  for (var d = lid; d < D; d += WG) { b_partial[grp * D + d] = dw_acc[d]; }
+  workgroupBarrier();
+  for (var d = lid; d < D; d += BWG) {
+    var t = dw_acc[d];
+    for (var j = 1u; j < SLOTS; j++) { t += dw_acc[j * D + d]; }
+    b_partial[grp * D + d] = t;
+  }
 }

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { conv1d_silu_backward, conv1d_silu_forward } from '../src/reference/conv1d.js';
-import { conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluForward } from '../src/gpu/ops/conv1d.js';
+import {
+  conv1dBackwardPlan, conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluForward,
+} from '../src/gpu/ops/conv1d.js';
 import type { Dispatch } from '../src/gpu/kernels.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import { Rng } from '../src/rng.js';
@@ -32,6 +34,15 @@ describe('conv1d + SiLU kernels', () => {
     { B: 3, L: 7, E: 13, K: 4, reverse: true, accumulate: false },
     { B: 3, L: 7, E: 13, K: 4, reverse: true, accumulate: true },
     { B: 151, L: 7, E: 3, K: 3, reverse: false, accumulate: true }, // several rows per group, K = 3
+    { B: 3, L: 301, E: 70, K: 4, reverse: true, accumulate: false }, // 3 chunks (101, 101, 99), 2 channel blocks
+    { B: 2, L: 150, E: 9, K: 8, reverse: false, accumulate: true }, // the widest conv (both window halves), 2 chunks
+    { B: 5, L: 20, E: 7, K: 6, reverse: true, accumulate: true }, // K > 4, one chunk
+    { B: 2, L: 3, E: 6, K: 4, reverse: true, accumulate: false }, // fewer tokens than taps
+    { B: 6, L: 9, E: 4, K: 1, reverse: false, accumulate: false }, // no halo
+    { B: 9, L: 65, E: 70, K: 4, reverse: true, accumulate: true }, // vim-tiny's L and K
+    // 8 units a group, 138 partial groups (the last one short)
+    { B: 1100, L: 9, E: 5, K: 4, reverse: false, accumulate: false },
+    { B: 1100, L: 9, E: 5, K: 4, reverse: true, accumulate: true },
   ];
   for (const { B, L, E, K, reverse, accumulate } of cases) {
     it(`backward${reverse ? ' (reverse)' : ''}${accumulate ? ' (accumulate)' : ''} B=${B} L=${L} E=${E} K=${K}`, async () => {
@@ -60,6 +71,42 @@ describe('conv1d + SiLU kernels', () => {
       expect(relErr(await read(gpu, tdb), db)).toBeLessThan(TOL);
     });
   }
+
+  it('the backward plan: equal chunks of at most 128 positions, at most 256 partial groups', () => {
+    expect(conv1dBackwardPlan(256, 65)).toEqual({ chunk: 65, chunks: 1, unitsPerGroup: 4, groups: 64 });
+    expect(conv1dBackwardPlan(256, 200)).toEqual({ chunk: 100, chunks: 2, unitsPerGroup: 4, groups: 128 });
+    expect(conv1dBackwardPlan(3000, 65)).toEqual({ chunk: 65, chunks: 1, unitsPerGroup: 12, groups: 250 });
+    expect(conv1dBackwardPlan(3, 7)).toEqual({ chunk: 7, chunks: 1, unitsPerGroup: 4, groups: 1 });
+    for (const [B, L] of [[1, 1], [260, 65], [1000, 200], [7, 33]]) {
+      const p = conv1dBackwardPlan(B, L);
+      expect(p.chunk * p.chunks).toBeGreaterThanOrEqual(L);
+      expect((p.chunk) * (p.chunks - 1)).toBeLessThan(L); // no empty chunk
+      expect(p.groups).toBeLessThanOrEqual(256);
+      expect(p.groups * p.unitsPerGroup).toBeGreaterThanOrEqual(B * p.chunks);
+    }
+  });
+
+  it('backward repeats bit for bit', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(11);
+    const [B, L, E, K] = [40, 33, 21, 4];
+    const ins = {
+      dout: tensorFrom(gpu, randArray(rng, B * L * E)), xz: tensorFrom(gpu, randArray(rng, B * L * 2 * E, -2, 2)),
+      weight: tensorFrom(gpu, randArray(rng, E * K)), bias: tensorFrom(gpu, randArray(rng, E)),
+    };
+    const outs: Float64Array[][] = [];
+    for (let rep = 0; rep < 2; rep++) {
+      const dxz = zerosTensor(gpu, B * L * 2 * E);
+      const dw = zerosTensor(gpu, E * K);
+      const db = zerosTensor(gpu, E);
+      await run(gpu, conv1dSiluBackward(gpu, {
+        dxz, dweight: dw, dbias: db, ...ins, B, L, E, K, reverse: true,
+        scratch: zerosTensor(gpu, conv1dBackwardScratchElements(B, L, E, K)),
+      }));
+      outs.push([await read(gpu, dxz), await read(gpu, dw), await read(gpu, db)]);
+    }
+    for (let i = 0; i < 3; i++) expect(outs[1][i]).toEqual(outs[0][i]);
+  });
 
   it('both directions add into one dxz', async () => {
     const gpu = await testGpu();

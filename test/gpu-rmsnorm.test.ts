@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { residual_rmsnorm_backward, residual_rmsnorm_forward } from '../src/reference/rmsnorm.js';
-import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../src/gpu/ops/rmsnorm.js';
+import {
+  residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardRowsPerGroup, rmsnormBackwardScratchElements,
+} from '../src/gpu/ops/rmsnorm.js';
 import { Rng } from '../src/rng.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
@@ -43,6 +45,9 @@ describe('residual rmsnorm kernels', () => {
     { BL: 21, D: 19, drNext: true, accumulate: true },
     { BL: 10, D: 259, drNext: true, accumulate: true },
     { BL: 1500, D: 5, drNext: true, accumulate: false }, // several rows per workgroup
+    { BL: 4133, D: 67, drNext: true, accumulate: true }, // 1034 partial groups, the last one row
+    { BL: 9001, D: 130, drNext: false, accumulate: false }, // 8 rows a group (2 per slot), 1126 groups
+    { BL: 9, D: 2100, drNext: true, accumulate: false }, // wide rows: fewer slots fit workgroup memory
   ];
   for (const { BL, D, drNext, accumulate } of cases) {
     it(`backward BL=${BL} D=${D}${drNext ? '' : ' (no dr_next)'}${accumulate ? ' (accumulate)' : ''}`, async () => {
@@ -71,6 +76,13 @@ describe('residual rmsnorm kernels', () => {
       expect(relErr(await read(gpu, tdw), dw)).toBeLessThan(TOL);
     });
   }
+
+  it('backward groups: a multiple of the 4 row slots, about 1024 workgroups', () => {
+    expect(rmsnormBackwardRowsPerGroup(16640)).toBe(16); // vim-tiny, batch 256: 1040 groups
+    expect(rmsnormBackwardRowsPerGroup(256)).toBe(4); // the final norm at the class tokens
+    expect(rmsnormBackwardRowsPerGroup(1)).toBe(4);
+    expect(rmsnormBackwardScratchElements(16640, 192)).toBe(1040 * 192);
+  });
 
   it('selected rows: the final norm at the class tokens, forward and backward', async () => {
     const gpu = await testGpu();

@@ -50,15 +50,38 @@ export function conv1dSiluForward(gpu: Gpu, a: Conv1dSiluForwardArgs): Dispatch 
     });
 }
 
-/** Rows (b, t) per workgroup row of the dweight/dbias pass: G ≤ 1024 groups. */
+/**
+ * Most positions per backward unit. Whole sequences walk fastest: on an H200 at vim-tiny's shapes
+ * (48 dispatches a step) units of all 65 positions took 1.77 ms, of 13 positions (5 chunks, each
+ * re-reading a K−1 halo on both sides, 5× the invocations) 2.03 ms.
+ */
+const CONV1D_BACKWARD_CHUNK = 128;
+/** The backward's partial rows are kept near this many: their tree sum is then one small pass. */
+const CONV1D_BACKWARD_MAX_GROUPS = 256;
+
+/**
+ * How conv1dSiluBackward splits the (b, t) rows: units of `chunk` positions (`chunks` per sample,
+ * the last may be shorter), `unitsPerGroup` units (a multiple of the kernel's 4 lanes) per
+ * workgroup row, `groups` partial rows. vim-tiny (B = 256, L = 65): one chunk of 65, 4 units a
+ * group, 64 groups.
+ */
+export function conv1dBackwardPlan(B: number, L: number): { chunk: number; chunks: number; unitsPerGroup: number; groups: number } {
+  const chunks = ceilDiv(L, CONV1D_BACKWARD_CHUNK);
+  const chunk = ceilDiv(L, chunks);
+  const units = B * chunks;
+  const unitsPerGroup = 4 * ceilDiv(units, 4 * CONV1D_BACKWARD_MAX_GROUPS);
+  return { chunk, chunks, unitsPerGroup, groups: ceilDiv(units, unitsPerGroup) };
+}
+
+/** Rows (b, t) one workgroup row of the backward covers, at most (units per group × chunk). */
 export function conv1dBackwardRowsPerGroup(B: number, L: number): number {
-  const M = B * L;
-  return ceilDiv(M, Math.min(M, 1024));
+  const p = conv1dBackwardPlan(B, L);
+  return p.unitsPerGroup * p.chunk;
 }
 
 /** Scratch elements conv1dSiluBackward needs for its dweight/dbias partials (G, E·K + E). */
 export function conv1dBackwardScratchElements(B: number, L: number, E: number, K: number): number {
-  return ceilDiv(B * L, conv1dBackwardRowsPerGroup(B, L)) * E * (K + 1);
+  return conv1dBackwardPlan(B, L).groups * E * (K + 1);
 }
 
 export interface Conv1dSiluBackwardArgs {
@@ -84,7 +107,10 @@ export interface Conv1dSiluBackwardArgs {
 
 /**
  * dxz x half (= or +=) the input gradient; dweight (E, K), dbias (E) (= or +=) sums over (b, t).
- * Four dispatches: dx; the per-group partials; their column sums into dweight and into dbias.
+ * Two dispatches: one walk over the rows writes dx and per-group partials of dweight and dbias
+ * side by side (G, E·K + E); one tree column sum of the partials finishes both gradients.
+ * (Before: four, with dx and the partials reading dout and x separately, and the two final sums
+ * looping serially over ~1000 partial rows in 6 and 24 workgroups.)
  */
 export function conv1dSiluBackward(gpu: Gpu, a: Conv1dSiluBackwardArgs): Dispatch[] {
   const { B, L, E, K } = a;
@@ -97,30 +123,23 @@ export function conv1dSiluBackward(gpu: Gpu, a: Conv1dSiluBackwardArgs): Dispatc
   need(w, 'xz', a.xz, B * L * 2 * E);
   need(w, 'weight', a.weight, E * K);
   need(w, 'bias', a.bias, E);
-  const rpg = conv1dBackwardRowsPerGroup(B, L);
-  const G = ceilDiv(B * L, rpg);
+  const plan = conv1dBackwardPlan(B, L);
+  const G = plan.groups;
   const X = E * (K + 1);
   need(w, 'scratch', a.scratch, G * X);
   const n = B * L * E;
-  const rev = a.reverse ? 1 : 0;
   const sfx = a.reverse ? '_rev' : '';
   const acc = a.accumulate ? 1 : 0;
   return [
-    makeDispatch(gpu, 'conv1d', 'conv1d_silu_backward_dx', { B, L, E, K, REVERSE: rev, ACCUMULATE: acc },
-      [a.dxz, a.xz, a.weight, a.bias, a.dout], grid1d(gpu, n), {
-        label: `conv1d_silu_backward_dx${sfx}`, bytes: 4 * (n * (3 + acc) + X), flops: n * K * (2 * K + 12),
-      }),
-    makeDispatch(gpu, 'conv1d', 'conv1d_silu_backward_params', { B, L, E, K, REVERSE: rev, ROWS_PER_GROUP: rpg },
-      [a.scratch, a.xz, a.weight, a.bias, a.dout], [ceilDiv(E, 64), G], {
-        label: `conv1d_silu_backward_params${sfx}`, bytes: 4 * (2 * n + X + G * X), flops: n * (4 * K + 12),
-      }),
-    ...colSumForward(gpu, {
-      out: a.dweight, inp: a.scratch, M: G, X: E * K, inStride: X, inOffset: 0,
-      accumulate: a.accumulateParams, singlePass: true, label: `conv1d_dweight${sfx}`,
+    makeDispatch(gpu, 'conv1d', 'conv1d_silu_backward', {
+      B, L, E, K, REVERSE: a.reverse ? 1 : 0, ACCUMULATE: acc, CHUNK: plan.chunk, UNITS_PER_GROUP: plan.unitsPerGroup,
+    }, [a.dxz, a.xz, a.weight, a.bias, a.dout, a.scratch], [ceilDiv(E, 64), G], {
+      // dout and x read, dx written (and read when accumulating), the partials written
+      label: `conv1d_silu_backward${sfx}`, bytes: 4 * (n * (3 + acc) + X + G * X), flops: n * (6 * K + 12),
     }),
     ...colSumForward(gpu, {
-      out: a.dbias, inp: a.scratch, M: G, X: E, inStride: X, inOffset: E * K,
-      accumulate: a.accumulateParams, singlePass: true, label: `conv1d_dbias${sfx}`,
+      out: a.dweight, split: { at: E * K, out: a.dbias }, inp: a.scratch, M: G, X,
+      accumulate: a.accumulateParams, singlePass: true, label: `conv1d_dparams${sfx}`,
     }),
   ];
 }

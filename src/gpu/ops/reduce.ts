@@ -4,10 +4,14 @@
  *
  *   colSum: out (X) (= or +=) Σ_m inp (M, X)
  *
- * Up to COLSUM_SINGLE_PASS_ROWS rows take one dispatch; more rows take two (row groups of
- * COLSUM_ROWS_PER_GROUP into a (G, X) scratch, then the G partials into out), so a big GPU has
- * enough workgroups and no float atomics are needed. Kernels that write their own (G, X) partials
- * (rmsnorm, conv1d backward) finish with `colSumForward` over those partials.
+ * The final sum is `colsum_tree`: workgroups of TREE_COLS columns × 256/TREE_COLS row lanes, each
+ * lane adding at most about COLSUM_TREE_ROWS_PER_LANE rows before a tree over the lanes, so many
+ * invocations share every column and no invocation walks a long serial chain. Up to
+ * COLSUM_SINGLE_PASS_ROWS rows (or any M with `singlePass`) that is the only dispatch; more rows
+ * first go through `colsum` row groups of COLSUM_ROWS_PER_GROUP into a (G, X) scratch. Kernels that
+ * write their own (G, X) partials (rmsnorm, conv1d backward) finish with one `colSumForward`
+ * (singlePass) over those partials; `split` lets that one dispatch finish two gradients that share
+ * a partial row.
  */
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
@@ -17,6 +21,8 @@ import { numel, type GpuTensor } from '../tensor.js';
 export const COLSUM_SINGLE_PASS_ROWS = 256;
 /** Rows per workgroup row in the first of two passes. */
 export const COLSUM_ROWS_PER_GROUP = 64;
+/** Rows one lane of the tree pass adds serially, at most (for M ≤ 2048). */
+export const COLSUM_TREE_ROWS_PER_LANE = 8;
 
 /** Row groups of the first pass (1 when one pass suffices). */
 export function colSumGroups(M: number): number {
@@ -29,8 +35,19 @@ export function colSumScratchElements(M: number, X: number): number {
   return G === 1 ? 0 : G * X;
 }
 
+/**
+ * Columns per 256-invocation workgroup of `colsum_tree` for M rows: the row lanes (256 / columns)
+ * are the power of two from 4 to 256 that leaves each lane about COLSUM_TREE_ROWS_PER_LANE rows.
+ * Depends on M alone, so a given shape always sums in the same order.
+ */
+export function colSumTreeCols(M: number): number {
+  let lanes = 4;
+  while (lanes < 256 && lanes * COLSUM_TREE_ROWS_PER_LANE < M) lanes *= 2;
+  return 256 / lanes;
+}
+
 export interface ColSumArgs {
-  /** (X) the sums; written, or added to with `accumulate`. */
+  /** (X) the sums (or (split.at) with `split`); written, or added to with `accumulate`. */
   out: GpuTensor;
   /** (M, inStride): row m, column x at element inOffset + m·inStride + x. */
   inp: GpuTensor;
@@ -44,8 +61,10 @@ export interface ColSumArgs {
   accumulate?: boolean;
   /** (colSumScratchElements(M, X)) when M > COLSUM_SINGLE_PASS_ROWS; never aliases out or inp. */
   scratch?: GpuTensor;
-  /** One dispatch whatever M (for a few hundred to a few thousand partial rows). */
+  /** One dispatch whatever M (for the partial rows that a kernel wrote itself). */
   singlePass?: boolean;
+  /** Columns at … X−1 go to split.out[x − at] (X − at elements) instead of out[x]. */
+  split?: { at: number; out: GpuTensor };
   label?: string;
 }
 
@@ -57,24 +76,36 @@ export function colSumForward(gpu: Gpu, a: ColSumArgs): Dispatch[] {
   checkPositive('colSumForward', { M, X });
   if (inStride < X) throw new Error(`colSumForward: inStride ${inStride} is below X ${X}`);
   need('colSumForward', 'inp', a.inp, inOffset + (M - 1) * inStride + X);
-  need('colSumForward', 'out', a.out, X);
+  const split = a.split;
+  if (split) {
+    if (!Number.isInteger(split.at) || split.at <= 0 || split.at >= X) {
+      throw new Error(`colSumForward: split.at must be an integer in 1…${X - 1}, got ${split.at}`);
+    }
+    need('colSumForward', 'out', a.out, split.at);
+    need('colSumForward', 'split.out', split.out, X - split.at);
+  } else {
+    need('colSumForward', 'out', a.out, X);
+  }
   const label = a.label ?? 'colsum';
   const G = a.singlePass ? 1 : colSumGroups(M);
-  const cols = ceilDiv(X, 64);
-  if (G === 1) {
-    return [makeDispatch(gpu, 'reduce', 'colsum', {
-      M, X, IN_STRIDE: inStride, IN_OFFSET: inOffset, ROWS_PER_GROUP: M, ACCUMULATE: a.accumulate ? 1 : 0,
-    }, [a.out, a.inp], [cols, 1], { label, bytes: 4 * (M * X + X * (a.accumulate ? 2 : 1)), flops: M * X })];
-  }
+  const acc = a.accumulate ? 1 : 0;
+  /** The tree pass over R rows of src into out (and split.out). */
+  const tree = (src: GpuTensor, R: number, stride: number, offset: number): Dispatch => {
+    const cols = colSumTreeCols(R);
+    const constants: Record<string, number> = { M: R, X, IN_STRIDE: stride, IN_OFFSET: offset, TREE_COLS: cols, ACCUMULATE: acc };
+    if (split) constants.SPLIT = split.at;
+    return makeDispatch(gpu, 'reduce', split ? 'colsum_tree_split' : 'colsum_tree', constants,
+      split ? [a.out, src, split.out] : [a.out, src], workgroupGrid(gpu, ceilDiv(X, cols)),
+      { label, bytes: 4 * (R * X + X * (1 + acc)), flops: R * X });
+  };
+  if (G === 1) return [tree(a.inp, M, inStride, inOffset)];
   if (!a.scratch) throw new Error(`colSumForward: ${M} rows need a scratch tensor of ${G * X} elements`);
   need('colSumForward', 'scratch', a.scratch, G * X);
   return [
     makeDispatch(gpu, 'reduce', 'colsum', {
       M, X, IN_STRIDE: inStride, IN_OFFSET: inOffset, ROWS_PER_GROUP: COLSUM_ROWS_PER_GROUP, ACCUMULATE: 0,
-    }, [a.scratch, a.inp], [cols, G], { label: `${label}_partial`, bytes: 4 * (M * X + G * X), flops: M * X }),
-    makeDispatch(gpu, 'reduce', 'colsum', {
-      M: G, X, ROWS_PER_GROUP: G, ACCUMULATE: a.accumulate ? 1 : 0,
-    }, [a.out, a.scratch], [cols, 1], { label, bytes: 4 * (G * X + X * (a.accumulate ? 2 : 1)), flops: G * X }),
+    }, [a.scratch, a.inp], [ceilDiv(X, 64), G], { label: `${label}_partial`, bytes: 4 * (M * X + G * X), flops: M * X }),
+    tree(a.scratch, G, X, 0),
   ];
 }
 

@@ -68,14 +68,30 @@ export function residualRmsnormForward(gpu: Gpu, a: ResidualRmsnormForwardArgs):
   });
 }
 
-/** Rows per workgroup of the backward pass: enough workgroups for a big GPU, few partials. */
+/** Rows the backward kernel has in flight per workgroup (row slots of 64 invocations). */
+const RMSNORM_BACKWARD_SLOTS = 4;
+
+/**
+ * Rows per workgroup of the backward pass: a multiple of its 4 row slots giving about 1024
+ * workgroups (vim-tiny, 16,640 rows: 16 rows, 1040 workgroups; the final norm's 256 rows: 4, 64).
+ */
 export function rmsnormBackwardRowsPerGroup(rows: number): number {
-  return ceilDiv(rows, Math.min(rows, 1024));
+  return RMSNORM_BACKWARD_SLOTS * Math.max(1, Math.round(rows / (RMSNORM_BACKWARD_SLOTS * 1024)));
 }
 
 /** Scratch elements residualRmsnormBackward needs for its dweight partials (G, D). */
 export function rmsnormBackwardScratchElements(rows: number, D: number): number {
   return ceilDiv(rows, rmsnormBackwardRowsPerGroup(rows)) * D;
+}
+
+/** Row slots that fit the slots' dweight sums (SLOTS · D floats) and the tree (256) in workgroup memory. */
+function backwardSlots(gpu: Gpu, D: number): number {
+  const bytes = gpu.limits.maxComputeWorkgroupStorageSize;
+  for (let slots = RMSNORM_BACKWARD_SLOTS; slots > 1; slots /= 2) if (4 * (slots * D + 256) <= bytes) return slots;
+  if (4 * (D + 256) > bytes) {
+    throw new Error(`residualRmsnormBackward: D = ${D} needs ${4 * (D + 256)} bytes of workgroup memory, the device has ${bytes}`);
+  }
+  return 1;
 }
 
 export interface ResidualRmsnormBackwardArgs {
@@ -100,7 +116,7 @@ export interface ResidualRmsnormBackwardArgs {
 
 /**
  * dr (= or +=) dr_next + ∂out/∂r · dout; dweight (= or +=) Σ_rows dout · r · rstd. Two dispatches:
- * the rows (with per-workgroup dweight partials), then the column sum of the partials.
+ * the rows (with per-workgroup dweight partials), then one tree column sum of the partials.
  */
 export function residualRmsnormBackward(gpu: Gpu, a: ResidualRmsnormBackwardArgs): Dispatch[] {
   const { BL, D } = a;
@@ -123,7 +139,7 @@ export function residualRmsnormBackward(gpu: Gpu, a: ResidualRmsnormBackwardArgs
   return [
     makeDispatch(gpu, 'rmsnorm', 'residual_rmsnorm_backward', {
       D, ROWS: rows, ROW_STRIDE: sel.stride, ROW_OFFSET: sel.offset, HAS_DR_NEXT: a.drNext ? 1 : 0,
-      ROWS_PER_GROUP: rpg, ACCUMULATE: acc,
+      ROWS_PER_GROUP: rpg, ACCUMULATE: acc, SLOTS: backwardSlots(gpu, D),
     }, [a.dr, a.scratch, a.dout, a.r, a.rstd, a.weight, a.drNext ?? a.dout], workgroupGrid(gpu, G), {
       bytes: 4 * (n * (3 + acc + (a.drNext ? 1 : 0)) + rows + D + G * D), flops: 9 * n,
     }),
