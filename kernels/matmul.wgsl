@@ -13,12 +13,15 @@
 // each sample: LDI = L·D, INP_OFF = clsPos·D). weight (O, I) and the gradient outputs dweight,
 // dbias and partials are contiguous. ACCUMULATE chooses out = value or out += value.
 //
-// Each matmul has two kernels: the 64×64-tile one described here and a 128×128-tile one (the *_128
-// entry points at the end of the file, same bindings, overrides and split scheme) that the wrapper
-// picks for large problems. The 64×64 tiling: a workgroup of 16×16 invocations computes a 64×64 tile of
-// the result (TM × TN), each invocation a 4×4 register block at rows ty + 16r and columns
-// tx + 16c (so neighbouring invocations store neighbouring columns), walking the reduction in
-// steps of TK = 16 through two workgroup tiles As (TK × TM) and Bs (TK × TN). Loads are
+// Each matmul has three kernels: the 64×64-tile one described here, a 128×128-tile one (the *_128
+// entry points further down, same bindings, overrides and split scheme) that the wrapper picks for
+// large problems, and a parametrised one (the *_g entry points at the end: tile, register block,
+// reduction step, vec4 loads and double buffering as override constants, vec4 result stores) for
+// the tuned choices of src/gpu/ops/matmul.ts. The 64×64 tiling: a workgroup of 16×16
+// invocations computes a 64×64 tile of the result (TM × TN), each invocation a 4×4 register block
+// at rows ty + 16r and columns tx + 16c (so neighbouring invocations store neighbouring columns),
+// walking the reduction in steps of TK = 16 through two workgroup tiles As (TK × TM) and Bs
+// (TK × TN). Loads are
 // bounds-checked (zero-filled), so no size needs to be a multiple of a tile. Each load is
 // coalesced along whichever dimension of its tensor is contiguous.
 //   matmul_forward:         grid (⌈O/64⌉, ⌈M/64⌉)
@@ -55,7 +58,7 @@ const SA: u32 = 65u; // row pitch of the workgroup tiles (TM or TN + 1 against b
 //   matmul_backward_input(_128):  dinp, dout, weight
 //   matmul_backward_weight(_128): dweight (or partials), dout, saved_inp
 //   bias_backward:          dbias (or partials), dout
-//   sum_partials:           sums, partials
+//   sum_partials, sum_partials_lanes: sums, partials (sum_partials4: sums4, partials4)
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(0) var<storage, read_write> dweight: array<f32>;
@@ -70,7 +73,7 @@ const SA: u32 = 65u; // row pitch of the workgroup tiles (TM or TN + 1 against b
 
 var<workgroup> As: array<f32, TK * SA>; // As[k][row]: the left operand, transposed
 var<workgroup> Bs: array<f32, TK * SA>; // Bs[k][col]: the right operand
-var<workgroup> red: array<f32, 256>; // bias_backward: 4 row lanes × 64 columns
+var<workgroup> red: array<f32, 256>; // bias_backward: 4 row lanes × 64 columns; sum_partials_lanes: 8 × 32
 
 var<private> acc: array<f32, 16>; // the invocation's 4×4 block, acc[4r + c]
 
@@ -497,5 +500,399 @@ fn matmul_backward_weight_128(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
         dweight[idx] = v;
       }
     }
+  }
+}
+
+// ---- parametrised tiles (the *_g entry points) --------------------------------------------------
+//
+// The same three matmuls with the tile, register block, reduction step, load width and buffering
+// as override constants, so the wrapper (and scripts/bench/matmul.mjs) can fit them to a problem:
+// thin tiles for 12- and 44-wide results, 128×64 for 192-wide ones, short steps for a reduction
+// of 12. A workgroup of WX × WY invocations computes a GTM × GTN tile (GTM = 4·HM·WY rows,
+// GTN = 4·HN·WX columns); each invocation a (4·HM) × (4·HN) register block: rows
+// g·4·WY + 4·ty + (0..3) for g < HM and columns h·4·WX + 4·tx + (0..3) for h < HN, so that
+// neighbouring invocations read neighbouring vec4s of the workgroup tiles and store neighbouring
+// vec4s of the result. The reduction walks steps of GK (a multiple of 4) through Ag (GK rows of
+// GTM/4 vec4s, pitch GPA) and Bg (GK × GTN/4, pitch GPB): each k reads HM + HN vec4s and does
+// 16·HM·HN FMAs. The next step's operands are fetched into registers (at most 8 vec4s per
+// operand and invocation) while the current one is multiplied; with DB the workgroup tiles are
+// doubled, so a step needs one barrier instead of two.
+//
+// Loads. An operand contiguous along the reduction (KC: inp and weight forward, dout for the input
+// gradient) is read as items of 4 rows × 1 k (four scalar loads, neighbouring invocations on
+// neighbouring k, one vec4 store to the tile) or, with VA / VB, of 1 row × 4 k (one vec4 load,
+// four scalar stores). An operand contiguous along the tile's rows or columns (RC: weight for the
+// input gradient, both operands of the weight gradient) as 4 neighbouring elements of one k (four
+// scalar loads or, with VA / VB, one vec4 load), stored as one vec4. vec4 loads need the contiguous
+// dimension, the row stride and the offset to be multiples of 4; the wrapper checks, and binds the
+// operand both as f32s (bindings 1, 2) and as vec4s (the last two bindings).
+// Edges. Rows and columns past the result's are clamped to its last one (the sums they feed are
+// never stored); reduction indices past the end read zero. XR / XC / XK say that the result's
+// rows / columns are a multiple of the tile's and the reduction (within every split) of GK, and
+// drop those checks. Results are stored as vec4s: the result's columns, row stride and offset must
+// be multiples of 4.
+//   matmul_forward_g:         grid (⌈O/GTN⌉, ⌈M/GTM⌉)
+//   matmul_backward_input_g:  grid (⌈I/GTN⌉, ⌈M/GTM⌉)
+//   matmul_backward_weight_g: grid (⌈I/GTN⌉, ⌈O/GTM⌉, SPLITS), the split scheme above.
+//   sum_partials4:            sum_partials on vec4s (SUM_N a multiple of 4), grid ⌈SUM_N/1024⌉ of 256;
+//                             the same additions in the same order, so the same bits.
+//   sum_partials_lanes:       8 invocations per element (workgroups of 32 elements × 8 lanes, grid
+//                             ⌈SUM_N/32⌉): lane l adds splits l, l + 8, …, then the 8 lane sums are
+//                             added in lane order. Deterministic (a fixed order, not the serial
+//                             one), with 8× the invocations and an eighth of each one's dependent
+//                             loads: for small results split many ways.
+
+override WX: u32 = 16u; // invocations along the tile's columns
+override WY: u32 = 16u; // invocations along the tile's rows
+override HM: u32 = 2u; // row groups of 4 per invocation (1 or 2)
+override HN: u32 = 2u; // column groups of 4 per invocation (1 or 2)
+override GK: u32 = 16u; // reduction step, a multiple of 4
+override VA: bool = false; // vec4 global loads of the left operand (A: the tile's rows)
+override VB: bool = false; // vec4 global loads of the right operand (B: the tile's columns)
+override DB: bool = false; // double-buffered workgroup tiles
+override XR: bool = false; // result rows a multiple of GTM
+override XC: bool = false; // result columns a multiple of GTN
+override XK: bool = false; // reduction (per split) a multiple of GK
+
+override GTM: u32 = 4u * HM * WY; // tile rows
+override GTN: u32 = 4u * HN * WX; // tile columns
+override GPA: u32 = HM * WY + 1u; // pitch of Ag in vec4s (GTM/4 + 1)
+override GPB: u32 = HN * WX + 1u; // pitch of Bg in vec4s
+override GNT: u32 = WX * WY; // invocations
+override GNA: u32 = GTM * GK / 4u; // vec4 items of A per step
+override GNB: u32 = GTN * GK / 4u; // vec4 items of B per step
+override GIA: u32 = (GNA + GNT - 1u) / GNT; // items of A per invocation (≤ 8)
+override GIB: u32 = (GNB + GNT - 1u) / GNT; // items of B per invocation (≤ 8)
+override GSA: u32 = GK * GPA; // one stage of Ag
+override GSB: u32 = GK * GPB; // one stage of Bg
+override GSTAGES: u32 = select(1u, 2u, DB);
+
+@group(0) @binding(0) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> dinp4: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> dweight4: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> sums4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> partials4: array<vec4<f32>>;
+// matmul_forward_g:         out4, inp, weight, bias, inp4, weight4
+// matmul_backward_input_g:  dinp4, dout, weight, dout4, weight4
+// matmul_backward_weight_g: dweight4 (or partials), dout, saved_inp, dout4, saved_inp4
+@group(0) @binding(3) var<storage, read> dout4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> inp4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> weight4_bi: array<vec4<f32>>; // weight as vec4s, input gradient
+@group(0) @binding(4) var<storage, read> saved_inp4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> weight4: array<vec4<f32>>; // weight as vec4s, forward
+
+var<workgroup> Ag: array<vec4<f32>, GSTAGES * GSA>; // Ag[stage + k·GPA + q]: rows 4q .. 4q+3 of step k
+var<workgroup> Bg: array<vec4<f32>, GSTAGES * GSB>; // Bg[stage + k·GPB + q]: columns 4q .. 4q+3
+
+/** r, or the last valid index n − 1 when r is past it (unless the dimension is exact). */
+fn clamp_g(r: u32, n: u32, exact: bool) -> u32 {
+  return select(min(r, n - 1u), r, exact);
+}
+
+// Item j of a step into stage `base` of Ag / Bg, by the operand's layout (see above).
+fn put_a(j: u32, v: vec4<f32>, base: u32, kc: bool, v4: bool) {
+  if (kc && v4) { // row r, k 4·kq .. 4·kq+3
+    let kq = j % (GK / 4u);
+    let r = j / (GK / 4u);
+    let b = base + 4u * kq * GPA + r / 4u;
+    for (var c = 0u; c < 4u; c++) { Ag[b + c * GPA][r % 4u] = v[c]; }
+  } else if (kc) { // rows 4q .. 4q+3, k
+    Ag[base + (j % GK) * GPA + j / GK] = v;
+  } else { // k, rows 4q .. 4q+3
+    Ag[base + (j / (GTM / 4u)) * GPA + j % (GTM / 4u)] = v;
+  }
+}
+
+fn put_b(j: u32, v: vec4<f32>, base: u32, kc: bool, v4: bool) {
+  if (kc && v4) {
+    let kq = j % (GK / 4u);
+    let r = j / (GK / 4u);
+    let b = base + 4u * kq * GPB + r / 4u;
+    for (var c = 0u; c < 4u; c++) { Bg[b + c * GPB][r % 4u] = v[c]; }
+  } else if (kc) {
+    Bg[base + (j % GK) * GPB + j / GK] = v;
+  } else {
+    Bg[base + (j / (GTN / 4u)) * GPB + j % (GTN / 4u)] = v;
+  }
+}
+
+fn put_tiles(pa: ptr<function, array<vec4<f32>, 8>>, pb: ptr<function, array<vec4<f32>, 8>>, t: u32, stage: u32,
+             kca: bool, kcb: bool) {
+  for (var u = 0u; u < GIA; u++) {
+    let j = t + u * GNT;
+    if (j < GNA) { put_a(j, (*pa)[u], stage * GSA, kca, VA); }
+  }
+  for (var u = 0u; u < GIB; u++) {
+    let j = t + u * GNT;
+    if (j < GNB) { put_b(j, (*pb)[u], stage * GSB, kcb, VB); }
+  }
+}
+
+// One reduction step from stage `stage`: acc[(4g + r)·HN + h] += Σ_k A[row g,r] · B[columns h].
+fn multiply_g(acc: ptr<function, array<vec4<f32>, 16>>, stage: u32, tx: u32, ty: u32) {
+  let sa = stage * GSA + ty;
+  let sb = stage * GSB + tx;
+  for (var k = 0u; k < GK; k++) {
+    var a: array<vec4<f32>, 2>;
+    var b: array<vec4<f32>, 2>;
+    for (var g = 0u; g < HM; g++) { a[g] = Ag[sa + k * GPA + g * WY]; }
+    for (var h = 0u; h < HN; h++) { b[h] = Bg[sb + k * GPB + h * WX]; }
+    for (var g = 0u; g < HM; g++) {
+      for (var r = 0u; r < 4u; r++) {
+        for (var h = 0u; h < HN; h++) {
+          let i = (4u * g + r) * HN + h;
+          (*acc)[i] = fma(vec4<f32>(a[g][r]), b[h], (*acc)[i]);
+        }
+      }
+    }
+  }
+}
+
+// Loads of one item (see put_a / put_b for what an item is), k0 the step's first reduction index.
+fn fwd_a_g(j: u32, row0: u32, k0: u32) -> vec4<f32> { // inp (M, I): KC
+  if (VA) {
+    let k = k0 + 4u * (j % (GK / 4u));
+    let m = clamp_g(row0 + j / (GK / 4u), M, XR);
+    if (XK || k < I) { return inp4[(INP_OFF + m * LDI + k) / 4u]; }
+    return vec4<f32>(0.0);
+  }
+  let k = k0 + j % GK;
+  let r = row0 + 4u * (j / GK);
+  var v = vec4<f32>(0.0);
+  if (XK || k < I) {
+    for (var c = 0u; c < 4u; c++) { v[c] = inp[INP_OFF + clamp_g(r + c, M, XR) * LDI + k]; }
+  }
+  return v;
+}
+
+fn fwd_b_g(j: u32, col0: u32, k0: u32) -> vec4<f32> { // weight (O, I): KC
+  if (VB) {
+    let k = k0 + 4u * (j % (GK / 4u));
+    let o = clamp_g(col0 + j / (GK / 4u), O, XC);
+    if (XK || k < I) { return weight4[(o * I + k) / 4u]; }
+    return vec4<f32>(0.0);
+  }
+  let k = k0 + j % GK;
+  let r = col0 + 4u * (j / GK);
+  var v = vec4<f32>(0.0);
+  if (XK || k < I) {
+    for (var c = 0u; c < 4u; c++) { v[c] = weight[clamp_g(r + c, O, XC) * I + k]; }
+  }
+  return v;
+}
+
+fn bwi_a_g(j: u32, row0: u32, k0: u32) -> vec4<f32> { // dout (M, O): KC
+  if (VA) {
+    let k = k0 + 4u * (j % (GK / 4u));
+    let m = clamp_g(row0 + j / (GK / 4u), M, XR);
+    if (XK || k < O) { return dout4[(OUT_OFF + m * LDO + k) / 4u]; }
+    return vec4<f32>(0.0);
+  }
+  let k = k0 + j % GK;
+  let r = row0 + 4u * (j / GK);
+  var v = vec4<f32>(0.0);
+  if (XK || k < O) {
+    for (var c = 0u; c < 4u; c++) { v[c] = dout[OUT_OFF + clamp_g(r + c, M, XR) * LDO + k]; }
+  }
+  return v;
+}
+
+fn bwi_b_g(j: u32, col0: u32, k0: u32) -> vec4<f32> { // weight (O, I): RC, k = o
+  let k = k0 + j / (GTN / 4u);
+  let c0 = col0 + 4u * (j % (GTN / 4u));
+  if (!(XK || k < O)) { return vec4<f32>(0.0); }
+  if (VB) { return weight4_bi[(k * I + select(min(c0, I - 4u), c0, XC)) / 4u]; }
+  var v: vec4<f32>;
+  for (var c = 0u; c < 4u; c++) { v[c] = weight[k * I + clamp_g(c0 + c, I, XC)]; }
+  return v;
+}
+
+fn bww_a_g(j: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> { // dout (M, O): RC, k = m
+  let k = k0 + j / (GTM / 4u);
+  let r0 = row0 + 4u * (j % (GTM / 4u));
+  if (!(XK || k < k_end)) { return vec4<f32>(0.0); }
+  if (VA) { return dout4[(OUT_OFF + k * LDO + select(min(r0, O - 4u), r0, XR)) / 4u]; }
+  var v: vec4<f32>;
+  for (var c = 0u; c < 4u; c++) { v[c] = dout[OUT_OFF + k * LDO + clamp_g(r0 + c, O, XR)]; }
+  return v;
+}
+
+fn bww_b_g(j: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> { // saved_inp (M, I): RC, k = m
+  let k = k0 + j / (GTN / 4u);
+  let c0 = col0 + 4u * (j % (GTN / 4u));
+  if (!(XK || k < k_end)) { return vec4<f32>(0.0); }
+  if (VB) { return saved_inp4[(INP_OFF + k * LDI + select(min(c0, I - 4u), c0, XC)) / 4u]; }
+  var v: vec4<f32>;
+  for (var c = 0u; c < 4u; c++) { v[c] = saved_inp[INP_OFF + k * LDI + clamp_g(c0 + c, I, XC)]; }
+  return v;
+}
+
+@compute @workgroup_size(WX, WY)
+fn matmul_forward_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let tx = lid.x;
+  let ty = lid.y;
+  let t = ty * WX + tx;
+  let row0 = wg.y * GTM; // rows m
+  let col0 = wg.x * GTN; // columns o
+  var acc: array<vec4<f32>, 16>;
+  var pa: array<vec4<f32>, 8>;
+  var pb: array<vec4<f32>, 8>;
+  for (var u = 0u; u < GIA; u++) { let j = t + u * GNT; if (j < GNA) { pa[u] = fwd_a_g(j, row0, 0u); } }
+  for (var u = 0u; u < GIB; u++) { let j = t + u * GNT; if (j < GNB) { pb[u] = fwd_b_g(j, col0, 0u); } }
+  put_tiles(&pa, &pb, t, 0u, true, true);
+  workgroupBarrier();
+  var s = 0u;
+  for (var k0 = 0u; k0 < I; k0 += GK) {
+    let kn = k0 + GK;
+    if (kn < I) {
+      for (var u = 0u; u < GIA; u++) { let j = t + u * GNT; if (j < GNA) { pa[u] = fwd_a_g(j, row0, kn); } }
+      for (var u = 0u; u < GIB; u++) { let j = t + u * GNT; if (j < GNB) { pb[u] = fwd_b_g(j, col0, kn); } }
+    }
+    let cur = select(0u, s % 2u, DB);
+    multiply_g(&acc, cur, tx, ty);
+    if (kn < I) {
+      if (!DB) { workgroupBarrier(); }
+      put_tiles(&pa, &pb, t, select(0u, 1u - cur, DB), true, true);
+      workgroupBarrier();
+    }
+    s++;
+  }
+  for (var g = 0u; g < HM; g++) {
+    for (var r = 0u; r < 4u; r++) {
+      let m = row0 + g * 4u * WY + 4u * ty + r;
+      if (!XR && m >= M) { continue; }
+      for (var h = 0u; h < HN; h++) {
+        let o = col0 + h * 4u * WX + 4u * tx;
+        if (!XC && o >= O) { continue; }
+        var v = acc[(4u * g + r) * HN + h];
+        if (HAS_BIAS) { v += vec4<f32>(bias[o], bias[o + 1u], bias[o + 2u], bias[o + 3u]); }
+        let idx = (OUT_OFF + m * LDO + o) / 4u;
+        if (ACCUMULATE) { v += out4[idx]; }
+        out4[idx] = v;
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WX, WY)
+fn matmul_backward_input_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let tx = lid.x;
+  let ty = lid.y;
+  let t = ty * WX + tx;
+  let row0 = wg.y * GTM; // rows m
+  let col0 = wg.x * GTN; // columns i
+  var acc: array<vec4<f32>, 16>;
+  var pa: array<vec4<f32>, 8>;
+  var pb: array<vec4<f32>, 8>;
+  for (var u = 0u; u < GIA; u++) { let j = t + u * GNT; if (j < GNA) { pa[u] = bwi_a_g(j, row0, 0u); } }
+  for (var u = 0u; u < GIB; u++) { let j = t + u * GNT; if (j < GNB) { pb[u] = bwi_b_g(j, col0, 0u); } }
+  put_tiles(&pa, &pb, t, 0u, true, false);
+  workgroupBarrier();
+  var s = 0u;
+  for (var k0 = 0u; k0 < O; k0 += GK) {
+    let kn = k0 + GK;
+    if (kn < O) {
+      for (var u = 0u; u < GIA; u++) { let j = t + u * GNT; if (j < GNA) { pa[u] = bwi_a_g(j, row0, kn); } }
+      for (var u = 0u; u < GIB; u++) { let j = t + u * GNT; if (j < GNB) { pb[u] = bwi_b_g(j, col0, kn); } }
+    }
+    let cur = select(0u, s % 2u, DB);
+    multiply_g(&acc, cur, tx, ty);
+    if (kn < O) {
+      if (!DB) { workgroupBarrier(); }
+      put_tiles(&pa, &pb, t, select(0u, 1u - cur, DB), true, false);
+      workgroupBarrier();
+    }
+    s++;
+  }
+  for (var g = 0u; g < HM; g++) {
+    for (var r = 0u; r < 4u; r++) {
+      let m = row0 + g * 4u * WY + 4u * ty + r;
+      if (!XR && m >= M) { continue; }
+      for (var h = 0u; h < HN; h++) {
+        let i = col0 + h * 4u * WX + 4u * tx;
+        if (!XC && i >= I) { continue; }
+        var v = acc[(4u * g + r) * HN + h];
+        let idx = (INP_OFF + m * LDI + i) / 4u;
+        if (ACCUMULATE) { v += dinp4[idx]; }
+        dinp4[idx] = v;
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WX, WY)
+fn matmul_backward_weight_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let tx = lid.x;
+  let ty = lid.y;
+  let t = ty * WX + tx;
+  let row0 = wg.y * GTM; // rows o
+  let col0 = wg.x * GTN; // columns i
+  let m_begin = wg.z * CHUNK;
+  let m_end = min(M, m_begin + CHUNK);
+  var acc: array<vec4<f32>, 16>;
+  var pa: array<vec4<f32>, 8>;
+  var pb: array<vec4<f32>, 8>;
+  for (var u = 0u; u < GIA; u++) { let j = t + u * GNT; if (j < GNA) { pa[u] = bww_a_g(j, row0, m_begin, m_end); } }
+  for (var u = 0u; u < GIB; u++) { let j = t + u * GNT; if (j < GNB) { pb[u] = bww_b_g(j, col0, m_begin, m_end); } }
+  put_tiles(&pa, &pb, t, 0u, false, false);
+  workgroupBarrier();
+  var s = 0u;
+  for (var k0 = m_begin; k0 < m_end; k0 += GK) {
+    let kn = k0 + GK;
+    if (kn < m_end) {
+      for (var u = 0u; u < GIA; u++) { let j = t + u * GNT; if (j < GNA) { pa[u] = bww_a_g(j, row0, kn, m_end); } }
+      for (var u = 0u; u < GIB; u++) { let j = t + u * GNT; if (j < GNB) { pb[u] = bww_b_g(j, col0, kn, m_end); } }
+    }
+    let cur = select(0u, s % 2u, DB);
+    multiply_g(&acc, cur, tx, ty);
+    if (kn < m_end) {
+      if (!DB) { workgroupBarrier(); }
+      put_tiles(&pa, &pb, t, select(0u, 1u - cur, DB), false, false);
+      workgroupBarrier();
+    }
+    s++;
+  }
+  let base = wg.z * O * I;
+  for (var g = 0u; g < HM; g++) {
+    for (var r = 0u; r < 4u; r++) {
+      let o = row0 + g * 4u * WY + 4u * ty + r;
+      if (!XR && o >= O) { continue; }
+      for (var h = 0u; h < HN; h++) {
+        let i = col0 + h * 4u * WX + 4u * tx;
+        if (!XC && i >= I) { continue; }
+        var v = acc[(4u * g + r) * HN + h];
+        let idx = (base + o * I + i) / 4u;
+        if (ACCUMULATE) { v += dweight4[idx]; }
+        dweight4[idx] = v;
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(256)
+fn sum_partials4(@builtin(global_invocation_id) gid: vec3u) {
+  let n4 = SUM_N / 4u;
+  let n = gid.x;
+  if (n >= n4) { return; }
+  var v = vec4<f32>(0.0);
+  for (var s = 0u; s < SPLITS; s++) { v += partials4[s * n4 + n]; }
+  if (ACCUMULATE) { v += sums4[n]; }
+  sums4[n] = v;
+}
+
+@compute @workgroup_size(32, 8)
+fn sum_partials_lanes(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let n = wg.x * 32u + lid.x;
+  var v = 0.0;
+  if (n < SUM_N) {
+    for (var s = lid.y; s < SPLITS; s += 8u) { v += partials[s * SUM_N + n]; }
+  }
+  red[lid.y * 32u + lid.x] = v;
+  workgroupBarrier();
+  if (lid.y == 0u && n < SUM_N) {
+    var t = red[lid.x];
+    for (var l = 1u; l < 8u; l++) { t += red[l * 32u + lid.x]; }
+    if (ACCUMULATE) { t += sums[n]; }
+    sums[n] = t;
   }
 }

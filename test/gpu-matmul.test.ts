@@ -1,7 +1,8 @@
 /**
  * kernels/matmul.wgsl against the float64 reference (src/reference/linear.ts): forward, the
  * input, weight and bias gradients, on sizes that are not multiples of the 64×64×16 or 128×128×16
- * tiles (both kernels of each matmul), with
+ * tiles (both fixed kernels of each matmul) nor of the parametrised kernel's tiles (every load
+ * path, register block, step, double buffering, exact and ragged edges), with
  * row strides wider than the rows, base offsets (the head's class-token rows), the split
  * reductions over M, and the accumulate variants. Strided operands live in wider buffers filled
  * with noise: the kernels must read only the addressed elements and write nothing else.
@@ -9,8 +10,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
 import {
-  biasBackward, biasBackwardPlan, linearBackward, linearBackwardScratchElements, matmulBackwardInput,
-  matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward, matmulTile, type MatmulTile,
+  MATMUL_TUNED, biasBackward, biasBackwardPlan, linearBackward, linearBackwardScratchElements, matmulBackwardInput,
+  matmulBackwardWeight, matmulBackwardWeightPlan, matmulDefault, matmulForward, matmulKernelFor, matmulTile,
+  matmulVariantName, parseMatmulVariant, tiledWorkgroupBytes, type MatmulOp, type MatmulSum, type MatmulTile, type MatmulTunedEntry,
+  type TiledVariant,
 } from '../src/gpu/ops/matmul.js';
 import { linear_backward, linear_forward } from '../src/reference/linear.js';
 import { Rng } from '../src/rng.js';
@@ -70,6 +73,10 @@ interface Case {
   inpOffset?: number;
   outOffset?: number;
   tile?: MatmulTile;
+  variant?: string;
+  /** Weight gradient: rows per split, and how the partials are summed. */
+  splitRows?: number;
+  sum?: MatmulSum;
 }
 
 const CASES: Case[] = [
@@ -93,7 +100,7 @@ function operands(rng: Rng, c: Case) {
 }
 
 function strideArgs(c: Case) {
-  return { ldi: c.ldi, ldo: c.ldo, inpOffset: c.inpOffset, outOffset: c.outOffset, tile: c.tile };
+  return { ldi: c.ldi, ldo: c.ldo, inpOffset: c.inpOffset, outOffset: c.outOffset, tile: c.tile, variant: c.variant };
 }
 
 async function gpuForward(gpu: Gpu, c: Case, withBias: boolean, accumulate: boolean, seed: number) {
@@ -161,14 +168,15 @@ async function gpuBackwardWeight(gpu: Gpu, c: Case, accumulate: boolean, splits:
   const tDweight = tensorFrom(gpu, dweight, 'dweight');
   const list = matmulBackwardWeight(gpu, {
     dweight: tDweight, dout: tensorFrom(gpu, dout.buf, 'dout'), inp: tensorFrom(gpu, inp.buf, 'inp'),
-    M: c.M, I: c.I, O: c.O, accumulate, splits, ...strideArgs(c),
+    M: c.M, I: c.I, O: c.O, accumulate, splits, splitRows: c.splitRows, sum: c.sum, ...strideArgs(c),
   });
-  const plan = matmulBackwardWeightPlan(c.M, c.I, c.O, splits, c.tile);
+  const plan = matmulBackwardWeightPlan(c.M, c.I, c.O, splits, c.tile ?? c.variant, c.splitRows);
   expect(list.length).toBe(plan.splits > 1 ? 2 : 1);
   await run(gpu, list);
   const ref = accumulate ? Float64Array.from(dweight) : new Float64Array(c.O * c.I);
   linear_backward(null, ref, null, dense(dout), dense(inp), new Float64Array(c.O * c.I), c.M, c.I, c.O);
   expect(relErr(await read(gpu, tDweight), ref), `backward weight ${c.name} splits ${plan.splits}`).toBeLessThan(TOL);
+  return plan;
 }
 
 describe('matmul_backward_weight', () => {
@@ -318,5 +326,179 @@ describe('128×128 tiles', () => {
     linear_backward(rDinp, rDweight, null, dense(dout), dense(inp), weight, c.M, c.I, c.O);
     expectStrided(await read(gpu, t.dinp), dinp, rDinp, 'dinp');
     expect(relErr(await read(gpu, t.dweight), rDweight), 'dweight').toBeLessThan(TOL);
+  });
+});
+
+// The parametrised kernel (matmul.wgsl's *_g entry points): each case names the variant it forces
+// and, in `kernel`, the kernel that must run (vec4 loads narrow to "/v4a" or "/v4b" when only one
+// operand is aligned). Between them the cases take every load path (vec4 and scalar, along the
+// reduction and across it), 4- and 8-wide register blocks, steps of 8, 12 and 16 and the whole
+// reduction in one step, single and double buffering, ragged and exact rows, columns and steps,
+// invocations with no item to load, the strided and sliced operands of the model, accumulation and
+// bias, and, for the weight gradient, one pass, splits by count and by rows, and the three sums.
+// Results are vec4 stores: their columns, stride and offset are multiples of 4 in every case.
+interface TiledCase extends Case {
+  variant: string;
+  kernel: string;
+  accumulate?: boolean;
+  bias?: boolean;
+  splits?: number;
+}
+
+const TILED_FORWARD: TiledCase[] = [
+  { name: 'vec4 loads, ragged, strided with offsets', M: 37, I: 20, O: 28, ldi: 24, ldo: 32, inpOffset: 4, outOffset: 8, variant: '32x16/4x4/k8/v4', kernel: '32x16/4x4/k8/v4', bias: true },
+  { name: 'scalar loads, 8×8 blocks, double-buffered, odd reduction', M: 37, I: 19, O: 28, ldi: 21, inpOffset: 3, variant: '64x32/8x8/k12/db', kernel: '64x32/8x8/k12/db', accumulate: true },
+  { name: 'exact tiles and steps', M: 64, I: 32, O: 32, variant: '32x32/8x4/k16/v4/db', kernel: '32x32/8x4/k16/v4/db', bias: true },
+  { name: 'vec4 asked, the input misaligned', M: 37, I: 20, O: 28, ldi: 21, variant: '32x16/4x8/k8/v4', kernel: '32x16/4x8/k8/v4b' },
+  { name: 'column slice, one step (dt_proj)', M: 37, I: 12, O: 24, ldi: 44, variant: '64x16/4x4/k12/v4', kernel: '64x16/4x4/k12/v4' },
+  { name: 'thin result, idle loaders (x_proj)', M: 70, I: 24, O: 44, variant: '32x48/4x4/k8/v4/db', kernel: '32x48/4x4/k8/v4/db' },
+];
+
+const TILED_INPUT: TiledCase[] = [
+  { name: 'vec4 loads, ragged, strided with offsets', M: 37, I: 20, O: 28, ldi: 24, ldo: 32, inpOffset: 4, outOffset: 8, variant: '32x16/4x4/k8/v4', kernel: '32x16/4x4/k8/v4' },
+  { name: 'scalar loads, 8×8 blocks, double-buffered, odd reduction', M: 37, I: 20, O: 19, ldo: 23, outOffset: 1, variant: '64x32/8x8/k12/db', kernel: '64x32/8x8/k12/db', accumulate: true },
+  { name: 'exact tiles and steps', M: 64, I: 32, O: 48, variant: '32x32/4x8/k16/v4/db', kernel: '32x32/4x8/k16/v4/db' },
+  { name: 'column slice (dt_proj), thin tile', M: 37, I: 12, O: 24, ldi: 44, variant: '128x16/8x4/k16/v4', kernel: '128x16/8x4/k16/v4' },
+  { name: 'vec4 asked, dout misaligned', M: 37, I: 20, O: 19, variant: '32x16/4x4/k8/v4', kernel: '32x16/4x4/k8/v4b' },
+];
+
+const TILED_WEIGHT: TiledCase[] = [
+  { name: 'one pass, vec4 asked, dout misaligned, strided', M: 37, I: 20, O: 23, ldi: 24, ldo: 26, inpOffset: 4, outOffset: 2, variant: '32x16/4x4/k8/v4', kernel: '32x16/4x4/k8/v4b', splits: 1 },
+  { name: 'vec4 loads, 3 splits, vec4 sum, accumulate', M: 300, I: 20, O: 28, ldi: 24, variant: '32x16/4x4/k8/v4', kernel: '32x16/4x4/k8/v4', splits: 3, sum: 'vec4', accumulate: true },
+  { name: 'scalar, 8×8 blocks, double-buffered, splits of 60 rows (exact steps of 12), lanes sum with idle lanes', M: 300, I: 20, O: 23, variant: '64x32/8x8/k12/db', kernel: '64x32/8x8/k12/db', splitRows: 64, sum: 'lanes' },
+  { name: 'exact tiles and steps', M: 256, I: 32, O: 64, variant: '32x32/8x8/k16/v4/db', kernel: '32x32/8x8/k16/v4/db', splitRows: 64 },
+  { name: 'thin rows, default split with a ragged last one (x_proj)', M: 700, I: 40, O: 44, variant: '48x64/4x4/k16/v4', kernel: '48x64/4x4/k16/v4' },
+  { name: 'column slice (dt_proj), thin tile, 19 splits, lanes sum', M: 300, I: 12, O: 24, ldi: 44, variant: '128x16/8x4/k8/v4/db', kernel: '128x16/8x4/k8/v4/db', splitRows: 16, sum: 'lanes', accumulate: true },
+];
+
+/** The kernel a call of `op` with this case's shapes and strides would run (tensors just big enough). */
+function kernelOf(gpu: Gpu, op: MatmulOp, c: Case): string {
+  const t = (n: number) => zerosTensor(gpu, n);
+  const inSide = t((c.inpOffset ?? 0) + (c.M - 1) * (c.ldi ?? c.I) + c.I + 3);
+  const outSide = t((c.outOffset ?? 0) + (c.M - 1) * (c.ldo ?? c.O) + c.O + 2);
+  const weight = t(c.O * c.I);
+  const dims = { M: c.M, I: c.I, O: c.O, ...strideArgs(c) };
+  if (op === 'forward') return matmulKernelFor(gpu, op, { ...dims, out: outSide, inp: inSide, weight, bias: null }).name;
+  if (op === 'backward_input') return matmulKernelFor(gpu, op, { ...dims, dinp: inSide, dout: outSide, weight }).name;
+  return matmulKernelFor(gpu, op, { ...dims, dweight: weight, dout: outSide, inp: inSide }).name;
+}
+
+/** The weight gradient's split count and sum for a case's shapes (default choice unless the case forces one). */
+function weightOf(gpu: Gpu, c: Case): { splits?: number; sum?: string } {
+  const t = (n: number) => zerosTensor(gpu, n);
+  const k = matmulKernelFor(gpu, 'backward_weight', {
+    M: c.M, I: c.I, O: c.O, ...strideArgs(c), splitRows: c.splitRows, sum: c.sum,
+    dweight: t(c.O * c.I), dout: t((c.outOffset ?? 0) + (c.M - 1) * (c.ldo ?? c.O) + c.O), inp: t((c.inpOffset ?? 0) + (c.M - 1) * (c.ldi ?? c.I) + c.I),
+  });
+  return { splits: k.splits, sum: k.sum };
+}
+
+describe('parametrised tiles', () => {
+  it('names and shapes: parse, print, reject', () => {
+    for (const n of ['tile64', 'tile128', '128x64/8x8/k16/v4/db', '48x128/4x8/k32', '256x16/8x4/k8/v4']) {
+      expect(matmulVariantName(parseMatmulVariant(n))).toBe(n);
+    }
+    expect(() => parseMatmulVariant('128x64')).toThrow(/expected a variant/);
+    expect(() => parseMatmulVariant('128x64/8x6/k16')).toThrow(/block columns must be 4 or 8/);
+    expect(() => parseMatmulVariant('100x64/8x8/k16')).toThrow(/multiple of the block/);
+    expect(() => parseMatmulVariant('128x64/8x8/k10')).toThrow(/multiple of 4/);
+    expect(() => parseMatmulVariant('128x128/4x4/k16')).toThrow(/1024 invocations/);
+    expect(() => parseMatmulVariant('64x64/8x8/k64')).toThrow(/vec4s of the rows operand/);
+    const v = parseMatmulVariant('128x64/8x8/k16/db') as TiledVariant;
+    expect(tiledWorkgroupBytes(v)).toBe(16 * 2 * 16 * (33 + 17));
+  });
+
+  it('keeps the size rule as the default while MATMUL_TUNED is empty', () => {
+    expect(Object.keys(MATMUL_TUNED)).toHaveLength(0);
+    expect(matmulDefault('forward', 16640, 192, 768).variant).toEqual({ kernel: 'tile128' });
+    expect(matmulDefault('forward', 16640, 384, 44).variant).toEqual({ kernel: 'tile64' });
+    expect(matmulDefault('backward_input', 16640, 12, 384).variant).toEqual({ kernel: 'tile64' });
+    expect(matmulDefault('backward_weight', 16640, 192, 768).variant).toEqual({ kernel: 'tile128' });
+    expect(matmulBackwardWeightPlan(16640, 384, 44)).toEqual(matmulBackwardWeightPlan(16640, 384, 44, undefined, 64));
+  });
+
+  it.each(TILED_FORWARD)('forward: $name ($variant)', async (c) => {
+    const gpu = await testGpu();
+    expect(kernelOf(gpu, 'forward', c)).toBe(c.kernel);
+    await gpuForward(gpu, c, c.bias ?? false, c.accumulate ?? false, 61);
+  });
+
+  it.each(TILED_INPUT)('input gradient: $name ($variant)', async (c) => {
+    const gpu = await testGpu();
+    expect(kernelOf(gpu, 'backward_input', c)).toBe(c.kernel);
+    await gpuBackwardInput(gpu, c, c.accumulate ?? false, 63);
+  });
+
+  it.each(TILED_WEIGHT)('weight gradient: $name ($variant)', async (c) => {
+    const gpu = await testGpu();
+    expect(kernelOf(gpu, 'backward_weight', c)).toBe(c.kernel);
+    const plan = await gpuBackwardWeight(gpu, c, c.accumulate ?? false, c.splits, 65);
+    if (c.splitRows) expect(plan.chunk).toBeLessThanOrEqual(c.splitRows);
+    if (c.splits === undefined && c.splitRows === undefined) expect(plan.splits).toBeGreaterThan(1);
+  });
+
+  it('the split sums: vec4 gives the serial sum\'s bits, lanes the same bits run after run', async () => {
+    const gpu = await testGpu();
+    const c = { M: 300, I: 20, O: 28 };
+    const rng = new Rng(67);
+    const hDout = randArray(rng, c.M * c.O);
+    const hInp = randArray(rng, c.M * c.I);
+    const dout = tensorFrom(gpu, hDout, 'dout');
+    const inp = tensorFrom(gpu, hInp, 'inp');
+    const init = randArray(rng, c.O * c.I);
+    const results: Float64Array[] = [];
+    for (const sum of ['serial', 'vec4', 'lanes', 'lanes'] as const) {
+      const dweight = tensorFrom(gpu, init, 'dweight');
+      const list = matmulBackwardWeight(gpu, { dweight, dout, inp, ...c, accumulate: true, splits: 19, sum, variant: '32x16/4x4/k8/v4' });
+      expect(list).toHaveLength(2);
+      expect(list[1].workgroups[0]).toBe(Math.ceil((c.O * c.I) / { serial: 256, vec4: 1024, lanes: 32 }[sum]));
+      await run(gpu, list);
+      results.push(await read(gpu, dweight));
+    }
+    const ref = Float64Array.from(init);
+    linear_backward(null, ref, null, hDout, hInp, new Float64Array(c.O * c.I), c.M, c.I, c.O);
+    expect(Array.from(results[1])).toEqual(Array.from(results[0]));
+    expect(Array.from(results[3])).toEqual(Array.from(results[2]));
+    expect(relErr(results[2], ref)).toBeLessThan(TOL);
+  });
+
+  it('MATMUL_TUNED entries become the default, and fall back to the size rule where they cannot run', async () => {
+    const gpu = await testGpu();
+    const tuned = MATMUL_TUNED as Record<string, MatmulTunedEntry>;
+    tuned['forward:20x28'] = '32x16/4x4/k8/v4';
+    tuned['backward_weight:20x23'] = { variant: '32x16/4x4/k8/v4/db', splitRows: 64, sum: 'lanes' };
+    try {
+      const fwd: Case = { name: 'tuned forward', M: 37, I: 20, O: 28 };
+      expect(kernelOf(gpu, 'forward', fwd)).toBe('32x16/4x4/k8/v4');
+      await gpuForward(gpu, fwd, true, false, 71);
+      // a result row stride that is not a multiple of 4: the tuned kernel cannot store it
+      const odd: Case = { ...fwd, name: 'tuned forward, odd stride', ldo: 29 };
+      expect(kernelOf(gpu, 'forward', odd)).toBe('tile64');
+      await gpuForward(gpu, odd, false, false, 72);
+      // the weight gradient: the tuned split (ceil(300 / 64) = 5 splits) and sum
+      const w: Case = { name: 'tuned weight', M: 300, I: 20, O: 23, ldi: 24 };
+      const plan = matmulBackwardWeightPlan(w.M, w.I, w.O);
+      expect(plan.splits).toBe(5);
+      expect(plan.scratchElements).toBeGreaterThanOrEqual(matmulBackwardWeightPlan(w.M, w.I, w.O, undefined, 64).scratchElements);
+      expect(kernelOf(gpu, 'backward_weight', w)).toBe('32x16/4x4/k8/v4b/db'); // dout (O = 23) is loaded as f32s
+      expect(weightOf(gpu, w)).toEqual({ splits: 5, sum: 'lanes' });
+      await gpuBackwardWeight(gpu, w, true, undefined, 73);
+    } finally {
+      delete tuned['forward:20x28'];
+      delete tuned['backward_weight:20x23'];
+    }
+  });
+
+  it('refuses what the kernel cannot do, naming the reason', async () => {
+    const gpu = await testGpu();
+    const t = zerosTensor(gpu, 4000);
+    const base = { out: t, inp: t, weight: t, bias: null, M: 37, I: 20 };
+    expect(() => matmulForward(gpu, { ...base, O: 23, variant: '32x16/4x4/k8' })).toThrow(/multiples of 4/);
+    expect(() => matmulForward(gpu, { ...base, O: 28, variant: '128x128/8x8/k64/db' })).toThrow(/workgroup memory/);
+    expect(() => matmulForward(gpu, { ...base, O: 28, tile: 64, variant: 'tile64' })).toThrow(/tile or variant/);
+    expect(() => matmulForward(gpu, { ...base, O: 28, variant: 'tile96' })).toThrow(/expected a variant/);
+    expect(() => matmulBackwardWeight(gpu, { dweight: t, dout: t, inp: t, M: 37, I: 20, O: 28, splits: 2, splitRows: 16 })).toThrow(/splits or splitRows/);
+    expect(() => matmulBackwardWeight(gpu, { dweight: t, dout: t, inp: t, M: 37, I: 19, O: 23, splits: 2, sum: 'vec4' })).toThrow(/multiple of 4/);
+    expect(() => matmulBackwardWeight(gpu, { dweight: t, dout: t, inp: t, M: 37, I: 20, O: 28, splits: 2, sum: 'tree' as MatmulSum })).toThrow(/sum must be/);
   });
 });

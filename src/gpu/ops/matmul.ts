@@ -21,16 +21,20 @@
  * addressed, so the other columns/rows of a wider tensor are left as they are.
  *
  * The reductions over M (dweight, dbias) are deterministic: with `splits` > 1 each split writes
- * its own partial result to a scratch tensor and a second pass (`sum_partials`) adds them in
- * split order; with one split the first pass writes the result directly. No atomics.
+ * its own partial result to a scratch tensor and a second pass adds them in a fixed order (split
+ * order, or for dweight, with `sum: 'lanes'`, eight interleaved lanes then the lanes in order); with
+ * one split the first pass writes the result directly. No atomics.
  * `matmulBackwardWeightPlan` / `biasBackwardPlan` give the default split count and the scratch
  * size; pass `scratch` (shared between layers is fine: dispatches run in order) or let the
  * wrapper allocate one when the dispatch is built (never per step).
  *
- * Tiles: each matmul has two kernels, 64×64 result tiles (4×4 register blocks, 16×16 invocations)
- * and 128×128 result tiles (8×8 register blocks, 16×16 invocations, vec4 workgroup-memory reads).
- * The wrapper picks the 128×128 kernel when the result is large enough to fill a big GPU with
- * it and wide enough not to waste much of a tile (`matmulTile`); `tile` forces one.
+ * Kernels: each matmul has three. 'tile64' (64×64 result tiles, 4×4 register blocks, 16×16
+ * invocations), 'tile128' (128×128 tiles, 8×8 blocks, vec4 workgroup-memory reads), and 'tiled', a
+ * parametrised kernel whose result tile, register block, reduction step, vec4 global loads and
+ * double-buffered workgroup tiles are chosen per problem (`TiledVariant`; written as strings like
+ * "128x64/8x8/k16/v4/db"). Which one runs by default is decided in one place, `matmulDefault`
+ * (the `MATMUL_TUNED` table, then the size rule `matmulTile`); `variant` (or the older `tile`)
+ * forces one. scripts/bench/matmul.mjs times every variant of every matmul of a training step.
  *
  * Costs: each Dispatch carries `flops` and `bytes`, the minimum that dispatch must compute and
  * move (f32 = 4 bytes; an accumulate reads its output once more).
@@ -54,6 +58,152 @@ const LARGE_TARGET_WORKGROUPS = 264;
 const BIAS_COLS = 64;
 /** Workgroups the reductions over M aim for (a big GPU holds a few per SM; ≥ 4 × 132 on an H200). */
 const TARGET_WORKGROUPS = 512;
+/** Invocations the split reduction of dweight aims for with the parametrised kernel (2 × 256 per SM of an H200). */
+const TILED_TARGET_INVOCATIONS = 264 * 256;
+/** The parametrised kernel's limits: invocations per workgroup, vec4 items each loads per step, the step. */
+const TILED_MAX_INVOCATIONS = 256;
+const TILED_MAX_ITEMS = 8;
+const TILED_MAX_K = 64;
+
+/** Which matmul of a linear layer. */
+export type MatmulOp = 'forward' | 'backward_input' | 'backward_weight';
+
+/**
+ * The parametrised kernel (matmul.wgsl's *_g entry points): a `rows` × `cols` result tile per
+ * workgroup of (rows/blockRows) × (cols/blockCols) invocations, each a blockRows × blockCols
+ * register block; the reduction in steps of `k`. `vec4`: vec4 global loads of each operand whose
+ * contiguous dimension, row stride and offset are multiples of 4 (scalar loads for the others).
+ * `doubleBuffer`: two stages of workgroup tiles, one barrier per step. Results are always stored
+ * as vec4s, so the result's columns, row stride and offset must be multiples of 4.
+ */
+export interface TiledVariant {
+  kernel: 'tiled';
+  rows: number;
+  cols: number;
+  blockRows: 4 | 8;
+  blockCols: 4 | 8;
+  k: number;
+  vec4: boolean;
+  doubleBuffer: boolean;
+}
+
+/** A matmul kernel: the fixed 64×64 or 128×128 one, or the parametrised one. */
+export type MatmulVariant = { kernel: 'tile64' } | { kernel: 'tile128' } | TiledVariant;
+
+/**
+ * How the weight gradient's split partials are added up (all deterministic, in a fixed order):
+ * 'serial', one invocation per element adding the splits in order (sum_partials); 'vec4', the same
+ * with four elements per invocation, so the same bits (sum_partials4; O·I a multiple of 4);
+ * 'lanes', eight invocations per element, each adding every eighth split, then the eight lane sums
+ * in order (sum_partials_lanes): more parallel for small results split many ways.
+ */
+export type MatmulSum = 'serial' | 'vec4' | 'lanes';
+
+/** What runs a matmul problem by default (matmulDefault) or when asked for (the ops' options). */
+export interface MatmulChoice {
+  variant: MatmulVariant;
+  /** Weight gradient: rows of M per split (the count follows from M); default: the plan's rule. */
+  splitRows?: number;
+  /** Weight gradient: how the split partials are added up; default 'serial'. */
+  sum?: MatmulSum;
+}
+
+/** An entry of MATMUL_TUNED: a variant's name, or a name with the weight gradient's split and sum. */
+export type MatmulTunedEntry = string | { variant: string; splitRows?: number; sum?: MatmulSum };
+
+/**
+ * Measured choices, per problem: `${op}:${I}x${O}` (the layer's input and output features) → a
+ * variant name (see parseMatmulVariant), or for the weight gradient
+ * `{ variant, splitRows, sum }`. The one table to edit after
+ * measuring with scripts/bench/matmul.mjs (which prints entries in this form); a problem not
+ * listed, or whose entry cannot run a call (alignment, the adapter's limits), gets the size rule
+ * of matmulTile. vim-tiny's problems: in_proj 192x768, x_proj 384x44, dt_proj 12x384 (strided
+ * input), out_proj 384x192, patch embedding 48x192, head 192x10.
+ */
+export const MATMUL_TUNED: Readonly<Record<string, MatmulTunedEntry>> = {};
+
+/** The default kernel (and, for the weight gradient, split and sum) of a matmul problem. */
+export function matmulDefault(op: MatmulOp, M: number, I: number, O: number): MatmulChoice {
+  const tuned = MATMUL_TUNED[`${op}:${I}x${O}`];
+  if (typeof tuned === 'string') return { variant: parseMatmulVariant(tuned) };
+  if (tuned !== undefined) return { ...tuned, variant: parseMatmulVariant(tuned.variant) };
+  return { variant: fixedVariant(ruleTile(op, M, I, O)) };
+}
+
+/** The size rule (before tuning): 64 or 128 tiles by the result's size. */
+function ruleTile(op: MatmulOp, M: number, I: number, O: number): MatmulTile {
+  if (op === 'forward') return matmulTile(M, O);
+  if (op === 'backward_input') return matmulTile(M, I);
+  return matmulTile(O, I, M);
+}
+
+function fixedVariant(tile: MatmulTile): MatmulVariant {
+  return { kernel: tile === 128 ? 'tile128' : 'tile64' };
+}
+
+// ---- variants: names and checks --------------------------------------------------------------------
+
+/** "tile64", "tile128", or the parametrised kernel as "ROWSxCOLS/BRxBC/kK[/v4][/db]". */
+export function matmulVariantName(v: MatmulVariant): string {
+  if (v.kernel !== 'tiled') return v.kernel;
+  return `${v.rows}x${v.cols}/${v.blockRows}x${v.blockCols}/k${v.k}${v.vec4 ? '/v4' : ''}${v.doubleBuffer ? '/db' : ''}`;
+}
+
+/** The inverse of matmulVariantName; throws on anything else, saying what is accepted. */
+export function parseMatmulVariant(name: string): MatmulVariant {
+  if (name === 'tile64' || name === 'tile128') return { kernel: name };
+  const m = /^(\d+)x(\d+)\/(\d+)x(\d+)\/k(\d+)((?:\/(?:v4|db))*)$/.exec(name);
+  if (!m) {
+    throw new Error(`matmul: expected a variant "tile64", "tile128" or "ROWSxCOLS/BRxBC/kK[/v4][/db]" (e.g. "128x64/8x8/k16/v4") but received "${name}"`);
+  }
+  const flags = m[6].split('/').filter(Boolean);
+  const v: TiledVariant = {
+    kernel: 'tiled', rows: +m[1], cols: +m[2], blockRows: +m[3] as 4 | 8, blockCols: +m[4] as 4 | 8, k: +m[5],
+    vec4: flags.includes('v4'), doubleBuffer: flags.includes('db'),
+  };
+  checkTiled(v);
+  return v;
+}
+
+/** The shape rules of a TiledVariant (the adapter's limits are checked when a dispatch is built). */
+function checkTiled(v: TiledVariant): void {
+  const name = matmulVariantName(v);
+  const bad = (what: string) => new Error(`matmul: variant ${name}: ${what}`);
+  if (v.blockRows !== 4 && v.blockRows !== 8) throw bad(`block rows must be 4 or 8, got ${v.blockRows}`);
+  if (v.blockCols !== 4 && v.blockCols !== 8) throw bad(`block columns must be 4 or 8, got ${v.blockCols}`);
+  for (const [what, n, b] of [['rows', v.rows, v.blockRows], ['columns', v.cols, v.blockCols]] as const) {
+    if (!Number.isInteger(n) || n < b || n % b !== 0) throw bad(`tile ${what} must be a positive multiple of the block's ${b}, got ${n}`);
+  }
+  if (!Number.isInteger(v.k) || v.k < 4 || v.k > TILED_MAX_K || v.k % 4 !== 0) {
+    throw bad(`the reduction step k must be a multiple of 4 from 4 to ${TILED_MAX_K}, got ${v.k}`);
+  }
+  const threads = tiledThreads(v);
+  if (threads > TILED_MAX_INVOCATIONS) throw bad(`${threads} invocations per workgroup, at most ${TILED_MAX_INVOCATIONS}`);
+  for (const [what, n] of [['rows', v.rows], ['columns', v.cols]] as const) {
+    const items = Math.ceil((n * v.k) / 4 / threads);
+    if (items > TILED_MAX_ITEMS) {
+      throw bad(`each invocation would load ${items} vec4s of the ${what} operand per step, at most ${TILED_MAX_ITEMS}: use a smaller k`);
+    }
+  }
+}
+
+function tiledThreads(v: TiledVariant): number {
+  return (v.rows / v.blockRows) * (v.cols / v.blockCols);
+}
+
+/** Bytes of workgroup memory a TiledVariant uses. */
+export function tiledWorkgroupBytes(v: TiledVariant): number {
+  return 16 * (v.doubleBuffer ? 2 : 1) * v.k * (v.rows / 4 + 1 + v.cols / 4 + 1);
+}
+
+function toVariant(v: MatmulVariant | string): MatmulVariant {
+  if (typeof v === 'string') return parseMatmulVariant(v);
+  if (v.kernel === 'tiled') checkTiled(v);
+  else if (v.kernel !== 'tile64' && v.kernel !== 'tile128') {
+    throw new Error(`matmul: variant kernel must be "tile64", "tile128" or "tiled", got "${(v as { kernel: string }).kernel}"`);
+  }
+  return v;
+}
 
 interface Strides {
   /** Row stride of inp / dinp in elements (≥ I); default I. */
@@ -64,8 +214,10 @@ interface Strides {
   inpOffset?: number;
   /** First element of out / dout inside its tensor; default 0. */
   outOffset?: number;
-  /** Result tile (64 or 128); default chosen by the problem's size (`matmulTile`). */
+  /** Result tile of the fixed kernels (64 or 128); default from matmulDefault. Not with `variant`. */
   tile?: MatmulTile;
+  /** The kernel (a MatmulVariant or its name, e.g. "128x64/8x8/k16/v4"); default from matmulDefault. */
+  variant?: MatmulVariant | string;
 }
 
 export interface MatmulForwardArgs extends Strides {
@@ -102,6 +254,10 @@ export interface MatmulBackwardWeightArgs extends Strides {
   accumulate?: boolean;
   /** Parts the reduction over M is split into; default from matmulBackwardWeightPlan. */
   splits?: number;
+  /** Rows of M per split instead of `splits` (the count follows from M). */
+  splitRows?: number;
+  /** How the split partials are added up (MatmulSum); default from matmulDefault ('serial'). */
+  sum?: MatmulSum;
   /** Scratch of ≥ plan.scratchElements f32 when splits > 1; allocated here once if omitted. */
   scratch?: GpuTensor;
 }
@@ -164,19 +320,54 @@ function planSplits(M: number, perSplitElements: number, splits: number, rowAlig
 }
 
 /**
- * The split of dweight's reduction over M: enough workgroups to fill a big GPU
- * (⌈O/64⌉·⌈I/64⌉ tiles × splits ≈ 512), but at least 256 rows per split so the partials
- * (splits·O·I written and read back) stay small next to the M·(O+I) inputs.
+ * The split of dweight's reduction over M. Fixed kernels: enough workgroups to fill a big GPU
+ * (⌈O/64⌉·⌈I/64⌉ tiles × splits ≈ 512, or ≈ 264 with 128 tiles), but at least 256 rows per split
+ * so the partials (splits·O·I written and read back) stay small next to the M·(O+I) inputs.
+ * The parametrised kernel: about 264·256 invocations, the partials at most a quarter of the
+ * inputs' size, and at least 2 steps per split. `tile` is the kernel (a fixed tile edge, a variant
+ * or its name); without it, the default choice, whose scratch size also covers the fixed kernel
+ * that replaces it where it cannot run. `splitRows` asks for rows per split instead of a count.
  */
-export function matmulBackwardWeightPlan(M: number, I: number, O: number, splits?: number, tile?: MatmulTile): SplitPlan {
+export function matmulBackwardWeightPlan(
+  M: number, I: number, O: number, splits?: number, tile?: MatmulTile | MatmulVariant | string, splitRows?: number,
+): SplitPlan {
   checkDims({ M, I, O });
-  const edge = tile ?? matmulTile(O, I, M);
-  checkTile(edge);
-  const tiles = ceilDiv(O, edge) * ceilDiv(I, edge);
-  const target = edge === 128 ? LARGE_TARGET_WORKGROUPS : TARGET_WORKGROUPS;
-  const s = splits ?? Math.max(1, Math.min(ceilDiv(target, tiles), Math.floor(M / 256)));
+  if (splits !== undefined && splitRows !== undefined) throw new Error('matmul: give splits or splitRows, not both');
+  if (splitRows !== undefined) {
+    checkPositiveInt('splitRows', splitRows);
+    splits = ceilDiv(M, splitRows);
+  }
+  if (tile === undefined) {
+    const choice = matmulDefault('backward_weight', M, I, O);
+    const plan = weightPlan(M, I, O, splits ?? splitsFromRows(M, choice.splitRows), choice.variant);
+    if (choice.variant.kernel !== 'tiled') return plan;
+    // Where the tuned variant cannot run a call, the size rule's kernel runs it: size scratch for both.
+    const fallback = weightPlan(M, I, O, splits, fixedVariant(ruleTile('backward_weight', M, I, O)));
+    return { ...plan, scratchElements: Math.max(plan.scratchElements, fallback.scratchElements) };
+  }
+  const v = typeof tile === 'number' ? (checkTile(tile), fixedVariant(tile)) : toVariant(tile);
+  return weightPlan(M, I, O, splits, v);
+}
+
+function splitsFromRows(M: number, splitRows: number | undefined): number | undefined {
+  return splitRows === undefined ? undefined : ceilDiv(M, splitRows);
+}
+
+function weightPlan(M: number, I: number, O: number, splits: number | undefined, v: MatmulVariant): SplitPlan {
+  if (v.kernel !== 'tiled') {
+    const edge = v.kernel === 'tile128' ? 128 : 64;
+    const tiles = ceilDiv(O, edge) * ceilDiv(I, edge);
+    const target = edge === 128 ? LARGE_TARGET_WORKGROUPS : TARGET_WORKGROUPS;
+    const s = splits ?? Math.max(1, Math.min(ceilDiv(target, tiles), Math.floor(M / 256)));
+    checkPositiveInt('splits', s);
+    return planSplits(M, O * I, Math.min(s, M), MATMUL_TILE.k);
+  }
+  const tiles = ceilDiv(O, v.rows) * ceilDiv(I, v.cols);
+  const target = ceilDiv(TILED_TARGET_INVOCATIONS, tiledThreads(v));
+  const s = splits ?? Math.max(1, Math.min(
+    ceilDiv(target, tiles), Math.floor((M * (O + I)) / (4 * O * I)), Math.floor(M / (2 * v.k))));
   checkPositiveInt('splits', s);
-  return planSplits(M, O * I, Math.min(s, M), MATMUL_TILE.k);
+  return planSplits(M, O * I, Math.min(s, M), v.k);
 }
 
 /** The split of dbias's column sums over M (at least 64 rows per split). */
@@ -189,14 +380,169 @@ export function biasBackwardPlan(M: number, O: number, splits?: number): SplitPl
 }
 
 /** Scratch elements for linearBackward with default splits (dweight's and dbias's partials reuse it). */
-export function linearBackwardScratchElements(M: number, I: number, O: number, hasBias: boolean, tile?: MatmulTile): number {
+export function linearBackwardScratchElements(
+  M: number, I: number, O: number, hasBias: boolean, tile?: MatmulTile | MatmulVariant | string,
+): number {
   const w = matmulBackwardWeightPlan(M, I, O, undefined, tile).scratchElements;
   return hasBias ? Math.max(w, biasBackwardPlan(M, O).scratchElements) : w;
 }
 
+// ---- kernel choice ----------------------------------------------------------------------------------
+
+/** A (rows, cols) matrix at element `off` with row stride `ld` inside tensor `t`. */
+interface View {
+  t: GpuTensor;
+  off: number;
+  rows: number;
+  ld: number;
+  cols: number;
+}
+
+/** Whether a view can be read or written as vec4s: aligned, and inside the tensor's whole vec4s. */
+function vec4View(v: View): boolean {
+  return v.cols % 4 === 0 && v.ld % 4 === 0 && v.off % 4 === 0 &&
+    v.off + (v.rows - 1) * v.ld + v.cols <= Math.floor(numel(v.t) / 4) * 4;
+}
+
+/** The operands of a matmul as the kernels see them: A (tile rows × k), B (tile columns × k), the result. */
+interface Problem {
+  op: MatmulOp;
+  M: number;
+  I: number;
+  O: number;
+  a: View;
+  b: View;
+  result: View;
+}
+
+/** A resolved kernel: what runs, with the constants that depend on the kernel. */
+interface Kernel {
+  variant: MatmulVariant;
+  /** vec4 loads of A / B actually used (the parametrised kernel). */
+  vecA: boolean;
+  vecB: boolean;
+  /** Why the default's tuned variant was not used, when it was not. */
+  fallback?: string;
+}
+
+/** Why the parametrised kernel `v` cannot run problem `p` on this adapter, or null when it can. */
+function tiledUnfit(gpu: Gpu, v: TiledVariant, p: Problem): string | null {
+  const threads = tiledThreads(v);
+  const lim = gpu.limits;
+  if (threads > lim.maxComputeInvocationsPerWorkgroup) return `${threads} invocations exceed the adapter's ${lim.maxComputeInvocationsPerWorkgroup}`;
+  const bytes = tiledWorkgroupBytes(v);
+  if (bytes > lim.maxComputeWorkgroupStorageSize) {
+    return `${bytes} bytes of workgroup memory exceed the adapter's ${lim.maxComputeWorkgroupStorageSize}`;
+  }
+  if (!vec4View(p.result)) return 'the result is stored as vec4s: its columns, row stride and offset must be multiples of 4';
+  if (numel(p.a.t) < 4 || numel(p.b.t) < 4) return 'operands of fewer than 4 elements';
+  return null;
+}
+
+function resolveKernel(gpu: Gpu, p: Problem, a: Strides): Kernel {
+  if (a.tile !== undefined && a.variant !== undefined) throw new Error('matmul: give tile or variant, not both');
+  let v: MatmulVariant;
+  let fallback: string | undefined;
+  if (a.tile !== undefined) {
+    checkTile(a.tile);
+    v = fixedVariant(a.tile);
+  } else if (a.variant !== undefined) {
+    v = toVariant(a.variant);
+    if (v.kernel === 'tiled') {
+      const why = tiledUnfit(gpu, v, p);
+      if (why) throw new Error(`matmul: variant ${matmulVariantName(v)} cannot run ${p.op} M=${p.M} I=${p.I} O=${p.O}: ${why}`);
+    }
+  } else {
+    v = matmulDefault(p.op, p.M, p.I, p.O).variant;
+    const why = v.kernel === 'tiled' ? tiledUnfit(gpu, v, p) : null;
+    if (why) {
+      fallback = `${matmulVariantName(v)}: ${why}`;
+      v = fixedVariant(ruleTile(p.op, p.M, p.I, p.O));
+    }
+  }
+  const vec = v.kernel === 'tiled' && v.vec4;
+  return { variant: v, vecA: vec && vec4View(p.a), vecB: vec && vec4View(p.b), fallback };
+}
+
+/** The name of the kernel actually used, with "/v4" narrowed to "/v4a" or "/v4b" when only one operand is aligned. */
+function kernelName(k: Kernel): string {
+  const n = matmulVariantName(k.variant);
+  if (k.variant.kernel !== 'tiled' || !k.variant.vec4 || (k.vecA && k.vecB)) return n;
+  return n.replace('/v4', k.vecA ? '/v4a' : k.vecB ? '/v4b' : '/v4-');
+}
+
+/**
+ * Which kernel a call would run and why: its name (as matmulVariantName, with "/v4a", "/v4b" or
+ * "/v4-" when only one or neither operand could be loaded as vec4s), for the weight gradient the
+ * split count and how the partials are summed ('none' with one split), and, when the default's
+ * tuned variant could not run the call, the reason. Builds nothing. For the bench harness and tests.
+ */
+export function matmulKernelFor(
+  gpu: Gpu, op: MatmulOp,
+  a: (MatmulForwardArgs | MatmulBackwardInputArgs | MatmulBackwardWeightArgs),
+): { name: string; fallback?: string; splits?: number; sum?: MatmulSum | 'none' } {
+  if (op === 'backward_weight') {
+    const w = weightSetup(gpu, a as MatmulBackwardWeightArgs);
+    return { name: kernelName(w.k), fallback: w.k.fallback, splits: w.plan.splits, sum: w.plan.splits > 1 ? w.sum : 'none' };
+  }
+  const k = resolveKernel(gpu, problemOf(op, a), a);
+  return { name: kernelName(k), fallback: k.fallback };
+}
+
+function problemOf(op: MatmulOp, a: MatmulForwardArgs | MatmulBackwardInputArgs | MatmulBackwardWeightArgs): Problem {
+  const { M, I, O } = a;
+  const s = strides(a, M, I, O);
+  if (op === 'forward') {
+    const f = a as MatmulForwardArgs;
+    return {
+      op, M, I, O,
+      a: { t: f.inp, off: s.inpOffset, rows: M, ld: s.ldi, cols: I },
+      b: { t: f.weight, off: 0, rows: O, ld: I, cols: I },
+      result: { t: f.out, off: s.outOffset, rows: M, ld: s.ldo, cols: O },
+    };
+  }
+  if (op === 'backward_input') {
+    const b = a as MatmulBackwardInputArgs;
+    return {
+      op, M, I, O,
+      a: { t: b.dout, off: s.outOffset, rows: M, ld: s.ldo, cols: O },
+      b: { t: b.weight, off: 0, rows: O, ld: I, cols: I },
+      result: { t: b.dinp, off: s.inpOffset, rows: M, ld: s.ldi, cols: I },
+    };
+  }
+  const w = a as MatmulBackwardWeightArgs;
+  return {
+    op, M, I, O,
+    a: { t: w.dout, off: s.outOffset, rows: M, ld: s.ldo, cols: O },
+    b: { t: w.inp, off: s.inpOffset, rows: M, ld: s.ldi, cols: I },
+    result: { t: w.dweight, off: 0, rows: O, ld: I, cols: I },
+  };
+}
+
+/** Override constants of the parametrised kernel for result rows × cols and reduction length K. */
+function tiledConstants(k: Kernel, rows: number, cols: number, exactK: boolean): Record<string, number> {
+  const v = k.variant as TiledVariant;
+  return {
+    WX: v.cols / v.blockCols, WY: v.rows / v.blockRows, HM: v.blockRows / 4, HN: v.blockCols / 4, GK: v.k,
+    VA: k.vecA ? 1 : 0, VB: k.vecB ? 1 : 0, DB: v.doubleBuffer ? 1 : 0,
+    XR: rows % v.rows === 0 ? 1 : 0, XC: cols % v.cols === 0 ? 1 : 0, XK: exactK ? 1 : 0,
+  };
+}
+
+/** The tile (rows × columns of the result per workgroup) of a resolved kernel. */
+function tileOf(v: MatmulVariant): { rows: number; cols: number } {
+  if (v.kernel === 'tiled') return { rows: v.rows, cols: v.cols };
+  const e = v.kernel === 'tile128' ? 128 : 64;
+  return { rows: e, cols: e };
+}
+
+function entryOf(base: string, v: MatmulVariant): string {
+  return v.kernel === 'tiled' ? `${base}_g` : v.kernel === 'tile128' ? `${base}_128` : base;
+}
+
 // ---- dispatches -----------------------------------------------------------------------------------
 
-/** out (M, O) (+)= inp (M, I) · weight (O, I)ᵀ (+ bias). One dispatch, grid (⌈O/T⌉, ⌈M/T⌉), T the tile. */
+/** out (M, O) (+)= inp (M, I) · weight (O, I)ᵀ (+ bias). One dispatch, grid (⌈O/Tc⌉, ⌈M/Tr⌉), Tr × Tc the tile. */
 export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
   const { M, I, O } = a;
   const s = strides(a, M, I, O);
@@ -205,14 +551,20 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
   checkTensor('weight', a.weight, 0, O, I, I);
   if (a.bias) checkTensor('bias', a.bias, 0, 1, O, O);
   const acc = a.accumulate ?? false;
-  const tile = a.tile ?? matmulTile(M, O);
-  checkTile(tile);
+  const k = resolveKernel(gpu, problemOf('forward', a), a);
+  const tile = tileOf(k.variant);
+  const tiled = k.variant.kernel === 'tiled';
+  // Without a bias the binding still needs a read-only tensor; the kernel never reads it.
+  const bindings = [a.out, a.inp, a.weight, a.bias ?? a.weight];
+  if (tiled) bindings.push(a.inp, a.weight); // the vec4 views (bindings 4, 5)
   return makeDispatch(
-    gpu, FILE, tile === 128 ? 'matmul_forward_128' : 'matmul_forward',
-    { M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset, HAS_BIAS: a.bias ? 1 : 0, ACCUMULATE: acc ? 1 : 0 },
-    // Without a bias the binding still needs a read-only tensor; the kernel never reads it.
-    [a.out, a.inp, a.weight, a.bias ?? a.weight],
-    [ceilDiv(O, tile), ceilDiv(M, tile)],
+    gpu, FILE, entryOf('matmul_forward', k.variant),
+    {
+      M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset, HAS_BIAS: a.bias ? 1 : 0, ACCUMULATE: acc ? 1 : 0,
+      ...(tiled ? tiledConstants(k, M, O, I % (k.variant as TiledVariant).k === 0) : {}),
+    },
+    bindings,
+    [ceilDiv(O, tile.cols), ceilDiv(M, tile.rows)],
     {
       label: 'matmul_forward',
       flops: 2 * M * I * O + (a.bias ? M * O : 0) + (acc ? M * O : 0),
@@ -221,7 +573,7 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
   );
 }
 
-/** dinp (M, I) (+)= dout (M, O) · weight (O, I). One dispatch, grid (⌈I/T⌉, ⌈M/T⌉), T the tile. */
+/** dinp (M, I) (+)= dout (M, O) · weight (O, I). One dispatch, grid (⌈I/Tc⌉, ⌈M/Tr⌉), Tr × Tc the tile. */
 export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispatch {
   const { M, I, O } = a;
   const s = strides(a, M, I, O);
@@ -229,13 +581,19 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
   checkTensor('dout', a.dout, s.outOffset, M, s.ldo, O);
   checkTensor('weight', a.weight, 0, O, I, I);
   const acc = a.accumulate ?? false;
-  const tile = a.tile ?? matmulTile(M, I);
-  checkTile(tile);
+  const k = resolveKernel(gpu, problemOf('backward_input', a), a);
+  const tile = tileOf(k.variant);
+  const tiled = k.variant.kernel === 'tiled';
+  const bindings = [a.dinp, a.dout, a.weight];
+  if (tiled) bindings.push(a.dout, a.weight); // the vec4 views (bindings 3, 4)
   return makeDispatch(
-    gpu, FILE, tile === 128 ? 'matmul_backward_input_128' : 'matmul_backward_input',
-    { M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset, ACCUMULATE: acc ? 1 : 0 },
-    [a.dinp, a.dout, a.weight],
-    [ceilDiv(I, tile), ceilDiv(M, tile)],
+    gpu, FILE, entryOf('matmul_backward_input', k.variant),
+    {
+      M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset, ACCUMULATE: acc ? 1 : 0,
+      ...(tiled ? tiledConstants(k, M, I, O % (k.variant as TiledVariant).k === 0) : {}),
+    },
+    bindings,
+    [ceilDiv(I, tile.cols), ceilDiv(M, tile.rows)],
     {
       label: 'matmul_backward_input',
       flops: 2 * M * I * O + (acc ? M * I : 0),
@@ -246,8 +604,8 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
 
 /**
  * dweight (O, I) (+)= dout (M, O)ᵀ · inp (M, I). With one split: one dispatch, grid
- * (⌈I/T⌉, ⌈O/T⌉), T the tile. With S splits: partials (S, O, I) into scratch, grid
- * (⌈I/T⌉, ⌈O/T⌉, S), then sum_partials over O·I elements.
+ * (⌈I/Tc⌉, ⌈O/Tr⌉), Tr × Tc the tile. With S splits: partials (S, O, I) into scratch, grid
+ * (⌈I/Tc⌉, ⌈O/Tr⌉, S), then a sum of the partials over O·I elements (`sum`: MatmulSum).
  */
 export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dispatch[] {
   const { M, I, O } = a;
@@ -255,30 +613,51 @@ export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dis
   checkTensor('dweight', a.dweight, 0, O, I, I);
   checkTensor('dout', a.dout, s.outOffset, M, s.ldo, O);
   checkTensor('inp', a.inp, s.inpOffset, M, s.ldi, I);
-  const tile = a.tile ?? matmulTile(O, I, M);
-  checkTile(tile);
-  const plan = matmulBackwardWeightPlan(M, I, O, a.splits, tile);
+  const { k, plan, sum } = weightSetup(gpu, a);
   const acc = a.accumulate ?? false;
-  const entry = tile === 128 ? 'matmul_backward_weight_128' : 'matmul_backward_weight';
+  const tile = tileOf(k.variant);
+  const tiled = k.variant.kernel === 'tiled';
   const label = { label: 'matmul_backward_weight' };
-  const grid: [number, number, number] = [ceilDiv(I, tile), ceilDiv(O, tile), plan.splits];
+  const grid: [number, number, number] = [ceilDiv(I, tile.cols), ceilDiv(O, tile.rows), plan.splits];
   const constants = {
     M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset,
     SPLITS: plan.splits, CHUNK: plan.chunk,
+    ...(tiled ? tiledConstants(k, O, I, plan.chunk % (k.variant as TiledVariant).k === 0 && M % (k.variant as TiledVariant).k === 0) : {}),
   };
+  const entry = entryOf('matmul_backward_weight', k.variant);
+  const extra = tiled ? [a.dout, a.inp] : []; // the vec4 views (bindings 3, 4)
   const inputBytes = 4 * (M * O + M * I);
   if (plan.splits === 1) {
     return [makeDispatch(gpu, FILE, entry, { ...constants, ACCUMULATE: acc ? 1 : 0 },
-      [a.dweight, a.dout, a.inp], grid,
+      [a.dweight, a.dout, a.inp, ...extra], grid,
       { ...label, flops: 2 * M * I * O + (acc ? O * I : 0), bytes: inputBytes + 4 * O * I * (acc ? 2 : 1) })];
   }
   const scratch = scratchFor(gpu, 'matmul_backward_weight', a.scratch, plan.scratchElements);
   return [
     makeDispatch(gpu, FILE, entry, { ...constants, ACCUMULATE: 0 },
-      [scratch, a.dout, a.inp], grid,
+      [scratch, a.dout, a.inp, ...extra], grid,
       { ...label, flops: 2 * M * I * O, bytes: inputBytes + 4 * plan.scratchElements }),
-    sumPartials(gpu, 'matmul_backward_weight_sum', a.dweight, scratch, O * I, plan.splits, acc),
+    sumPartials(gpu, 'matmul_backward_weight_sum', a.dweight, scratch, O * I, plan.splits, acc, sum),
   ];
+}
+
+/** The weight gradient's kernel, split and sum: asked for, else the default's (unless it fell back). */
+function weightSetup(gpu: Gpu, a: MatmulBackwardWeightArgs): { k: Kernel; plan: SplitPlan; sum: MatmulSum } {
+  const { M, I, O } = a;
+  if (a.splits !== undefined && a.splitRows !== undefined) throw new Error('matmul: give splits or splitRows, not both');
+  const k = resolveKernel(gpu, problemOf('backward_weight', a), a);
+  const forced = a.tile !== undefined || a.variant !== undefined;
+  const choice = forced ? undefined : matmulDefault('backward_weight', M, I, O);
+  const tunedUsed = choice !== undefined && k.fallback === undefined; // the table's split and sum apply
+  const splitRows = a.splitRows ?? (tunedUsed ? choice.splitRows : undefined);
+  if (splitRows !== undefined) checkPositiveInt('splitRows', splitRows);
+  const plan = weightPlan(M, I, O, a.splits ?? splitsFromRows(M, splitRows), k.variant);
+  const sum = a.sum ?? (tunedUsed ? choice.sum : undefined) ?? 'serial';
+  if (sum !== 'serial' && sum !== 'vec4' && sum !== 'lanes') {
+    throw new Error(`matmul: sum must be "serial", "vec4" or "lanes", got "${String(sum)}"`);
+  }
+  if (sum === 'vec4' && (O * I) % 4 !== 0) throw new Error(`matmul: sum "vec4" needs O·I a multiple of 4, got ${O}·${I}`);
+  return { k, plan, sum };
 }
 
 /**
@@ -307,18 +686,19 @@ export function biasBackward(gpu: Gpu, a: BiasBackwardArgs): Dispatch[] {
     makeDispatch(gpu, FILE, 'bias_backward', { ...constants, ACCUMULATE: 0 },
       [scratch, a.dout], grid,
       { flops: M * O, bytes: 4 * (M * O + plan.scratchElements) }),
-    sumPartials(gpu, 'bias_backward_sum', a.dbias, scratch, O, plan.splits, acc),
+    sumPartials(gpu, 'bias_backward_sum', a.dbias, scratch, O, plan.splits, acc, 'serial'),
   ];
 }
 
 /**
  * The whole backward of a linear layer, as `linear_backward`: dweight, then dbias (when given),
  * then dinp (when given). One scratch serves both split reductions (they run one after another).
+ * `tile` / `variant`, when given, apply to both matmuls.
  */
 export function linearBackward(gpu: Gpu, a: LinearBackwardArgs): Dispatch[] {
   const acc = typeof a.accumulate === 'object' ? a.accumulate : { dinp: a.accumulate, dweight: a.accumulate, dbias: a.accumulate };
-  const strideArgs: Strides = { ldi: a.ldi, ldo: a.ldo, inpOffset: a.inpOffset, outOffset: a.outOffset, tile: a.tile };
-  const need = linearBackwardScratchElements(a.M, a.I, a.O, a.dbias !== null, a.tile);
+  const strideArgs: Strides = { ldi: a.ldi, ldo: a.ldo, inpOffset: a.inpOffset, outOffset: a.outOffset, tile: a.tile, variant: a.variant };
+  const need = linearBackwardScratchElements(a.M, a.I, a.O, a.dbias !== null, a.tile ?? a.variant);
   const scratch = need > 0 ? scratchFor(gpu, 'linear_backward', a.scratch, need) : undefined;
   const list = matmulBackwardWeight(gpu, {
     ...strideArgs, dweight: a.dweight, dout: a.dout, inp: a.inp, M: a.M, I: a.I, O: a.O, accumulate: acc.dweight, scratch,
@@ -338,9 +718,18 @@ export function linearBackward(gpu: Gpu, a: LinearBackwardArgs): Dispatch[] {
 
 // ---- helpers --------------------------------------------------------------------------------------
 
-function sumPartials(gpu: Gpu, label: string, sums: GpuTensor, partials: GpuTensor, n: number, splits: number, acc: boolean): Dispatch {
-  return makeDispatch(gpu, FILE, 'sum_partials', { SUM_N: n, SPLITS: splits, ACCUMULATE: acc ? 1 : 0 },
-    [sums, partials], [ceilDiv(n, 256)],
+const SUM_ENTRY: Record<MatmulSum, { entry: string; perWorkgroup: number }> = {
+  serial: { entry: 'sum_partials', perWorkgroup: 256 },
+  vec4: { entry: 'sum_partials4', perWorkgroup: 1024 },
+  lanes: { entry: 'sum_partials_lanes', perWorkgroup: 32 },
+};
+
+function sumPartials(
+  gpu: Gpu, label: string, sums: GpuTensor, partials: GpuTensor, n: number, splits: number, acc: boolean, sum: MatmulSum,
+): Dispatch {
+  const e = SUM_ENTRY[sum];
+  return makeDispatch(gpu, FILE, e.entry, { SUM_N: n, SPLITS: splits, ACCUMULATE: acc ? 1 : 0 },
+    [sums, partials], [ceilDiv(n, e.perWorkgroup)],
     { label, flops: (splits - 1) * n + (acc ? n : 0), bytes: 4 * (splits * n + n * (acc ? 2 : 1)) });
 }
 
@@ -352,7 +741,7 @@ function scratchFor(gpu: Gpu, op: string, given: GpuTensor | undefined, elements
   return given;
 }
 
-function strides(a: Strides, M: number, I: number, O: number): Required<Omit<Strides, 'tile'>> {
+function strides(a: Strides, M: number, I: number, O: number): Required<Omit<Strides, 'tile' | 'variant'>> {
   checkDims({ M, I, O });
   const s = { ldi: a.ldi ?? I, ldo: a.ldo ?? O, inpOffset: a.inpOffset ?? 0, outOffset: a.outOffset ?? 0 };
   checkStride('ldi', s.ldi, I);
