@@ -21,6 +21,7 @@ import { resolveConfig } from '../src/model/config.js';
 import { initParams } from '../src/model/init.js';
 import { VimGpu } from '../src/model/vim-gpu.js';
 import { loadCifar10Split } from '../src/data/cifar10.js';
+import { loadCheckpoint } from '../src/model/checkpoint.js';
 import { Rng } from '../src/rng.js';
 import { defaultRecipe } from '../src/train/recipe.js';
 import { Trainer, type EvalSet } from '../src/train/trainer.js';
@@ -229,5 +230,23 @@ describe('a run with a held-out validation set (a tiny config)', () => {
     // A resumed run keeps its held-out images.
     await expect(Trainer.create({ gpu, cfg, recipe: { ...recipe, holdout: 8 }, dir, train: all, test, resume: true }))
       .rejects.toThrow(/holds out 16 training images \(--holdout 16\), not 8: a resumed run keeps its held-out images/);
+  });
+
+  it('chooses best.safetensors on the validation images, not the test images', async () => {
+    const gpu = await testGpu();
+    const dir = join(tmp, 'run-best');
+    const recipe = {
+      ...defaultRecipe('cpu'), model: 'tiny-test', epochs: 4, batchSize: 8, warmupEpochs: 0, lr: 1e-2, subset: 0, holdout: 16, testSubset: 16,
+      augment: { crop: false, padding: 4, flip: false, mixupAlpha: 0, cutmixAlpha: 0 },
+    };
+    const t = await Trainer.create({ gpu, cfg, recipe, dir, train: all, test, resume: false });
+    const out = await t.run();
+    t.destroy();
+    const m = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as EpochRecord);
+    let byVal = m[0];
+    for (const r of m) if ((r.val_acc as number) > (byVal.val_acc as number)) byVal = r;
+    expect(out.best).toEqual({ epoch: byVal.epoch, test_acc: byVal.test_acc });
+    const best = loadCheckpoint(join(dir, 'best.safetensors'));
+    expect((best.meta.metrics as EpochRecord).epoch).toBe(byVal.epoch);
   });
 });

@@ -57,7 +57,8 @@ const spec: CommandSpec = {
     'A run leaves in its folder: config.json and recipe.json, metrics.jsonl (one line per epoch),',
     'steps.jsonl (one line per step), last.safetensors and best.safetensors (the evaluated weights, the',
     'EMA when there is one), state.safetensors (everything --resume needs), curves.png and confusion.png.',
-    'With --holdout, metrics.jsonl has val_loss, val_acc, val_top5 and val_images next to the test figures.',
+    'With --holdout, metrics.jsonl has val_loss, val_acc, val_top5 and val_images next to the test figures,',
+    'and best.safetensors is the epoch best on those validation images (without, the epoch best on the test set).',
     'Ctrl-C finishes the current step, saves the state and prints the command that resumes the run.',
   ].join('\n'),
 };
@@ -213,7 +214,11 @@ async function main(p: Parsed): Promise<void> {
     progress.stopBar();
     trainer.destroy();
   }
-  let best = outcome.best ? `best test accuracy ${pct(outcome.best.test_acc)} (epoch ${outcome.best.epoch})` : 'not evaluated yet';
+  let best = !outcome.best
+    ? 'not evaluated yet'
+    : recipe.holdout > 0
+      ? `best.safetensors is epoch ${outcome.best.epoch}, chosen on the validation images (its test accuracy ${pct(outcome.best.test_acc)})`
+      : `best test accuracy ${pct(outcome.best.test_acc)} (epoch ${outcome.best.epoch})`;
   const val = outcome.val;
   if (val?.last && val.best) {
     best += `; validation accuracy on ${describeHoldout(recipe.holdout)} ${pct(val.last.val_acc)} (epoch ${val.last.epoch}), ` +

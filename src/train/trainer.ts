@@ -397,7 +397,15 @@ export class Trainer {
         time: new Date().toISOString(),
       };
       this.metrics.push(record);
-      const improved = result !== null && (this.best === null || result.top1 > this.best.test_acc);
+      // best.safetensors: the best epoch on the validation images when there are any (so that
+      // the test set chooses nothing), else on the test images.
+      let improved: boolean;
+      if (this.val) {
+        const bestVal = this.best ? this.metrics.find((m) => m.epoch === this.best!.epoch)?.val_acc ?? null : null;
+        improved = result !== null && valResult !== null && (typeof bestVal !== 'number' || valResult.top1 > bestVal);
+      } else {
+        improved = result !== null && (this.best === null || result.top1 > this.best.test_acc);
+      }
       if (improved) this.best = { epoch, test_acc: result!.top1 };
       const evaluated = this.model.ema ? await this.model.getEma() : await this.model.getParams();
       const meta = { recipe: r, metrics: record, best: this.best, weights, ...this.s.info };
