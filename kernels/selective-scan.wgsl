@@ -340,7 +340,7 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
         pz[j] = g_xz[(b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec];
       }
       for (var j = 0u; j < KB; j++) {
-        if (jb + j >= tn) { break; } // uniform (tn is the workgroup's), so the barriers below are too
+        if (jb + j < tn) { // uniform (tn is the workgroup's), so the barriers below are too
         let tt = tn - 1u - (jb + j);
         let t = t0 + tt;
         let rowT = (b * L + t) * E + ec;
@@ -386,7 +386,7 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
         } else {
           for (var i = 0u; i < 2u * NV; i++) { s_red[lid * redRow + i] = vec4<f32>(0.0); }
         }
-        if ((DIAG & 1u) != 0u) { continue; }
+        if ((DIAG & 1u) == 0u) {
         workgroupBarrier();
         // [gB_t | gC_t] column c summed over the WG channels, in channel order.
         for (var c = lid; c < Q; c += WG) {
@@ -399,6 +399,8 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
           g_part_bc[((b * NWG + wid.x) * L + t) * Q + c] = s;
         }
         workgroupBarrier();
+        }
+        }
       }
     }
   }

@@ -238,30 +238,35 @@ async function checkBothDirections(seed: number, B: number, L: number, E: number
   await compareGrads(gpu, tB, refB, initB, bwd);
 }
 
-describe('selective scan forward', () => {
-  const small = makeCase(1, 3, 7, 13, 5, 3);
-  const wide = makeCase(2, 3, 7, 37, 5, 3);
-  const model = makeCase(3, 2, 65, 40, 16, 12);
-  for (const reverse of [false, true]) {
-    const dir = reverse ? 'reverse' : 'forward';
-    it(`B=3 L=7 E=13 N=5, one partial workgroup per sample (${dir})`, () => checkForward(small, reverse));
-    it(`B=3 L=7 E=37 N=5, three workgroups of 16, chunks of 3 tokens (${dir})`,
-      () => checkForward(wide, reverse, { workgroupSize: 16, chunk: 3 }));
-    it(`B=2 L=65 E=40 N=16, two workgroups of 32 (${dir})`, () => checkForward(model, reverse, { workgroupSize: 32 }));
-  }
-});
+for (const registers of ['arrays', 'named'] as const) {
+  const r = { registers };
+  const how = registers === 'arrays' ? 'state vectors in arrays' : 'state vectors as named variables';
 
-describe('selective scan backward', () => {
-  const small = makeCase(4, 3, 7, 13, 5, 3);
-  it('B=3 L=7 E=13 N=5, one partial workgroup, segments 3+3+1, inputs loaded 2 tokens at a time (forward)',
-    () => checkBackward(small, false, false, { tokenBlock: 2 }));
-  it('B=3 L=7 E=13 N=5, one partial workgroup, segments 3+3+1 (reverse)', () => checkBackward(small, true, false));
-  it('B=3 L=7 E=37 N=5, three workgroups of 16: both directions, dz accumulating into one dxz',
-    () => checkBothDirections(5, 3, 7, 37, 5, 3, { workgroupSize: 16 }));
-  it('B=2 L=65 E=40 N=16 R=12, two workgroups of 32, 22 segments (reverse, accumulate)',
-    () => checkBackward(makeCase(8, 2, 65, 40, 16, 12), true, true, { workgroupSize: 32 }));
-  it('one-token segments with workgroups narrower than 2N; one segment (no checkpoints), accumulating', async () => {
-    await checkBackward(small, true, false, { segment: 1, workgroupSize: 4 });
-    await checkBackward(small, false, true, { segment: 7, workgroupSize: 8 });
+  describe(`selective scan forward (${how})`, () => {
+    const small = makeCase(1, 3, 7, 13, 5, 3);
+    const wide = makeCase(2, 3, 7, 37, 5, 3);
+    const model = makeCase(3, 2, 65, 40, 16, 12);
+    for (const reverse of [false, true]) {
+      const dir = reverse ? 'reverse' : 'forward';
+      it(`B=3 L=7 E=13 N=5, one partial workgroup per sample (${dir})`, () => checkForward(small, reverse, r));
+      it(`B=3 L=7 E=37 N=5, three workgroups of 16, chunks of 3 tokens (${dir})`,
+        () => checkForward(wide, reverse, { ...r, workgroupSize: 16, chunk: 3 }));
+      it(`B=2 L=65 E=40 N=16, two workgroups of 32 (${dir})`, () => checkForward(model, reverse, { ...r, workgroupSize: 32 }));
+    }
   });
-});
+
+  describe(`selective scan backward (${how})`, () => {
+    const small = makeCase(4, 3, 7, 13, 5, 3);
+    it('B=3 L=7 E=13 N=5, one partial workgroup, segments 3+3+1, inputs loaded 2 tokens at a time (forward)',
+      () => checkBackward(small, false, false, { ...r, tokenBlock: 2 }));
+    it('B=3 L=7 E=13 N=5, one partial workgroup, segments 3+3+1 (reverse)', () => checkBackward(small, true, false, r));
+    it('B=3 L=7 E=37 N=5, three workgroups of 16: both directions, dz accumulating into one dxz',
+      () => checkBothDirections(5, 3, 7, 37, 5, 3, { ...r, workgroupSize: 16 }));
+    it('B=2 L=65 E=40 N=16 R=12, two workgroups of 32, 22 segments, 8-token load blocks (reverse, accumulate)',
+      () => checkBackward(makeCase(8, 2, 65, 40, 16, 12), true, true, { ...r, workgroupSize: 32, tokenBlock: 8 }));
+    it('one-token segments with workgroups narrower than 2N; one segment (no checkpoints), accumulating', async () => {
+      await checkBackward(small, true, false, { ...r, segment: 1, workgroupSize: 4 });
+      await checkBackward(small, false, true, { ...r, segment: 7, workgroupSize: 8 });
+    });
+  });
+}

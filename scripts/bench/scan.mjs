@@ -36,6 +36,11 @@ const rounds = values.quick ? 2 : Number(values.rounds);
 // name → { fwd: tuning of the forward, bwd: tuning of the backward, exact: results are real }
 const ALL = {
   default: { fwd: {}, bwd: {}, exact: true },
+  named: { fwd: { registers: 'named' }, bwd: { registers: 'named' }, exact: true },
+  'named-KB4': { fwd: { registers: 'named' }, bwd: { registers: 'named', tokenBlock: 4 }, exact: true },
+  'named-KB2': { fwd: { registers: 'named' }, bwd: { registers: 'named', tokenBlock: 2 }, exact: true },
+  'named-WG32': { fwd: { registers: 'named' }, bwd: { registers: 'named', workgroupSize: 32 }, exact: true },
+  'named-walk-alone': { fwd: { registers: 'named' }, bwd: { registers: 'named', diag: 7 }, exact: false },
   'KB2': { fwd: {}, bwd: { tokenBlock: 2 }, exact: true },
   'S4': { fwd: {}, bwd: { segment: 4 }, exact: true },
   'S4-KB4': { fwd: {}, bwd: { segment: 4, tokenBlock: 4 }, exact: true },
@@ -53,7 +58,7 @@ const ALL = {
   'KB1': { fwd: { chunk: 8 }, bwd: { tokenBlock: 1 }, exact: true },
   'KB4': { fwd: { chunk: 32 }, bwd: { tokenBlock: 4 }, exact: true },
 };
-const names = values.variants ? values.variants.split(',') : values.quick ? ['default', 'no-reduce'] : Object.keys(ALL);
+const names = values.variants ? values.variants.split(',') : values.quick ? ['default', 'named'] : Object.keys(ALL);
 for (const n of names) if (!ALL[n]) throw new Error(`unknown variant ${n}; known: ${Object.keys(ALL).join(', ')}`);
 
 const gpu = await acquireGpu();

@@ -56,6 +56,19 @@ export interface ScanTuning {
    * whose results are then wrong: 1 the per-token channel reduction, 2 pass 1, 4 the recomputation.
    */
   diag?: number;
+  /**
+   * How the kernels hold their per-invocation state vectors: 'arrays' (default) as written, or
+   * 'named', through registerize() (loops unrolled, arrays as named variables).
+   */
+  registers?: 'arrays' | 'named';
+}
+
+/** registerize() sizes for a kernel of this file, or undefined for the source as written. */
+function scanRegisters(N: number, t: ScanTuning, kb = 1): Record<string, number> | undefined {
+  if ((t.registers ?? 'arrays') === 'arrays') return undefined;
+  if (t.registers !== 'named') throw new Error(`selective scan: registers must be 'arrays' or 'named'; received ${String(t.registers)}`);
+  const NV = Math.ceil(N / 4);
+  return { NV, KB: kb, NVMAX_ARRAY: NV, KBMAX_ARRAY: kb };
 }
 
 /** The backward's geometry: channels per workgroup, segment length, segments, workgroups per sample. */
@@ -221,6 +234,7 @@ export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
       bytes: 4 * (4 * n + 2 * B * L * N + E * (N + 2)),
       // per state and token: exp, multiply, 2 FMA (h), FMA (y); per token the softplus and gate
       flops: n * (6 * N + 30),
+      registers: scanRegisters(N, a),
     });
 }
 
@@ -326,6 +340,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
       bytes: 4 * ((7 + accOuts) * n + 2 * B * L * N + E * (N + 2)),
       // three forward steps (pass 1, recomputation, walk) and the backward step per state and token
       flops: n * N * 30 + n * 60,
+      registers: scanRegisters(N, a, kb),
     });
   const nbc = B * L * Q;
   const reduceBC = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_bc',
