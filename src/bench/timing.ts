@@ -130,10 +130,11 @@ export async function benchTiming(gpu: Gpu, cfg: VimConfig, batch: number, opts:
   const targets = new Float32Array(batch * cfg.C);
   for (let b = 0; b < batch; b++) targets[b * cfg.C + rng.int(cfg.C)] = 1;
   const params = initParams(cfg, 1);
-  const hyper = { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
+  // the step train-vim's GPU recipe runs: AdamW, clipping at norm 1, an EMA of the weights
+  const hyper = { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05, maxGradNorm: 1, emaDecay: 0.9995 };
 
   log(`building ${cfg.name} for training at batch ${batch}`);
-  const model = await VimGpu.create(gpu, cfg, { batch, training: true });
+  const model = await VimGpu.create(gpu, cfg, { batch, training: true, ema: true });
   model.setParams(params);
   model.setBatch(images, batch, targets);
   const trainList = [...model.forwardList, ...model.lossList, ...model.backwardList, ...model.optimizerList];
