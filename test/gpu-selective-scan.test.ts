@@ -262,8 +262,8 @@ for (const registers of ['arrays', 'named'] as const) {
     it('B=3 L=7 E=13 N=5, one partial workgroup, segments 3+3+1 (reverse)', () => checkBackward(small, true, false, r));
     it('B=3 L=7 E=37 N=5, three workgroups of 16: both directions, dz accumulating into one dxz',
       () => checkBothDirections(5, 3, 7, 37, 5, 3, { ...r, workgroupSize: 16 }));
-    it('B=2 L=65 E=40 N=16 R=12, two workgroups of 32, 22 segments, 8-token load blocks (reverse, accumulate)',
-      () => checkBackward(makeCase(8, 2, 65, 40, 16, 12), true, true, { ...r, workgroupSize: 32, tokenBlock: 8 }));
+    it('B=2 L=65 E=40 N=16 R=12, two workgroups of 32, 22 segments (reverse, accumulate)',
+      () => checkBackward(makeCase(8, 2, 65, 40, 16, 12), true, true, { ...r, workgroupSize: 32 }));
     it('one-token segments with workgroups narrower than 2N; one segment (no checkpoints), accumulating', async () => {
       await checkBackward(small, true, false, { ...r, segment: 1, workgroupSize: 4 });
       await checkBackward(small, false, true, { ...r, segment: 7, workgroupSize: 8 });
