@@ -81,6 +81,22 @@ describe('eval-vim and predict-vim on ONNX', () => {
     }
   });
 
+  it('eval-vim --flip (test-time flip) agrees between WebGPU and onnxruntime, and says so', async () => {
+    const gpu = await cli('eval-vim', ['--checkpoint', CKPT, '--limit', '16', '--flip', '--json']);
+    expect(gpu.errors, gpu.stderr).toEqual([]);
+    const onnx = await cli('eval-vim', ['--onnx', ONNX, '--limit', '16', '--flip', '--json']);
+    expect(onnx.errors, onnx.stderr).toEqual([]);
+    const plain = await cli('eval-vim', ['--onnx', ONNX, '--limit', '16', '--json']);
+    const [g, o, p] = [gpu, onnx, plain].map((r) => JSON.parse(r.stdout) as EvalJson & { flip: boolean });
+    expect([g.flip, o.flip, p.flip]).toEqual([true, true, false]);
+    expect(o.confusion).toEqual(g.confusion);
+    expect(Math.abs(o.loss - g.loss)).toBeLessThan(1e-5);
+    expect(Math.abs(o.loss - p.loss)).toBeGreaterThan(1e-6); // the mirrors change the logits
+    const text = await cli('eval-vim', ['--onnx', ONNX, '--limit', '8', '--flip']);
+    expect(text.stdout).toContain('test-time flip: each image and its mirror, logits averaged');
+    expect(text.stdout).toMatch(/evaluated 8 test images and their mirrors in/);
+  });
+
   it('eval-vim --onnx prints the same report as with a checkpoint', async () => {
     const r = await cli('eval-vim', ['--onnx', ONNX, '--limit', '32']);
     expect(r.errors, r.stderr).toEqual([]);

@@ -19,7 +19,7 @@ import {
   checkResumeOptions, defaultRecipe, describeRecipe, parseAugmentList, scaledLr, storedRecipe, validateRecipe, type Recipe,
 } from '../src/train/recipe.js';
 import { CIFAR10_TRAIN_IMAGES, holdoutSplit } from '../src/train/holdout.js';
-import { imageRange } from '../src/train/evaluate.js';
+import { imageRange, meanLogits, mirrorImages } from '../src/train/evaluate.js';
 import { joinNegativeValues } from '../src/cli/common.js';
 import type { CommandSpec } from '../src/cli/common.js';
 import { chwToHwc, loadImageAsInput, saveChwImage } from '../src/io/images.js';
@@ -346,5 +346,25 @@ describe('images for prediction', () => {
     await expect(loadImageAsInput(join(dir, 'notes.txt'))).rejects.toThrow(/notes\.txt: not an image/);
     await expect(loadImageAsInput(join(dir, 'missing.png'))).rejects.toThrow(/missing\.png: no such file/);
     await expect(loadImageAsInput(dir)).rejects.toThrow(VimError);
+  });
+});
+
+describe('test-time flip', () => {
+  it('mirrors every plane of every image left–right and averages logits', () => {
+    const S = 5;
+    const n = 2;
+    const images = Uint8Array.from({ length: n * 3 * S * S }, (_, i) => (i * 7) % 251);
+    const m = mirrorImages(images, n, S);
+    for (let i = 0; i < n; i++) {
+      for (let c = 0; c < 3; c++) {
+        for (let y = 0; y < S; y++) {
+          for (let x = 0; x < S; x++) {
+            expect(m[((i * 3 + c) * S + y) * S + x]).toBe(images[((i * 3 + c) * S + y) * S + (S - 1 - x)]);
+          }
+        }
+      }
+    }
+    expect(mirrorImages(m, n, S)).toEqual(images);
+    expect([...meanLogits([1, -2, 3, 9], [3, 2, 0, 9], 3)]).toEqual([2, 0, 1.5]);
   });
 });

@@ -32,6 +32,7 @@ const spec: CommandSpec = {
     'data-dir': { type: 'string', arg: 'DIR', help: 'where CIFAR-10 is, or is fetched to (default: $VIM_DATA_DIR, else datasets/)' },
     'batch-size': { type: 'string', arg: 'N', help: `images per forward pass (default: 256 on a GPU, 32 on a CPU adapter, ${ONNX_DEFAULT_BATCH} through onnxruntime)` },
     limit: { type: 'string', arg: 'N', help: 'evaluate only the first N test images (default: all 10,000)' },
+    flip: { type: 'boolean', help: 'test-time flip: classify each image and its left–right mirror and average the two logits (twice the work)' },
     plot: { type: 'string', arg: 'FILE', help: 'also draw the confusion matrix as a PNG into FILE' },
     json: { type: 'boolean', help: 'print the results as one JSON object (and nothing else) on stdout' },
   },
@@ -43,6 +44,7 @@ async function main(p: Parsed): Promise<void> {
   const modelOpt = stringOpt(p, 'model');
   const expected = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
   const limit = numberOpt(p, 'limit', { integer: true, min: 1 });
+  const flip = boolOpt(p, 'flip');
   const batchOpt = numberOpt(p, 'batch-size', { integer: true, min: 1 });
   const json = boolOpt(p, 'json');
   const plot = stringOpt(p, 'plot');
@@ -95,6 +97,7 @@ async function main(p: Parsed): Promise<void> {
       }
     }
   }
+  if (flip) header.push('test-time flip: each image and its mirror, logits averaged');
   header.forEach(say);
 
   const total = Math.min(limit ?? test.n, test.n);
@@ -110,8 +113,8 @@ async function main(p: Parsed): Promise<void> {
   let result: ClassificationResult;
   try {
     result = onnx !== undefined
-      ? await evaluateOnnx(onnx, test, B, { limit, onProgress })
-      : (await evaluate(gpuModel!, test, { limit, onProgress }))!;
+      ? await evaluateOnnx(onnx, test, B, { limit, onProgress, flip })
+      : (await evaluate(gpuModel!, test, { limit, onProgress, flip }))!;
   } finally {
     bar?.stop();
     gpuModel?.destroy();
@@ -125,13 +128,14 @@ async function main(p: Parsed): Promise<void> {
   if (json) {
     console.log(JSON.stringify({
       ...(source.onnx !== undefined ? { onnx: source.onnx } : { checkpoint: source.checkpoint }),
-      engine: onnx !== undefined ? 'onnxruntime' : 'webgpu', model: cfg.name, images: result.n, top1: result.top1, top5: result.top5, loss: result.loss,
+      engine: onnx !== undefined ? 'onnxruntime' : 'webgpu', model: cfg.name, images: result.n, flip, top1: result.top1, top5: result.top5, loss: result.loss,
       per_class: Object.fromEntries(names.map((n, i) => [n, result.perClass[i]])), class_names: names,
       confusion: result.confusion, seconds, ...(plot !== undefined ? { plot } : {}),
     }));
     return;
   }
-  say(`evaluated ${result.n.toLocaleString('en-US')} test images in ${seconds.toFixed(1)} s (${(result.n / seconds).toFixed(1)} images/s, batch ${B})`);
+  say(`evaluated ${result.n.toLocaleString('en-US')} test images${flip ? ' and their mirrors' : ''} in ${seconds.toFixed(1)} s ` +
+    `(${(result.n / seconds).toFixed(1)} images/s, batch ${B})`);
   say('');
   say(`top-1 accuracy  ${pct(result.top1)}`);
   say(`top-5 accuracy  ${pct(result.top5)}`);

@@ -9,7 +9,7 @@ import { VimError } from '../errors.js';
 import { sameArchitecture, type VimConfig } from '../model/config.js';
 import { describeConfig } from '../model/checkpoint.js';
 import type { ParamSet } from '../model/params.js';
-import { firstImages, type EvaluateOptions, type LabelledImages } from '../train/evaluate.js';
+import { firstImages, meanLogits, mirrorImages, type EvaluateOptions, type LabelledImages } from '../train/evaluate.js';
 import { ClassificationTally, type ClassificationResult } from '../train/metrics.js';
 import { buildVimOnnx } from './export.js';
 import { OnnxVim, type OnnxVimOptions } from './runtime.js';
@@ -96,7 +96,9 @@ export async function evaluateOnnx(
   const tally = new ClassificationTally(C);
   for (let start = 0; start < set.n; start += batch) {
     const n = Math.min(batch, set.n - start);
-    const logits = await model.run(set.images.subarray(start * per, (start + n) * per), n); // (n, C)
+    const images = set.images.subarray(start * per, (start + n) * per);
+    let logits: ArrayLike<number> = await model.run(images, n); // (n, C)
+    if (opts.flip) logits = meanLogits(logits, await model.run(mirrorImages(images, n, imgSize), n), n * C);
     tally.add(logits, set.labels.subarray(start, start + n), n);
     opts.onProgress?.(start + n, set.n);
   }

@@ -4,6 +4,7 @@
  */
 import { VimError } from '../errors.js';
 import type { VimGpu } from '../model/vim-gpu.js';
+import { cropFlip } from './augment.js';
 import { ClassificationTally, type ClassificationResult } from './metrics.js';
 
 export interface LabelledImages {
@@ -21,6 +22,28 @@ export interface EvaluateOptions {
   onProgress?: (done: number, total: number) => void;
   /** Polled between batches; when it returns true the evaluation stops and returns null. */
   shouldStop?: () => boolean;
+  /**
+   * Test-time flip: classify each image and its mirror image (left–right) and average the two
+   * logits (twice the forward passes).
+   */
+  flip?: boolean;
+}
+
+/** The n images (n, 3, S, S) u8, each mirrored left–right. */
+export function mirrorImages(images: Uint8Array, n: number, imgSize: number): Uint8Array {
+  const per = 3 * imgSize * imgSize;
+  const out = new Uint8Array(n * per);
+  for (let i = 0; i < n; i++) {
+    cropFlip(out.subarray(i * per, (i + 1) * per), images.subarray(i * per, (i + 1) * per), imgSize, imgSize, 0, 0, true);
+  }
+  return out;
+}
+
+/** (a + b) / 2 elementwise, for the first `count` values. */
+export function meanLogits(a: ArrayLike<number>, b: ArrayLike<number>, count: number): Float32Array {
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = (a[i] + b[i]) / 2;
+  return out;
 }
 
 /** The first `limit` (default all) images of a set. */
@@ -49,8 +72,14 @@ export async function evaluate(model: VimGpu, data: LabelledImages, opts: Evalua
   for (let start = 0; start < set.n; start += B) {
     if (opts.shouldStop?.()) return null;
     const n = Math.min(B, set.n - start);
-    model.setBatch(set.images.subarray(start * per, (start + n) * per), n);
-    const logits = await model.forward(); // (B, C); rows ≥ n are padding
+    const images = set.images.subarray(start * per, (start + n) * per);
+    model.setBatch(images, n);
+    let logits: ArrayLike<number> = await model.forward(); // (B, C); rows ≥ n are padding
+    if (opts.flip) {
+      const plain = Float32Array.from({ length: n * C }, (_, i) => logits[i]);
+      model.setBatch(mirrorImages(images, n, imgSize), n);
+      logits = meanLogits(plain, await model.forward(), n * C);
+    }
     tally.add(logits, set.labels.subarray(start, start + n), n);
     opts.onProgress?.(start + n, set.n);
   }
