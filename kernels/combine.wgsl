@@ -4,6 +4,9 @@
 //   combine_backward: dy_f[b,t,e] (= or +=) dout[b,t,e] / 2;
 //                     dy_b[b,L−1−t,e] (= or +=) dout[b,t,e] / 2
 // y_b / dy_b are in the backward direction's order (its position t is token L−1−t).
+// The *_scaled entry points multiply sample b's values by scale[SCALE_OFFSET + b] (forward and
+// backward alike): the training-time drop path of the block's output (0 or 1/(1 − p) per sample;
+// out_proj is linear, so scaling its input scales the block's output).
 //
 // Geometry: one invocation per (b, t, e), workgroups of 256, flat index
 // gid.x + gid.y · num_workgroups.x · 256 (e fastest: coalesced, the reversal moves whole rows).
@@ -12,6 +15,7 @@ override B: u32;
 override L: u32;
 override E: u32;
 override ACCUMULATE: bool = false;
+override SCALE_OFFSET: u32 = 0u;
 
 const WG = 256u;
 
@@ -35,15 +39,20 @@ fn combine_forward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
   out[idx] = (y_f[idx] + y_b[reversed_index(idx)]) * 0.5;
 }
 
+@group(0) @binding(3) var<storage, read> scale: array<f32>;   // (depth, B): this block's row at SCALE_OFFSET
+
+@compute @workgroup_size(256)
+fn combine_forward_scaled(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= B * L * E) { return; }
+  out[idx] = ((y_f[idx] + y_b[reversed_index(idx)]) * 0.5) * scale[SCALE_OFFSET + idx / (L * E)];
+}
+
 @group(0) @binding(0) var<storage, read_write> dy_f: array<f32>; // (B, L, E)
 @group(0) @binding(1) var<storage, read_write> dy_b: array<f32>; // (B, L, E) direction order
 @group(0) @binding(2) var<storage, read> dout: array<f32>;       // (B, L, E)
 
-@compute @workgroup_size(256)
-fn combine_backward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= B * L * E) { return; }
-  let g = dout[idx] * 0.5;
+fn combine_backward_at(idx: u32, g: f32) {
   let r = reversed_index(idx);
   if (ACCUMULATE) {
     dy_f[idx] += g;
@@ -52,4 +61,18 @@ fn combine_backward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_work
     dy_f[idx] = g;
     dy_b[r] = g;
   }
+}
+
+@compute @workgroup_size(256)
+fn combine_backward_scaled(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= B * L * E) { return; }
+  combine_backward_at(idx, (dout[idx] * 0.5) * scale[SCALE_OFFSET + idx / (L * E)]);
+}
+
+@compute @workgroup_size(256)
+fn combine_backward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= B * L * E) { return; }
+  combine_backward_at(idx, dout[idx] * 0.5);
 }

@@ -122,7 +122,7 @@ describe('train-vim, eval-vim and predict-vim as a user runs them', () => {
   });
 
   it('a run stopped with Ctrl-C and resumed gives the same per-step losses as an uninterrupted one', async () => {
-    const args = [...TRAIN, '--epochs', '2', '--subset', '192', '--seed', '5', '--augment', 'crop,flip,mixup', '--ema', '0.9'];
+    const args = [...TRAIN, '--epochs', '2', '--subset', '192', '--seed', '5', '--augment', 'crop,flip,mixup', '--ema', '0.9', '--drop-path', '0.2'];
     const a = join(TMP, 'whole');
     const b = join(TMP, 'stopped');
     const whole = await cli('train-vim', [...args, '--out', a]);
@@ -191,11 +191,11 @@ describe('train-vim, eval-vim and predict-vim as a user runs them', () => {
     const t = await cli('train-vim', ['--help']);
     expect(t.code).toBe(0);
     for (const o of ['model', 'epochs', 'batch-size', 'lr', 'weight-decay', 'warmup', 'label-smoothing', 'augment', 'ema', 'grad-clip',
-      'seed', 'data-dir', 'out', 'resume', 'eval-every', 'subset']) {
+      'seed', 'data-dir', 'out', 'resume', 'eval-every', 'subset', 'holdout', 'drop-path']) {
       expect(t.stdout).toMatch(new RegExp(`--${o} `));
     }
     const e = await cli('eval-vim', ['--help']);
-    for (const o of ['checkpoint', 'limit', 'plot', 'json', 'batch-size']) expect(e.stdout).toMatch(new RegExp(`--${o}`));
+    for (const o of ['checkpoint', 'limit', 'plot', 'json', 'batch-size', 'flip']) expect(e.stdout).toMatch(new RegExp(`--${o}`));
     const p = await cli('predict-vim', ['--help']);
     for (const o of ['checkpoint', 'json', 'top']) expect(p.stdout).toMatch(new RegExp(`--${o}`));
     expect(p.stdout).toMatch(/centre 32×32/);

@@ -56,6 +56,34 @@ describe('Vim on the GPU (vim-nano)', () => {
     model.destroy();
   });
 
+  it('with drop path: logits and every parameter gradient match the float64 reference', async () => {
+    const gpu = await testGpu();
+    const B = 3;
+    const p64 = initParams(cfg, 9).toFloat64();
+    for (let i = 0; i < p64.flat.length; i++) p64.flat[i] = Math.fround(p64.flat[i] * (1 + 0.1 * Math.cos(i)) + 0.01 * Math.sin(5 * i));
+    const { images, targets } = batch(test, 3, B, cfg.C, 0.1);
+    // (depth, B): a mix of dropped samples (0) and kept ones (1/(1 − p)), different per block
+    const scales = new Float64Array(cfg.depth * B);
+    for (let i = 0; i < scales.length; i++) scales[i] = i % 4 === 1 ? 0 : Math.fround(1 / (1 - 0.05 * (1 + (i % 3))));
+    const ref = vimLoss(p64, images, targets, B, scales);
+
+    const model = await VimGpu.create(gpu, cfg, { batch: B, training: true, dropPath: true });
+    model.setParams(p64);
+    model.setBatch(images, B, Float32Array.from(targets));
+    model.setDropScales(Float32Array.from(scales));
+    const loss = await model.computeGradients();
+    expect(Math.abs(loss - ref.loss) / ref.loss).toBeLessThan(1e-4);
+    const grads = await model.getGrads();
+    let worst: [string, number] = ['', 0];
+    for (const s of paramSpecs(cfg)) {
+      const e = relErr(grads.get(s.name), ref.grads.get(s.name));
+      if (e > worst[1]) worst = [s.name, e];
+    }
+    expect(worst[1], `worst gradient: ${worst[0]}`).toBeLessThan(1e-4);
+    expect(() => model.setDropScales(new Float32Array(2))).toThrow(/drop-path factors/);
+    model.destroy();
+  });
+
   it('a training step submits once and reads back only the loss', async () => {
     const gpu = await testGpu();
     const B = 4;

@@ -93,6 +93,28 @@ describe('reference Vim', () => {
     expectPass(check_gradient('normalised input', x, dx, loss, { samples: 3 * SAMPLES, rng }));
   });
 
+  it('with drop path: finite differences agree, and a dropped block leaves its sample\'s logits as if it were absent', () => {
+    const params = randomParams(21);
+    const images = randomImages(22);
+    const g = Float64Array.from({ length: B * cfg.C }, (_, i) => Math.cos(0.3 + 1.9 * i));
+    // block 0: sample 0 dropped, the others kept at 1/(1 − 0.2); block 1: all kept at 1/(1 − 0.4)
+    const scales = Float64Array.from([0, 1.25, 1.25, 1 / 0.6, 1 / 0.6, 1 / 0.6]);
+    const loss = () => dot(g, vimForward(params, images, B, scales).logits);
+    const { cache } = vimForward(params, images, B, scales);
+    const grads = vimBackward(params, cache, g);
+    const rng = new Rng(23);
+    for (const spec of params.specs) {
+      expectPass(check_gradient(spec.name, params.get(spec.name), grads.get(spec.name), loss, { samples: 4, rng }));
+    }
+    // Dropping block 0's output for every sample is the same as a block 0 whose out_proj is zero.
+    const zeroOut = randomParams(21);
+    zeroOut.layer(0, 'out_proj.weight').fill(0);
+    const allDropped = Float64Array.from([0, 0, 0, 1, 1, 1]);
+    expect(vimForward(params, images, B, allDropped).logits).toEqual(vimForward(zeroOut, images, B).logits);
+    // With block 0's output dropped for every sample, block 0's out_proj gets no gradient.
+    expect(vimBackward(params, vimForward(params, images, B, allDropped).cache, g).layer(0, 'out_proj.weight').every((v) => v === 0)).toBe(true);
+  });
+
   it('vimLoss: the mean cross-entropy with label smoothing and its gradient', () => {
     const params = randomParams(6);
     const images = randomImages(7);

@@ -16,9 +16,10 @@ import { EpochSampler } from '../src/train/sampler.js';
 import { cropFlip, makeTrainBatch, sampleBeta } from '../src/train/augment.js';
 import { ClassificationTally, softmax, topK } from '../src/train/metrics.js';
 import {
-  checkResumeOptions, defaultRecipe, describeRecipe, parseAugmentList, scaledLr, storedRecipe, validateRecipe, type Recipe,
+  checkResumeOptions, defaultRecipe, dropPathRates, describeRecipe, parseAugmentList, scaledLr, storedRecipe, validateRecipe, type Recipe,
 } from '../src/train/recipe.js';
 import { CIFAR10_TRAIN_IMAGES, holdoutSplit } from '../src/train/holdout.js';
+import { dropPathFactors } from '../src/train/trainer.js';
 import { imageRange, meanLogits, mirrorImages } from '../src/train/evaluate.js';
 import { joinNegativeValues } from '../src/cli/common.js';
 import type { CommandSpec } from '../src/cli/common.js';
@@ -366,5 +367,36 @@ describe('test-time flip', () => {
     }
     expect(mirrorImages(m, n, S)).toEqual(images);
     expect([...meanLogits([1, -2, 3, 9], [3, 2, 0, 9], 3)]).toEqual([2, 0, 1.5]);
+  });
+});
+
+describe('drop path', () => {
+  it('rates rise linearly over the blocks as in Vim, the last block at the full rate', () => {
+    expect(dropPathRates(4, 0.3).map((r) => Number(r.toFixed(6)))).toEqual([0.1, 0.2, 0.3, 0.3]);
+    expect(dropPathRates(1, 0.2)).toEqual([0.2]);
+    expect(dropPathRates(3, 0)).toEqual([0, 0, 0]);
+  });
+
+  it('factors are 0 or 1/(1 − p) at about the rate, the same for the same seed and step', () => {
+    const depth = 4;
+    const B = 2000;
+    const f = dropPathFactors(depth, B, 0.3, 5, 17);
+    expect(dropPathFactors(depth, B, 0.3, 5, 17)).toEqual(f);
+    expect(dropPathFactors(depth, B, 0.3, 5, 18)).not.toEqual(f);
+    const rates = dropPathRates(depth, 0.3);
+    for (let i = 0; i < depth; i++) {
+      const row = f.subarray(i * B, (i + 1) * B);
+      const keep = Math.fround(1 / (1 - rates[i]));
+      expect(row.every((v) => v === 0 || v === keep)).toBe(true);
+      const dropped = row.filter((v) => v === 0).length / B;
+      expect(Math.abs(dropped - rates[i])).toBeLessThan(0.05);
+    }
+  });
+
+  it('validates the rate and records it in the recipe line', () => {
+    expect(() => validateRecipe({ ...defaultRecipe('gpu'), dropPath: 0.95 })).toThrow(/--drop-path/);
+    expect(describeRecipe({ ...defaultRecipe('gpu'), dropPath: 0.1 }, 50000, 10000)).toMatch(/drop path 0\.1, seed 0/);
+    expect(describeRecipe(defaultRecipe('gpu'), 50000, 10000)).not.toMatch(/drop path/);
+    expect(storedRecipe({ ...defaultRecipe('gpu'), dropPath: undefined } as never).dropPath).toBe(0);
   });
 });

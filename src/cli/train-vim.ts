@@ -48,6 +48,7 @@ const spec: CommandSpec = {
     resume: { type: 'string', arg: 'DIR', help: 'continue the run in DIR where it stopped (its recipe; --epochs, --eval-every, --lr, --min-lr, --grad-clip and --log-every may change)' },
     'eval-every': { type: 'string', arg: 'N', help: 'evaluate on the test images (and the --holdout images) every N epochs, and after the last (default: 1)' },
     subset: { type: 'string', arg: 'N', help: 'train on the first N training images (of those --holdout leaves); 0 = all (default: 0 on a GPU, 1600 on a CPU adapter)' },
+    'drop-path': { type: 'string', arg: 'RATE', help: 'drop path (stochastic depth): drop each block\'s output per sample with probability rising linearly over the blocks to RATE (as Vim does), 0…0.9; 0 = off (default: 0)' },
     holdout: { type: 'string', arg: 'N', help: 'a validation set for choosing a recipe without the test set: keep the last N of the 50,000 training images (in file order: the end of data_batch_5, then data_batch_4, …; the same images in every run) out of training and evaluate on them next to the test images; fixed for a run; 0 = off (default: 0)' },
     'test-subset': { type: 'string', arg: 'N', help: 'evaluate on the first N test images; 0 = all 10,000 (default: 0 on a GPU, 1000 on a CPU adapter)' },
     recipe: { type: 'string', arg: 'auto|gpu|cpu', help: 'which defaults to start from: the full GPU recipe, the short CPU one, or by the adapter (default: auto)' },
@@ -89,6 +90,7 @@ function newRecipe(p: Parsed, kind: RecipeKind): Recipe {
   set('seed', numberOpt(p, 'seed', { integer: true, min: 0, max: 0xffffffff }));
   set('subset', numberOpt(p, 'subset', { integer: true, min: 0 }));
   set('holdout', numberOpt(p, 'holdout', { integer: true, min: 0 }));
+  set('dropPath', numberOpt(p, 'drop-path', { min: 0, max: 0.9 }));
   set('testSubset', numberOpt(p, 'test-subset', { integer: true, min: 0 }));
   set('evalEvery', numberOpt(p, 'eval-every', { integer: true, min: 1 }));
   const alphas = {

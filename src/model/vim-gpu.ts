@@ -50,6 +50,11 @@ export interface VimGpuOptions {
   training: boolean;
   /** Keep an exponential moving average of the weights, updated after every step (training only). */
   ema?: boolean;
+  /**
+   * Drop path (training only): every block's output is multiplied per sample by a factor that
+   * setDropScales sets before each step (0 to drop, 1/(1 − p) to keep); 1 until then.
+   */
+  dropPath?: boolean;
 }
 
 export interface OptimizerHyper {
@@ -118,6 +123,7 @@ export class VimGpu {
   private readonly clipUniform: GPUBuffer | null;
   private readonly emaUniform: GPUBuffer | null;
   private readonly gradStats: GpuTensor | null; // (4) [‖g‖, clip scale, non-finite flag, Σ g²]
+  private readonly dropScales: GpuTensor | null; // (depth, B) drop-path factors of the blocks' outputs
   private clipNorm = -1; // the max norm the clip uniform holds (−1: not written yet)
   /** Dispatch lists, built once. */
   readonly forwardList: Dispatch[] = [];
@@ -131,6 +137,7 @@ export class VimGpu {
     const B = opts.batch;
     if (!Number.isInteger(B) || B < 1) throw new VimError(`batch size must be a positive integer; received ${B}`);
     if (opts.ema && !opts.training) throw new Error('VimGpu: an EMA of the weights needs a training build');
+    if (opts.dropPath && !opts.training) throw new Error('VimGpu: drop path needs a training build');
     this.B = B;
     this.training = opts.training;
     const BL = B * L;
@@ -158,6 +165,9 @@ export class VimGpu {
     this.clipUniform = opts.training ? createClipUniform(gpu) : null;
     this.emaUniform = opts.ema ? createEmaUniform(gpu) : null;
     this.gradStats = opts.training ? t('gradient stats', GRAD_STATS_WORDS) : null;
+    this.dropScales = opts.dropPath ? t('drop-path factors', depth * B) : null; // (depth, B)
+    if (this.dropScales) upload(gpu, this.dropScales, new Float32Array(depth * B).fill(1));
+    const dropRow = (i: number) => (this.dropScales ? { scale: { t: this.dropScales, offset: i * B } } : {});
 
     // ---- activations
     const patches = t('patches', B * Np * 3 * P * P); // (B·Np, 3P²)
@@ -234,7 +244,7 @@ export class VimGpu {
           B, L, E, N, R, reverse,
         }));
       }
-      F.push(combineForward(gpu, { out: a.cmb, yF: yDir[0], yB: yDir[1], B, L, E }));
+      F.push(combineForward(gpu, { out: a.cmb, yF: yDir[0], yB: yDir[1], B, L, E, ...dropRow(i) }));
       F.push(matmulForward(gpu, { out: hbuf, inp: a.cmb, weight: mix(i, 'out_proj.weight'), bias: null, M: BL, I: E, O: D }));
     }
     const clsRows = { count: B, stride: L, offset: cfg.clsPos };
@@ -281,7 +291,7 @@ export class VimGpu {
       // out_proj: H_i = cmb · Woutᵀ
       W.push(matmulBackwardInput(gpu, { dinp: dcmb, dout: gIn, weight: mix(i, 'out_proj.weight'), M: BL, I: E, O: D }));
       W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'out_proj.weight'), dout: gIn, inp: a.cmb, M: BL, I: E, O: D, scratch }));
-      W.push(combineBackward(gpu, { dyF: dy[0], dyB: dy[1], dout: dcmb, B, L, E }));
+      W.push(combineBackward(gpu, { dyF: dy[0], dyB: dy[1], dout: dcmb, B, L, E, ...dropRow(i) }));
       for (let d = 0; d < 2; d++) {
         const da = a.dirs[d];
         const reverse = d === 1;
@@ -439,6 +449,14 @@ export class VimGpu {
    * Queue a batch: images (n, 3, H, W) u8 with n ≤ B (the rest of the batch is zero images, whose
    * outputs the caller ignores) and, for training, soft targets (n, C).
    */
+  /** The drop-path factors (depth, B) of the next steps: block i's output for sample b × scales[i·B + b]. */
+  setDropScales(scales: Float32Array): void {
+    if (!this.dropScales) throw new Error('VimGpu.setDropScales: the model was built without dropPath');
+    const n = this.cfg.depth * this.B;
+    if (scales.length !== n) throw new VimError(`expected ${n} drop-path factors (depth ${this.cfg.depth} × batch ${this.B}) but received ${scales.length}`);
+    upload(this.gpu, this.dropScales, scales);
+  }
+
   setBatch(images: Uint8Array, n: number, targets?: Float32Array): void {
     const { imgSize, C } = this.cfg;
     const per = 3 * imgSize * imgSize;

@@ -68,6 +68,7 @@ export interface VimCache {
   rstd: Float64Array; // (B, L) norm_f's 1/rms
   xf: Float64Array; // (B, L, D) norm_f output
   logits: Float64Array; // (B, C)
+  dropScales: Float64Array | null; // (depth, B) the drop-path factors of the blocks' outputs, if any
 }
 
 /** A copy of columns c0…c0+n−1 of a (rows, cols) matrix: (rows, n). */
@@ -108,15 +109,15 @@ function direction_forward(p: ParamSet<Float64Array>, i: number, dir: 0 | 1, xz:
   return { u, xDbl, dtLow, Bm, Cm, deltaRaw, y };
 }
 
-/** Block i's mixer on hn (B, L, D). */
-function mixer_forward(p: ParamSet<Float64Array>, i: number, hn: Float64Array, B: number) {
+/** Block i's mixer on hn (B, L, D); `scale` (B): the drop-path factors of its output. */
+function mixer_forward(p: ParamSet<Float64Array>, i: number, hn: Float64Array, B: number, scale: ArrayLike<number> | null) {
   const { L, D, E } = p.cfg;
   const BL = B * L;
   const xz = new Float64Array(BL * 2 * E); // (B, L, 2E)
   linear_forward(xz, hn, p.layer(i, 'in_proj.weight'), null, BL, D, 2 * E);
   const dirs: [VimDirectionCache, VimDirectionCache] = [direction_forward(p, i, 0, xz, B), direction_forward(p, i, 1, xz, B)];
   const y = new Float64Array(BL * E); // (B, L, E)
-  combine_forward(y, dirs[0].y, dirs[1].y, B, L, E);
+  combine_forward(y, dirs[0].y, dirs[1].y, B, L, E, scale);
   const h = new Float64Array(BL * D); // (B, L, D)
   linear_forward(h, y, p.layer(i, 'out_proj.weight'), null, BL, E, D);
   return { xz, dirs, y, h };
@@ -124,10 +125,12 @@ function mixer_forward(p: ParamSet<Float64Array>, i: number, hn: Float64Array, B
 
 /**
  * The forward pass. images: the raw u8 batch (B, 3, H, W), or a Float64Array already normalised
- * (which the cache then references, not copies).
+ * (which the cache then references, not copies). dropScales (depth, B): training-time drop path,
+ * block i's output for sample b multiplied by dropScales[i·B + b] (0 or 1/(1 − p)) before it
+ * joins the residual stream; null: none.
  */
 export function vimForward(
-  params: ParamSet<Float64Array>, images: Uint8Array | Float64Array, B: number,
+  params: ParamSet<Float64Array>, images: Uint8Array | Float64Array, B: number, dropScales: Float64Array | null = null,
 ): { logits: Float64Array; cache: VimCache } {
   const cfg = params.cfg;
   const { imgSize: H, P, D, C, Np, L, clsPos, depth, normEps } = cfg;
@@ -156,7 +159,7 @@ export function vimForward(
     const rstd = new Float64Array(BL); // (B, L)
     const hn = new Float64Array(BL * D); // (B, L, D) RMSNorm(r) · w
     residual_rmsnorm_forward(r, hn, rstd, rPrev, h, params.get(`layers.${i}.norm.weight`), BL, D, normEps);
-    const mixer = mixer_forward(params, i, hn, B);
+    const mixer = mixer_forward(params, i, hn, B, dropScales ? dropScales.subarray(i * B, (i + 1) * B) : null);
     layers.push({ r, rstd, hn, ...mixer });
     rPrev = r;
     h = mixer.h;
@@ -167,7 +170,7 @@ export function vimForward(
   residual_rmsnorm_forward(r, xf, rstd, rPrev, h, params.get('norm_f.weight'), BL, D, normEps);
   const logits = new Float64Array(B * C); // (B, C)
   head_forward(logits, xf, params.get('head.weight'), params.get('head.bias'), B, L, D, C, clsPos);
-  return { logits, cache: { B, x, patches, tokens, layers, r, rstd, xf, logits } };
+  return { logits, cache: { B, x, patches, tokens, layers, r, rstd, xf, logits, dropScales } };
 }
 
 /** One direction's backward: accumulates into dxz (B, L, 2E) and the direction's parameter gradients. */
@@ -203,6 +206,7 @@ function direction_backward(
 /** Block i's mixer backward from dh (B, L, D); returns dhn (B, L, D), the gradient of its input. */
 function mixer_backward(
   g: ParamSet<Float64Array>, p: ParamSet<Float64Array>, i: number, dh: Float64Array, c: VimLayerCache, B: number,
+  scale: ArrayLike<number> | null,
 ): Float64Array {
   const { L, D, E } = p.cfg;
   const BL = B * L;
@@ -210,7 +214,7 @@ function mixer_backward(
   linear_backward(dy, g.layer(i, 'out_proj.weight'), null, dh, c.y, p.layer(i, 'out_proj.weight'), BL, E, D);
   const dyF = new Float64Array(BL * E); // (B, L, E)
   const dyB = new Float64Array(BL * E); // (B, L, E) in the backward direction's order
-  combine_backward(dyF, dyB, dy, B, L, E);
+  combine_backward(dyF, dyB, dy, B, L, E, scale);
   const dxz = new Float64Array(BL * 2 * E); // (B, L, 2E)
   direction_backward(g, p, i, 0, dxz, dyF, c.xz, c.dirs[0], B);
   direction_backward(g, p, i, 1, dxz, dyB, c.xz, c.dirs[1], B);
@@ -241,7 +245,8 @@ export function vimBackward(
   residual_rmsnorm_backward(dr, grads.get('norm_f.weight'), dxf, null, cache.r, cache.rstd, params.get('norm_f.weight'), BL, D);
   for (let i = depth - 1; i >= 0; i--) {
     const c = cache.layers[i];
-    const dhn = mixer_backward(grads, params, i, dr, c, B); // (B, L, D)
+    const scale = cache.dropScales ? cache.dropScales.subarray(i * B, (i + 1) * B) : null;
+    const dhn = mixer_backward(grads, params, i, dr, c, B, scale); // (B, L, D)
     const drIn = new Float64Array(BL * D); // (B, L, D)
     residual_rmsnorm_backward(drIn, grads.get(`layers.${i}.norm.weight`), dhn, dr, c.r, c.rstd, params.get(`layers.${i}.norm.weight`), BL, D);
     dr = drIn;
@@ -262,10 +267,11 @@ export function vimBackward(
  */
 export function vimLoss(
   params: ParamSet<Float64Array>, images: Uint8Array | Float64Array, targets: Float64Array, B: number,
+  dropScales: Float64Array | null = null,
 ): { loss: number; logits: Float64Array; grads: ParamSet<Float64Array> } {
   const C = params.cfg.C;
   if (targets.length !== B * C) throw new VimError(`vimLoss: expected (${B}, ${C}) targets, got ${targets.length} values`);
-  const { logits, cache } = vimForward(params, images, B);
+  const { logits, cache } = vimForward(params, images, B, dropScales);
   const losses = new Float64Array(B); // (B)
   const probs = new Float64Array(B * C); // (B, C)
   softmax_cross_entropy_forward(losses, probs, logits, targets, B, C);

@@ -14,7 +14,8 @@
  * 50,000 training images in file order (the end of data_batch_5 first; see holdout.ts) are never
  * trained on: they are evaluated, next to the test images, at every evaluation, a validation set
  * for choosing a recipe without looking at the test set. `subset` then counts from the images
- * left. The holdout is fixed for a run (--resume keeps it).
+ * left. The holdout is fixed for a run (--resume keeps it). Both recipes leave drop path off
+ * (--drop-path RATE turns it on; see dropPathRates).
  * Command-line options override single fields; the resolved recipe is saved with the run.
  */
 import { VimError } from '../errors.js';
@@ -65,6 +66,11 @@ export interface Recipe {
    * every evaluation; 0 = no validation set. Fixed for a run (see holdout.ts for the split).
    */
   holdout: number;
+  /**
+   * Drop path (stochastic depth) rate: block i's output joins the residual stream with drop
+   * probability dropPathRates(depth, rate)[i] per sample (0 = off). Fixed for a run.
+   */
+  dropPath: number;
   /** Evaluate on the first `testSubset` test images; 0 = all. */
   testSubset: number;
   /** Evaluate every this many epochs (and always after the last). */
@@ -84,13 +90,13 @@ export function defaultRecipe(kind: RecipeKind, batchSize?: number): Recipe {
     return {
       kind, model: 'vim-tiny', epochs: 100, batchSize: B, lr: scaledLr(B), minLr: 1e-5, warmupEpochs: 5,
       weightDecay: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, labelSmoothing: 0.1, augment, ema: 0.9995, gradClip: 1,
-      seed: 0, subset: 0, holdout: 0, testSubset: 0, evalEvery: 1,
+      seed: 0, subset: 0, holdout: 0, dropPath: 0, testSubset: 0, evalEvery: 1,
     };
   }
   return {
     kind, model: 'vim-nano', epochs: 3, batchSize: batchSize ?? 32, lr: 3e-3, minLr: 1e-5, warmupEpochs: 0.5,
     weightDecay: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, labelSmoothing: 0.1, augment, ema: 0, gradClip: 1,
-    seed: 0, subset: 1600, holdout: 0, testSubset: 1000, evalEvery: 1,
+    seed: 0, subset: 1600, holdout: 0, dropPath: 0, testSubset: 1000, evalEvery: 1,
   };
 }
 
@@ -138,6 +144,7 @@ export function validateRecipe(r: Recipe): Recipe {
   num('label-smoothing', r.labelSmoothing, 0, 0.99);
   num('ema', r.ema, 0, 0.999999);
   num('grad-clip', r.gradClip, 0);
+  num('drop-path', r.dropPath, 0, 0.9);
   int('seed', r.seed, 0);
   if (r.seed > 0xffffffff) bad('seed', 'an integer ≤ 4294967295', r.seed);
   int('subset', r.subset, 0);
@@ -159,7 +166,8 @@ export function describeRecipe(r: Recipe, trainImages: number, testImages: numbe
   return `${r.model} on ${fmt(trainImages)} training images for ${r.epochs} epoch${r.epochs === 1 ? '' : 's'}, ` +
     `batch ${r.batchSize}, AdamW lr ${Number(r.lr.toPrecision(3))} (warm-up ${r.warmupEpochs} epochs, cosine to ${Number(r.minLr.toPrecision(3))}), ` +
     `weight decay ${r.weightDecay}, label smoothing ${r.labelSmoothing}, augment ${augmentList(r.augment)}, ` +
-    `${r.ema > 0 ? `EMA ${r.ema}` : 'no EMA'}, ${r.gradClip > 0 ? `grad clip ${r.gradClip}` : 'no grad clip'}, seed ${r.seed}; ` +
+    `${r.ema > 0 ? `EMA ${r.ema}` : 'no EMA'}, ${r.gradClip > 0 ? `grad clip ${r.gradClip}` : 'no grad clip'}, ` +
+    `${r.dropPath > 0 ? `drop path ${r.dropPath}, ` : ''}seed ${r.seed}; ` +
     `test on ${fmt(testImages)} images` +
     (r.holdout > 0 ? ` and validate on ${describeHoldout(r.holdout)} (held out)` : '') +
     ` every ${r.evalEvery === 1 ? 'epoch' : `${r.evalEvery} epochs`}`;
@@ -184,7 +192,20 @@ export function checkResumeOptions(given: Readonly<Record<string, unknown>>, sto
   }
 }
 
-/** A recipe read back from a run's recipe.json; runs from before --holdout held nothing out. */
-export function storedRecipe(stored: Omit<Recipe, 'holdout'> & { holdout?: number }): Recipe {
-  return { ...stored, holdout: stored.holdout ?? 0, augment: { ...stored.augment } };
+/**
+ * A recipe read back from a run's recipe.json; runs from before --holdout held nothing out, runs
+ * from before --drop-path dropped nothing.
+ */
+export function storedRecipe(stored: Omit<Recipe, 'holdout' | 'dropPath'> & { holdout?: number; dropPath?: number }): Recipe {
+  return { ...stored, holdout: stored.holdout ?? 0, dropPath: stored.dropPath ?? 0, augment: { ...stored.augment } };
+}
+
+/**
+ * The drop probability of each block's output, as the Vim reference sets them: the rates
+ * linspace(0, rate, depth) belong to the blocks' residual adds, and block i's output is added by
+ * block i + 1 (rate·(i + 1)/(depth − 1)); the last block's output is added before the final norm,
+ * with the full rate.
+ */
+export function dropPathRates(depth: number, rate: number): number[] {
+  return Array.from({ length: depth }, (_, i) => (i === depth - 1 ? rate : (rate * (i + 1)) / (depth - 1)));
 }

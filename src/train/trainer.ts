@@ -31,7 +31,7 @@ import { makeTrainBatch, type TrainBatch } from './augment.js';
 import { evaluate, firstImages, imageRange, type LabelledImages } from './evaluate.js';
 import { holdoutSplit } from './holdout.js';
 import { argmaxRow, type ClassificationResult } from './metrics.js';
-import { validateRecipe, type Recipe } from './recipe.js';
+import { dropPathRates, validateRecipe, type Recipe } from './recipe.js';
 import {
   emptyTotals, holdsRun, readJson, readJsonl, runPath, writeJson, writeJsonl,
   type EpochRecord, type EpochTotals, type StepRecord, type TrainState,
@@ -184,7 +184,9 @@ export class Trainer {
       }
     }
 
-    const model = await VimGpu.create(s.gpu, cfg, { batch: recipe.batchSize, training: true, ema: recipe.ema > 0 });
+    const model = await VimGpu.create(s.gpu, cfg, {
+      batch: recipe.batchSize, training: true, ema: recipe.ema > 0, dropPath: recipe.dropPath > 0,
+    });
     const evalModel = await VimGpu.create(s.gpu, cfg, { batch: recipe.batchSize, training: false });
     const t = new Trainer(s, cfg, recipe, train, test, val, sampler, model, evalModel);
     if (s.resume) {
@@ -324,6 +326,7 @@ export class Trainer {
           const step = this.model.step + 1;
           const hyper = this.hyper(step);
           this.model.setBatch(prepared.batch.images, B, prepared.batch.targets);
+          if (r.dropPath > 0) this.model.setDropScales(dropPathFactors(this.cfg.depth, B, r.dropPath, r.seed, step));
           const pending = this.model.trainStepFull(hyper, { logits: true });
           const next = this.sampler.epochDone ? null : this.prepare(); // overlaps the GPU's work
           const res = await pending;
@@ -444,4 +447,20 @@ export class Trainer {
     this.model.destroy();
     this.evalModel.destroy();
   }
+}
+
+/**
+ * The drop-path factors (depth, B) of one step: block i's output for sample b is dropped (0) with
+ * probability dropPathRates(depth, rate)[i], else kept and scaled by 1/(1 − p). They depend only on
+ * the seed and the step, so a resumed run draws the same ones.
+ */
+export function dropPathFactors(depth: number, B: number, rate: number, seed: number, step: number): Float32Array {
+  const rates = dropPathRates(depth, rate);
+  const rng = new Rng((Math.imul(seed, 0x9e3779b1) ^ Math.imul(step, 0x85ebca77)) >>> 0); // seeded through splitmix32
+  const out = new Float32Array(depth * B);
+  for (let i = 0; i < depth; i++) {
+    const p = rates[i];
+    for (let b = 0; b < B; b++) out[i * B + b] = rng.uniform() < p ? 0 : 1 / (1 - p);
+  }
+  return out;
 }
