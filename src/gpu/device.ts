@@ -140,7 +140,8 @@ export function describeGpu(gpu: Gpu): string {
   const i = gpu.info;
   const name = [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' ').replace(/\s+/g, ' ');
   const f = Object.entries(gpu.features).filter(([, v]) => v).map(([k]) => k);
-  return `${name}${i.isCpu ? ' (CPU)' : ''}${f.length ? ` [${f.join(', ')}]` : ''}`;
+  const toggles = process.env.VIM_DAWN_TOGGLES;
+  return `${name}${i.isCpu ? ' (CPU)' : ''}${f.length ? ` [${f.join(', ')}]` : ''}${toggles ? ` (Dawn toggles: ${toggles})` : ''}`;
 }
 
 /** Throws a VimError if the device was lost or an uncaptured GPU error happened. */
