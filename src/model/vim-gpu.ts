@@ -124,6 +124,7 @@ export class VimGpu {
   private readonly emaUniform: GPUBuffer | null;
   private readonly gradStats: GpuTensor | null; // (4) [‖g‖, clip scale, non-finite flag, Σ g²]
   private readonly dropScales: GpuTensor | null; // (depth, B) drop-path factors of the blocks' outputs
+  private nextStep: { key: string; cb: GPUCommandBuffer } | null = null; // the next step's commands, recorded ahead
   private clipNorm = -1; // the max norm the clip uniform holds (−1: not written yet)
   /** Dispatch lists, built once. */
   readonly forwardList: Dispatch[] = [];
@@ -523,15 +524,29 @@ export class VimGpu {
     return result;
   }
 
-  private submitStep(update: boolean, withLogits: boolean): Promise<StepResult> {
-    if (!this.training) throw new Error('this model was built for inference');
+  /** One training step's command buffer: every dispatch, then the copies the read-back needs. */
+  private encodeStep(update: boolean, withLogits: boolean): GPUCommandBuffer {
     const enc = this.gpu.device.createCommandEncoder();
     encodeDispatches(enc, [...this.forwardList, ...this.lossList, ...this.backwardList, ...(update ? this.optimizerList : [])]);
     const staging = this.stepStaging;
     enc.copyBufferToBuffer(this.loss.buffer, this.loss.offset, staging, 0, 4);
     if (update) enc.copyBufferToBuffer(this.gradStats!.buffer, this.gradStats!.offset, staging, READBACK_STATS_OFFSET, 4 * GRAD_STATS_WORDS);
     if (withLogits) enc.copyBufferToBuffer(this.logits.buffer, this.logits.offset, staging, READBACK_LOGITS_OFFSET, this.logits.size);
-    this.gpu.queue.submit([enc.finish()]);
+    return enc.finish();
+  }
+
+  private submitStep(update: boolean, withLogits: boolean): Promise<StepResult> {
+    if (!this.training) throw new Error('this model was built for inference');
+    // Every step records the same commands (what changes between steps, the batch and the
+    // optimizer's uniforms, goes through queue writes, which take effect in queue order), so the
+    // next step's command buffer is recorded right after this one is submitted, while the GPU
+    // works, instead of while it waits: about a thousand dispatches take milliseconds to record.
+    const key = `${update}|${withLogits}`;
+    const cb = this.nextStep?.key === key ? this.nextStep.cb : this.encodeStep(update, withLogits);
+    this.nextStep = null;
+    this.gpu.queue.submit([cb]);
+    this.nextStep = { key, cb: this.encodeStep(update, withLogits) };
+    const staging = this.stepStaging;
     const bytes = withLogits ? READBACK_LOGITS_OFFSET + this.logits.size : READBACK_LOGITS_OFFSET;
     return mapRead(this.gpu, staging, 'training step').then(() => {
       const words = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
