@@ -19,7 +19,8 @@ import { VimError } from '../src/errors.js';
 import { CIFAR10_CLASSES, configToJson, loadConfig, type VimConfig } from '../src/model/config.js';
 import { loadCheckpoint, saveCheckpoint } from '../src/model/checkpoint.js';
 import { initParams } from '../src/model/init.js';
-import { paramCount, type ParamSet } from '../src/model/params.js';
+import { ParamSet, paramCount } from '../src/model/params.js';
+import { f16BitsToF32, f32ToF16Bits } from '../src/io/safetensors.js';
 import { buildVimOnnx, exportVimOnnx, INPUT_NAME, OUTPUT_NAME } from '../src/onnx/export.js';
 import { DataType, decodeModel, encodeMessage, encodeModel, type Graph, type Model, type Tensor } from '../src/onnx/proto.js';
 import { benchOnnx, imagesToPixels, OnnxVim, readOnnxMetadata } from '../src/onnx/runtime.js';
@@ -361,6 +362,38 @@ describe('export of vim-nano with random weights', () => {
     }
     // The default opset 17 is what Debian's python3-onnx (1.12) checks; newer opsets need a newer checker.
     runChecker(path);
+  });
+});
+
+describe('export of vim-nano with float16 weights', () => {
+  it('holds every weight once as float16 (A as float32), at half the size, and gives the reference logits of the rounded weights', async () => {
+    const cfg = loadConfig('vim-nano');
+    const params = initParams(cfg, 12);
+    const path = join(dir, 'nano-f16.onnx');
+    const r = exportVimOnnx(params, cfg, path, { weights: 'f16' });
+    const f32Bytes = exportVimOnnx(params, cfg, join(dir, 'nano-f32.onnx')).bytes;
+    expect(r.bytes).toBeLessThan(0.6 * f32Bytes); // A and the graph itself stay as they were
+    const model = decodeModel(readFileSync(path));
+    const inits = model.graph!.initializer!;
+    const size = (t: Tensor) => (t.dims ?? []).reduce((a, d) => a * d, 1);
+    const half = inits.filter((t) => t.data_type === DataType.FLOAT16);
+    const casts = model.graph!.node!.filter((n) => n.op_type === 'Cast');
+    expect(casts.map((n) => n.input![0]).sort()).toEqual(half.map((t) => t.name!).sort());
+    for (const t of half) expect(t.raw_data!.length).toBe(2 * size(t));
+    const A = inits.filter((t) => t.name!.includes('A.T+A_b.T'));
+    expect(A.length).toBe(cfg.depth);
+    for (const t of A) expect(t.data_type).toBe(DataType.FLOAT);
+    expect(half.reduce((a, t) => a + size(t), 0) + A.reduce((a, t) => a + size(t), 0)).toBe(paramCount(cfg));
+    expect(readOnnxMetadata(path).props.weights).toMatch(/^float16/);
+    // The model computes with the weights rounded to float16 (A from the unrounded A_log): so must the reference.
+    const rounded = ParamSet.zeros32(cfg);
+    for (const spec of params.specs) {
+      const from = params.get(spec.name);
+      const to = rounded.get(spec.name);
+      for (let i = 0; i < from.length; i++) to[i] = /A(_b)?_log$/.test(spec.name) ? from[i] : f16BitsToF32(f32ToF16Bits(from[i]));
+    }
+    await checkAgainstReference(path, rounded, 16);
+    if (PY !== null) runChecker(path);
   });
 });
 

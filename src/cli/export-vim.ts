@@ -24,6 +24,7 @@ export const spec: CommandSpec = {
     out: { type: 'string', arg: 'FILE', help: 'where to write the .onnx file (required; written atomically)' },
     opset: { type: 'string', arg: 'N', default: String(DEFAULT_OPSET), help: `ONNX opset, ${MIN_OPSET}…${MAX_OPSET}; ${DEFAULT_OPSET} is what the Python onnx checker accepts` },
     model: { type: 'string', arg: 'NAME', help: 'refuse the checkpoint unless it is for this config (a name in models/ or a .json path); also the config of a checkpoint that carries none' },
+    f16: { type: 'boolean', help: 'store the weights as float16: half the file; each is cast to float32 when the model loads (logits change by about 1e-3 of their size)' },
     'no-check': { type: 'boolean', help: 'do not load the written file in onnxruntime to check it' },
   },
   epilog: 'The normalisation is inside the graph; the batch size is dynamic. The class names, the model config and the ' +
@@ -45,7 +46,7 @@ export async function exportCommand(p: Parsed): Promise<ExportResult> {
 
   const expected = modelName !== undefined ? loadConfig(modelName) : undefined;
   const { cfg, params, meta } = loadCheckpoint(checkpoint, expected);
-  const result = exportVimOnnx(params, cfg, out, { opset, checkpointMeta: meta, source: checkpoint });
+  const result = exportVimOnnx(params, cfg, out, { opset, checkpointMeta: meta, source: checkpoint, weights: boolOpt(p, 'f16') ? 'f16' : 'f32' });
   console.log(
     `wrote ${result.path}: ${mb(result.bytes)}, ${result.paramCount.toLocaleString('en-US')} parameters ` +
     `(${mb(4 * result.paramCount)} as float32), ${cfg.name}, opset ${result.opset}, ` +

@@ -60,6 +60,8 @@ export interface ExportOptions {
   checkpointMeta?: Record<string, unknown>;
   /** Where the weights came from (a checkpoint path), recorded in the file's metadata. */
   source?: string;
+  /** How the weights are stored: float32 (default) or float16, cast to float32 as the model loads. */
+  weights?: 'f32' | 'f16';
 }
 
 export interface ExportResult {
@@ -252,7 +254,8 @@ function mixer(o: Ops, cfg: VimConfig, params: ParamSet<Float32Array>, i: number
   const [dbF, dbB] = both('dtProjBias');
   const dtBias = b.initializer(`${p}dt_proj.bias+dt_proj_b.bias`, [2, 1, E], stack(dbF, dbB));
   const [alF, alB] = both('ALog');
-  const A = b.initializer(`${p}A.T+A_b.T`, [2, N, E], stack(transpose(negExp(alF), E, N), transpose(negExp(alB), E, N)));
+  // A = −exp(A_log) is computed here, so it stays float32 even with float16 weights
+  const A = b.initializer(`${p}A.T+A_b.T`, [2, N, E], stack(transpose(negExp(alF), E, N), transpose(negExp(alB), E, N)), { float32: true });
   const [dsF, dsB] = both('D');
   const Dskip = b.initializer(`${p}D+D_b`, [2, 1, E], stack(dsF, dsB));
   const outProjT = b.initializer(`${p}out_proj.weight.T`, [E, D], transpose(params.layer(i, 'out_proj.weight'), D, E));
@@ -312,6 +315,7 @@ export function buildVimModel(cfg: VimConfig, params: ParamSet<Float32Array>, op
   }
   const { imgSize: H, P, D, E, N, C, L, Np, clsPos, depth, normEps } = cfg;
   const b = new GraphBuilder();
+  b.weights = opts.weights ?? 'f32';
   const o: Ops = { b, opset };
   const x = b.claim(INPUT_NAME);
 
@@ -371,6 +375,7 @@ export function buildVimModel(cfg: VimConfig, params: ParamSet<Float32Array>, op
     { key: 'class_names', value: JSON.stringify(cfg.classNames) },
     { key: 'config', value: JSON.stringify(configToJson(cfg)) },
     { key: 'normalization', value: JSON.stringify({ mean: [...CIFAR10_MEAN], std: [...CIFAR10_STD], input_range: [0, 1] }) },
+    { key: 'weights', value: b.weights === 'f16' ? 'float16 (cast to float32 as the model loads)' : 'float32' },
   ];
   if (opts.source !== undefined) meta.push({ key: 'source_checkpoint', value: opts.source });
   if (opts.checkpointMeta !== undefined) {

@@ -4,6 +4,7 @@
  * Vim; export.ts describes the model with it.
  */
 import { AttributeType, DataType, type Attribute, type Dimension, type Graph, type Node, type Tensor, type ValueInfo } from './proto.js';
+import { f32ToF16Bits } from '../io/safetensors.js';
 
 /** A dimension of a declared shape: a size, or a symbolic name such as "batch". */
 export type Dim = number | string;
@@ -49,6 +50,16 @@ export function floatTensor(name: string, dims: readonly number[], data: Float32
   const size = dims.reduce((p, d) => p * d, 1);
   if (size !== data.length) throw new Error(`floatTensor ${name}: dims [${dims.join(', ')}] need ${size} values, got ${data.length}`);
   return { name, dims: [...dims], data_type: DataType.FLOAT, raw_data: leBytes(data) };
+}
+
+/** A float16 tensor from float32 values (rounded to nearest even; raw little-endian data). */
+export function float16Tensor(name: string, dims: readonly number[], data: Float32Array): Tensor {
+  const size = dims.reduce((p, d) => p * d, 1);
+  if (size !== data.length) throw new Error(`float16Tensor ${name}: dims [${dims.join(', ')}] need ${size} values, got ${data.length}`);
+  const bytes = new Uint8Array(2 * size);
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < size; i++) view.setUint16(2 * i, f32ToF16Bits(data[i]), true);
+  return { name, dims: [...dims], data_type: DataType.FLOAT16, raw_data: bytes };
 }
 
 /** An int64 tensor (raw little-endian data). */
@@ -113,13 +124,31 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Store a float32 initializer under exactly `name` (each name once). */
-  initializer(name: string, dims: readonly number[], data: Float32Array): string {
+  /**
+   * Store a float32 weight as the value `name` (each name once). With `weights` 'f16' (set on the
+   * builder) it is stored as a float16 initializer `name`.f16 and a Cast to float32 defines `name`:
+   * half the bytes, and onnxruntime folds the Cast once when it loads the model. `float32` keeps
+   * a tensor float32 regardless (one computed from the weights, whose rounding would not be a
+   * rounding of the weights).
+   */
+  initializer(name: string, dims: readonly number[], data: Float32Array, opts: { float32?: boolean } = {}): string {
     if (this.names.has(name)) throw new Error(`GraphBuilder: initializer ${name} defined twice`);
     this.names.add(name);
-    this.initializers.push(floatTensor(name, dims, data));
+    if (this.weights === 'f16' && !opts.float32) {
+      const stored = this.claim(`${name}.f16`);
+      this.initializers.push(float16Tensor(stored, dims, data));
+      this.nodes.push({
+        op_type: 'Cast', input: [stored], output: [name], name: this.freshNodeName(`${name}/cast`),
+        attribute: [toAttribute('to', attr.int(DataType.FLOAT))],
+      });
+    } else {
+      this.initializers.push(floatTensor(name, dims, data));
+    }
     return name;
   }
+
+  /** How initializer() stores weights (constants made by f32() and i64() are not affected). */
+  weights: 'f32' | 'f16' = 'f32';
 
   /** A shared int64 constant (Reshape shapes, Slice bounds, axes), stored once per distinct value. */
   i64(values: readonly number[], scalar = false): string {

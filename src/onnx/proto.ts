@@ -140,6 +140,7 @@ export const DataType = {
   UINT8: 2,
   INT32: 6,
   INT64: 7,
+  FLOAT16: 10,
   DOUBLE: 11,
 } as const;
 
