@@ -32,11 +32,15 @@ fn reversed_index(idx: u32) -> u32 {
   return (b * L + (L - 1u - t)) * E + e;
 }
 
+fn combined(idx: u32) -> f32 {
+  return (y_f[idx] + y_b[reversed_index(idx)]) * 0.5;
+}
+
 @compute @workgroup_size(256)
 fn combine_forward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= B * L * E) { return; }
-  out[idx] = (y_f[idx] + y_b[reversed_index(idx)]) * 0.5;
+  out[idx] = combined(idx);
 }
 
 @group(0) @binding(3) var<storage, read> scale: array<f32>;   // (depth, B): this block's row at SCALE_OFFSET
@@ -45,7 +49,7 @@ fn combine_forward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
 fn combine_forward_scaled(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= B * L * E) { return; }
-  out[idx] = ((y_f[idx] + y_b[reversed_index(idx)]) * 0.5) * scale[SCALE_OFFSET + idx / (L * E)];
+  out[idx] = combined(idx) * scale[SCALE_OFFSET + idx / (L * E)];
 }
 
 @group(0) @binding(0) var<storage, read_write> dy_f: array<f32>; // (B, L, E)

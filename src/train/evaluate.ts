@@ -74,11 +74,10 @@ export async function evaluate(model: VimGpu, data: LabelledImages, opts: Evalua
     const n = Math.min(B, set.n - start);
     const images = set.images.subarray(start * per, (start + n) * per);
     model.setBatch(images, n);
-    let logits: ArrayLike<number> = await model.forward(); // (B, C); rows ≥ n are padding
+    let logits: ArrayLike<number> = await model.forward(); // (B, C); rows ≥ n are padding; a fresh array
     if (opts.flip) {
-      const plain = Float32Array.from({ length: n * C }, (_, i) => logits[i]);
       model.setBatch(mirrorImages(images, n, imgSize), n);
-      logits = meanLogits(plain, await model.forward(), n * C);
+      logits = meanLogits(logits, await model.forward(), n * C);
     }
     tally.add(logits, set.labels.subarray(start, start + n), n);
     opts.onProgress?.(start + n, set.n);
