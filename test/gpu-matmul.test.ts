@@ -7,6 +7,9 @@
  * reductions over M, and the accumulate variants. Strided operands live in wider buffers filled
  * with noise: the kernels must read only the addressed elements and write nothing else.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
 import {
@@ -486,6 +489,31 @@ describe('parametrised tiles', () => {
     } finally {
       delete tuned['forward:20x28'];
       delete tuned['backward_weight:20x23'];
+    }
+  });
+
+  it('VIM_MATMUL_TUNED names a file whose entries take the place of MATMUL_TUNED', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vim-tuned-'));
+    const saved = process.env.VIM_MATMUL_TUNED;
+    try {
+      const file = join(dir, 'matmul.json'); // the harness's --json output: entries under `tuned`
+      writeFileSync(file, JSON.stringify({ problems: [], tuned: { 'forward:192x768': '128x64/8x4/k16/v4', 'backward_weight:384x44': { variant: 'tile64', splitRows: 128, sum: 'lanes' } } }));
+      process.env.VIM_MATMUL_TUNED = file;
+      expect(matmulDefault('forward', 16640, 192, 768).variant).toEqual(parseMatmulVariant('128x64/8x4/k16/v4'));
+      expect(matmulDefault('backward_weight', 16640, 384, 44)).toEqual({ variant: { kernel: 'tile64' }, splitRows: 128, sum: 'lanes' });
+      expect(matmulDefault('forward', 16640, 384, 44).variant).toEqual({ kernel: 'tile64' }); // not listed: the size rule
+      const bad = join(dir, 'bad.json');
+      writeFileSync(bad, JSON.stringify({ 'forward:192x768': 'tile96' }));
+      process.env.VIM_MATMUL_TUNED = bad;
+      expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/tile96/);
+      writeFileSync(bad, JSON.stringify({ forward: '128x64/8x4/k16/v4' }));
+      expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: .*'forward' is not of the form/);
+      process.env.VIM_MATMUL_TUNED = join(dir, 'missing.json');
+      expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: cannot read .*missing\.json/);
+    } finally {
+      if (saved === undefined) delete process.env.VIM_MATMUL_TUNED;
+      else process.env.VIM_MATMUL_TUNED = saved;
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

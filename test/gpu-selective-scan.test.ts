@@ -9,7 +9,7 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  selectiveScanBackward, selectiveScanForward, selectiveScanScratch, type ScanTuning,
+  scanRegistersDefault, selectiveScanBackward, selectiveScanForward, selectiveScanScratch, type ScanTuning,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
@@ -270,3 +270,20 @@ for (const registers of ['arrays', 'named'] as const) {
     });
   });
 }
+
+describe('VIM_SCAN_REGISTERS', () => {
+  it('chooses the register form when a call does not, and refuses other values', () => {
+    const saved = process.env.VIM_SCAN_REGISTERS;
+    try {
+      delete process.env.VIM_SCAN_REGISTERS;
+      expect(scanRegistersDefault()).toBe('arrays');
+      process.env.VIM_SCAN_REGISTERS = 'named';
+      expect(scanRegistersDefault()).toBe('named');
+      process.env.VIM_SCAN_REGISTERS = 'registers';
+      expect(() => scanRegistersDefault()).toThrow(/VIM_SCAN_REGISTERS must be 'arrays' or 'named'; it is 'registers'/);
+    } finally {
+      if (saved === undefined) delete process.env.VIM_SCAN_REGISTERS;
+      else process.env.VIM_SCAN_REGISTERS = saved;
+    }
+  });
+});

@@ -388,6 +388,14 @@ function describe(r) {
   return s;
 }
 
+/** tunedEntry as a JSON value (for the --json output's `tuned`, which VIM_MATMUL_TUNED reads). */
+function tunedValue(p, r) {
+  const v = r.choice.variant ?? r.name;
+  const sum = r.sum === 'vec4' || r.sum === 'lanes' ? r.sum : undefined;
+  if (p.op !== 'backward_weight' || (r.choice.splitRows === undefined && !sum)) return v;
+  return { variant: v, ...(r.choice.splitRows ? { splitRows: r.choice.splitRows } : {}), ...(sum ? { sum } : {}) };
+}
+
 /** The entry of MATMUL_TUNED that makes result r (a variant asked for by name) the default of problem p. */
 function tunedEntry(p, r) {
   const v = r.choice.variant ?? r.name;
@@ -567,6 +575,9 @@ async function main() {
         })),
       })),
       totals: Object.fromEntries(Object.entries(byLabel).map(([l, v]) => [l, { defaultMs: v.def, bestMs: v.best }])),
+      // the entries of `better` (each beats its default by ≥ 3% on a steady machine), as
+      // VIM_MATMUL_TUNED=FILE reads them
+      tuned: Object.fromEntries(better.map(({ p, best }) => [p.key, tunedValue(p, best)])),
     };
     writeFileSync(opts.json, JSON.stringify(json, null, 2));
     console.log(`wrote ${opts.json}`);

@@ -1,34 +1,82 @@
 #!/usr/bin/env bash
 # Every engine measurement in one pass, for a GPU machine (node on PATH, the project built):
-#   bash scripts/bench/measure-all.sh [RESULTS_DIR]          (default runs/measure)
-# bench-vim for vim-tiny at batch 256 (default, and with the Dawn toggles that turn off index
-# clamping and workgroup-memory zeroing) and at batch 128; the scan variants of
-# scripts/bench/scan.mjs; the matmul harness. Each run has a time limit; every output lands in
-# RESULTS_DIR (text and JSON), and the headline lines are printed. About 4 minutes on an H200.
+#   bash scripts/bench/measure-all.sh [RESULTS_DIR [STEP…]]          (default runs/measure, all steps)
+# Steps, in this order (name some to run only those; results land in RESULTS_DIR, text and JSON):
+#   b256           bench-vim, vim-tiny, batch 256, as shipped
+#   b256-toggles   the same with the Dawn toggles that turn off index clamping and workgroup-memory zeroing
+#   scan           the scan variants of scripts/bench/scan.mjs (arrays against named registers)
+#   matmul         the matmul harness; its JSON's `tuned` holds the variants that beat the defaults
+#   candidates     bench-vim at batch 256 with the candidates inside the whole model: named scan
+#                  registers (VIM_SCAN_REGISTERS) if the scan step found them faster, the harness's
+#                  matmul variants (VIM_MATMUL_TUNED); without and with the toggles
+#   b128           bench-vim at batch 128 with the candidates
+#   check          bench-vim --check with the candidates (every kernel against the float64 reference)
+# Each run has a time limit; the headline lines are printed at the end. About 6 minutes on an H200.
 set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 2
 OUT="${1:-runs/measure}"
+shift || true
+STEPS="${*:-b256 b256-toggles scan matmul candidates b128 check}"
 mkdir -p "$OUT" || exit 2
 TOGGLES=disable_robustness,disable_workgroup_init
+BENCH=(node dist/cli/bench-vim.js --model vim-tiny)
 
 run() { # NAME LIMIT_S COMMAND…
   local name=$1 limit=$2
   shift 2
   echo "== $name (at most ${limit} s)"
+  local t0=$SECONDS
   timeout -k 10 "$limit" "$@" > "$OUT/$name.txt" 2>&1
   local rc=$?
   [ $rc -eq 0 ] || echo "   exited with status $rc; see $OUT/$name.txt"
+  echo "   $((SECONDS - t0)) s"
 }
 
-run bench-b256 90 node dist/cli/bench-vim.js --model vim-tiny --batch-size 256 --json "$OUT/bench-b256.json"
-run bench-b256-toggles 90 env VIM_DAWN_TOGGLES=$TOGGLES node dist/cli/bench-vim.js --model vim-tiny --batch-size 256 --json "$OUT/bench-b256-toggles.json"
-run bench-b128 90 node dist/cli/bench-vim.js --model vim-tiny --batch-size 128 --json "$OUT/bench-b128.json"
-run scan 120 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,named,named-KB4,named-KB2,named-walk-alone,default --json "$OUT/scan.json"
-run matmul 200 node scripts/bench/matmul.mjs --batch-size 256 --budget 150 --json "$OUT/matmul.json"
+# The candidates' environment: named scan registers where the scan step measured them ≥ 3% faster
+# (forward + backward with its reductions), the matmul harness's entries where it wrote any.
+candidates() {
+  local env=()
+  if [ -f "$OUT/scan.json" ] && node -e '
+      const rows = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).rows;
+      const us = (n) => { const r = rows.find((x) => x.name === n); return r ? r.fwdUs + r.bwdUs : Infinity; };
+      process.exit(us("named") < 0.97 * us("default") ? 0 : 1);' "$OUT/scan.json"; then
+    env+=(VIM_SCAN_REGISTERS=named)
+  fi
+  if [ -f "$OUT/matmul.json" ] && node -e '
+      const t = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).tuned;
+      process.exit(t && Object.keys(t).length ? 0 : 1);' "$OUT/matmul.json"; then
+    env+=(VIM_MATMUL_TUNED="$OUT/matmul.json")
+  fi
+  echo "${env[@]}"
+}
+
+for step in $STEPS; do
+  case $step in
+    b256) run bench-b256 90 "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256.json" ;;
+    b256-toggles) run bench-b256-toggles 90 env VIM_DAWN_TOGGLES=$TOGGLES "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-toggles.json" ;;
+    scan) run scan 150 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,named,named-KB4,named-KB2,named-walk-alone,default --json "$OUT/scan.json" ;;
+    matmul) run matmul 200 node scripts/bench/matmul.mjs --batch-size 256 --budget 150 --json "$OUT/matmul.json" ;;
+    candidates)
+      read -r -a ENV <<< "$(candidates)"
+      echo "candidates: ${ENV[*]:-none}" | tee "$OUT/candidates.txt"
+      run bench-b256-candidates 90 env "${ENV[@]}" "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-candidates.json"
+      run bench-b256-candidates-toggles 90 env "${ENV[@]}" VIM_DAWN_TOGGLES=$TOGGLES "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-candidates-toggles.json" ;;
+    b128)
+      read -r -a ENV <<< "$(candidates)"
+      run bench-b128-candidates 90 env "${ENV[@]}" "${BENCH[@]}" --batch-size 128 --json "$OUT/bench-b128-candidates.json" ;;
+    check)
+      read -r -a ENV <<< "$(candidates)"
+      run check-candidates 120 env "${ENV[@]}" "${BENCH[@]}" --check ;;
+    *) echo "unknown step $step (known: b256 b256-toggles scan matmul candidates b128 check)" >&2; exit 2 ;;
+  esac
+done
 
 echo
-for f in bench-b256 bench-b256-toggles bench-b128; do
-  echo "$f: $(grep -E '^(training|inference):' "$OUT/$f.txt" 2>/dev/null | tr '\n' ' ')"
+for f in bench-b256 bench-b256-toggles bench-b256-candidates bench-b256-candidates-toggles bench-b128-candidates; do
+  [ -f "$OUT/$f.txt" ] && echo "$f: $(grep -E '^(adapter|training|inference):' "$OUT/$f.txt" 2>/dev/null | tr '\n' ' ')"
 done
+[ -f "$OUT/candidates.txt" ] && cat "$OUT/candidates.txt"
 grep -E '^(default|named)' "$OUT/scan.txt" 2>/dev/null
 grep -E 'all matmuls|UNSTEADY' "$OUT/matmul.txt" 2>/dev/null
+grep -E 'passed|failed|FAIL' "$OUT/check-candidates.txt" 2>/dev/null | tail -3
+exit 0

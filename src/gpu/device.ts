@@ -140,8 +140,11 @@ export function describeGpu(gpu: Gpu): string {
   const i = gpu.info;
   const name = [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' ').replace(/\s+/g, ' ');
   const f = Object.entries(gpu.features).filter(([, v]) => v).map(([k]) => k);
-  const toggles = process.env.VIM_DAWN_TOGGLES;
-  return `${name}${i.isCpu ? ' (CPU)' : ''}${f.length ? ` [${f.join(', ')}]` : ''}${toggles ? ` (Dawn toggles: ${toggles})` : ''}`;
+  // settings from the environment that change which kernels run or how
+  const env = [
+    ['VIM_DAWN_TOGGLES', 'Dawn toggles'], ['VIM_MATMUL_TUNED', 'matmul tuning from'], ['VIM_SCAN_REGISTERS', 'scan registers'],
+  ].flatMap(([k, what]) => (process.env[k] ? [`${what}: ${process.env[k]}`] : []));
+  return `${name}${i.isCpu ? ' (CPU)' : ''}${f.length ? ` [${f.join(', ')}]` : ''}${env.length ? ` (${env.join('; ')})` : ''}`;
 }
 
 /** Throws a VimError if the device was lost or an uncaptured GPU error happened. */

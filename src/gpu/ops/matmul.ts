@@ -39,6 +39,8 @@
  * Costs: each Dispatch carries `flops` and `bytes`, the minimum that dispatch must compute and
  * move (f32 = 4 bytes; an accumulate reads its output once more).
  */
+import { readFileSync } from 'node:fs';
+import { VimError } from '../../errors.js';
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
 import { createTensor, numel, type GpuTensor } from '../tensor.js';
@@ -122,9 +124,42 @@ export type MatmulTunedEntry = string | { variant: string; splitRows?: number; s
  */
 export const MATMUL_TUNED: Readonly<Record<string, MatmulTunedEntry>> = {};
 
+let tunedOverride: { file: string; table: Record<string, MatmulTunedEntry> } | undefined;
+
+/**
+ * Entries from the JSON file named by $VIM_MATMUL_TUNED (an object of entries, or
+ * scripts/bench/matmul.mjs's --json output, whose `tuned` holds them), which take the place of
+ * MATMUL_TUNED's: so a tuning found on one machine can be measured inside the whole model
+ * (bench-vim, train-vim) before it is written into the table.
+ */
+export function matmulTunedOverride(): Readonly<Record<string, MatmulTunedEntry>> | undefined {
+  const file = process.env.VIM_MATMUL_TUNED;
+  if (!file) return undefined;
+  if (tunedOverride?.file === file) return tunedOverride.table;
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new VimError(`VIM_MATMUL_TUNED: cannot read ${file} as JSON (${(e as Error).message})`);
+  }
+  const table = (json as { tuned?: unknown })?.tuned ?? json;
+  if (typeof table !== 'object' || table === null || Array.isArray(table)) {
+    throw new VimError(`VIM_MATMUL_TUNED: ${file} holds no object of entries ('forward:192x768': '128x64/8x4/k16/v4', …)`);
+  }
+  for (const [key, entry] of Object.entries(table)) {
+    const variant = typeof entry === 'string' ? entry : (entry as { variant?: unknown })?.variant;
+    if (!/^(forward|backward_input|backward_weight):\d+x\d+$/.test(key) || typeof variant !== 'string') {
+      throw new VimError(`VIM_MATMUL_TUNED: ${file}: entry '${key}' is not of the form 'op:IxO': 'variant' or { variant, splitRows?, sum? }`);
+    }
+    parseMatmulVariant(variant); // throws on a name no kernel has
+  }
+  tunedOverride = { file, table: table as Record<string, MatmulTunedEntry> };
+  return tunedOverride.table;
+}
+
 /** The default kernel (and, for the weight gradient, split and sum) of a matmul problem. */
 export function matmulDefault(op: MatmulOp, M: number, I: number, O: number): MatmulChoice {
-  const tuned = MATMUL_TUNED[`${op}:${I}x${O}`];
+  const tuned = (matmulTunedOverride() ?? MATMUL_TUNED)[`${op}:${I}x${O}`];
   if (typeof tuned === 'string') return { variant: parseMatmulVariant(tuned) };
   if (tuned !== undefined) return { ...tuned, variant: parseMatmulVariant(tuned.variant) };
   return { variant: fixedVariant(ruleTile(op, M, I, O)) };

@@ -13,6 +13,7 @@
  * (dA_log, dD, dbias) per sample into caller-owned scratch (sizes from `selectiveScanScratch`),
  * then two small passes that add the partials in a fixed order (no float atomics).
  */
+import { VimError } from '../../errors.js';
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
 import type { GpuTensor } from '../tensor.js';
@@ -63,10 +64,23 @@ export interface ScanTuning {
   registers?: 'arrays' | 'named';
 }
 
+/**
+ * The scan kernels' register form when a call does not choose one: 'arrays', or what
+ * $VIM_SCAN_REGISTERS says ('arrays' or 'named'), so that bench-vim and train-vim can measure the
+ * other form inside the whole model without a rebuild.
+ */
+export function scanRegistersDefault(): 'arrays' | 'named' {
+  const v = process.env.VIM_SCAN_REGISTERS;
+  if (v === undefined || v === '') return 'arrays';
+  if (v === 'arrays' || v === 'named') return v;
+  throw new VimError(`VIM_SCAN_REGISTERS must be 'arrays' or 'named'; it is '${v}'`);
+}
+
 /** registerize() sizes for a kernel of this file, or undefined for the source as written. */
 function scanRegisters(N: number, t: ScanTuning, kb = 1): Record<string, number> | undefined {
-  if ((t.registers ?? 'arrays') === 'arrays') return undefined;
-  if (t.registers !== 'named') throw new Error(`selective scan: registers must be 'arrays' or 'named'; received ${String(t.registers)}`);
+  const registers = t.registers ?? scanRegistersDefault();
+  if (registers === 'arrays') return undefined;
+  if (registers !== 'named') throw new Error(`selective scan: registers must be 'arrays' or 'named'; received ${String(registers)}`);
   const NV = Math.ceil(N / 4);
   return { NV, KB: kb, NVMAX_ARRAY: NV, KBMAX_ARRAY: kb };
 }
