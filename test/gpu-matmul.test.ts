@@ -411,13 +411,16 @@ describe('parametrised tiles', () => {
     expect(tiledWorkgroupBytes(v)).toBe(16 * 2 * 16 * (33 + 17));
   });
 
-  it('keeps the size rule as the default while MATMUL_TUNED is empty', () => {
-    expect(Object.keys(MATMUL_TUNED)).toHaveLength(0);
-    expect(matmulDefault('forward', 16640, 192, 768).variant).toEqual({ kernel: 'tile128' });
-    expect(matmulDefault('forward', 16640, 384, 44).variant).toEqual({ kernel: 'tile64' });
-    expect(matmulDefault('backward_input', 16640, 12, 384).variant).toEqual({ kernel: 'tile64' });
-    expect(matmulDefault('backward_weight', 16640, 192, 768).variant).toEqual({ kernel: 'tile128' });
-    expect(matmulBackwardWeightPlan(16640, 384, 44)).toEqual(matmulBackwardWeightPlan(16640, 384, 44, undefined, 64));
+  it('takes MATMUL_TUNED\'s entries as the defaults, and the size rule for problems it does not list', () => {
+    for (const [key, entry] of Object.entries(MATMUL_TUNED)) { // every entry names a variant that exists
+      expect(parseMatmulVariant(typeof entry === 'string' ? entry : entry.variant)).toBeDefined();
+      expect(key).toMatch(/^(forward|backward_input|backward_weight):\d+x\d+$/);
+    }
+    expect(matmulDefault('forward', 16640, 384, 44).variant).toEqual(parseMatmulVariant(MATMUL_TUNED['forward:384x44'] as string));
+    expect(matmulDefault('forward', 16640, 192, 768).variant).toEqual({ kernel: 'tile128' }); // not listed
+    expect(matmulDefault('forward', 16640, 64, 256).variant).toEqual({ kernel: 'tile128' }); // vim-nano's in_proj: the rule
+    expect(matmulDefault('backward_input', 1000, 64, 256).variant).toEqual({ kernel: 'tile64' });
+    expect(matmulBackwardWeightPlan(1040, 128, 36)).toEqual(matmulBackwardWeightPlan(1040, 128, 36, undefined, 64)); // vim-nano x_proj: the rule
   });
 
   it.each(TILED_FORWARD)('forward: $name ($variant)', async (c) => {
