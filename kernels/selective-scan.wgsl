@@ -40,9 +40,10 @@
 //   workgroups run at once, more than the checkpoint traffic that short segments add.
 // selective_scan_reduce_bc: ceil(B·L·2N / 256) workgroups of 256 (folded into y past the grid
 //   limit); dxdbl[b, t, R + c] (= or +=) Σ_w part_bc[b, w, t, c], w in order.
-// selective_scan_reduce_params: grid (ceil((N+2)·E / 64)), 64 outputs × 4 batch lanes; lane y sums
-//   samples y, y+4, … in order, then lane 0 adds the four lane sums in order, and the sum lands in
-//   dA_log, dDskip or ddt_bias (= or += by ACCUMULATE).
+// selective_scan_reduce_params: grid (ceil((N+2)·E / 16)), 16 outputs × 16 batch lanes; lane y sums
+//   samples y, y+16, … in order (B/16 loads in flight each, not B/4 one after another), then lane 0
+//   adds the sixteen lane sums in order, and the sum lands in dA_log, dDskip or ddt_bias (= or +=
+//   by ACCUMULATE).
 
 override B: u32;              // batch (reduce kernels)
 override L: u32;              // tokens
@@ -438,18 +439,22 @@ fn selective_scan_reduce_bc(@builtin(global_invocation_id) gid: vec3u, @builtin(
   if (ACCUMULATE) { r_dxdbl[o] += s; } else { r_dxdbl[o] = s; }
 }
 
-@compute @workgroup_size(64, 4)
+const RP_COLS = 16u;  // outputs per workgroup of reduce_params
+const RP_LANES = 16u; // batch lanes per output
+
+@compute @workgroup_size(RP_COLS, RP_LANES)
 fn selective_scan_reduce_params(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let X = (N + 2u) * E;
-  let o = wid.x * 64u + lid.x; // output k·E + e of part_par's rows
+  let o = wid.x * RP_COLS + lid.x; // output k·E + e of part_par's rows
   var acc = 0.0;
   if (o < X) {
-    for (var b = lid.y; b < B; b += 4u) { acc += r_part_par[b * X + o]; }
+    for (var b = lid.y; b < B; b += RP_LANES) { acc += r_part_par[b * X + o]; }
   }
-  s_lane[lid.y * 64u + lid.x] = acc;
+  s_lane[lid.y * RP_COLS + lid.x] = acc;
   workgroupBarrier();
   if (lid.y == 0u && o < X) {
-    let s = ((s_lane[lid.x] + s_lane[64u + lid.x]) + s_lane[128u + lid.x]) + s_lane[192u + lid.x];
+    var s = s_lane[lid.x];
+    for (var y = 1u; y < RP_LANES; y++) { s += s_lane[y * RP_COLS + lid.x]; }
     let k = o / E;
     let e = o - k * E;
     if (k < N) {

@@ -364,7 +364,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const X = (N + 2) * E;
   const reduceParams = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_params',
     { B, E, N, ACCUMULATE: b01(acc.params) },
-    [a.dA_log, a.dDskip, a.ddt_bias, a.scratch.paramPartials], [ceilDiv(X, 64)],
+    [a.dA_log, a.dDskip, a.ddt_bias, a.scratch.paramPartials], [ceilDiv(X, 16)], // 16 outputs a workgroup (the kernel's RP_COLS)
     { bytes: 4 * X * (1 + b01(acc.params)), flops: sizes.paramPartials }); // floor: the parameter gradients
   return [scan, reduceBC, reduceParams];
 }
