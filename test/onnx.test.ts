@@ -144,8 +144,8 @@ async function checkAgainstEngine(params: ParamSet<Float32Array>, what: string, 
   expect(maxAbsDiff(rows(onnx, params.cfg.C, 0, 1), rows(onnx, params.cfg.C, 1, 1))).toBeGreaterThan(1e-3);
 }
 
-/** The trained vim-tiny checkpoint, where one has been put in models/. */
-const TRAINED = fileURLToPath(new URL('../models/vim-tiny-h200-10ep.safetensors', import.meta.url));
+/** The released vim-tiny checkpoint (float16 weights), where models/ has it. */
+const TRAINED = fileURLToPath(new URL('../models/vim-tiny-cifar10.safetensors', import.meta.url));
 
 // ---------------------------------------------------------------------------------------------
 
@@ -154,12 +154,12 @@ describe('onnxruntime-node gives the WebGPU engine\'s logits', () => {
     await checkAgainstEngine(initParams(loadConfig('vim-nano'), 21), 'vim-nano (random init)', true);
   });
 
-  it(`trained weights: ${existsSync(TRAINED) ? 'models/vim-tiny-h200-10ep.safetensors' : 'vim-nano after a few AdamW steps on the engine'}`, async () => {
+  it(`trained weights: ${existsSync(TRAINED) ? 'the released models/vim-tiny-cifar10.safetensors' : 'vim-nano after a few AdamW steps on the engine'}`, async () => {
     let params: ParamSet<Float32Array>;
     let what: string;
     if (existsSync(TRAINED)) {
       params = loadCheckpoint(TRAINED).params;
-      what = 'models/vim-tiny-h200-10ep.safetensors';
+      what = 'models/vim-tiny-cifar10.safetensors';
     } else {
       // No trained checkpoint here: train vim-nano for a few AdamW steps on WebGPU, on test images
       // other than the 16 compared (any labelled images serve to move the weights off their init).
@@ -446,6 +446,33 @@ describe('export-vim from a checkpoint', () => {
     expect(await exportCli(['--help'])).toBe(0);
     expect(String(logSpy.mock.calls.at(-1)![0])).toMatch(/--checkpoint FILE/);
     expect(String(logSpy.mock.calls.at(-1)![0])).toMatch(/--opset N/);
+  });
+
+  it('with a .safetensors --out and --f16 writes a float16 checkpoint (A_log float32) with the metadata', async () => {
+    const small = join(dir, 'nano-f16.safetensors');
+    expect(await exportCli(['--checkpoint', ckpt, '--out', small, '--f16'])).toBe(0);
+    expect(String(logSpy.mock.calls.at(-1)![0])).toMatch(/float16 \(A_log, A_b_log float32\).*largest weight change/);
+    const bytes = readFileSync(small);
+    const header = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString('utf8')) as Record<string, { dtype: string }>;
+    expect(header['layers.0.mixer.A_log']!.dtype).toBe('F32');
+    expect(header['layers.0.mixer.A_b_log']!.dtype).toBe('F32');
+    expect(header['layers.0.mixer.in_proj.weight']!.dtype).toBe('F16');
+    expect(statSync(small).size).toBeLessThan(0.6 * statSync(ckpt).size);
+    const a = loadCheckpoint(ckpt);
+    const b = loadCheckpoint(small);
+    for (const spec of a.params.specs) {
+      const x = a.params.get(spec.name);
+      const y = b.params.get(spec.name);
+      const exact = /A_b?_log$/.test(spec.name);
+      for (let i = 0; i < x.length; i++) {
+        if (exact) expect(y[i]).toBe(x[i]);
+        else expect(Math.abs(y[i]! - x[i]!)).toBeLessThanOrEqual(Math.abs(x[i]!) * 2 ** -11 + 2 ** -25); // f16 rounding
+      }
+    }
+    expect(b.meta.recipe).toEqual({ epochs: 3, lr: 0.001 });
+    expect(b.meta.metrics).toEqual({ test_accuracy: 0.42 });
+    expect([b.meta.converted_from, b.meta.stored_as]).toEqual(['nano.safetensors', 'F16']);
+    await expect(exportCli(['--checkpoint', ckpt, '--out', ckpt, '--f16'])).rejects.toThrow(/is the --checkpoint itself/);
   });
 
   it('refuses a checkpoint whose config is not --model', async () => {

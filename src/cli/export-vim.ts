@@ -6,37 +6,79 @@
  * graph with the weights to --out atomically, then loads the file once in onnxruntime-node to
  * show that it works and how fast it loads.
  */
-import { realpathSync } from 'node:fs';
+import { realpathSync, statSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VimError } from '../errors.js';
 import { loadConfig } from '../model/config.js';
-import { loadCheckpoint } from '../model/checkpoint.js';
+import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../model/checkpoint.js';
+import type { ParamSet } from '../model/params.js';
 import { DEFAULT_OPSET, exportVimOnnx, MAX_OPSET, MIN_OPSET, type ExportResult } from '../onnx/export.js';
 import { OnnxVim } from '../onnx/runtime.js';
 import { boolOpt, helpText, numberOpt, parseCommand, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
 
 export const spec: CommandSpec = {
   name: 'export-vim',
-  summary: 'export a Vim checkpoint to one ONNX file (input "pixel_values" float32 (batch, 3, H, W) RGB in 0…1, output "logits" (batch, classes))',
-  usage: 'export-vim --checkpoint FILE --out MODEL.onnx [--opset N] [--model NAME]',
+  summary: 'export a Vim checkpoint to one ONNX file (input "pixel_values" float32 (batch, 3, H, W) RGB in 0…1, output "logits" (batch, classes)), or to a float16 checkpoint',
+  usage: 'export-vim --checkpoint FILE --out MODEL.onnx [--opset N] [--model NAME] [--f16]\n       export-vim --checkpoint FILE --out SMALL.safetensors --f16',
   options: {
     checkpoint: { type: 'string', arg: 'FILE', help: 'the .safetensors checkpoint to export (required)' },
-    out: { type: 'string', arg: 'FILE', help: 'where to write the .onnx file (required; written atomically)' },
+    out: { type: 'string', arg: 'FILE', help: 'where to write the .onnx file, or with a .safetensors name a checkpoint (required; written atomically)' },
     opset: { type: 'string', arg: 'N', default: String(DEFAULT_OPSET), help: `ONNX opset, ${MIN_OPSET}…${MAX_OPSET}; ${DEFAULT_OPSET} is what the Python onnx checker accepts` },
     model: { type: 'string', arg: 'NAME', help: 'refuse the checkpoint unless it is for this config (a name in models/ or a .json path); also the config of a checkpoint that carries none' },
-    f16: { type: 'boolean', help: 'store the weights as float16: half the file; each is cast to float32 when the model loads (logits change by about 1e-3 of their size)' },
+    f16: { type: 'boolean', help: 'store the weights as float16: half the file; each is cast to float32 when the model loads (logits change by about 1e-3 of their size). For a .safetensors --out, A_log and A_b_log stay float32' },
     'no-check': { type: 'boolean', help: 'do not load the written file in onnxruntime to check it' },
   },
   epilog: 'The normalisation is inside the graph; the batch size is dynamic. The class names, the model config and the ' +
-    "checkpoint's metadata go into the file's metadata_props.",
+    "checkpoint's metadata go into the file's metadata_props. With a .safetensors --out, the checkpoint is written again " +
+    '(float16 with --f16, for a smaller file to ship) with its metadata, and read back to report the largest change of a weight.',
 };
 
 function mb(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
+/** What a checkpoint written again holds. */
+export interface ResaveResult {
+  path: string;
+  bytes: number;
+  paramCount: number;
+  dtype: 'F32' | 'F16';
+  /** The largest |stored − original| over all weights, and over the original's largest |weight|. */
+  maxAbsChange: number;
+  maxRelChange: number;
+}
+
+/** Write the checkpoint's parameters and metadata to `out` (F16 or F32), read it back and compare. */
+function resaveCheckpoint(source: string, out: string, params: ParamSet<Float32Array>, meta: CheckpointMeta, f16: boolean): ResaveResult {
+  if (resolve(out) === resolve(source)) throw new VimError(`--out ${out} is the --checkpoint itself; choose another file name`);
+  const dtype = f16 ? 'F16' : 'F32';
+  const { format: _format, ...rest } = meta;
+  saveCheckpoint(out, params, { ...rest, config: meta.config, converted_from: basename(source), stored_as: dtype }, { dtype });
+  const back = loadCheckpoint(out, params.cfg);
+  let maxAbs = 0;
+  let maxW = 0;
+  for (const s of params.specs) {
+    const a = params.get(s.name);
+    const b = back.params.get(s.name);
+    for (let i = 0; i < a.length; i++) {
+      maxAbs = Math.max(maxAbs, Math.abs(a[i] - b[i]));
+      maxW = Math.max(maxW, Math.abs(a[i]));
+    }
+  }
+  const result: ResaveResult = {
+    path: out, bytes: statSync(out).size, paramCount: params.specs.reduce((n, s) => n + s.size, 0), dtype,
+    maxAbsChange: maxAbs, maxRelChange: maxW > 0 ? maxAbs / maxW : 0,
+  };
+  console.log(
+    `wrote ${out}: ${mb(result.bytes)}, ${result.paramCount.toLocaleString('en-US')} parameters as ${dtype === 'F16' ? 'float16 (A_log, A_b_log float32)' : 'float32'}, ` +
+    `${params.cfg.name}; read back, the largest weight change is ${maxAbs.toExponential(2)} (${result.maxRelChange.toExponential(1)} of the largest weight)`,
+  );
+  return result;
+}
+
 /** Export as the parsed options say and print what was written. */
-export async function exportCommand(p: Parsed): Promise<ExportResult> {
+export async function exportCommand(p: Parsed): Promise<ExportResult | ResaveResult> {
   const checkpoint = stringOpt(p, 'checkpoint');
   const out = stringOpt(p, 'out');
   if (checkpoint === undefined) throw new VimError('--checkpoint is required: the .safetensors file to export (see export-vim --help)');
@@ -46,6 +88,7 @@ export async function exportCommand(p: Parsed): Promise<ExportResult> {
 
   const expected = modelName !== undefined ? loadConfig(modelName) : undefined;
   const { cfg, params, meta } = loadCheckpoint(checkpoint, expected);
+  if (out.toLowerCase().endsWith('.safetensors')) return resaveCheckpoint(checkpoint, out, params, meta, boolOpt(p, 'f16'));
   const result = exportVimOnnx(params, cfg, out, { opset, checkpointMeta: meta, source: checkpoint, weights: boolOpt(p, 'f16') ? 'f16' : 'f32' });
   console.log(
     `wrote ${result.path}: ${mb(result.bytes)}, ${result.paramCount.toLocaleString('en-US')} parameters ` +
