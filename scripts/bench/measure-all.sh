@@ -11,7 +11,7 @@
 #                  matmul variants (VIM_MATMUL_TUNED); without and with the toggles
 #   b128           bench-vim at batch 128 with the candidates
 #   check          bench-vim --check with the candidates (every kernel against the float64 reference)
-# Each run has a time limit; the headline lines are printed at the end. About 6 minutes on an H200.
+# Each run has a time limit; the headline lines are printed at the end. About 3 minutes on an H200.
 set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 2
 OUT="${1:-runs/measure}"
