@@ -198,7 +198,7 @@ describe('a run with a held-out validation set (a tiny config)', () => {
     const dir = join(tmp, 'run');
     const recipe = {
       ...defaultRecipe('cpu'), model: 'tiny-test', epochs: 1, batchSize: 8, warmupEpochs: 0, subset: 0, holdout: 16, testSubset: 16,
-      augment: { crop: false, padding: 4, flip: false, mixupAlpha: 0, cutmixAlpha: 0 },
+      augment: { crop: false, padding: 4, flip: false, mixupAlpha: 0, cutmixAlpha: 0, randaugOps: 0, randaugMagnitude: 9, eraseProb: 0 },
     };
     const sets: EvalSet[] = [];
     const t = await Trainer.create({ gpu, cfg, recipe, dir, train: all, test, resume: false, events: { evalStart: (e) => sets.push(e.set) } });
@@ -237,7 +237,7 @@ describe('a run with a held-out validation set (a tiny config)', () => {
     const dir = join(tmp, 'run-best');
     const recipe = {
       ...defaultRecipe('cpu'), model: 'tiny-test', epochs: 4, batchSize: 8, warmupEpochs: 0, lr: 1e-2, subset: 0, holdout: 16, testSubset: 16,
-      augment: { crop: false, padding: 4, flip: false, mixupAlpha: 0, cutmixAlpha: 0 },
+      augment: { crop: false, padding: 4, flip: false, mixupAlpha: 0, cutmixAlpha: 0, randaugOps: 0, randaugMagnitude: 9, eraseProb: 0 },
     };
     const t = await Trainer.create({ gpu, cfg, recipe, dir, train: all, test, resume: false });
     const out = await t.run();

@@ -37,9 +37,12 @@ const spec: CommandSpec = {
     'weight-decay': { type: 'string', arg: 'X', help: 'AdamW weight decay; never applied to A_log, D, biases, norms or embeddings (default: 0.05)' },
     warmup: { type: 'string', arg: 'EPOCHS', help: 'epochs of linear learning-rate warm-up, fractions allowed (default: 5 on a GPU, 0.5 on a CPU adapter)' },
     'label-smoothing': { type: 'string', arg: 'X', help: 'label smoothing of the targets, 0…0.99 (default: 0.1)' },
-    augment: { type: 'string', arg: 'LIST', help: 'comma list of crop (random crop, 4-px zero padding), flip (horizontal), mixup, cutmix; or none (default: crop,flip)' },
+    augment: { type: 'string', arg: 'LIST', help: 'comma list of crop (random crop, 4-px zero padding), flip (horizontal), mixup, cutmix, randaug (RandAugment), erase (random erasing); or none (default: crop,flip)' },
     'mixup-alpha': { type: 'string', arg: 'A', help: 'mixup\'s Beta(A, A) when --augment has mixup (default: 0.8)' },
     'cutmix-alpha': { type: 'string', arg: 'A', help: 'cutmix\'s Beta(A, A) when --augment has cutmix (default: 1.0)' },
+    'randaug-ops': { type: 'string', arg: 'N', help: 'RandAugment\'s operations per image when --augment has randaug, 1…8 (default: 2)' },
+    'randaug-magnitude': { type: 'string', arg: 'M', help: 'RandAugment\'s magnitude when --augment has randaug, 0…10 (default: 9)' },
+    'erase-prob': { type: 'string', arg: 'P', help: 'the probability of random erasing per image when --augment has erase (default: 0.25)' },
     ema: { type: 'string', arg: 'DECAY', help: 'keep an exponential moving average of the weights with this decay and evaluate it; 0 = off (default: 0.9995 on a GPU, 0 on a CPU adapter)' },
     'grad-clip': { type: 'string', arg: 'NORM', help: 'clip the gradients to this global L2 norm; 0 = off (default: 1)' },
     seed: { type: 'string', arg: 'N', help: 'seed of the initialisation, the shuffle and the augmentation (default: 0)' },
@@ -93,14 +96,30 @@ function newRecipe(p: Parsed, kind: RecipeKind): Recipe {
   set('dropPath', numberOpt(p, 'drop-path', { min: 0, max: 0.9 }));
   set('testSubset', numberOpt(p, 'test-subset', { integer: true, min: 0 }));
   set('evalEvery', numberOpt(p, 'eval-every', { integer: true, min: 1 }));
-  const alphas = {
+  const settings = {
     mixup: numberOpt(p, 'mixup-alpha', { min: 0, exclusiveMin: true }) ?? 0.8,
     cutmix: numberOpt(p, 'cutmix-alpha', { min: 0, exclusiveMin: true }) ?? 1.0,
+    randaugOps: numberOpt(p, 'randaug-ops', { integer: true, min: 1, max: 8 }),
+    randaugMagnitude: numberOpt(p, 'randaug-magnitude', { min: 0, max: 10 }),
+    eraseProb: numberOpt(p, 'erase-prob', { min: 0, max: 1, exclusiveMin: true }),
   };
   const list = stringOpt(p, 'augment');
-  if (list !== undefined) r.augment = parseAugmentList(list, alphas);
-  else if (stringOpt(p, 'mixup-alpha') !== undefined || stringOpt(p, 'cutmix-alpha') !== undefined) {
-    throw new VimError('--mixup-alpha and --cutmix-alpha need --augment with mixup or cutmix, e.g. --augment crop,flip,mixup');
+  if (list !== undefined) {
+    r.augment = parseAugmentList(list, settings);
+    const needs = (opt: string, item: string) => {
+      if (stringOpt(p, opt) !== undefined && !list.toLowerCase().split(',').map((x) => x.trim()).includes(item)) {
+        throw new VimError(`--${opt} needs ${item} in --augment, e.g. --augment crop,flip,${item}`);
+      }
+    };
+    needs('randaug-ops', 'randaug');
+    needs('randaug-magnitude', 'randaug');
+    needs('erase-prob', 'erase');
+  } else {
+    for (const opt of ['mixup-alpha', 'cutmix-alpha', 'randaug-ops', 'randaug-magnitude', 'erase-prob']) {
+      if (stringOpt(p, opt) !== undefined) {
+        throw new VimError(`--${opt} needs --augment with the augmentation it sets, e.g. --augment crop,flip,${opt.split('-')[0]}`);
+      }
+    }
   }
   return validateRecipe(r);
 }

@@ -4,16 +4,21 @@
  *   - random crop with zero padding: the image is padded by `padding` px of zeros on every side
  *     and a random H×W window is taken (offsets uniform in 0…2·padding);
  *   - horizontal flip with probability ½;
+ *   - RandAugment (N operations at magnitude M) and random erasing, per image after the crop and
+ *     flip (randaugment.ts);
  *   - mixup (Zhang et al.): image i is blended with image n−1−i of the batch, λ ~ Beta(α, α),
  *     pixels rounded back to u8, targets mixed with the same λ;
  *   - cutmix (Yun et al.): a box of area (1 − λ)·H·W from image n−1−i is pasted into image i,
  *     λ ~ Beta(α, α) then corrected to the box actually pasted (boxes are clipped at the border).
  * With both mixup and cutmix on, each batch takes one of them with probability ½ (as timm does).
  * Targets start as label-smoothed one-hots, so every target row sums to 1 before and after mixing.
- * All randomness comes from one Rng, whose state the trainer saves to resume exactly.
+ * All randomness comes from one Rng, whose state the trainer saves to resume exactly. The crop and
+ * flip draw whatever the options; RandAugment and erasing draw only when on, so the stream of a
+ * recipe without them is what it was before they existed.
  */
 import { VimError } from '../errors.js';
 import type { Rng } from '../rng.js';
+import { randAugment, randomErase } from './randaugment.js';
 
 export interface AugmentOptions {
   /** Random crop with zero padding. */
@@ -26,6 +31,11 @@ export interface AugmentOptions {
   mixupAlpha: number;
   /** Cutmix's Beta(α, α); 0 turns it off. */
   cutmixAlpha: number;
+  /** RandAugment: operations per image (0 = off) and their magnitude, 0…10 (default 9). */
+  randaugOps?: number;
+  randaugMagnitude?: number;
+  /** Random erasing: the probability an image gets a box of noise (0 = off). */
+  eraseProb?: number;
 }
 
 export interface TrainBatch {
@@ -127,6 +137,8 @@ export function makeTrainBatch(
     const flip = opts.flip ? rng.uniform() < 0.5 : false;
     if (dy === 0 && dx === 0 && !flip) out.set(src);
     else cropFlip(out, src, H, W, dy, dx, flip);
+    if ((opts.randaugOps ?? 0) > 0) randAugment(out, H, W, opts.randaugOps!, opts.randaugMagnitude ?? 9, rng);
+    if ((opts.eraseProb ?? 0) > 0) randomErase(out, H, W, opts.eraseProb!, rng);
     const label = data.labels[k];
     labels[i] = label;
     for (let c = 0; c < C; c++) targets[i * C + c] = eps / C + (c === label ? 1 - eps : 0);

@@ -34,6 +34,11 @@ export interface AugmentRecipe {
   mixupAlpha: number;
   /** Cutmix's Beta(α, α); 0 = off. */
   cutmixAlpha: number;
+  /** RandAugment: operations per image (0 = off) and their magnitude (0…10). */
+  randaugOps: number;
+  randaugMagnitude: number;
+  /** Random erasing: probability per image (0 = off). */
+  eraseProb: number;
 }
 
 export interface Recipe {
@@ -85,7 +90,9 @@ export function scaledLr(batchSize: number): number {
 
 /** The defaults of a recipe kind; `batchSize` changes the default lr of the 'gpu' kind. */
 export function defaultRecipe(kind: RecipeKind, batchSize?: number): Recipe {
-  const augment: AugmentRecipe = { crop: true, padding: 4, flip: true, mixupAlpha: 0, cutmixAlpha: 0 };
+  const augment: AugmentRecipe = {
+    crop: true, padding: 4, flip: true, mixupAlpha: 0, cutmixAlpha: 0, randaugOps: 0, randaugMagnitude: 9, eraseProb: 0,
+  };
   if (kind === 'gpu') {
     const B = batchSize ?? 256;
     return {
@@ -101,23 +108,40 @@ export function defaultRecipe(kind: RecipeKind, batchSize?: number): Recipe {
   };
 }
 
-/** Parse an --augment list: "crop,flip" (default), "none", or any of crop, flip, mixup, cutmix. */
-export function parseAugmentList(list: string, alphas: { mixup: number; cutmix: number }): AugmentRecipe {
-  const items = list.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
-  const known = ['crop', 'flip', 'mixup', 'cutmix', 'none'];
+/** The settings of the augmentations that take one (their command-line defaults where not given). */
+export interface AugmentSettings {
+  mixup: number;
+  cutmix: number;
+  randaugOps?: number;
+  randaugMagnitude?: number;
+  eraseProb?: number;
+}
+
+/**
+ * Parse an --augment list: "crop,flip" (default), "none", or any of crop, flip, mixup, cutmix,
+ * randaug, erase.
+ */
+export function parseAugmentList(list: string, s: AugmentSettings): AugmentRecipe {
+  const items = list.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean);
+  const known = ['crop', 'flip', 'mixup', 'cutmix', 'randaug', 'erase', 'none'];
   for (const it of items) {
-    if (!known.includes(it)) throw new VimError(`--augment: unknown augmentation "${it}"; use a comma list of crop, flip, mixup, cutmix, or none`);
+    if (!known.includes(it)) throw new VimError(`--augment: unknown augmentation "${it}"; use a comma list of crop, flip, mixup, cutmix, randaug, erase, or none`);
   }
   if (items.includes('none') && items.length > 1) throw new VimError('--augment: "none" cannot be combined with other augmentations');
   return {
     crop: items.includes('crop'), padding: 4, flip: items.includes('flip'),
-    mixupAlpha: items.includes('mixup') ? alphas.mixup : 0, cutmixAlpha: items.includes('cutmix') ? alphas.cutmix : 0,
+    mixupAlpha: items.includes('mixup') ? s.mixup : 0, cutmixAlpha: items.includes('cutmix') ? s.cutmix : 0,
+    randaugOps: items.includes('randaug') ? s.randaugOps ?? 2 : 0, randaugMagnitude: s.randaugMagnitude ?? 9,
+    eraseProb: items.includes('erase') ? s.eraseProb ?? 0.25 : 0,
   };
 }
 
-/** The --augment list of a recipe ("crop,flip", "none", …). */
+/** The --augment list of a recipe ("crop,flip", "none", …), with RandAugment's and erasing's settings. */
 export function augmentList(a: AugmentRecipe): string {
-  const items = [a.crop && 'crop', a.flip && 'flip', a.mixupAlpha > 0 && 'mixup', a.cutmixAlpha > 0 && 'cutmix'].filter(Boolean);
+  const items = [
+    a.crop && 'crop', a.flip && 'flip', a.mixupAlpha > 0 && 'mixup', a.cutmixAlpha > 0 && 'cutmix',
+    a.randaugOps > 0 && `randaug (${a.randaugOps} ops at magnitude ${a.randaugMagnitude})`, a.eraseProb > 0 && `erase (p ${a.eraseProb})`,
+  ].filter(Boolean);
   return items.length ? items.join(',') : 'none';
 }
 
@@ -155,6 +179,10 @@ export function validateRecipe(r: Recipe): Recipe {
   int('eval-every', r.evalEvery, 1);
   num('mixup-alpha', r.augment.mixupAlpha, 0);
   num('cutmix-alpha', r.augment.cutmixAlpha, 0);
+  int('randaug-ops', r.augment.randaugOps, 0);
+  if (r.augment.randaugOps > 8) bad('randaug-ops', 'an integer ≤ 8', r.augment.randaugOps);
+  num('randaug-magnitude', r.augment.randaugMagnitude, 0, 10);
+  num('erase-prob', r.augment.eraseProb, 0, 1);
   if (!(r.beta1 >= 0 && r.beta1 < 1) || !(r.beta2 >= 0 && r.beta2 < 1) || !(r.eps > 0)) {
     throw new VimError(`invalid AdamW settings: beta1 ${r.beta1}, beta2 ${r.beta2}, eps ${r.eps}`);
   }
@@ -197,8 +225,18 @@ export function checkResumeOptions(given: Readonly<Record<string, unknown>>, sto
  * A recipe read back from a run's recipe.json; runs from before --holdout held nothing out, runs
  * from before --drop-path dropped nothing.
  */
-export function storedRecipe(stored: Omit<Recipe, 'holdout' | 'dropPath'> & { holdout?: number; dropPath?: number }): Recipe {
-  return { ...stored, holdout: stored.holdout ?? 0, dropPath: stored.dropPath ?? 0, augment: { ...stored.augment } };
+export function storedRecipe(
+  stored: Omit<Recipe, 'holdout' | 'dropPath' | 'augment'> & {
+    holdout?: number;
+    dropPath?: number;
+    augment: Omit<AugmentRecipe, 'randaugOps' | 'randaugMagnitude' | 'eraseProb'> & Partial<AugmentRecipe>;
+  },
+): Recipe {
+  // recipes saved before RandAugment and erasing existed had neither
+  return {
+    ...stored, holdout: stored.holdout ?? 0, dropPath: stored.dropPath ?? 0,
+    augment: { randaugOps: 0, randaugMagnitude: 9, eraseProb: 0, ...stored.augment },
+  };
 }
 
 /**

@@ -281,6 +281,7 @@ export class Trainer {
     const a = this.recipe.augment;
     const batch = makeTrainBatch(this.train, indices, { H: this.cfg.imgSize, W: this.cfg.imgSize, C: this.cfg.C }, {
       crop: a.crop, padding: a.padding, flip: a.flip, mixupAlpha: a.mixupAlpha, cutmixAlpha: a.cutmixAlpha,
+      randaugOps: a.randaugOps, randaugMagnitude: a.randaugMagnitude, eraseProb: a.eraseProb,
       labelSmoothing: this.recipe.labelSmoothing,
     }, this.rng);
     return { batch, before };
