@@ -9,10 +9,11 @@
  *   normalise ((x − mean)/std per channel) → Conv P×P stride P → (B, Np, D) → class token
  *   inserted at clsPos = floor(Np/2) → + pos_embed → depth blocks → residual add → class token →
  *   RMSNorm → head.
- * A block: r = r + h (r = tokens in block 0); u = RMSNorm(r)·w; xz = u·in_projᵀ (B, L, 2E).
- * The two directions run side by side on an axis of 2 after the batch: the backward one reads
- * xz with its tokens reversed (a Slice with step −1), so from there on every tensor is
- * (B, 2, L, ·) and each per-direction weight is the forward and backward tensor stacked.
+ * A block: r = r + h (r = tokens in block 0); u = RMSNorm(r)·w; x = u·in_proj[:E]ᵀ and
+ * z = u·in_proj[E:]ᵀ (B, L, E) each. The two directions run side by side on an axis of 2 after
+ * the batch: the backward one reads x with its tokens reversed (a Slice with step −1), so from
+ * there on every tensor is (B, 2, L, ·) and each per-direction weight is the forward and backward
+ * tensor stacked.
  * Per direction:
  *   causal depthwise Conv (group 2E, left pad K−1) + bias → SiLU → u (B, 2, L, E)
  *   x_proj (batched MatMul) → Δlow (R), B_t (N), C_t (N); Δ = softplus(Δlow·dt_projᵀ + bias)
@@ -20,14 +21,17 @@
  *   h (B, 2, N, E). Its body gets Δ_t, Δ_t·u_t (B, 2, 1, E), B_t (B, 2, N, 1), C_t (B, 2, 1, N)
  *   and computes h = exp(Δ_t·A) ⊙ h + (Δ_t u_t) ⊗ B_t and y_t = C_t·h there, so no tensor of
  *   B·L·E·N values ever exists; it emits y (B, 2, L, E).
- *   y + D·u, gated by SiLU(z) (z reversed alike for the backward direction).
- * combine (y_fwd + reverse(y_bwd))/2 → out_proj (B, L, D) = h of the next block.
+ *   y + D·u.
+ * combine (y_fwd + reverse(y_bwd))/2, gated by SiLU(z) → out_proj (B, L, D) = h of the next
+ * block. (Each direction's gate is SiLU of z in its own token order, so once the backward output
+ * is back in token order both share one gate, applied after the sum: z is never reversed.)
  * Only the Δ·u product is formed before the scan (B·L·E values, like Δ itself).
  *
  * Weights are stored once. Those used as they are keep their PyTorch Vim name and shape
  * (patch_embed.*, cls_token, pos_embed, layers.i.norm.weight, norm_f.weight, head.*). The rest
  * are stored in the form the graph uses, replacing the original, under a name that says how:
- * "X.T" is X transposed, "X+Y" is the forward tensor X and backward tensor Y stacked on a
+ * "X.T" is X transposed, "X[:E]" and "X[E:]" its first and last E rows (in_proj's x and z
+ * halves), "X+Y" is the forward tensor X and backward tensor Y stacked on a
  * leading axis of 2, "A.T+A_b.T" is −exp(A_log)ᵀ stacked with −exp(A_b_log)ᵀ, (2, N, E),
  * computed in float64 and rounded once.
  * Small int64/float constants (shapes, slice bounds, mean, std) are shared by value.
@@ -241,7 +245,9 @@ function mixer(o: Ops, cfg: VimConfig, params: ParamSet<Float32Array>, i: number
   const both = (key: keyof typeof DIRECTION_NAMES) => [params.layer(i, names[key][0]), params.layer(i, names[key][1])] as const;
 
   // The weights in the form the graph uses (each replaces the checkpoint tensor it comes from).
-  const inProjT = b.initializer(`${p}in_proj.weight.T`, [D, 2 * E], transpose(params.layer(i, 'in_proj.weight'), 2 * E, D));
+  const inProj = params.layer(i, 'in_proj.weight'); // (2E, D): the x rows, then the z rows
+  const inProjXT = b.initializer(`${p}in_proj.weight[:E].T`, [D, E], transpose(inProj.subarray(0, E * D), E, D));
+  const inProjZT = b.initializer(`${p}in_proj.weight[E:].T`, [D, E], transpose(inProj.subarray(E * D), E, D));
   const [cwF, cwB] = both('conv1dWeight');
   const convW = b.initializer(`${p}conv1d.weight+conv1d_b.weight`, [2 * E, 1, K], stack(cwF, cwB));
   const [cbF, cbB] = both('conv1dBias');
@@ -260,15 +266,15 @@ function mixer(o: Ops, cfg: VimConfig, params: ParamSet<Float32Array>, i: number
   const Dskip = b.initializer(`${p}D+D_b`, [2, 1, E], stack(dsF, dsB));
   const outProjT = b.initializer(`${p}out_proj.weight.T`, [E, D], transpose(params.layer(i, 'out_proj.weight'), D, E));
 
-  const xz = b.op('MatMul', [u, inProjT], {}, nm('in_proj')); // (B, L, 2E)
+  const x = b.op('MatMul', [u, inProjXT], {}, nm('in_proj_x')); // (B, L, E)
+  const z = b.op('MatMul', [u, inProjZT], {}, nm('in_proj_z')); // (B, L, E)
   // the backward direction reads the sequence from the last token to the first
-  const xzRev = reverse(o, xz, 1, L, nm('reverse_tokens')); // (B, L, 2E)
-  const xz2 = b.op('Concat', [unsqueeze(o, xz, [1], nm('fwd')), unsqueeze(o, xzRev, [1], nm('bwd'))], { axis: attr.int(1) }, nm('stack_directions')); // (B, 2, L, 2E)
-  const [x2, z2] = split(o, xz2, [E, E], 3, nm('split_xz')); // (B, 2, L, E) each
+  const xRev = reverse(o, x, 1, L, nm('reverse_tokens')); // (B, L, E)
+  const x2 = b.op('Concat', [unsqueeze(o, x, [1], nm('fwd')), unsqueeze(o, xRev, [1], nm('bwd'))], { axis: attr.int(1) }, nm('stack_directions')); // (B, 2, L, E)
 
   // causal depthwise conv over tokens, channels-first (B, 2E, L) with K−1 zeros before token 0;
   // swapping the last two axes is a plain batched matrix transpose
-  const xc = reshape(o, b.op('Transpose', [x2!], { perm: attr.ints([0, 1, 3, 2]) }, nm('to_channels')), [0, 2 * E, L], nm('merge_directions')); // (B, 2E, L)
+  const xc = reshape(o, b.op('Transpose', [x2], { perm: attr.ints([0, 1, 3, 2]) }, nm('to_channels')), [0, 2 * E, L], nm('merge_directions')); // (B, 2E, L)
   const conv = b.op('Conv', [xc, convW, convB], {
     group: attr.int(2 * E), kernel_shape: attr.ints([K]), pads: attr.ints([K - 1, 0]), strides: attr.ints([1]), dilations: attr.ints([1]),
   }, nm('conv1d')); // (B, 2E, L)
@@ -297,13 +303,13 @@ function mixer(o: Ops, cfg: VimConfig, params: ParamSet<Float32Array>, i: number
   }, nm('selective_scan'));
   const y = squeeze(o, yScan!, [3], nm('scan_out')); // (B, 2, L, E)
   const ySkip = b.op('Add', [y, b.op('Mul', [uu, Dskip], {}, nm('D_skip'))], {}, nm('add_D_skip')); // (B, 2, L, E)
-  const gated = b.op('Mul', [ySkip, silu(o, z2!, nm('z_silu'))], {}, nm('gate')); // (B, 2, L, E)
 
-  // (y_fwd + y_bwd back in token order) / 2
-  const [yF, yB] = split(o, gated, [1, 1], 1, nm('split_directions_out')); // (B, 1, L, E) each
+  // (y_fwd + y_bwd back in token order) / 2, then the gate both directions share
+  const [yF, yB] = split(o, ySkip, [1, 1], 1, nm('split_directions_out')); // (B, 1, L, E) each
   const sum = b.op('Add', [yF!, reverse(o, yB!, 2, L, nm('unreverse_tokens'))], {}, nm('combine'));
   const half = squeeze(o, b.op('Mul', [sum, b.f32([0.5])], {}, nm('combine/half')), [1], nm('combine/squeeze')); // (B, L, E)
-  return b.op('MatMul', [half, outProjT], {}, nm('out_proj')); // (B, L, D)
+  const gated = b.op('Mul', [half, silu(o, z, nm('z_silu'))], {}, nm('gate')); // (B, L, E)
+  return b.op('MatMul', [gated, outProjT], {}, nm('out_proj')); // (B, L, D)
 }
 
 /** Build the ONNX model object (what buildVimOnnx serialises). */
