@@ -388,7 +388,10 @@ function describe(r) {
   return s;
 }
 
-/** tunedEntry as a JSON value (for the --json output's `tuned`, which VIM_MATMUL_TUNED reads). */
+/**
+ * The entry of MATMUL_TUNED that makes result r (a variant asked for by name) the default of
+ * problem p, as a JSON value (the --json output's `tuned`, which VIM_MATMUL_TUNED reads).
+ */
 function tunedValue(p, r) {
   const v = r.choice.variant ?? r.name;
   const sum = r.sum === 'vec4' || r.sum === 'lanes' ? r.sum : undefined;
@@ -396,12 +399,11 @@ function tunedValue(p, r) {
   return { variant: v, ...(r.choice.splitRows ? { splitRows: r.choice.splitRows } : {}), ...(sum ? { sum } : {}) };
 }
 
-/** The entry of MATMUL_TUNED that makes result r (a variant asked for by name) the default of problem p. */
+/** The same entry as TypeScript source, to paste into the table. */
 function tunedEntry(p, r) {
-  const v = r.choice.variant ?? r.name;
-  const sum = r.sum === 'vec4' || r.sum === 'lanes' ? r.sum : null;
-  if (p.op !== 'backward_weight' || (r.choice.splitRows === undefined && !sum)) return `'${v}'`;
-  return `{ variant: '${v}'${r.choice.splitRows ? `, splitRows: ${r.choice.splitRows}` : ''}${sum ? `, sum: '${sum}'` : ''} }`;
+  const e = tunedValue(p, r);
+  if (typeof e === 'string') return `'${e}'`;
+  return `{ ${Object.entries(e).map(([k, x]) => `${k}: ${typeof x === 'string' ? `'${x}'` : x}`).join(', ')} }`;
 }
 
 function fmtRate(x) {

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { VimError } from '../errors.js';
 import { loadConfig } from '../model/config.js';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../model/checkpoint.js';
-import type { ParamSet } from '../model/params.js';
+import { paramCount, type ParamSet } from '../model/params.js';
 import { DEFAULT_OPSET, exportVimOnnx, MAX_OPSET, MIN_OPSET, type ExportResult } from '../onnx/export.js';
 import { OnnxVim } from '../onnx/runtime.js';
 import { boolOpt, helpText, numberOpt, parseCommand, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
@@ -67,7 +67,7 @@ function resaveCheckpoint(source: string, out: string, params: ParamSet<Float32A
     }
   }
   const result: ResaveResult = {
-    path: out, bytes: statSync(out).size, paramCount: params.specs.reduce((n, s) => n + s.size, 0), dtype,
+    path: out, bytes: statSync(out).size, paramCount: paramCount(params.cfg), dtype,
     maxAbsChange: maxAbs, maxRelChange: maxW > 0 ? maxAbs / maxW : 0,
   };
   console.log(

@@ -106,14 +106,12 @@ function newRecipe(p: Parsed, kind: RecipeKind): Recipe {
   const list = stringOpt(p, 'augment');
   if (list !== undefined) {
     r.augment = parseAugmentList(list, settings);
-    const needs = (opt: string, item: string) => {
-      if (stringOpt(p, opt) !== undefined && !list.toLowerCase().split(',').map((x) => x.trim()).includes(item)) {
-        throw new VimError(`--${opt} needs ${item} in --augment, e.g. --augment crop,flip,${item}`);
-      }
+    const needs = (opt: string, item: string, on: boolean) => {
+      if (stringOpt(p, opt) !== undefined && !on) throw new VimError(`--${opt} needs ${item} in --augment, e.g. --augment crop,flip,${item}`);
     };
-    needs('randaug-ops', 'randaug');
-    needs('randaug-magnitude', 'randaug');
-    needs('erase-prob', 'erase');
+    needs('randaug-ops', 'randaug', r.augment.randaugOps > 0);
+    needs('randaug-magnitude', 'randaug', r.augment.randaugOps > 0);
+    needs('erase-prob', 'erase', r.augment.eraseProb > 0);
   } else {
     for (const opt of ['mixup-alpha', 'cutmix-alpha', 'randaug-ops', 'randaug-magnitude', 'erase-prob']) {
       if (stringOpt(p, opt) !== undefined) {

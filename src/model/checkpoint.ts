@@ -15,7 +15,7 @@ import {
   type LoadedTensor, type SafetensorsWriteDtype, type TensorToWrite,
 } from '../io/safetensors.js';
 import { configToJson, resolveConfig, sameArchitecture, type VimConfig, type VimConfigFile } from './config.js';
-import { ParamSet, paramSpecs } from './params.js';
+import { DIRECTION_NAMES, ParamSet, paramSpecs } from './params.js';
 
 /** The value of the "format" metadata key in files this project writes. */
 export const CHECKPOINT_FORMAT = 'vim-webgpu';
@@ -100,7 +100,7 @@ export function saveCheckpoint(
     if (k === 'format') throw new Error('saveCheckpoint: "format" is reserved');
     metadata[k] = JSON.stringify(v);
   }
-  const keepF32 = (name: string) => /(^|\.)(A_log|A_b_log)$/.test(name);
+  const keepF32 = (name: string) => DIRECTION_NAMES.ALog.some((n) => name.endsWith(`.${n}`));
   const tensors: TensorToWrite[] = params.specs.map((s) => ({
     name: s.name, shape: s.shape, data: params.get(s.name), ...(keepF32(s.name) ? { dtype: 'F32' as const } : {}),
   }));

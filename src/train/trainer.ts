@@ -278,11 +278,8 @@ export class Trainer {
   private prepare(): Prepared {
     const before = { sampler: this.sampler.state, rng: this.rng.state };
     const { indices } = this.sampler.next();
-    const a = this.recipe.augment;
     const batch = makeTrainBatch(this.train, indices, { H: this.cfg.imgSize, W: this.cfg.imgSize, C: this.cfg.C }, {
-      crop: a.crop, padding: a.padding, flip: a.flip, mixupAlpha: a.mixupAlpha, cutmixAlpha: a.cutmixAlpha,
-      randaugOps: a.randaugOps, randaugMagnitude: a.randaugMagnitude, eraseProb: a.eraseProb,
-      labelSmoothing: this.recipe.labelSmoothing,
+      ...this.recipe.augment, labelSmoothing: this.recipe.labelSmoothing,
     }, this.rng);
     return { batch, before };
   }
