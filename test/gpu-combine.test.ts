@@ -8,6 +8,25 @@ const TOL = 1e-5;
 const [B, L, E] = [3, 7, 13];
 const n = B * L * E;
 
+/**
+ * combineBackward against combine_backward on random dout (and random gradients to add to when
+ * accumulating), with per-sample factors `drop.row` read from `drop.table` at `drop.offset`.
+ */
+async function checkBackward(seed: number, accumulate: boolean, drop?: { table: Float64Array; offset: number; row: number[] }): Promise<void> {
+  const gpu = await testGpu();
+  const rng = new Rng(seed);
+  const dout = randArray(rng, n);
+  const dyF = accumulate ? randArray(rng, n) : new Float64Array(n);
+  const dyB = accumulate ? randArray(rng, n) : new Float64Array(n);
+  const tF = tensorFrom(gpu, accumulate ? dyF : randArray(rng, n), 'dy_f');
+  const tB = tensorFrom(gpu, accumulate ? dyB : randArray(rng, n), 'dy_b');
+  const scale = drop && { t: tensorFrom(gpu, drop.table, 'scale'), offset: drop.offset };
+  await run(gpu, [combineBackward(gpu, { dyF: tF, dyB: tB, dout: tensorFrom(gpu, dout), B, L, E, accumulate, ...(scale ? { scale } : {}) })]);
+  combine_backward(dyF, dyB, dout, B, L, E, drop?.row);
+  expect(relErr(await read(gpu, tF), dyF)).toBeLessThan(TOL);
+  expect(relErr(await read(gpu, tB), dyB)).toBeLessThan(TOL);
+}
+
 describe('combine kernels', () => {
   it('forward: (y_f + reversed y_b) / 2', async () => {
     const gpu = await testGpu();
@@ -22,19 +41,7 @@ describe('combine kernels', () => {
   });
 
   for (const accumulate of [false, true]) {
-    it(`backward${accumulate ? ' (accumulate)' : ''}`, async () => {
-      const gpu = await testGpu();
-      const rng = new Rng(accumulate ? 3 : 2);
-      const dout = randArray(rng, n);
-      const dyF = accumulate ? randArray(rng, n) : new Float64Array(n);
-      const dyB = accumulate ? randArray(rng, n) : new Float64Array(n);
-      const tF = tensorFrom(gpu, accumulate ? dyF : randArray(rng, n), 'dy_f');
-      const tB = tensorFrom(gpu, accumulate ? dyB : randArray(rng, n), 'dy_b');
-      await run(gpu, [combineBackward(gpu, { dyF: tF, dyB: tB, dout: tensorFrom(gpu, dout), B, L, E, accumulate })]);
-      combine_backward(dyF, dyB, dout, B, L, E);
-      expect(relErr(await read(gpu, tF), dyF)).toBeLessThan(TOL);
-      expect(relErr(await read(gpu, tB), dyB)).toBeLessThan(TOL);
-    });
+    it(`backward${accumulate ? ' (accumulate)' : ''}`, () => checkBackward(accumulate ? 3 : 2, accumulate));
   }
 });
 
@@ -60,20 +67,8 @@ describe('combine kernels with per-sample factors (drop path)', () => {
   });
 
   for (const accumulate of [false, true]) {
-    it(`backward multiplies each sample's gradient by its factor${accumulate ? ' (accumulate)' : ''}`, async () => {
-      const gpu = await testGpu();
-      const rng = new Rng(accumulate ? 13 : 12);
-      const dout = randArray(rng, n);
-      const dyF = accumulate ? randArray(rng, n) : new Float64Array(n);
-      const dyB = accumulate ? randArray(rng, n) : new Float64Array(n);
-      const tF = tensorFrom(gpu, accumulate ? dyF : randArray(rng, n), 'dy_f');
-      const tB = tensorFrom(gpu, accumulate ? dyB : randArray(rng, n), 'dy_b');
-      const scale = { t: tensorFrom(gpu, table, 'scale'), offset: 2 * B };
-      await run(gpu, [combineBackward(gpu, { dyF: tF, dyB: tB, dout: tensorFrom(gpu, dout), B, L, E, accumulate, scale })]);
-      combine_backward(dyF, dyB, dout, B, L, E, row);
-      expect(relErr(await read(gpu, tF), dyF)).toBeLessThan(TOL);
-      expect(relErr(await read(gpu, tB), dyB)).toBeLessThan(TOL);
-    });
+    it(`backward multiplies each sample's gradient by its factor${accumulate ? ' (accumulate)' : ''}`,
+      () => checkBackward(accumulate ? 13 : 12, accumulate, { table, offset: 2 * B, row }));
   }
 
   it('refuses a factor table too short for the block', async () => {
