@@ -64,9 +64,15 @@ override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB))
 // For timing experiments only (results are then wrong): bit 0 skips the backward's per-token
 // channel reduction, bit 1 its pass 1, bit 2 its recomputation of the segment's states.
 override DIAG: u32 = 0u;
+// backward_stream: the subgroup size when the per-token [gB | gC] channel sums are made by
+// shuffles within each subgroup (no barrier; one partial per subgroup); 0 = through s_red.
+override SGR: u32 = 0u;
+override QP: u32 = 1u;              // backward_stream with SGR: NV rounded up to a power of two (≤ SGR)
+override RED_ROWS: u32 = WG * (2u * NV + 1u); // vec4 rows of s_red (1 where nothing uses it)
 
 const NVMAX = 8u; // N ≤ 32
 const KBMAX = 8u; // largest KB
+const SMAX = 8u;  // backward_stream: longest segment
 
 // ---- forward bindings ----
 @group(0) @binding(0) var<storage, read_write> f_out: array<f32>;  // (B, L, E)
@@ -107,7 +113,7 @@ var<workgroup> s_bc: array<vec4<f32>, BCT * 2u * NV>;
 // backward: the segment's states, [token][vec4 i][lane]
 var<workgroup> s_h: array<vec4<f32>, TC * NV * WG>;
 // backward: one token's contributions, [lane][gB (NV vec4) | gC (NV vec4) | pad]
-var<workgroup> s_red: array<vec4<f32>, WG * (2u * NV + 1u)>;
+var<workgroup> s_red: array<vec4<f32>, RED_ROWS>;
 // reduce_params: [lane][output]
 var<workgroup> s_lane: array<f32, 256>;
 
@@ -401,6 +407,268 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
         }
         workgroupBarrier();
         }
+        }
+      }
+    }
+  }
+
+  if (live) {
+    for (var i = 0u; i < NV; i++) {
+      let v = gA[i] * A[i];
+      let o = (b * (N + 2u) + 4u * i) * E + e;
+      g_part_par[o] = v.x;
+      if (4u * i + 1u < N) { g_part_par[o + E] = v.y; }
+      if (4u * i + 2u < N) { g_part_par[o + 2u * E] = v.z; }
+      if (4u * i + 3u < N) { g_part_par[o + 3u * E] = v.w; }
+    }
+    g_part_par[(b * (N + 2u) + N) * E + e] = gD;
+    g_part_par[(b * (N + 2u) + N + 1u) * E + e] = gbias;
+  }
+}
+
+// ============================================================================================
+// Backward, streaming form
+// ============================================================================================
+
+// One halving exchange of the subgroup sum below: lanes with bit `off` set keep items h…2h−1 and
+// send 0…h−1, the others the reverse; both add what they receive into items 0…h−1.
+fn sg_halve(v: ptr<function, array<vec4<f32>, NVMAX>>, h: u32, off: u32, lane: u32) {
+  let upper = (lane & off) != 0u;
+  for (var j = 0u; j < h; j++) {
+    let lo = (*v)[j];
+    let hi = (*v)[j + h];
+    (*v)[j] = select(lo, hi, upper) + sg_shuffle_xor(select(hi, lo, upper), off);
+  }
+}
+
+// The sum over the SGR lanes of a subgroup of QP items (vec4) each lane holds: halving exchanges
+// at lane distances SGR/2, SGR/4, … until one item is left, then plain exchanges. Lane `lane` ends
+// with the sum of item lane / (SGR / QP), as do the other lanes of its group of SGR / QP. Every
+// lane adds in the same fixed order, so results repeat bit for bit. sg_shuffle_xor comes from the
+// prelude the host adds (subgroupShuffleXor, or the identity where no kernel calls this).
+fn sg_sum_items(items: array<vec4<f32>, NVMAX>, lane: u32) -> vec4<f32> {
+  var v = items;
+  var off = SGR / 2u;
+  if (QP >= 8u) { sg_halve(&v, 4u, off, lane); off /= 2u; }
+  if (QP >= 4u) { sg_halve(&v, 2u, off, lane); off /= 2u; }
+  if (QP >= 2u) { sg_halve(&v, 1u, off, lane); off /= 2u; }
+  var r = v[0];
+  for (; off >= 1u; off /= 2u) { r += sg_shuffle_xor(r, off); }
+  return r;
+}
+
+// Write a subgroup sum of sg_sum_items to the partial row at `base`: lane groups of SGR / QP
+// hold item lane / (SGR / QP), four states each; `col` is 0 for gB, N for gC.
+fn sg_write_items(r: vec4<f32>, lane: u32, base: u32, col: u32) {
+  let grp = SGR / QP;
+  let item = lane / grp;
+  if (lane % grp == 0u && item < NV) {
+    for (var c = 0u; c < 4u; c++) {
+      let n = 4u * item + c;
+      if (n < N) { g_part_bc[base + col + n] = r[c]; }
+    }
+  }
+}
+
+// selective_scan_backward_stream: the same gradients as selective_scan_backward, arranged so that
+// an invocation waits on memory as little as possible:
+//   - all L tokens of the sample's [B_t | C_t] are staged in s_bc once (BCT = L), so no barrier
+//     or load of B, C interrupts the walks;
+//   - pass 1 streams the tokens like the forward (the next token's u, Δraw loaded while the
+//     current one is computed) and writes a checkpoint every S tokens;
+//   - pass 2 loads a segment's u, Δraw, dout, z once for both its recomputation and its walk, and
+//     issues the loads of the segment before it (and its checkpoint) before computing this one;
+//   - with SGR > 0 the per-token [gB | gC] sums over channels are shuffles within each subgroup
+//     (no barrier), one partial per subgroup (NWG = partials per sample, part_bc's second axis);
+//     with SGR = 0 they go through s_red as in selective_scan_backward (two barriers a token).
+// Segments hold at most SMAX tokens. Loops over a segment's tokens run to S (a constant of the
+// pipeline) so that the per-token register arrays are indexed by constants.
+@compute @workgroup_size(WG)
+fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.y;
+  let e = wid.x * WG + lid;
+  let live = e < E;
+  let ec = min(e, E - 1u);
+  let Q = 2u * N;
+  let S = TC;
+  let nseg = (L + S - 1u) / S;
+  let redRow = 2u * NV + 1u;
+  let sg = max(SGR, 1u);
+  let lane = lid % sg;
+  // this invocation's partial row of part_bc: its workgroup's, or its subgroup's
+  let part = select(wid.x, wid.x * (WG / sg) + lid / sg, SGR > 0u);
+
+  var A: array<vec4<f32>, NVMAX>;
+  var h: array<vec4<f32>, NVMAX>;
+  var hIn: array<vec4<f32>, NVMAX>;
+  var carry: array<vec4<f32>, NVMAX>;
+  var gA: array<vec4<f32>, NVMAX>;
+  for (var i = 0u; i < NV; i++) {
+    var a = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+      let n = 4u * i + c;
+      if (n < N) { a[c] = g_A_log[ec * N + n]; }
+    }
+    A[i] = -exp(a);
+  }
+  let bias = g_dt_bias[ec];
+  let Dv = g_Dskip[ec];
+  var gD = 0.0;
+  var gbias = 0.0;
+
+  load_bc_backward(b, 0u, L, lid);
+
+  // Pass 1: the forward recurrence over segments 0 … NSEG−2, one token's loads ahead.
+  let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u);
+  var nu = g_u[b * L * E + ec];
+  var nd = g_delta_raw[b * L * E + ec];
+  for (var t = 0u; t < T1; t++) {
+    let uu = nu;
+    let dr = nd;
+    if (t + 1u < T1) {
+      let row = (b * L + t + 1u) * E + ec;
+      nu = g_u[row];
+      nd = g_delta_raw[row];
+    }
+    let delta = softplus(dr + bias);
+    let du = delta * uu;
+    for (var i = 0u; i < NV; i++) {
+      h[i] = exp(delta * A[i]) * h[i] + du * s_bc[t * 2u * NV + i];
+    }
+    if (live && (t + 1u) % S == 0u) {
+      let slot = (t + 1u) / S - 1u;
+      for (var i = 0u; i < NV; i++) { g_ckpt[((b * (nseg - 1u) + slot) * NV + i) * E + e] = h[i]; }
+    }
+  }
+
+  // Pass 2: segments last to first. Iteration kk loads segment NSEG−1−kk and computes the one
+  // after it (loaded by the iteration before).
+  var cu: array<f32, SMAX>;
+  var cd: array<f32, SMAX>;
+  var cg: array<f32, SMAX>;
+  var cz: array<f32, SMAX>;
+  var qu: array<f32, SMAX>;
+  var qd: array<f32, SMAX>;
+  var qg: array<f32, SMAX>;
+  var qz: array<f32, SMAX>;
+  var qh: array<vec4<f32>, NVMAX>;
+  for (var kk = 0u; kk <= nseg; kk++) {
+    cu = qu;
+    cd = qd;
+    cg = qg;
+    cz = qz;
+    hIn = qh;
+    if (kk < nseg) {
+      let k = nseg - 1u - kk;
+      let t0 = k * S;
+      let tn = min(S, L - t0);
+      for (var j = 0u; j < S; j++) {
+        let t = t0 + min(j, tn - 1u);
+        let row = (b * L + t) * E + ec;
+        qu[j] = g_u[row];
+        qd[j] = g_delta_raw[row];
+        qg[j] = g_dout[row];
+        qz[j] = g_xz[(b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec];
+      }
+      for (var i = 0u; i < NV; i++) {
+        if (k == 0u || !live) { qh[i] = vec4<f32>(0.0); }
+        else { qh[i] = g_ckpt[((b * (nseg - 1u) + k - 1u) * NV + i) * E + e]; }
+      }
+    }
+    if (kk == 0u) { continue; }
+    let k = nseg - kk;
+    let t0 = k * S;
+    let tn = min(S, L - t0);
+
+    // the segment's states from its checkpoint, into this invocation's column of s_h
+    for (var i = 0u; i < NV; i++) { h[i] = hIn[i]; }
+    var cdel: array<f32, SMAX>; // Δ_t of the segment's tokens
+    for (var j = 0u; j < S; j++) {
+      cdel[j] = softplus(cd[j] + bias);
+      if (j < tn && (DIAG & 4u) == 0u) {
+        let du = cdel[j] * cu[j];
+        for (var i = 0u; i < NV; i++) {
+          h[i] = exp(cdel[j] * A[i]) * h[i] + du * s_bc[(t0 + j) * 2u * NV + i];
+          s_h[(j * NV + i) * WG + lid] = h[i];
+        }
+      }
+    }
+    // walk the segment backward; h holds h_t
+    for (var j = 0u; j < S; j++) {
+      let tt = S - 1u - j;
+      if (tt < tn) { // uniform (tn is the workgroup's), so barriers and shuffles below are too
+        let t = t0 + tt;
+        let rowT = (b * L + t) * E + ec;
+        let ziT = (b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec;
+        let uu = cu[tt];
+        let gout = cg[tt];
+        let z = cz[tt];
+        let delta = cdel[tt];
+        let du = delta * uu;
+        let bct = t * 2u * NV; // token t's B_t in s_bc; C_t follows
+        var y4 = vec4<f32>(0.0);
+        for (var i = 0u; i < NV; i++) { y4 += s_bc[bct + NV + i] * h[i]; }
+        let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
+        let sz = sigmoid(z);
+        let gy = gout * z * sz;
+        let gz = gout * y * sz * (1.0 + z * (1.0 - sz));
+        gD += gy * uu;
+        let pbase = ((b * NWG + part) * L + t) * Q;
+        if (SGR > 0u && (DIAG & 1u) == 0u) {
+          var it: array<vec4<f32>, NVMAX>;
+          for (var i = 0u; i < QP; i++) { it[i] = select(vec4<f32>(0.0), gy * h[i], live && i < NV); }
+          sg_write_items(sg_sum_items(it, lane), lane, pbase, N);
+        }
+        var gu4 = vec4<f32>(0.0);
+        var gdelta4 = vec4<f32>(0.0);
+        var gBi: array<vec4<f32>, NVMAX>;
+        for (var i = 0u; i < NV; i++) {
+          var hPrev = hIn[i];
+          if (tt > 0u) { hPrev = s_h[((tt - 1u) * NV + i) * WG + lid]; }
+          let a = exp(delta * A[i]);
+          let Bv = s_bc[bct + i];
+          let gh = gy * s_bc[bct + NV + i] + carry[i];
+          gBi[i] = gh * du;
+          if (SGR == 0u) {
+            s_red[lid * redRow + i] = gh * du;
+            s_red[lid * redRow + NV + i] = gy * h[i];
+          }
+          gu4 += gh * Bv;
+          let ahp = a * hPrev;
+          gdelta4 += gh * (uu * Bv + A[i] * ahp);
+          gA[i] += gh * ahp * delta;
+          carry[i] = a * gh;
+          h[i] = hPrev;
+        }
+        let gu = Dv * gy + delta * ((gu4.x + gu4.y) + (gu4.z + gu4.w));
+        let gdelta = (gdelta4.x + gdelta4.y) + (gdelta4.z + gdelta4.w);
+        let gdr = gdelta * sigmoid(cd[tt] + bias);
+        gbias += gdr;
+        if (live) {
+          if (ACC_DU) { g_du[rowT] += gu; } else { g_du[rowT] = gu; }
+          if (ACC_DDELTA) { g_ddelta_raw[rowT] += gdr; } else { g_ddelta_raw[rowT] = gdr; }
+          if (ACC_DZ) { g_dxz[ziT] += gz; } else { g_dxz[ziT] = gz; }
+        } else if (SGR == 0u) {
+          for (var i = 0u; i < 2u * NV; i++) { s_red[lid * redRow + i] = vec4<f32>(0.0); }
+        }
+        if ((DIAG & 1u) == 0u) {
+          if (SGR > 0u) {
+            for (var i = NV; i < QP; i++) { gBi[i] = vec4<f32>(0.0); }
+            if (!live) { for (var i = 0u; i < NV; i++) { gBi[i] = vec4<f32>(0.0); } }
+            sg_write_items(sg_sum_items(gBi, lane), lane, pbase, 0u);
+          } else {
+            workgroupBarrier();
+            for (var c = lid; c < Q; c += WG) {
+              let pt = c / N;
+              let n = c - pt * N;
+              let col = pt * NV + n / 4u;
+              let comp = n % 4u;
+              var s = 0.0;
+              for (var r = 0u; r < WG; r++) { s += s_red[r * redRow + col][comp]; }
+              g_part_bc[pbase + c] = s;
+            }
+            workgroupBarrier();
+          }
         }
       }
     }

@@ -9,7 +9,8 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  scanRegistersDefault, selectiveScanBackward, selectiveScanForward, selectiveScanScratch, type ScanTuning,
+  scanKernelDefault, scanSubgroupSize, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
+  selectiveScanScratch, type ScanTuning,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
@@ -238,52 +239,78 @@ async function checkBothDirections(seed: number, B: number, L: number, E: number
   await compareGrads(gpu, tB, refB, initB, bwd);
 }
 
-for (const registers of ['arrays', 'named'] as const) {
-  const r = { registers };
-  const how = registers === 'arrays' ? 'state vectors in arrays' : 'state vectors as named variables';
+describe('selective scan forward', () => {
+  const small = makeCase(1, 3, 7, 13, 5, 3);
+  const wide = makeCase(2, 3, 7, 37, 5, 3);
+  const model = makeCase(3, 2, 65, 40, 16, 12);
+  for (const reverse of [false, true]) {
+    const dir = reverse ? 'reverse' : 'forward';
+    it(`B=3 L=7 E=13 N=5, one partial workgroup per sample (${dir})`, () => checkForward(small, reverse));
+    it(`B=3 L=7 E=37 N=5, three workgroups of 16, chunks of 3 tokens (${dir})`,
+      () => checkForward(wide, reverse, { workgroupSize: 16, chunk: 3 }));
+    it(`B=2 L=65 E=40 N=16, two workgroups of 32 (${dir})`, () => checkForward(model, reverse, { workgroupSize: 32 }));
+  }
+});
 
-  describe(`selective scan forward (${how})`, () => {
-    const small = makeCase(1, 3, 7, 13, 5, 3);
-    const wide = makeCase(2, 3, 7, 37, 5, 3);
-    const model = makeCase(3, 2, 65, 40, 16, 12);
-    for (const reverse of [false, true]) {
-      const dir = reverse ? 'reverse' : 'forward';
-      it(`B=3 L=7 E=13 N=5, one partial workgroup per sample (${dir})`, () => checkForward(small, reverse, r));
-      it(`B=3 L=7 E=37 N=5, three workgroups of 16, chunks of 3 tokens (${dir})`,
-        () => checkForward(wide, reverse, { ...r, workgroupSize: 16, chunk: 3 }));
-      it(`B=2 L=65 E=40 N=16, two workgroups of 32 (${dir})`, () => checkForward(model, reverse, { ...r, workgroupSize: 32 }));
-    }
-  });
+/** The backward's forms: the segmented kernel, and the stream kernel with each way of summing over channels. */
+const FORMS: [string, (gpu: Gpu) => ScanTuning][] = [
+  ['segmented', () => ({ kernel: 'segmented' })],
+  ['stream, sums by subgroup shuffles', (gpu) => ({ kernel: 'stream', subgroupSize: scanSubgroupSize(gpu) })],
+  ['stream, sums through workgroup memory', () => ({ kernel: 'stream', subgroupSize: 0 })],
+];
 
+for (const [how, form] of FORMS) {
+  const base = async (): Promise<ScanTuning> => form(await testGpu());
   describe(`selective scan backward (${how})`, () => {
     const small = makeCase(4, 3, 7, 13, 5, 3);
     it('B=3 L=7 E=13 N=5, one partial workgroup, segments 3+3+1, inputs loaded 2 tokens at a time (forward)',
-      () => checkBackward(small, false, false, { ...r, tokenBlock: 2 }));
-    it('B=3 L=7 E=13 N=5, one partial workgroup, segments 3+3+1 (reverse)', () => checkBackward(small, true, false, r));
+      async () => checkBackward(small, false, false, { ...(await base()), tokenBlock: 2 }));
+    it('B=3 L=7 E=13 N=5, one partial workgroup, segments 3+3+1 (reverse)', async () => checkBackward(small, true, false, await base()));
     it('B=3 L=7 E=37 N=5, three workgroups of 16: both directions, dz accumulating into one dxz',
-      () => checkBothDirections(5, 3, 7, 37, 5, 3, { ...r, workgroupSize: 16 }));
+      async () => checkBothDirections(5, 3, 7, 37, 5, 3, { ...(await base()), workgroupSize: 16 }));
     it('B=2 L=65 E=40 N=16 R=12, two workgroups of 32, 22 segments (reverse, accumulate)',
-      () => checkBackward(makeCase(8, 2, 65, 40, 16, 12), true, true, { ...r, workgroupSize: 32 }));
+      async () => checkBackward(makeCase(8, 2, 65, 40, 16, 12), true, true, { ...(await base()), workgroupSize: 32 }));
     it('one-token segments with workgroups narrower than 2N; one segment (no checkpoints), accumulating', async () => {
-      await checkBackward(small, true, false, { ...r, segment: 1, workgroupSize: 4 });
-      await checkBackward(small, false, true, { ...r, segment: 7, workgroupSize: 8 });
+      const t = await base();
+      await checkBackward(small, true, false, { ...t, segment: 1, workgroupSize: 4 });
+      await checkBackward(small, false, true, { ...t, segment: 7, workgroupSize: 8 });
+    });
+    it('N=20 (five state vectors, padded to eight in the shuffle sums), segments of 5, workgroups of 16', async () => {
+      await checkBackward(makeCase(9, 2, 11, 21, 20, 4), false, false, { ...(await base()), segment: 5, workgroupSize: 16 });
     });
   });
 }
 
-describe('VIM_SCAN_REGISTERS', () => {
-  it('chooses the register form when a call does not, and refuses other values', () => {
-    const saved = process.env.VIM_SCAN_REGISTERS;
+describe('the backward plan', () => {
+  it('sums by shuffles where the adapter allows it, one partial row per subgroup', async () => {
+    const gpu = await testGpu();
+    const sg = scanSubgroupSize(gpu);
+    expect(sg, 'lavapipe and the GPUs this runs on have one subgroup size').toBeGreaterThan(0);
+    const p = selectiveScanBackwardPlan({ B: 2, L: 65, E: 40, N: 16, R: 12 }, { kernel: 'stream', subgroupSize: sg, workgroupSize: 32 });
+    expect(p).toMatchObject({ kernel: 'stream', subgroupSize: sg, workgroupsPerSample: 2, partialsPerSample: 2 * (32 / sg) });
+  });
+
+  it("serves the stream kernel with the segmented one where the sample's B, C do not fit workgroup memory", () => {
+    const long = { B: 2, L: 300, E: 40, N: 32, R: 12 };
+    expect(selectiveScanBackwardPlan(long, { kernel: 'stream' }).kernel).toBe('segmented');
+    expect(selectiveScanBackwardPlan({ ...long, L: 65, N: 16 }, { kernel: 'stream' }).kernel).toBe('stream');
+    expect(() => selectiveScanBackwardPlan(long, { kernel: 'stream', segment: 9 })).toThrow(/segment must be an integer in 1…8/);
+  });
+});
+
+describe('VIM_SCAN_KERNEL', () => {
+  it('chooses the backward kernel when a call does not, and refuses other values', () => {
+    const saved = process.env.VIM_SCAN_KERNEL;
     try {
-      delete process.env.VIM_SCAN_REGISTERS;
-      expect(scanRegistersDefault()).toBe('arrays');
-      process.env.VIM_SCAN_REGISTERS = 'named';
-      expect(scanRegistersDefault()).toBe('named');
-      process.env.VIM_SCAN_REGISTERS = 'registers';
-      expect(() => scanRegistersDefault()).toThrow(/VIM_SCAN_REGISTERS must be 'arrays' or 'named'; it is 'registers'/);
+      delete process.env.VIM_SCAN_KERNEL;
+      expect(scanKernelDefault()).toBe('segmented');
+      process.env.VIM_SCAN_KERNEL = 'stream';
+      expect(scanKernelDefault()).toBe('stream');
+      process.env.VIM_SCAN_KERNEL = 'chunked';
+      expect(() => scanKernelDefault()).toThrow(/VIM_SCAN_KERNEL must be 'segmented' or 'stream'; it is 'chunked'/);
     } finally {
-      if (saved === undefined) delete process.env.VIM_SCAN_REGISTERS;
-      else process.env.VIM_SCAN_REGISTERS = saved;
+      if (saved === undefined) delete process.env.VIM_SCAN_KERNEL;
+      else process.env.VIM_SCAN_KERNEL = saved;
     }
   });
 });

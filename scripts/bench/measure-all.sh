@@ -4,10 +4,10 @@
 # Steps, in this order (name some to run only those; results land in RESULTS_DIR, text and JSON):
 #   b256           bench-vim, vim-tiny, batch 256, as shipped
 #   b256-toggles   the same with the Dawn toggles that turn off index clamping and workgroup-memory zeroing
-#   scan           the scan variants of scripts/bench/scan.mjs (arrays against named registers)
+#   scan           the scan variants of scripts/bench/scan.mjs (the segmented backward against the stream one)
 #   matmul         the matmul harness; its JSON's `tuned` holds the variants that beat the defaults
-#   candidates     bench-vim at batch 256 with the candidates inside the whole model: named scan
-#                  registers (VIM_SCAN_REGISTERS) if the scan step found them faster, the harness's
+#   candidates     bench-vim at batch 256 with the candidates inside the whole model: the stream scan
+#                  backward (VIM_SCAN_KERNEL=stream) if the scan step found it faster, the harness's
 #                  matmul variants (VIM_MATMUL_TUNED); without and with the toggles
 #   b128           bench-vim at batch 128 with the candidates
 #   check          bench-vim --check with the candidates (every kernel against the float64 reference)
@@ -32,15 +32,15 @@ run() { # NAME LIMIT_S COMMAND…
   echo "   $((SECONDS - t0)) s"
 }
 
-# The candidates' environment: named scan registers where the scan step measured them ≥ 3% faster
-# (forward + backward with its reductions), the matmul harness's entries where it wrote any.
+# The candidates' environment: the stream scan backward where the scan step measured it ≥ 3%
+# faster than the default (forward + backward with its reductions), the matmul harness's entries where it wrote any.
 candidates() {
   local env=()
   if [ -f "$OUT/scan.json" ] && node -e '
       const rows = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).rows;
       const us = (n) => { const r = rows.find((x) => x.name === n); return r ? r.fwdUs + r.bwdUs : Infinity; };
-      process.exit(us("named") < 0.97 * us("default") ? 0 : 1);' "$OUT/scan.json"; then
-    env+=(VIM_SCAN_REGISTERS=named)
+      process.exit(us("stream") < 0.97 * us("default") ? 0 : 1);' "$OUT/scan.json"; then
+    env+=(VIM_SCAN_KERNEL=stream)
   fi
   if [ -f "$OUT/matmul.json" ] && node -e '
       const t = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).tuned;
@@ -54,7 +54,7 @@ for step in $STEPS; do
   case $step in
     b256) run bench-b256 90 "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256.json" ;;
     b256-toggles) run bench-b256-toggles 90 env VIM_DAWN_TOGGLES=$TOGGLES "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-toggles.json" ;;
-    scan) run scan 150 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,named,named-KB4,named-KB2,named-walk-alone,default --json "$OUT/scan.json" ;;
+    scan) run scan 150 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,stream,stream-lds,stream-S2,stream-S4,stream-WG32,stream-S6-WG32,stream-walk-alone,default --json "$OUT/scan.json" ;;
     matmul) run matmul 200 node scripts/bench/matmul.mjs --batch-size 256 --budget 150 --json "$OUT/matmul.json" ;;
     candidates)
       read -r -a ENV <<< "$(candidates)"
@@ -76,7 +76,7 @@ for f in bench-b256 bench-b256-toggles bench-b256-candidates bench-b256-candidat
   [ -f "$OUT/$f.txt" ] && echo "$f: $(grep -E '^(adapter|training|inference):' "$OUT/$f.txt" 2>/dev/null | tr '\n' ' ')"
 done
 [ -f "$OUT/candidates.txt" ] && cat "$OUT/candidates.txt"
-grep -E '^(default|named)' "$OUT/scan.txt" 2>/dev/null
+grep -E '^(default|stream)' "$OUT/scan.txt" 2>/dev/null
 grep -E 'all matmuls|UNSTEADY' "$OUT/matmul.txt" 2>/dev/null
 grep -E 'passed|failed|FAIL' "$OUT/check-candidates.txt" 2>/dev/null | tail -3
 exit 0

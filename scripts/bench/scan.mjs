@@ -36,11 +36,6 @@ const rounds = values.quick ? 2 : Number(values.rounds);
 // name → { fwd: tuning of the forward, bwd: tuning of the backward, exact: results are real }
 const ALL = {
   default: { fwd: {}, bwd: {}, exact: true },
-  named: { fwd: { registers: 'named' }, bwd: { registers: 'named' }, exact: true },
-  'named-KB4': { fwd: { registers: 'named' }, bwd: { registers: 'named', tokenBlock: 4 }, exact: true },
-  'named-KB2': { fwd: { registers: 'named' }, bwd: { registers: 'named', tokenBlock: 2 }, exact: true },
-  'named-WG32': { fwd: { registers: 'named' }, bwd: { registers: 'named', workgroupSize: 32 }, exact: true },
-  'named-walk-alone': { fwd: { registers: 'named' }, bwd: { registers: 'named', diag: 7 }, exact: false },
   'KB2': { fwd: {}, bwd: { tokenBlock: 2 }, exact: true },
   'S4': { fwd: {}, bwd: { segment: 4 }, exact: true },
   'S4-KB4': { fwd: {}, bwd: { segment: 4, tokenBlock: 4 }, exact: true },
@@ -57,12 +52,25 @@ const ALL = {
   'WG128-S1': { fwd: { workgroupSize: 256 }, bwd: { workgroupSize: 128, segment: 1 }, exact: true },
   'KB1': { fwd: { chunk: 8 }, bwd: { tokenBlock: 1 }, exact: true },
   'KB4': { fwd: { chunk: 32 }, bwd: { tokenBlock: 4 }, exact: true },
+  // the stream kernel; its shuffle sums use the adapter's subgroup size unless a variant says 0
+  stream: { fwd: {}, bwd: { kernel: 'stream' }, exact: true },
+  'stream-lds': { fwd: {}, bwd: { kernel: 'stream', subgroupSize: 0 }, exact: true },
+  'stream-S2': { fwd: {}, bwd: { kernel: 'stream', segment: 2 }, exact: true },
+  'stream-S4': { fwd: {}, bwd: { kernel: 'stream', segment: 4 }, exact: true },
+  'stream-S6-WG32': { fwd: {}, bwd: { kernel: 'stream', segment: 6, workgroupSize: 32 }, exact: true },
+  'stream-S8-WG32': { fwd: {}, bwd: { kernel: 'stream', segment: 8, workgroupSize: 32 }, exact: true },
+  'stream-WG32': { fwd: {}, bwd: { kernel: 'stream', workgroupSize: 32 }, exact: true },
+  'stream-WG128-S1': { fwd: {}, bwd: { kernel: 'stream', workgroupSize: 128, segment: 1 }, exact: true },
+  'stream-no-reduce': { fwd: {}, bwd: { kernel: 'stream', diag: 1 }, exact: false },
+  'stream-walk-alone': { fwd: {}, bwd: { kernel: 'stream', diag: 7 }, exact: false },
 };
-const names = values.variants ? values.variants.split(',') : values.quick ? ['default', 'named'] : Object.keys(ALL);
+const names = values.variants ? values.variants.split(',') : values.quick ? ['default', 'stream'] : Object.keys(ALL);
 for (const n of names) if (!ALL[n]) throw new Error(`unknown variant ${n}; known: ${Object.keys(ALL).join(', ')}`);
 
 const gpu = await acquireGpu();
 console.log(`adapter: ${describeGpu(gpu)}`);
+const sg = scan.scanSubgroupSize(gpu);
+for (const v of Object.values(ALL)) if (v.bwd.kernel === 'stream' && v.bwd.subgroupSize === undefined) v.bwd.subgroupSize = sg;
 console.log(`selective scan, one direction: B=${B} L=${L} E=${E} N=${N} R=${R}; ${repeat} dispatches a submit, median of ${rounds}`);
 
 const rng = new Rng(3);
@@ -133,7 +141,7 @@ for (const name of names) {
   const row = { name, fwd: v.fwd, bwd: v.bwd, plan, fwdUs, scanUs, bwdUs, diff };
   rows.push(row);
   console.log(`${name.padEnd(28)} forward ${fwdUs.toFixed(1).padStart(8)} µs   backward scan ${scanUs.toFixed(1).padStart(8)} µs, ` +
-    `with reductions ${bwdUs.toFixed(1).padStart(8)} µs   WG ${plan.workgroupSize} S ${plan.segment} ${plan.workgroupBytes} B` +
+    `with reductions ${bwdUs.toFixed(1).padStart(8)} µs   ${plan.kernel} WG ${plan.workgroupSize} S ${plan.segment} SG ${plan.subgroupSize} ${plan.workgroupBytes} B` +
     `${diff === null ? '' : `   max rel diff ${diff.toExponential(2)}`}`);
 }
 console.log(`(one step of vim-tiny runs 48 of each: ×48 gives ms a step)`);

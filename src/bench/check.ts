@@ -17,7 +17,7 @@ import { imageWords, normalizePatches, tokensBackward, tokensForward, uploadImag
 import { biasBackward, matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../gpu/ops/matmul.js';
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
 import { conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluForward } from '../gpu/ops/conv1d.js';
-import { selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../gpu/ops/selective-scan.js';
+import { scanTuning, selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyForward } from '../gpu/ops/cross-entropy.js';
 import {
@@ -260,12 +260,14 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
         };
         const out = c.t(BL * E), du = c.t(BL * E), dd = c.t(BL * E), dxz = c.t(BL * 2 * E), dxdbl = c.t(BL * S);
         const dA = c.t(E * N), dD = c.t(E), dbias = c.t(E);
-        const sc = selectiveScanScratch({ B, L, E, N, R });
+        const st = scanTuning(c.gpu);
+        const sc = selectiveScanScratch({ B, L, E, N, R }, st);
         await c.run([
           selectiveScanForward(c.gpu, { out, ...ins, B, L, E, N, R, reverse }),
           ...selectiveScanBackward(c.gpu, {
             du, ddelta_raw: dd, dxz, dxdbl, dA_log: dA, dDskip: dD, ddt_bias: dbias, dout: c.t(g), ...ins,
             B, L, E, N, R, reverse, scratch: { bcPartials: c.t(Math.max(1, sc.bcPartials)), paramPartials: c.t(Math.max(1, sc.paramPartials)) },
+            ...st,
           }),
         ]);
         const Bm = cols(xdbl, BL, S, R, N), Cm = cols(xdbl, BL, S, R + N, N);

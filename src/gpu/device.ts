@@ -25,6 +25,9 @@ export interface GpuInfo {
   description: string;
   /** A CPU implementation (lavapipe/llvmpipe, SwiftShader, WARP): exact but slow. */
   isCpu: boolean;
+  /** The adapter's smallest and largest subgroup sizes (0 where it does not say). */
+  subgroupMinSize: number;
+  subgroupMaxSize: number;
 }
 
 export interface Gpu {
@@ -105,6 +108,8 @@ export async function acquireGpu(opts: AcquireOptions = {}): Promise<Gpu> {
     description: ai.description ?? '',
     isCpu: Boolean((ai as { isFallbackAdapter?: boolean }).isFallbackAdapter) ||
       /llvmpipe|lavapipe|swiftshader|software|warp/.test(text),
+    subgroupMinSize: (ai as { subgroupMinSize?: number }).subgroupMinSize ?? 0,
+    subgroupMaxSize: (ai as { subgroupMaxSize?: number }).subgroupMaxSize ?? 0,
   };
   const errors: string[] = [];
   const gpu: Gpu = {
@@ -142,7 +147,7 @@ export function describeGpu(gpu: Gpu): string {
   const f = Object.entries(gpu.features).filter(([, v]) => v).map(([k]) => k);
   // settings from the environment that change which kernels run or how
   const env = [
-    ['VIM_DAWN_TOGGLES', 'Dawn toggles'], ['VIM_MATMUL_TUNED', 'matmul tuning from'], ['VIM_SCAN_REGISTERS', 'scan registers'],
+    ['VIM_DAWN_TOGGLES', 'Dawn toggles'], ['VIM_MATMUL_TUNED', 'matmul tuning from'], ['VIM_SCAN_KERNEL', 'scan backward kernel'],
   ].flatMap(([k, what]) => (process.env[k] ? [`${what}: ${process.env[k]}`] : []));
   return `${name}${i.isCpu ? ' (CPU)' : ''}${f.length ? ` [${f.join(', ')}]` : ''}${env.length ? ` (${env.join('; ')})` : ''}`;
 }

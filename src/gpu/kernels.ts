@@ -37,89 +37,21 @@ export function kernelSource(file: string): string {
 }
 
 /**
- * Per-invocation arrays as named variables, for GPU compilers that keep function-scope arrays in
- * per-invocation memory: in WGSL source,
- *   1. every loop `for (var i = 0u; i < BOUND; i++) { … }` whose BOUND is a product of integer
- *      literals and names in `sizes` (e.g. `NV`, `2u * NV`) and whose body has no `break` or
- *      `continue` is unrolled, each copy of the body in its own block with `i` replaced by its value;
- *   2. every function-scope `var x: array<T, S>;` whose size S is a literal or a name in `sizes`
- *      (with `sizes[S + '_ARRAY']` the length to keep, when given, else `sizes[S]`) becomes
- *      `var x_0: T; var x_1: T; …`, and every `x[ku]` becomes `x_k`.
- * Comments are dropped first. An index into such an array that is still not a literal after
- * unrolling is an error.
- */
-export function registerize(code: string, sizes: Record<string, number>): string {
-  code = code.replace(/\/\/.*$/gm, ''); // comments (lines stay where they were)
-  const head = /for \(var (\w+) = 0u; \1 < ([\w\s*]+); \1\+\+\) \{/g;
-  const value = (expr: string): number | null => {
-    let v = 1;
-    for (const f of expr.split('*').map((x) => x.trim())) {
-      if (/^\d+u?$/.test(f)) v *= parseInt(f, 10);
-      else if (f in sizes) v *= sizes[f];
-      else return null;
-    }
-    return v;
-  };
-  for (let from = 0; ;) {
-    head.lastIndex = from;
-    const m = head.exec(code);
-    if (!m) break;
-    const n = value(m[2]);
-    const open = m.index + m[0].length - 1;
-    let depth = 0;
-    let close = open;
-    for (; close < code.length; close++) {
-      if (code[close] === '{') depth++;
-      else if (code[close] === '}' && --depth === 0) break;
-    }
-    const body = code.slice(open + 1, close);
-    if (n === null || n > 64 || /\b(break|continue)\b/.test(body)) {
-      from = open + 1;
-      continue;
-    }
-    const name = new RegExp(`\\b${m[1]}\\b`, 'g');
-    let out = '';
-    for (let k = 0; k < n; k++) out += `{${body.replace(name, `${k}u`)}}`;
-    code = code.slice(0, m.index) + out + code.slice(close + 1);
-    from = m.index;
-  }
-  const decl = /var (\w+): array<([^,<>]+(?:<[^<>]+>)?), (\w+)>;/g;
-  const arrays: string[] = [];
-  code = code.replace(decl, (whole, name: string, type: string, size: string) => {
-    const n = /^\d+u?$/.test(size) ? parseInt(size, 10) : sizes[`${size}_ARRAY`] ?? sizes[size];
-    if (n === undefined) return whole;
-    arrays.push(name);
-    return Array.from({ length: n }, (_, k) => `var ${name}_${k}: ${type};`).join(' ');
-  });
-  for (const name of arrays) {
-    code = code.replace(new RegExp(`\\b${name}\\[(\\d+)u\\]`, 'g'), `${name}_$1`);
-    const left = new RegExp(`\\b${name}\\[`).exec(code);
-    if (left) {
-      const line = code.slice(0, left.index).split('\n').length;
-      throw new Error(`registerize: ${name} is still indexed by a value that is not a constant (line ${line}: ${code.split('\n')[line - 1].trim()})`);
-    }
-  }
-  return code;
-}
-
-/**
  * A compute pipeline for `entry` in kernels/`file`.wgsl with the given override constants.
- * `prelude` is prepended to the source (e.g. `enable f16;` or generated constants); with
- * `registers`, the source goes through registerize() with those sizes first.
+ * `prelude` is prepended to the source (e.g. `enable f16;` or generated constants).
  */
 export function getPipeline(
   gpu: Gpu, file: string, entry: string, constants: Record<string, number> = {}, prelude = '',
-  registers?: Record<string, number>,
 ): GPUComputePipeline {
   let cache = pipelineCache.get(gpu.device);
   if (!cache) {
     cache = new Map();
     pipelineCache.set(gpu.device, cache);
   }
-  const key = `${file}|${entry}|${prelude}|${JSON.stringify(constants)}|${JSON.stringify(registers ?? null)}`;
+  const key = `${file}|${entry}|${prelude}|${JSON.stringify(constants)}`;
   const hit = cache.get(key);
   if (hit) return hit;
-  const code = prelude + (registers ? registerize(kernelSource(file), registers) : kernelSource(file));
+  const code = prelude + kernelSource(file);
   const device = gpu.device;
   device.pushErrorScope('validation');
   const module = device.createShaderModule({ code, label: file });
@@ -177,9 +109,9 @@ export function makeDispatch(
   constants: Record<string, number>,
   bindings: (GpuTensor | GPUBuffer)[],
   workgroups: [number, number?, number?],
-  cost?: { bytes?: number; flops?: number; label?: string; prelude?: string; registers?: Record<string, number> },
+  cost?: { bytes?: number; flops?: number; label?: string; prelude?: string },
 ): Dispatch {
-  const pipeline = getPipeline(gpu, file, entry, constants, cost?.prelude ?? '', cost?.registers);
+  const pipeline = getPipeline(gpu, file, entry, constants, cost?.prelude ?? '');
   const [x, y = 1, z = 1] = workgroups;
   const lim = gpu.limits.maxComputeWorkgroupsPerDimension;
   if (x > lim || y > lim || z > lim) {

@@ -32,7 +32,7 @@ import {
 } from '../gpu/ops/matmul.js';
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
 import { conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluForward } from '../gpu/ops/conv1d.js';
-import { selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../gpu/ops/selective-scan.js';
+import { scanTuning, selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyForward } from '../gpu/ops/cross-entropy.js';
 import {
@@ -202,7 +202,8 @@ export class VimGpu {
     // ---- scratch shared by every op (dispatches run in order, so one op's partials never overlap another's)
     const mm = (M: number, I: number, O: number) => Math.max(
       matmulBackwardWeightPlan(M, I, O).scratchElements, biasBackwardPlan(M, O).scratchElements);
-    const scanScratch = selectiveScanScratch({ B, L, E, N, R });
+    const scanT = scanTuning(gpu); // the backward kernel and the adapter's subgroup size
+    const scanScratch = selectiveScanScratch({ B, L, E, N, R }, scanT);
     const scratchElems = Math.max(
       mm(BL, D, 2 * E), mm(BL, E, R + 2 * N), mm(BL, R, E), mm(BL, E, D), mm(B * Np, 3 * P * P, D), mm(B, D, C),
       rmsnormBackwardScratchElements(BL, D), rmsnormBackwardScratchElements(B, D),
@@ -303,7 +304,7 @@ export class VimGpu {
           u: da.u, delta_raw: da.delta, dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
           xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
           B, L, E, N, R, reverse, scratch: { bcPartials: scratch, paramPartials: scratch2 },
-          accumulate: { dz: d === 1 },
+          accumulate: { dz: d === 1 }, ...scanT,
         }));
         // dt_proj: Δraw = dt_low · Wdtᵀ, dt_low = xdbl[:, 0…R−1]
         W.push(matmulBackwardInput(gpu, { dinp: dxdbl, dout: ddelta, weight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), M: BL, I: R, O: E, ldi: R + 2 * N }));

@@ -58,39 +58,65 @@ export interface ScanTuning {
    */
   diag?: number;
   /**
-   * How the kernels hold their per-invocation state vectors: 'arrays' (default) as written, or
-   * 'named', through registerize() (loops unrolled, arrays as named variables).
+   * Backward: 'segmented' (selective_scan_backward) or 'stream' (selective_scan_backward_stream:
+   * the sample's B, C staged once, pass 1 streamed, each segment's inputs loaded one segment
+   * ahead). Default: $VIM_SCAN_KERNEL, else 'segmented'. 'stream' falls back to 'segmented' where
+   * the sample's B, C do not fit workgroup memory (unless pinned).
    */
-  registers?: 'arrays' | 'named';
+  kernel?: ScanBackwardKernel;
+  /**
+   * Backward 'stream': the adapter's subgroup size, for per-token sums over channels by shuffles
+   * (no barriers); 0 or absent: through workgroup memory. scanTuning(gpu) gives the adapter's.
+   */
+  subgroupSize?: number;
+}
+
+export type ScanBackwardKernel = 'segmented' | 'stream';
+
+/** The backward kernel when a call does not choose one: $VIM_SCAN_KERNEL, else 'segmented'. */
+export function scanKernelDefault(): ScanBackwardKernel {
+  const v = process.env.VIM_SCAN_KERNEL;
+  if (v === undefined || v === '') return 'segmented';
+  if (v === 'segmented' || v === 'stream') return v;
+  throw new VimError(`VIM_SCAN_KERNEL must be 'segmented' or 'stream'; it is '${v}'`);
 }
 
 /**
- * The scan kernels' register form when a call does not choose one: 'arrays', or what
- * $VIM_SCAN_REGISTERS says ('arrays' or 'named'), so that bench-vim and train-vim can measure the
- * other form inside the whole model without a rebuild.
+ * The subgroup size the scan's shuffle sums may rely on: the adapter's, where subgroups are
+ * enabled and every subgroup has the same power-of-two size; else 0.
  */
-export function scanRegistersDefault(): 'arrays' | 'named' {
-  const v = process.env.VIM_SCAN_REGISTERS;
-  if (v === undefined || v === '') return 'arrays';
-  if (v === 'arrays' || v === 'named') return v;
-  throw new VimError(`VIM_SCAN_REGISTERS must be 'arrays' or 'named'; it is '${v}'`);
+export function scanSubgroupSize(gpu: Gpu): number {
+  const { subgroupMinSize: lo, subgroupMaxSize: hi } = gpu.info;
+  return gpu.features.subgroups && lo === hi && lo >= 1 && (lo & (lo - 1)) === 0 ? lo : 0;
 }
 
-/** registerize() sizes for a kernel of this file, or undefined for the source as written. */
-function scanRegisters(N: number, t: ScanTuning, kb = 1): Record<string, number> | undefined {
-  const registers = t.registers ?? scanRegistersDefault();
-  if (registers === 'arrays') return undefined;
-  if (registers !== 'named') throw new Error(`selective scan: registers must be 'arrays' or 'named'; received ${String(registers)}`);
-  const NV = Math.ceil(N / 4);
-  return { NV, KB: kb, NVMAX_ARRAY: NV, KBMAX_ARRAY: kb };
+/** The scan's tuning for an adapter: its subgroup size and the default backward kernel. */
+export function scanTuning(gpu: Gpu): ScanTuning {
+  return { subgroupSize: scanSubgroupSize(gpu), kernel: scanKernelDefault() };
+}
+
+/**
+ * WGSL every pipeline of kernels/selective-scan.wgsl is built with: sg_shuffle_xor as the
+ * subgroup shuffle where the stream backward sums by shuffles (`sgr` > 0), else as the identity
+ * (no kernel calls it then), so that the file compiles without the subgroups feature.
+ */
+function scanPrelude(sgr: number): string {
+  return sgr > 0
+    ? 'enable subgroups;\nfn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(v, m); }\n'
+    : 'fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return v; }\n';
 }
 
 /** The backward's geometry: channels per workgroup, segment length, segments, workgroups per sample. */
 export interface ScanBackwardPlan {
+  kernel: ScanBackwardKernel;
   workgroupSize: number;
   segment: number;
   segments: number;
   workgroupsPerSample: number;
+  /** 'stream': the subgroup size of its shuffle sums (0: through workgroup memory). */
+  subgroupSize: number;
+  /** Rows of [dB | dC] partials per sample: one per workgroup, or per subgroup with shuffle sums. */
+  partialsPerSample: number;
   /** Bytes of workgroup memory one workgroup of the backward uses. */
   workgroupBytes: number;
 }
@@ -125,6 +151,24 @@ function backwardBytes(N: number, wg: number, S: number): number {
   return 16 * (Math.max(S, SCAN_TOKEN_BLOCK) * 2 * NV + S * NV * wg + wg * (2 * NV + 1));
 }
 
+/** Longest segment of the stream backward (SMAX in the kernel). */
+const SCAN_STREAM_MAX_SEGMENT = 8;
+/** Segment of the stream backward by default. */
+const SCAN_STREAM_SEGMENT = 3;
+
+/** Workgroup memory of the stream backward: all L tokens' B, C, the segment's states, s_red. */
+function streamBytes(L: number, N: number, wg: number, S: number, sgr: number): number {
+  const NV = Math.ceil(N / 4);
+  return 16 * (L * 2 * NV + S * NV * wg + (sgr > 0 ? 1 : wg * (2 * NV + 1)));
+}
+
+/** NV rounded up to a power of two: the items of the stream backward's shuffle sums (QP). */
+function shuffleItems(N: number): number {
+  let q = 1;
+  while (q < Math.ceil(N / 4)) q *= 2;
+  return q;
+}
+
 /** Workgroup memory the backward's default plan stays within (what lavapipe and most GPUs offer). */
 export const SCAN_BACKWARD_WORKGROUP_BYTES = 32768;
 /** Byte alignment of the checkpoint region inside the bcPartials scratch (any adapter's offset alignment). */
@@ -150,6 +194,12 @@ function defaultSegment(L: number): number {
 export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {}): ScanBackwardPlan {
   const where = 'selectiveScanBackward';
   checkShape(where, s);
+  const kernel = tuning.kernel ?? scanKernelDefault();
+  if (kernel !== 'segmented' && kernel !== 'stream') throw new Error(`${where}: kernel must be 'segmented' or 'stream'; received ${String(kernel)}`);
+  if (kernel === 'stream') {
+    const p = streamPlan(s, tuning);
+    if (p) return p;
+  }
   const wgs = tuning.workgroupSize !== undefined ? [tuning.workgroupSize] : [SCAN_BACKWARD_WORKGROUP, 32, 16, 8, 4, 2, 1];
   const S0 = Math.min(s.L, tuning.segment ?? defaultSegment(s.L));
   if (!Number.isInteger(S0) || S0 < 1) throw new Error(`${where}: segment must be a positive integer; received ${tuning.segment}`);
@@ -159,11 +209,52 @@ export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {})
     if (!Number.isInteger(wg) || wg < 1) throw new Error(`${where}: workgroupSize must be a positive integer; received ${wg}`);
     for (let S = S0; S >= Smin; S--) {
       const bytes = backwardBytes(s.N, wg, S);
-      best = { workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: ceilDiv(s.E, wg), workgroupBytes: bytes };
+      const nwg = ceilDiv(s.E, wg);
+      best = {
+        kernel: 'segmented', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
+        subgroupSize: 0, partialsPerSample: nwg, workgroupBytes: bytes,
+      };
       if (bytes <= SCAN_BACKWARD_WORKGROUP_BYTES) return best;
     }
   }
   return best as ScanBackwardPlan; // pinned by tuning beyond the default budget: the adapter decides
+}
+
+/**
+ * The stream backward's geometry: 64 channels a workgroup and segments of 3 tokens by default,
+ * shortened, then fewer channels, until its workgroup memory is within 32 KiB; shuffle sums where
+ * `tuning.subgroupSize` divides the workgroup and is at least QP. Undefined where even one channel
+ * and one token do not fit (the sample's B, C are too long) and nothing is pinned: the segmented
+ * kernel then serves.
+ */
+function streamPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefined {
+  const where = 'selectiveScanBackward';
+  const pinned = tuning.workgroupSize !== undefined || tuning.segment !== undefined;
+  const wgs = tuning.workgroupSize !== undefined ? [tuning.workgroupSize] : [SCAN_BACKWARD_WORKGROUP, 32, 16, 8, 4, 2, 1];
+  const S0 = Math.min(s.L, tuning.segment ?? SCAN_STREAM_SEGMENT);
+  if (!Number.isInteger(S0) || S0 < 1 || S0 > SCAN_STREAM_MAX_SEGMENT) {
+    throw new Error(`${where}: the stream kernel's segment must be an integer in 1…${SCAN_STREAM_MAX_SEGMENT}; received ${tuning.segment}`);
+  }
+  const Smin = tuning.segment !== undefined ? S0 : 1;
+  const sg = tuning.subgroupSize ?? 0;
+  if (!Number.isInteger(sg) || sg < 0 || (sg & (sg - 1)) !== 0) {
+    throw new Error(`${where}: subgroupSize must be 0 or a power of two; received ${sg}`);
+  }
+  let best: ScanBackwardPlan | undefined;
+  for (const wg of wgs) {
+    if (!Number.isInteger(wg) || wg < 1) throw new Error(`${where}: workgroupSize must be a positive integer; received ${wg}`);
+    const sgr = sg > 0 && wg % sg === 0 && shuffleItems(s.N) <= sg ? sg : 0;
+    for (let S = S0; S >= Smin; S--) {
+      const bytes = streamBytes(s.L, s.N, wg, S, sgr);
+      const nwg = ceilDiv(s.E, wg);
+      best = {
+        kernel: 'stream', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
+        subgroupSize: sgr, partialsPerSample: sgr > 0 ? nwg * (wg / sgr) : nwg, workgroupBytes: bytes,
+      };
+      if (bytes <= SCAN_BACKWARD_WORKGROUP_BYTES) return best;
+    }
+  }
+  return pinned ? best : undefined;
 }
 
 function checkpointElements(s: ScanShape, p: ScanBackwardPlan): number {
@@ -177,7 +268,7 @@ function checkpointElements(s: ScanShape, p: ScanBackwardPlan): number {
  */
 export function selectiveScanScratch(s: ScanShape, tuning: ScanTuning = {}): ScanScratchSizes {
   const p = selectiveScanBackwardPlan(s, tuning);
-  const partials = s.B * p.workgroupsPerSample * s.L * 2 * s.N;
+  const partials = s.B * p.partialsPerSample * s.L * 2 * s.N;
   const ck = checkpointElements(s, p);
   return {
     bcPartials: Math.ceil((4 * partials) / REGION_ALIGN) * (REGION_ALIGN / 4) + Math.max(4, ck),
@@ -248,7 +339,7 @@ export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
       bytes: 4 * (4 * n + 2 * B * L * N + E * (N + 2)),
       // per state and token: exp, multiply, 2 FMA (h), FMA (y); per token the softplus and gate
       flops: n * (6 * N + 30),
-      registers: scanRegisters(N, a),
+      prelude: scanPrelude(0),
     });
 }
 
@@ -312,7 +403,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   if (stor < 14) throw new Error(`${where}: needs 14 storage buffers per shader stage; the adapter allows ${stor}`);
   // the two regions of scratch.bcPartials: partials, then the checkpoints (16 unused bytes when there are none)
   const sc = a.scratch.bcPartials;
-  const partialsElems = B * plan.workgroupsPerSample * L * 2 * N;
+  const partialsElems = B * plan.partialsPerSample * L * 2 * N;
   const ckElems = checkpointElements(a, plan);
   const partialsView: GpuTensor = { ...sc, size: 4 * Math.max(1, partialsElems), label: `${sc.label} (scan partials)` };
   const ckSize = 4 * Math.max(4, ckElems);
@@ -334,14 +425,22 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const b01 = (v: boolean | undefined): number => (v ? 1 : 0);
   const wg = plan.workgroupSize;
   const nwg = plan.workgroupsPerSample;
+  const np = plan.partialsPerSample;
+  const sgr = plan.subgroupSize;
+  const prelude = scanPrelude(sgr);
   const Q = 2 * N;
   const accOuts = b01(acc.du) + b01(acc.ddelta_raw) + b01(acc.dz);
+  const common = {
+    L, E, N, R, WG: wg, TC: plan.segment, NWG: np, REVERSE: b01(a.reverse),
+    ACC_DU: b01(acc.du), ACC_DDELTA: b01(acc.ddelta_raw), ACC_DZ: b01(acc.dz), ...(a.diag ? { DIAG: a.diag } : {}),
+  };
+  const stream = plan.kernel === 'stream';
+  if (stream && sgr > 0 && !gpu.features.subgroups) throw new Error(`${where}: subgroupSize ${sgr} needs the subgroups feature, which this device lacks`);
 
-  const scan = makeDispatch(gpu, 'selective-scan', 'selective_scan_backward',
-    {
-      L, E, N, R, WG: wg, TC: plan.segment, KB: kb, BCT: Math.max(plan.segment, kb), NWG: nwg, REVERSE: b01(a.reverse),
-      ACC_DU: b01(acc.du), ACC_DDELTA: b01(acc.ddelta_raw), ACC_DZ: b01(acc.dz), ...(a.diag ? { DIAG: a.diag } : {}),
-    },
+  const scan = makeDispatch(gpu, 'selective-scan', stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
+    stream
+      ? { ...common, BCT: L, SGR: sgr, QP: shuffleItems(N), ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
+      : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
     [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, ckView,
       a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
     scanGrid(gpu, where, B, nwg),
@@ -354,17 +453,17 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
       bytes: 4 * ((7 + accOuts) * n + 2 * B * L * N + E * (N + 2)),
       // three forward steps (pass 1, recomputation, walk) and the backward step per state and token
       flops: n * N * 30 + n * 60,
-      registers: scanRegisters(N, a, kb),
+      prelude,
     });
   const nbc = B * L * Q;
   const reduceBC = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_bc',
-    { B, L, N, R, NWG: nwg, ACCUMULATE: b01(acc.dBC) },
+    { B, L, N, R, NWG: np, ACCUMULATE: b01(acc.dBC) },
     [a.dxdbl, partialsView], grid1d(gpu, nbc),
-    { bytes: 4 * nbc * (1 + b01(acc.dBC)), flops: partialsElems }); // floor: the dB, dC outputs
+    { bytes: 4 * nbc * (1 + b01(acc.dBC)), flops: partialsElems, prelude }); // floor: the dB, dC outputs
   const X = (N + 2) * E;
   const reduceParams = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_params',
     { B, E, N, ACCUMULATE: b01(acc.params) },
     [a.dA_log, a.dDskip, a.ddt_bias, a.scratch.paramPartials], [ceilDiv(X, 16)], // 16 outputs a workgroup (the kernel's RP_COLS)
-    { bytes: 4 * X * (1 + b01(acc.params)), flops: sizes.paramPartials }); // floor: the parameter gradients
+    { bytes: 4 * X * (1 + b01(acc.params)), flops: sizes.paramPartials, prelude }); // floor: the parameter gradients
   return [scan, reduceBC, reduceParams];
 }
