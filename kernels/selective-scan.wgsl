@@ -22,7 +22,10 @@
 //   holds its states in registers and walks the L tokens, loading the next token's u, Δraw, z
 //   while it computes the current one. The workgroup covers WG channels of ONE sample and stages
 //   that sample's B_t, C_t in workgroup memory, TC tokens at a time, so every channel reads them
-//   from there (as vec4 broadcasts). Nothing but out is stored.
+//   from there (as vec4 broadcasts). Nothing but out is stored. With FUSE_DT (dt_proj fused) it
+//   stages the token's dt_low = xdbl[t, 0…R−1] with them and computes Δraw_t = dt_low · dt_weight[e]
+//   itself (R FMAs a token, against a dt_proj matmul dispatch writing Δraw and the scan reading it);
+//   WRITE_DELTA also stores Δraw for the backward.
 // selective_scan_backward: same grid; segments of S = TC tokens, NSEG = ceil(L / S).
 //   Pass 1 walks the tokens of segments 0…NSEG−2 forward, KB at a time, and writes the state
 //   entering each following segment to ckpt (the only state that leaves the chip).
@@ -69,20 +72,28 @@ override DIAG: u32 = 0u;
 override SGR: u32 = 0u;
 override QP: u32 = 1u;              // backward_stream with SGR: NV rounded up to a power of two (≤ SGR)
 override RED_ROWS: u32 = WG * (2u * NV + 1u); // vec4 rows of s_red (1 where nothing uses it)
+// forward: dt_proj fused: Δraw_t = xdbl[t, 0…R−1] · dt_weight[e, :] is computed here, binding 2
+// holds dt_proj's weight (E, R) instead of Δraw, and R ≤ 4·RVMAX
+override FUSE_DT: bool = false;
+override WRITE_DELTA: bool = false;   // forward with FUSE_DT: also write Δraw to f_delta_out (for the backward)
+override RV: u32 = (R + 3u) / 4u;     // vec4 of dt_low values staged per token with FUSE_DT
+override BCW: u32 = 2u * NV;          // vec4 staged per token in s_bc: B_t, C_t (and with FUSE_DT, RV of dt_low)
 
 const NVMAX = 8u; // N ≤ 32
 const KBMAX = 8u; // largest KB
 const SMAX = 8u;  // backward_stream: longest segment
+const RVMAX = 8u; // forward with FUSE_DT: R ≤ 32
 
 // ---- forward bindings ----
 @group(0) @binding(0) var<storage, read_write> f_out: array<f32>;  // (B, L, E)
 @group(0) @binding(1) var<storage, read> f_u: array<f32>;          // (B, L, E)
-@group(0) @binding(2) var<storage, read> f_delta_raw: array<f32>;  // (B, L, E)
+@group(0) @binding(2) var<storage, read> f_delta_raw: array<f32>;  // (B, L, E), or with FUSE_DT dt_proj's weight (E, R)
 @group(0) @binding(3) var<storage, read> f_dt_bias: array<f32>;    // (E)
 @group(0) @binding(4) var<storage, read> f_A_log: array<f32>;      // (E, N)
 @group(0) @binding(5) var<storage, read> f_xdbl: array<f32>;       // (B, L, R+2N)
 @group(0) @binding(6) var<storage, read> f_Dskip: array<f32>;      // (E)
 @group(0) @binding(7) var<storage, read> f_xz: array<f32>;         // (B, L, 2E)
+@group(0) @binding(8) var<storage, read_write> f_delta_out: array<f32>; // (B, L, E) with WRITE_DELTA; else a placeholder
 
 // ---- backward bindings ----
 @group(0) @binding(0) var<storage, read_write> g_du: array<f32>;            // (B, L, E)
@@ -108,8 +119,8 @@ const SMAX = 8u;  // backward_stream: longest segment
 @group(0) @binding(2) var<storage, read_write> r_ddt_bias: array<f32>; // (E)
 @group(0) @binding(3) var<storage, read> r_part_par: array<f32>;       // (B, N+2, E)
 
-// [token][B_t (NV vec4) | C_t (NV vec4)] of one sample, padding states 0
-var<workgroup> s_bc: array<vec4<f32>, BCT * 2u * NV>;
+// [token][B_t (NV vec4) | C_t (NV vec4) | forward with FUSE_DT: dt_low (RV vec4)] of one sample, padding 0
+var<workgroup> s_bc: array<vec4<f32>, BCT * BCW>;
 // backward: the segment's states, [token][vec4 i][lane]
 var<workgroup> s_h: array<vec4<f32>, TC * NV * WG>;
 // backward: one token's contributions, [lane][gB (NV vec4) | gC (NV vec4) | pad]
@@ -146,7 +157,7 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
   let live = e < E;
   let ec = min(e, E - 1u); // a valid channel for the loads of idle invocations
   let stride = R + 2u * N;
-  let per = 8u * NV; // staged floats per token
+  let per = 4u * BCW; // staged floats per token
 
   var A: array<vec4<f32>, NVMAX>; // A[e, :] = −exp(A_log[e, :]) (padding −1)
   var h: array<vec4<f32>, NVMAX>; // the state h_t[e, :]
@@ -162,10 +173,19 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
   let bias = f_dt_bias[ec];
   let Dv = f_Dskip[ec];
   let zcol = E + ec;
+  var wdt: array<vec4<f32>, RVMAX>; // with FUSE_DT: dt_proj's weight row e
+  if (FUSE_DT) {
+    for (var j = 0u; j < RV; j++) {
+      for (var c = 0u; c < 4u; c++) {
+        if (4u * j + c < R) { wdt[j][c] = f_delta_raw[ec * R + 4u * j + c]; }
+      }
+    }
+  }
 
   // the next token's inputs, loaded one token ahead
   var nu = f_u[b * L * E + ec];
-  var nd = f_delta_raw[b * L * E + ec];
+  var nd = 0.0;
+  if (!FUSE_DT) { nd = f_delta_raw[b * L * E + ec]; }
   var nz = f_xz[(b * L + select(0u, L - 1u, REVERSE)) * 2u * E + zcol];
 
   for (var t0 = 0u; t0 < L; t0 += TC) {
@@ -174,31 +194,42 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
     for (var k = lid; k < tn * per; k += WG) {
       let tt = k / per;
       let r = k - tt * per;
-      let part = r / (4u * NV); // 0: B_t, 1: C_t
-      let n = r - part * 4u * NV;
+      let rowBase = (b * L + t0 + tt) * stride;
       var v = 0.0;
-      if (n < N) { v = f_xdbl[(b * L + t0 + tt) * stride + R + part * N + n]; }
-      s_bc[(tt * 2u + part) * NV + n / 4u][n % 4u] = v;
+      if (r < 8u * NV) {
+        let part = r / (4u * NV); // 0: B_t, 1: C_t
+        let n = r - part * 4u * NV;
+        if (n < N) { v = f_xdbl[rowBase + R + part * N + n]; }
+      } else if (r - 8u * NV < R) {
+        v = f_xdbl[rowBase + r - 8u * NV]; // dt_low
+      }
+      s_bc[tt * BCW + r / 4u][r % 4u] = v;
     }
     workgroupBarrier();
     for (var tt = 0u; tt < tn; tt++) {
       let t = t0 + tt;
       let uu = nu;
-      let draw = nd;
+      var draw = nd;
       let z = nz;
       if (t + 1u < L) {
         let row = (b * L + t + 1u) * E + ec;
         nu = f_u[row];
-        nd = f_delta_raw[row];
+        if (!FUSE_DT) { nd = f_delta_raw[row]; }
         let tz = select(t + 1u, L - 2u - t, REVERSE);
         nz = f_xz[(b * L + tz) * 2u * E + zcol];
+      }
+      if (FUSE_DT) {
+        var d4 = vec4<f32>(0.0);
+        for (var j = 0u; j < RV; j++) { d4 += wdt[j] * s_bc[tt * BCW + 2u * NV + j]; }
+        draw = (d4.x + d4.y) + (d4.z + d4.w);
+        if (WRITE_DELTA && live) { f_delta_out[(b * L + t) * E + e] = draw; }
       }
       let delta = softplus(draw + bias);
       let du = delta * uu;
       var y4 = vec4<f32>(0.0); // four independent partial sums of C_t · h_t
       for (var i = 0u; i < NV; i++) {
-        h[i] = exp(delta * A[i]) * h[i] + du * s_bc[tt * 2u * NV + i];
-        y4 += s_bc[(tt * 2u + 1u) * NV + i] * h[i];
+        h[i] = exp(delta * A[i]) * h[i] + du * s_bc[tt * BCW + i];
+        y4 += s_bc[tt * BCW + NV + i] * h[i];
       }
       let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
       if (live) { f_out[(b * L + t) * E + e] = y * z * sigmoid(z); }

@@ -81,6 +81,33 @@ async function checkForward(c: Case, reverse: boolean, tuning: ScanTuning = {}):
   expect(relErr(await read(gpu, out), ref)).toBeLessThan(TOL);
 }
 
+/**
+ * The forward with dt_proj fused: Δraw = xdbl[:, 0…R−1] · Wᵀ computed in the kernel (and written
+ * when `write`), against the reference fed the float64 product.
+ */
+async function checkForwardFused(c: Case, reverse: boolean, write: boolean, tuning: ScanTuning = {}): Promise<void> {
+  const gpu = await testGpu();
+  const { B, L, E, N, R } = c;
+  const W = randArray(new Rng(70 + E), E * R, -0.5, 0.5); // (E, R)
+  const delta = new Float64Array(B * L * E);
+  for (let bt = 0; bt < B * L; bt++) {
+    for (let e = 0; e < E; e++) {
+      let s = 0;
+      for (let r = 0; r < R; r++) s += c.xdbl[bt * (R + 2 * N) + r] * W[e * R + r];
+      delta[bt * E + e] = s;
+    }
+  }
+  const out = zerosTensor(gpu, B * L * E, 'out');
+  const dOut = write ? zerosTensor(gpu, B * L * E, 'delta_raw out') : undefined;
+  await run(gpu, [selectiveScanForward(gpu, {
+    ...upload(gpu, c), delta_raw: dOut, dtWeight: tensorFrom(gpu, W, 'dt weight'), out, B, L, E, N, R, reverse, ...tuning,
+  })]);
+  const ref = new Float64Array(B * L * E);
+  selective_scan_forward(ref, c.u, delta, c.dt_bias, c.A_log, c.Bm, c.Cm, c.Dskip, c.xz, B, L, E, N, reverse);
+  expect(relErr(await read(gpu, out), ref)).toBeLessThan(TOL);
+  if (dOut) expect(relErr(await read(gpu, dOut), delta)).toBeLessThan(TOL);
+}
+
 /** Gradient buffers: the reference's float64 arrays and the GPU's tensors, both starting at `init`. */
 interface Grads {
   du: Float64Array; ddelta_raw: Float64Array; ddt_bias: Float64Array; dA_log: Float64Array;
@@ -250,6 +277,21 @@ describe('selective scan forward', () => {
       () => checkForward(wide, reverse, { workgroupSize: 16, chunk: 3 }));
     it(`B=2 L=65 E=40 N=16, two workgroups of 32 (${dir})`, () => checkForward(model, reverse, { workgroupSize: 32 }));
   }
+  it('dt_proj fused: R=3, three workgroups of 16, chunks of 3 tokens, Δraw written (forward)',
+    () => checkForwardFused(wide, false, true, { workgroupSize: 16, chunk: 3 }));
+  it('dt_proj fused: R=12 N=16 L=65, Δraw not written (reverse)', () => checkForwardFused(model, true, false, { workgroupSize: 32 }));
+  it('refuses a call with neither Δraw nor dt_proj\'s weight, and a fused R over 32', async () => {
+    const gpu = await testGpu();
+    const c = makeCase(1, 1, 2, 4, 2, 3);
+    const { delta_raw: _, ...inp } = upload(gpu, c);
+    const out = zerosTensor(gpu, 8, 'out');
+    expect(() => selectiveScanForward(gpu, { ...inp, out, B: 1, L: 2, E: 4, N: 2, R: 3, reverse: false }))
+      .toThrow(/pass delta_raw \(Δraw to read\) or dtWeight/);
+    const c33 = makeCase(1, 1, 2, 4, 2, 33);
+    expect(() => selectiveScanForward(gpu, {
+      ...upload(gpu, c33), dtWeight: zerosTensor(gpu, 4 * 33, 'w'), out, B: 1, L: 2, E: 4, N: 2, R: 33, reverse: false,
+    })).toThrow(/the fused dt_proj needs 1 ≤ R ≤ 32; R is 33/);
+  });
 });
 
 /** The backward's forms: the segmented kernel, and the stream kernel with each way of summing over channels. */

@@ -287,6 +287,26 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
     });
   }
   checks.push({
+    kernel: 'selective scan forward, dt_proj fused', shapes: `B=${B} L=${L} E=${E} N=${N} R=${R}`,
+    run: async (c) => {
+      const S = R + 2 * N;
+      const u = c.rand(BL * E), dtb = c.rand(E, -4, -2), w = c.rand(E * R, -0.3, 0.3);
+      const alog = new Float64Array(E * N);
+      for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) alog[e * N + n] = Math.fround(Math.log(n + 1) + 0.1 * c.rng.uniform());
+      const xdbl = c.rand(BL * S), dsk = c.rand(E, 0.5, 1.5), xz = c.rand(BL * 2 * E, -2, 2);
+      const out = c.t(BL * E), delta = c.t(BL * E);
+      await c.run([selectiveScanForward(c.gpu, {
+        out, delta_raw: delta, dtWeight: c.t(w), u: c.t(u), dt_bias: c.t(dtb), A_log: c.t(alog), xdbl: c.t(xdbl), Dskip: c.t(dsk),
+        xz: c.t(xz), B, L, E, N, R, reverse: true,
+      })]);
+      const rd = new Float64Array(BL * E);
+      ref.linear_forward(rd, cols(xdbl, BL, S, 0, R), w, null, BL, R, E);
+      const r = new Float64Array(BL * E);
+      ref.selective_scan_forward(r, u, rd, dtb, alog, cols(xdbl, BL, S, R, N), cols(xdbl, BL, S, R + N, N), dsk, xz, B, L, E, N, true);
+      return { out: relErr(await c.read(out), r), delta_raw: relErr(await c.read(delta), rd) };
+    },
+  });
+  checks.push({
     kernel: 'combine (/2, reversal) forward/backward', shapes: `B=${B} L=${L} E=${E}`,
     run: async (c) => {
       const yf = c.rand(BL * E), yb = c.rand(BL * E), g = c.rand(BL * E);

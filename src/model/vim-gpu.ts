@@ -91,7 +91,7 @@ const READBACK_LOGITS_OFFSET = 32;
 interface DirActs {
   u: GpuTensor; // (BL, E) conv1d + SiLU output, direction order
   xdbl: GpuTensor; // (BL, R+2N) x_proj output
-  delta: GpuTensor; // (BL, E) dt_proj output without its bias
+  delta: GpuTensor | null; // (BL, E) dt_proj output without its bias (written by the scan forward; training only)
 }
 
 /** The activations of one block (in inference, one set shared by every block). */
@@ -178,7 +178,8 @@ export class VimGpu {
     const yDir = [t('y forward', BL * E), t('y backward', BL * E)]; // (BL, E)
     const newLayer = (i: number | string): LayerActs => {
       const dir = (d: string): DirActs => ({
-        u: t(`${i}.${d}.u`, BL * E), xdbl: t(`${i}.${d}.xdbl`, BL * (R + 2 * N)), delta: t(`${i}.${d}.delta`, BL * E),
+        u: t(`${i}.${d}.u`, BL * E), xdbl: t(`${i}.${d}.xdbl`, BL * (R + 2 * N)),
+        delta: opts.training ? t(`${i}.${d}.delta`, BL * E) : null,
       });
       return {
         r: t(`${i}.r`, BL * D), rstd: t(`${i}.rstd`, BL), hn: t(`${i}.hn`, BL * D), xz: t(`${i}.xz`, BL * 2 * E),
@@ -237,11 +238,10 @@ export class VimGpu {
           B, L, E, K, reverse,
         }));
         F.push(matmulForward(gpu, { out: da.xdbl, inp: da.u, weight: mix(i, DIRECTION_NAMES.xProj[d]), bias: null, M: BL, I: E, O: R + 2 * N }));
-        F.push(matmulForward(gpu, {
-          out: da.delta, inp: da.xdbl, weight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), bias: null, M: BL, I: R, O: E, ldi: R + 2 * N,
-        }));
+        // dt_proj fused into the scan: Δraw = xdbl[:, 0…R−1] · dt_projᵀ, stored only for the backward
         F.push(selectiveScanForward(gpu, {
-          out: yDir[d], u: da.u, delta_raw: da.delta, dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]),
+          out: yDir[d], u: da.u, dtWeight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), delta_raw: da.delta ?? undefined,
+          dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]),
           A_log: mix(i, DIRECTION_NAMES.ALog[d]), xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
           B, L, E, N, R, reverse,
         }));
@@ -301,7 +301,7 @@ export class VimGpu {
         W.push(...selectiveScanBackward(gpu, {
           du, ddelta_raw: ddelta, dxz, dxdbl, dA_log: gm(i, DIRECTION_NAMES.ALog[d]), dDskip: gm(i, DIRECTION_NAMES.D[d]),
           ddt_bias: gm(i, DIRECTION_NAMES.dtProjBias[d]), dout: dy[d],
-          u: da.u, delta_raw: da.delta, dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
+          u: da.u, delta_raw: da.delta as GpuTensor, dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
           xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
           B, L, E, N, R, reverse, scratch: { bcPartials: scratch, paramPartials: scratch2 },
           accumulate: { dz: d === 1 }, ...scanT,

@@ -16,7 +16,7 @@
 import { VimError } from '../../errors.js';
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
-import type { GpuTensor } from '../tensor.js';
+import { createTensor, type GpuTensor } from '../tensor.js';
 import { checkPositive, grid1d, need } from './reduce.js';
 
 /** Largest state size the kernels hold (NVMAX = 8 vec4 of states). */
@@ -294,16 +294,41 @@ export interface ScanInputs {
   xz: GpuTensor; // (B, L, 2E) in_proj output, z = columns E…2E−1, original token order
 }
 
-export interface ScanForwardArgs extends ScanInputs, ScanShape, ScanTuning {
+export interface ScanForwardArgs extends Omit<ScanInputs, 'delta_raw'>, ScanShape, ScanTuning {
   out: GpuTensor; // (B, L, E) y ⊙ SiLU(z), direction order
   /** The backward direction: step t gates with z[L−1−t]. */
   reverse: boolean;
+  /**
+   * (B, L, E) Δraw, direction order: read; or, with dtWeight, written when given (the backward
+   * needs it) and left out otherwise.
+   */
+  delta_raw?: GpuTensor;
+  /**
+   * dt_proj fused: its weight (E, R), and Δraw = xdbl[:, 0…R−1] · dtWeightᵀ is computed inside the
+   * scan instead of read (R ≤ 32).
+   */
+  dtWeight?: GpuTensor;
 }
 
-function needInputs(where: string, a: ScanInputs & ScanShape): void {
+/** Largest Δ rank the forward's fused dt_proj holds (RVMAX = 8 vec4). */
+export const SCAN_FUSED_MAX_R = 32;
+
+/** A 16-byte storage buffer per device, bound where a kernel's optional output is not written. */
+const placeholders = new WeakMap<GPUDevice, GpuTensor>();
+function placeholder(gpu: Gpu): GpuTensor {
+  let t = placeholders.get(gpu.device);
+  if (!t) {
+    t = createTensor(gpu, 4, 'scan placeholder');
+    placeholders.set(gpu.device, t);
+  }
+  return t;
+}
+
+function needInputs(where: string, a: Omit<ScanInputs, 'delta_raw'> & { delta_raw?: GpuTensor } & ScanShape): void {
   const { B, L, E, N, R } = a;
   need(where, 'u', a.u, B * L * E);
-  need(where, 'delta_raw', a.delta_raw, B * L * E);
+  if (a.delta_raw) need(where, 'delta_raw', a.delta_raw, B * L * E);
+  else if (where !== 'selectiveScanForward') throw new Error(`${where}: delta_raw is required`);
   need(where, 'dt_bias', a.dt_bias, E);
   need(where, 'A_log', a.A_log, E * N);
   need(where, 'xdbl', a.xdbl, B * L * (R + 2 * N));
@@ -321,24 +346,34 @@ export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
   const { B, L, E, N, R } = a;
   needInputs(where, a);
   need(where, 'out', a.out, B * L * E);
+  const fused = a.dtWeight !== undefined;
+  if (fused) {
+    need(where, 'dtWeight', a.dtWeight as GpuTensor, E * R);
+    if (R < 1 || R > SCAN_FUSED_MAX_R) throw new Error(`${where}: the fused dt_proj needs 1 ≤ R ≤ ${SCAN_FUSED_MAX_R}; R is ${R}`);
+  } else if (!a.delta_raw) {
+    throw new Error(`${where}: pass delta_raw (Δraw to read) or dtWeight (dt_proj fused)`);
+  }
   const wg = a.workgroupSize ?? SCAN_FORWARD_WORKGROUP;
   checkWorkgroup(where, gpu, wg);
-  const perToken = 2 * 16 * Math.ceil(N / 4); // bytes of B_t, C_t staged per token
-  const fit = Math.max(1, Math.floor(gpu.limits.maxComputeWorkgroupStorageSize / perToken));
+  const NV = Math.ceil(N / 4);
+  const bcw = 2 * NV + (fused ? Math.ceil(R / 4) : 0); // vec4 staged per token: B_t, C_t (and dt_low)
+  const fit = Math.max(1, Math.floor(gpu.limits.maxComputeWorkgroupStorageSize / (16 * bcw)));
   const chunk = Math.min(L, a.chunk ?? Math.min(SCAN_FORWARD_CHUNK, fit));
   if (!Number.isInteger(chunk) || chunk < 1 || chunk > fit) {
     throw new Error(`${where}: chunk must be an integer in 1…${fit} (tokens of B_t, C_t that fit workgroup memory); received ${a.chunk}`);
   }
   const n = B * L * E;
+  const writeDelta = fused && a.delta_raw !== undefined;
   return makeDispatch(gpu, 'selective-scan', 'selective_scan_forward',
-    { L, E, N, R, WG: wg, TC: chunk, REVERSE: a.reverse ? 1 : 0 },
-    [a.out, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
+    { L, E, N, R, WG: wg, TC: chunk, REVERSE: a.reverse ? 1 : 0, ...(fused ? { FUSE_DT: 1, BCW: bcw, WRITE_DELTA: writeDelta ? 1 : 0 } : {}) },
+    [a.out, a.u, fused ? a.dtWeight as GpuTensor : a.delta_raw as GpuTensor, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz,
+      writeDelta ? a.delta_raw as GpuTensor : placeholder(gpu)],
     scanGrid(gpu, where, B, ceilDiv(E, wg)),
     {
-      // reads u, delta_raw, z, B_t, C_t and the parameters; writes out
-      bytes: 4 * (4 * n + 2 * B * L * N + E * (N + 2)),
-      // per state and token: exp, multiply, 2 FMA (h), FMA (y); per token the softplus and gate
-      flops: n * (6 * N + 30),
+      // reads u, delta_raw (or dt_low), z, B_t, C_t and the parameters; writes out (and delta_raw)
+      bytes: 4 * ((fused ? 3 + (writeDelta ? 1 : 0) : 4) * n + (2 * N + (fused ? R : 0)) * B * L + E * (N + 2 + (fused ? R : 0))),
+      // per state and token: exp, multiply, 2 FMA (h), FMA (y); per token the softplus, gate (and 2R for Δraw)
+      flops: n * (6 * N + 30 + (fused ? 2 * R : 0)),
       prelude: scanPrelude(0),
     });
 }
