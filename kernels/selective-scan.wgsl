@@ -71,6 +71,7 @@ override DIAG: u32 = 0u;
 // shuffles within each subgroup (no barrier; one partial per subgroup); 0 = through s_red.
 override SGR: u32 = 0u;
 override QP: u32 = 1u;              // backward_stream with SGR: NV rounded up to a power of two (≤ SGR)
+override LOOKAHEAD: u32 = 1u;       // backward_stream: 1 loads the next segment's inputs before computing this one, 0 when needed
 override RED_ROWS: u32 = WG * (2u * NV + 1u); // vec4 rows of s_red (1 where nothing uses it)
 // forward: dt_proj fused: Δraw_t = xdbl[t, 0…R−1] · dt_weight[e, :] is computed here, binding 2
 // holds dt_proj's weight (E, R) instead of Δraw, and R ≤ 4·RVMAX
@@ -572,8 +573,8 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
     }
   }
 
-  // Pass 2: segments last to first. Iteration kk loads segment NSEG−1−kk and computes the one
-  // after it (loaded by the iteration before).
+  // Pass 2: segments last to first. Iteration kk loads segment NSEG−1−kk and computes, with
+  // LOOKAHEAD, the one after it (loaded by the iteration before), else that segment itself.
   var cu: array<f32, SMAX>;
   var cd: array<f32, SMAX>;
   var cg: array<f32, SMAX>;
@@ -583,12 +584,14 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
   var qg: array<f32, SMAX>;
   var qz: array<f32, SMAX>;
   var qh: array<vec4<f32>, NVMAX>;
-  for (var kk = 0u; kk <= nseg; kk++) {
-    cu = qu;
-    cd = qd;
-    cg = qg;
-    cz = qz;
-    hIn = qh;
+  for (var kk = 0u; kk < nseg + LOOKAHEAD; kk++) {
+    if (LOOKAHEAD == 1u) {
+      cu = qu;
+      cd = qd;
+      cg = qg;
+      cz = qz;
+      hIn = qh;
+    }
     if (kk < nseg) {
       let k = nseg - 1u - kk;
       let t0 = k * S;
@@ -606,8 +609,15 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
         else { qh[i] = g_ckpt[((b * (nseg - 1u) + k - 1u) * NV + i) * E + e]; }
       }
     }
-    if (kk == 0u) { continue; }
-    let k = nseg - kk;
+    if (LOOKAHEAD == 0u) {
+      cu = qu;
+      cd = qd;
+      cg = qg;
+      cz = qz;
+      hIn = qh;
+    }
+    if (kk < LOOKAHEAD) { continue; }
+    let k = nseg - 1u - (kk - LOOKAHEAD);
     let t0 = k * S;
     let tn = min(S, L - t0);
 

@@ -320,6 +320,8 @@ for (const [how, form] of FORMS) {
     it('N=20 (five state vectors, padded to eight in the shuffle sums), segments of 5, workgroups of 16', async () => {
       await checkBackward(makeCase(9, 2, 11, 21, 20, 4), false, false, { ...(await base()), segment: 5, workgroupSize: 16 });
     });
+    it('B=2 L=65 E=40 N=16, each segment loaded when it is computed, not one ahead (forward, accumulate)',
+      async () => checkBackward(makeCase(10, 2, 65, 40, 16, 12), false, true, { ...(await base()), lookahead: false }));
   });
 }
 

@@ -54,7 +54,7 @@ for step in $STEPS; do
   case $step in
     b256) run bench-b256 90 "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256.json" ;;
     b256-toggles) run bench-b256-toggles 90 env VIM_DAWN_TOGGLES=$TOGGLES "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-toggles.json" ;;
-    scan) run scan 150 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,stream,stream-lds,stream-S2,stream-S4,stream-WG32,stream-S6-WG32,stream-walk-alone,default --json "$OUT/scan.json" ;;
+    scan) run scan 150 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,stream,stream-lds,stream-no-lookahead,stream-S2,stream-S4,stream-WG32,stream-S6-WG32,stream-no-reduce,stream-no-pass1,stream-no-recompute,stream-walk-alone,default --json "$OUT/scan.json" ;;
     matmul) run matmul 200 node scripts/bench/matmul.mjs --batch-size 256 --budget 150 --json "$OUT/matmul.json" ;;
     candidates)
       read -r -a ENV <<< "$(candidates)"

@@ -61,7 +61,10 @@ const ALL = {
   'stream-S8-WG32': { fwd: {}, bwd: { kernel: 'stream', segment: 8, workgroupSize: 32 }, exact: true },
   'stream-WG32': { fwd: {}, bwd: { kernel: 'stream', workgroupSize: 32 }, exact: true },
   'stream-WG128-S1': { fwd: {}, bwd: { kernel: 'stream', workgroupSize: 128, segment: 1 }, exact: true },
+  'stream-no-lookahead': { fwd: {}, bwd: { kernel: 'stream', lookahead: false }, exact: true },
   'stream-no-reduce': { fwd: {}, bwd: { kernel: 'stream', diag: 1 }, exact: false },
+  'stream-no-pass1': { fwd: {}, bwd: { kernel: 'stream', diag: 2 }, exact: false },
+  'stream-no-recompute': { fwd: {}, bwd: { kernel: 'stream', diag: 4 }, exact: false },
   'stream-walk-alone': { fwd: {}, bwd: { kernel: 'stream', diag: 7 }, exact: false },
 };
 const names = values.variants ? values.variants.split(',') : values.quick ? ['default', 'stream'] : Object.keys(ALL);

@@ -69,6 +69,8 @@ export interface ScanTuning {
    * (no barriers); 0 or absent: through workgroup memory. scanTuning(gpu) gives the adapter's.
    */
   subgroupSize?: number;
+  /** Backward 'stream': load each segment's inputs one segment ahead (default true). */
+  lookahead?: boolean;
 }
 
 export type ScanBackwardKernel = 'segmented' | 'stream';
@@ -474,7 +476,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
 
   const scan = makeDispatch(gpu, 'selective-scan', stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
     stream
-      ? { ...common, BCT: L, SGR: sgr, QP: shuffleItems(N), ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
+      ? { ...common, BCT: L, SGR: sgr, QP: shuffleItems(N), LOOKAHEAD: a.lookahead === false ? 0 : 1, ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
       : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
     [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, ckView,
       a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
