@@ -343,11 +343,12 @@ describe('the backward plan', () => {
 });
 
 describe('VIM_SCAN_KERNEL', () => {
-  it('chooses the backward kernel when a call does not, and refuses other values', () => {
+  it('chooses the backward kernel when a call does not, and refuses other values', async () => {
     const saved = process.env.VIM_SCAN_KERNEL;
     try {
       delete process.env.VIM_SCAN_KERNEL;
       expect(scanKernelDefault()).toBe('segmented');
+      expect(scanKernelDefault(await testGpu()), 'a CPU adapter gets the stream kernel').toBe('stream');
       process.env.VIM_SCAN_KERNEL = 'stream';
       expect(scanKernelDefault()).toBe('stream');
       process.env.VIM_SCAN_KERNEL = 'chunked';

@@ -50,8 +50,8 @@ const live = new Set<Gpu>();
 function instance(): GPU {
   if (!dawn) {
     Object.assign(globalThis, globals); // GPUBufferUsage, GPUMapMode, … as in a browser
-    const toggles = process.env.VIM_DAWN_TOGGLES; // e.g. "vulkan_enable_f16_on_nvidia"
-    dawn = create(toggles ? [`enable-dawn-features=${toggles}`] : []);
+    const toggles = dawnToggles(); // e.g. vulkan_enable_f16_on_nvidia
+    dawn = create(toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : []);
     (globalThis as Record<string, unknown>).__vimDawnInstance = dawn;
   }
   return dawn;
@@ -62,6 +62,11 @@ export const NO_ADAPTER_MESSAGE =
   'run scripts/setup.sh (Debian 12 needs mesa-vulkan-drivers from bookworm-backports; the Debian 12 ' +
   'default, Mesa 22, is refused by Dawn). On a GPU machine, check that its Vulkan driver is installed ' +
   '(vulkaninfo --summary).';
+
+/** Dawn toggles from $VIM_DAWN_TOGGLES (a comma list), turned on for every device this process makes. */
+export function dawnToggles(): string[] {
+  return (process.env.VIM_DAWN_TOGGLES ?? '').split(',').map((t) => t.trim()).filter((t) => t.length > 0);
+}
 
 export interface AcquireOptions {
   powerPreference?: GPUPowerPreference;

@@ -9,12 +9,15 @@
  *
  * u, delta_raw, B_t, C_t, out, dout, du, ddelta_raw are in direction order; z and dz are in the
  * original token order (with `reverse`, step t uses token L−1−t). The backward is three
- * dispatches: the scan itself, which writes one partial of [dB | dC] per workgroup and one of
- * (dA_log, dD, dbias) per sample into caller-owned scratch (sizes from `selectiveScanScratch`),
- * then two small passes that add the partials in a fixed order (no float atomics).
+ * dispatches: the scan itself, which writes partials of [dB | dC] (one per workgroup, or per
+ * subgroup) and one of (dA_log, dD, dbias) per sample into caller-owned scratch (sizes from
+ * `selectiveScanScratch`), then two small passes that add the partials in a fixed order (no
+ * float atomics). The scan has two forms, 'segmented' and 'stream' (ScanTuning.kernel;
+ * scanTuning(gpu) picks the one measured faster for the adapter, docs/performance.md change 9).
+ * The forward can take dt_proj's weight instead of Δraw and compute Δraw itself (dtWeight).
  */
 import { VimError } from '../../errors.js';
-import type { Gpu } from '../device.js';
+import { dawnToggles, type Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
 import { createTensor, type GpuTensor } from '../tensor.js';
 import { checkPositive, grid1d, need } from './reduce.js';
@@ -60,7 +63,7 @@ export interface ScanTuning {
   /**
    * Backward: 'segmented' (selective_scan_backward) or 'stream' (selective_scan_backward_stream:
    * the sample's B, C staged once, pass 1 streamed, each segment's inputs loaded one segment
-   * ahead). Default: $VIM_SCAN_KERNEL, else 'segmented'. 'stream' falls back to 'segmented' where
+   * ahead). Default: scanKernelDefault() ('segmented' here; scanTuning(gpu) chooses by adapter). 'stream' falls back to 'segmented' where
    * the sample's B, C do not fit workgroup memory (unless pinned).
    */
   kernel?: ScanBackwardKernel;
@@ -75,12 +78,18 @@ export interface ScanTuning {
 
 export type ScanBackwardKernel = 'segmented' | 'stream';
 
-/** The backward kernel when a call does not choose one: $VIM_SCAN_KERNEL, else 'segmented'. */
-export function scanKernelDefault(): ScanBackwardKernel {
+/**
+ * The backward kernel when a call does not choose one: $VIM_SCAN_KERNEL where set; else, for an
+ * adapter, 'stream' on a CPU adapter or with Dawn's robustness off ($VIM_DAWN_TOGGLES holds
+ * disable_robustness), where it measured faster, and 'segmented' on a GPU with robustness on,
+ * where 'stream' measured slower (docs/performance.md, change 9); without an adapter, 'segmented'.
+ */
+export function scanKernelDefault(gpu?: Gpu): ScanBackwardKernel {
   const v = process.env.VIM_SCAN_KERNEL;
-  if (v === undefined || v === '') return 'segmented';
   if (v === 'segmented' || v === 'stream') return v;
-  throw new VimError(`VIM_SCAN_KERNEL must be 'segmented' or 'stream'; it is '${v}'`);
+  if (v !== undefined && v !== '') throw new VimError(`VIM_SCAN_KERNEL must be 'segmented' or 'stream'; it is '${v}'`);
+  if (!gpu) return 'segmented';
+  return gpu.info.isCpu || dawnToggles().includes('disable_robustness') ? 'stream' : 'segmented';
 }
 
 /**
@@ -94,7 +103,7 @@ export function scanSubgroupSize(gpu: Gpu): number {
 
 /** The scan's tuning for an adapter: its subgroup size and the default backward kernel. */
 export function scanTuning(gpu: Gpu): ScanTuning {
-  return { subgroupSize: scanSubgroupSize(gpu), kernel: scanKernelDefault() };
+  return { subgroupSize: scanSubgroupSize(gpu), kernel: scanKernelDefault(gpu) };
 }
 
 /**
