@@ -271,6 +271,70 @@ fn load_bc_backward(b: u32, t0: u32, tn: u32, lid: u32) {
   workgroupBarrier();
 }
 
+// A[e, :] = −exp(A_log[e, :]) for the backward kernels (padding states −1).
+fn backward_A(ec: u32) -> array<vec4<f32>, NVMAX> {
+  var A: array<vec4<f32>, NVMAX>;
+  for (var i = 0u; i < NV; i++) {
+    var a = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+      let n = 4u * i + c;
+      if (n < N) { a[c] = g_A_log[ec * N + n]; }
+    }
+    A[i] = -exp(a);
+  }
+  return A;
+}
+
+// The gate's gradients at one token: y_t = C_t · h_t + D u_t recomputed from the state h (C_t
+// from s_bc at `cbase`), then gy = gout · SiLU(z) and gz = gout · y · SiLU'(z).
+struct GateGrads { gy: f32, gz: f32 }
+fn gate_grads(h: array<vec4<f32>, NVMAX>, cbase: u32, Dv: f32, uu: f32, gout: f32, z: f32) -> GateGrads {
+  var y4 = vec4<f32>(0.0); // four independent partial sums of C_t · h_t
+  for (var i = 0u; i < NV; i++) { y4 += s_bc[cbase + i] * h[i]; }
+  let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
+  let sz = sigmoid(z);
+  return GateGrads(gout * z * sz, gout * y * sz * (1.0 + z * (1.0 - sz)));
+}
+
+// One token's du, dΔraw and dz (= or += by ACC_DU, ACC_DDELTA, ACC_DZ).
+fn store_token_grads(rowT: u32, ziT: u32, gu: f32, gdr: f32, gz: f32) {
+  if (ACC_DU) { g_du[rowT] += gu; } else { g_du[rowT] = gu; }
+  if (ACC_DDELTA) { g_ddelta_raw[rowT] += gdr; } else { g_ddelta_raw[rowT] = gdr; }
+  if (ACC_DZ) { g_dxz[ziT] += gz; } else { g_dxz[ziT] = gz; }
+}
+
+// One token's [gB_t | gC_t] contributions in s_red, column c summed over the WG channels in
+// channel order into part_bc at `base` + c (two barriers: call in uniform control flow).
+fn reduce_bc_workgroup(lid: u32, base: u32) {
+  let redRow = 2u * NV + 1u;
+  workgroupBarrier();
+  for (var c = lid; c < 2u * N; c += WG) {
+    let part = c / N;
+    let n = c - part * N;
+    let col = part * NV + n / 4u;
+    let comp = n % 4u;
+    var s = 0.0;
+    for (var r = 0u; r < WG; r++) { s += s_red[r * redRow + col][comp]; }
+    g_part_bc[base + c] = s;
+  }
+  workgroupBarrier();
+}
+
+// The per-sample partials of one channel's parameter gradients: rows 0…N−1 gA ⊙ A (dA_log),
+// N dD, N+1 dbias.
+fn write_param_partials(b: u32, e: u32, gA: array<vec4<f32>, NVMAX>, A: array<vec4<f32>, NVMAX>, gD: f32, gbias: f32) {
+  for (var i = 0u; i < NV; i++) {
+    let v = gA[i] * A[i];
+    let o = (b * (N + 2u) + 4u * i) * E + e;
+    g_part_par[o] = v.x;
+    if (4u * i + 1u < N) { g_part_par[o + E] = v.y; }
+    if (4u * i + 2u < N) { g_part_par[o + 2u * E] = v.z; }
+    if (4u * i + 3u < N) { g_part_par[o + 3u * E] = v.w; }
+  }
+  g_part_par[(b * (N + 2u) + N) * E + e] = gD;
+  g_part_par[(b * (N + 2u) + N + 1u) * E + e] = gbias;
+}
+
 @compute @workgroup_size(WG)
 fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let b = wid.y;
@@ -282,22 +346,11 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
   let nseg = (L + S - 1u) / S;
   let redRow = 2u * NV + 1u; // s_red row stride in vec4: odd, so row writes do not conflict
 
-  var A: array<vec4<f32>, NVMAX>;     // A[e, :]
-  var h: array<vec4<f32>, NVMAX>;     // running state, then h_t in the walk
+  let A = backward_A(ec);              // A[e, :]
+  var h: array<vec4<f32>, NVMAX>;     // running state, then h_t in the walk (zero-initialised)
   var hIn: array<vec4<f32>, NVMAX>;   // the state entering the current segment
   var carry: array<vec4<f32>, NVMAX>; // a_{t+1} ⊙ gh_{t+1}: the part of gh_t from later tokens
   var gA: array<vec4<f32>, NVMAX>;    // Σ_t gh_t ⊙ a_t ⊙ h_{t−1} ⊙ Δ_t
-  for (var i = 0u; i < NV; i++) {
-    var a = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-      let n = 4u * i + c;
-      if (n < N) { a[c] = g_A_log[ec * N + n]; }
-    }
-    A[i] = -exp(a);
-    h[i] = vec4<f32>(0.0);
-    carry[i] = vec4<f32>(0.0);
-    gA[i] = vec4<f32>(0.0);
-  }
   let bias = g_dt_bias[ec];
   let Dv = g_Dskip[ec];
   var gD = 0.0;
@@ -390,12 +443,9 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
         let pre = pd[j] + bias;
         let delta = softplus(pre);
         let du = delta * uu;
-        var y4 = vec4<f32>(0.0); // y_t, recomputed for the gate's gradient
-        for (var i = 0u; i < NV; i++) { y4 += s_bc[(tt * 2u + 1u) * NV + i] * h[i]; }
-        let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
-        let sz = sigmoid(z);
-        let gy = gout * z * sz;
-        let gz = gout * y * sz * (1.0 + z * (1.0 - sz));
+        let gg = gate_grads(h, (tt * 2u + 1u) * NV, Dv, uu, gout, z);
+        let gy = gg.gy;
+        let gz = gg.gz;
         gD += gy * uu;
         var gu4 = vec4<f32>(0.0);     // Σ_n gh_t B_t, per lane of the vec4
         var gdelta4 = vec4<f32>(0.0); // Σ_n gh_t (u_t B_t + A a_t h_{t−1})
@@ -419,43 +469,17 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
         let gdr = gdelta * sigmoid(pre);
         gbias += gdr;
         if (live) {
-          if (ACC_DU) { g_du[rowT] += gu; } else { g_du[rowT] = gu; }
-          if (ACC_DDELTA) { g_ddelta_raw[rowT] += gdr; } else { g_ddelta_raw[rowT] = gdr; }
-          if (ACC_DZ) { g_dxz[ziT] += gz; } else { g_dxz[ziT] = gz; }
+          store_token_grads(rowT, ziT, gu, gdr, gz);
         } else {
           for (var i = 0u; i < 2u * NV; i++) { s_red[lid * redRow + i] = vec4<f32>(0.0); }
         }
-        if ((DIAG & 1u) == 0u) {
-        workgroupBarrier();
-        // [gB_t | gC_t] column c summed over the WG channels, in channel order.
-        for (var c = lid; c < Q; c += WG) {
-          let part = c / N;
-          let n = c - part * N;
-          let col = part * NV + n / 4u;
-          let comp = n % 4u;
-          var s = 0.0;
-          for (var r = 0u; r < WG; r++) { s += s_red[r * redRow + col][comp]; }
-          g_part_bc[((b * NWG + wid.x) * L + t) * Q + c] = s;
-        }
-        workgroupBarrier();
-        }
+        if ((DIAG & 1u) == 0u) { reduce_bc_workgroup(lid, ((b * NWG + wid.x) * L + t) * Q); }
         }
       }
     }
   }
 
-  if (live) {
-    for (var i = 0u; i < NV; i++) {
-      let v = gA[i] * A[i];
-      let o = (b * (N + 2u) + 4u * i) * E + e;
-      g_part_par[o] = v.x;
-      if (4u * i + 1u < N) { g_part_par[o + E] = v.y; }
-      if (4u * i + 2u < N) { g_part_par[o + 2u * E] = v.z; }
-      if (4u * i + 3u < N) { g_part_par[o + 3u * E] = v.w; }
-    }
-    g_part_par[(b * (N + 2u) + N) * E + e] = gD;
-    g_part_par[(b * (N + 2u) + N + 1u) * E + e] = gbias;
-  }
+  if (live) { write_param_partials(b, e, gA, A, gD, gbias); }
 }
 
 // ============================================================================================
@@ -530,19 +554,11 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
   // this invocation's partial row of part_bc: its workgroup's, or its subgroup's
   let part = select(wid.x, wid.x * (WG / sg) + lid / sg, SGR > 0u);
 
-  var A: array<vec4<f32>, NVMAX>;
-  var h: array<vec4<f32>, NVMAX>;
+  let A = backward_A(ec);
+  var h: array<vec4<f32>, NVMAX>;     // zero-initialised, as the other state arrays
   var hIn: array<vec4<f32>, NVMAX>;
   var carry: array<vec4<f32>, NVMAX>;
   var gA: array<vec4<f32>, NVMAX>;
-  for (var i = 0u; i < NV; i++) {
-    var a = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-      let n = 4u * i + c;
-      if (n < N) { a[c] = g_A_log[ec * N + n]; }
-    }
-    A[i] = -exp(a);
-  }
   let bias = g_dt_bias[ec];
   let Dv = g_Dskip[ec];
   var gD = 0.0;
@@ -647,12 +663,9 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
         let delta = cdel[tt];
         let du = delta * uu;
         let bct = t * 2u * NV; // token t's B_t in s_bc; C_t follows
-        var y4 = vec4<f32>(0.0);
-        for (var i = 0u; i < NV; i++) { y4 += s_bc[bct + NV + i] * h[i]; }
-        let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
-        let sz = sigmoid(z);
-        let gy = gout * z * sz;
-        let gz = gout * y * sz * (1.0 + z * (1.0 - sz));
+        let gg = gate_grads(h, bct + NV, Dv, uu, gout, z);
+        let gy = gg.gy;
+        let gz = gg.gz;
         gD += gy * uu;
         let pbase = ((b * NWG + part) * L + t) * Q;
         if (SGR > 0u && (DIAG & 1u) == 0u) {
@@ -686,9 +699,7 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
         let gdr = gdelta * sigmoid(cd[tt] + bias);
         gbias += gdr;
         if (live) {
-          if (ACC_DU) { g_du[rowT] += gu; } else { g_du[rowT] = gu; }
-          if (ACC_DDELTA) { g_ddelta_raw[rowT] += gdr; } else { g_ddelta_raw[rowT] = gdr; }
-          if (ACC_DZ) { g_dxz[ziT] += gz; } else { g_dxz[ziT] = gz; }
+          store_token_grads(rowT, ziT, gu, gdr, gz);
         } else if (SGR == 0u) {
           for (var i = 0u; i < 2u * NV; i++) { s_red[lid * redRow + i] = vec4<f32>(0.0); }
         }
@@ -698,35 +709,14 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
             if (!live) { for (var i = 0u; i < NV; i++) { gBi[i] = vec4<f32>(0.0); } }
             sg_write_items(sg_sum_items(gBi, lane), lane, pbase, 0u);
           } else {
-            workgroupBarrier();
-            for (var c = lid; c < Q; c += WG) {
-              let pt = c / N;
-              let n = c - pt * N;
-              let col = pt * NV + n / 4u;
-              let comp = n % 4u;
-              var s = 0.0;
-              for (var r = 0u; r < WG; r++) { s += s_red[r * redRow + col][comp]; }
-              g_part_bc[pbase + c] = s;
-            }
-            workgroupBarrier();
+            reduce_bc_workgroup(lid, pbase);
           }
         }
       }
     }
   }
 
-  if (live) {
-    for (var i = 0u; i < NV; i++) {
-      let v = gA[i] * A[i];
-      let o = (b * (N + 2u) + 4u * i) * E + e;
-      g_part_par[o] = v.x;
-      if (4u * i + 1u < N) { g_part_par[o + E] = v.y; }
-      if (4u * i + 2u < N) { g_part_par[o + 2u * E] = v.z; }
-      if (4u * i + 3u < N) { g_part_par[o + 3u * E] = v.w; }
-    }
-    g_part_par[(b * (N + 2u) + N) * E + e] = gD;
-    g_part_par[(b * (N + 2u) + N + 1u) * E + e] = gbias;
-  }
+  if (live) { write_param_partials(b, e, gA, A, gD, gbias); }
 }
 
 // ============================================================================================
