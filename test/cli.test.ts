@@ -87,6 +87,15 @@ describe('train-vim, eval-vim and predict-vim as a user runs them', () => {
     expect(res.top1).toBe(m.test_acc);
     expect(Math.abs(res.loss - m.test_loss!)).toBeLessThan(1e-6);
 
+    // --holdout: the last N training images (those train-vim --holdout N keeps out), not test images
+    const h = await cli('eval-vim', ['--checkpoint', ck, '--holdout', '24', '--batch-size', '8', '--json']);
+    expect(h.errors, h.stderr).toEqual([]);
+    const hr = JSON.parse(h.stdout);
+    expect(hr).toMatchObject({ images: 24, split: 'holdout', holdout: 24 });
+    const trainLabels = loadCifar10Split(undefined, 'train', { verify: false }).labels.subarray(50_000 - 24);
+    const perClass = Array.from({ length: 10 }, (_, c) => trainLabels.filter((l) => l === c).length);
+    expect(hr.confusion.map((row: number[]) => row.reduce((a, b) => a + b, 0))).toEqual(perClass);
+
     const plot = join(TMP, 'confusion-eval.png');
     const t = await cli('eval-vim', ['--checkpoint', ck, '--limit', '20', '--batch-size', '8', '--plot', plot]);
     expect(t.code).toBe(0);

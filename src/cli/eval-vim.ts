@@ -15,14 +15,15 @@ import { describeConfig, loadCheckpoint } from '../model/checkpoint.js';
 import { VimGpu } from '../model/vim-gpu.js';
 import { chooseModelSource, cpuFallbackHint, evaluateOnnx, ONNX_DEFAULT_BATCH, onnxFromCheckpoint, openOnnxModel } from '../onnx/classify.js';
 import { describeOnnxRuntime, type OnnxVim } from '../onnx/runtime.js';
-import { evaluate } from '../train/evaluate.js';
+import { evaluate, imageRange, type LabelledImages } from '../train/evaluate.js';
+import { CIFAR10_TRAIN_IMAGES, describeHoldout, holdoutSplit } from '../train/holdout.js';
 import type { ClassificationResult } from '../train/metrics.js';
 import { pct } from '../train/progress.js';
 import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
 
 const spec: CommandSpec = {
   name: 'eval-vim',
-  summary: 'evaluate a Vim checkpoint or ONNX model on the CIFAR-10 test set',
+  summary: 'evaluate a Vim checkpoint or ONNX model on the CIFAR-10 test set (or held-out training images)',
   usage: 'eval-vim (--checkpoint FILE [--use-onnx] | --onnx MODEL.onnx) [options]',
   options: {
     checkpoint: { type: 'string', arg: 'FILE', help: 'the checkpoint (.safetensors written by train-vim), run on WebGPU (this or --onnx)' },
@@ -31,12 +32,16 @@ const spec: CommandSpec = {
     model: { type: 'string', arg: 'NAME|FILE', help: 'refuse the checkpoint or ONNX model unless it is for this config; also the config of a checkpoint that carries none' },
     'data-dir': { type: 'string', arg: 'DIR', help: 'where CIFAR-10 is, or is fetched to (default: $VIM_DATA_DIR, else datasets/)' },
     'batch-size': { type: 'string', arg: 'N', help: `images per forward pass (default: 256 on a GPU, 32 on a CPU adapter, ${ONNX_DEFAULT_BATCH} through onnxruntime)` },
-    limit: { type: 'string', arg: 'N', help: 'evaluate only the first N test images (default: all 10,000)' },
+    limit: { type: 'string', arg: 'N', help: 'evaluate only the first N of the images (default: all: the 10,000 test images, or the --holdout N)' },
+    holdout: {
+      type: 'string', arg: 'N',
+      help: 'evaluate on held-out training images instead of the test images: the last N of the 50,000, those train-vim --holdout N kept out of training (to choose settings such as --flip without the test set)',
+    },
     flip: { type: 'boolean', help: 'test-time flip: classify each image and its left–right mirror and average the two logits (twice the work)' },
     plot: { type: 'string', arg: 'FILE', help: 'also draw the confusion matrix as a PNG into FILE' },
     json: { type: 'boolean', help: 'print the results as one JSON object (and nothing else) on stdout' },
   },
-  epilog: 'Accuracy is over the test images in their file order; the last partial batch is padded and its padding ignored.',
+  epilog: 'Accuracy is over the test images (or with --holdout the held-out ones) in their file order; the last partial batch is padded and its padding ignored.',
 };
 
 async function main(p: Parsed): Promise<void> {
@@ -44,6 +49,9 @@ async function main(p: Parsed): Promise<void> {
   const modelOpt = stringOpt(p, 'model');
   const expected = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
   const limit = numberOpt(p, 'limit', { integer: true, min: 1 });
+  const holdout = numberOpt(p, 'holdout', { integer: true, min: 1 });
+  if (holdout !== undefined) holdoutSplit(CIFAR10_TRAIN_IMAGES, holdout, 0); // refuses 50,000 or more
+  const what = holdout !== undefined ? `held-out training image${holdout === 1 ? '' : 's'}` : 'test images';
   const flip = boolOpt(p, 'flip');
   const batchOpt = numberOpt(p, 'batch-size', { integer: true, min: 1 });
   const json = boolOpt(p, 'json');
@@ -60,14 +68,21 @@ async function main(p: Parsed): Promise<void> {
   const header: string[] = [];
   let B: number;
   const batches = async () => ensureCifar10({ dir: stringOpt(p, 'data-dir'), progress: !json, log: () => undefined });
-  let test;
+  // the images evaluated: the test set, or with --holdout the last N training images
+  const loadImages = async (): Promise<LabelledImages> => {
+    if (holdout === undefined) return loadCifar10Split(await batches(), 'test', { verify: false });
+    const train = loadCifar10Split(await batches(), 'train', { verify: false });
+    const { val } = holdoutSplit(train.n, holdout, 0);
+    return imageRange(train, val.start, val.end, train.images.length / train.n);
+  };
+  let test: LabelledImages;
   if (source.onnx !== undefined) {
     onnx = await openOnnxModel(source.onnx, expected);
     cfg = onnx.cfg;
     names = onnx.classNames;
     header.push(`model: ${source.onnx}: ${describeConfig(cfg)} (ONNX, opset ${onnx.meta.opset})`);
     header.push(`engine: ${describeOnnxRuntime()}, session created in ${onnx.sessionMs.toFixed(0)} ms`);
-    test = loadCifar10Split(await batches(), 'test', { verify: false });
+    test = await loadImages();
     B = Math.min(batchOpt ?? ONNX_DEFAULT_BATCH, limit ?? test.n);
   } else {
     const path = source.checkpoint!;
@@ -78,7 +93,7 @@ async function main(p: Parsed): Promise<void> {
     const metrics = meta.metrics as { epoch?: number; test_acc?: number } | undefined;
     header.push(`checkpoint: ${path}: ${describeConfig(cfg)}${metrics?.epoch !== undefined ? `, epoch ${metrics.epoch}` : ''}` +
       `${typeof meta.weights === 'string' ? ` (${meta.weights} weights)` : ''}`);
-    test = loadCifar10Split(await batches(), 'test', { verify: false });
+    test = await loadImages();
     if (source.useOnnx) {
       const r = await onnxFromCheckpoint(cfg, params, path, { checkpointMeta: meta });
       onnx = r.model;
@@ -98,12 +113,14 @@ async function main(p: Parsed): Promise<void> {
     }
   }
   if (flip) header.push('test-time flip: each image and its mirror, logits averaged');
+  if (holdout !== undefined) header.push(`images: ${describeHoldout(holdout)} (the held-out validation images of train-vim --holdout ${holdout}), not the test set`);
   header.forEach(say);
 
   const total = Math.min(limit ?? test.n, test.n);
   const bar = !json && process.stderr.isTTY
     ? new cliProgress.SingleBar({
-      format: 'test |{bar}| {value}/{total} images | {ips} img/s | ETA {eta_formatted}', barCompleteChar: '█', barIncompleteChar: '░',
+      format: `${holdout !== undefined ? 'held-out' : 'test'} |{bar}| {value}/{total} images | {ips} img/s | ETA {eta_formatted}`,
+      barCompleteChar: '█', barIncompleteChar: '░',
       hideCursor: true, clearOnComplete: true, fps: 5,
     })
     : null;
@@ -123,18 +140,20 @@ async function main(p: Parsed): Promise<void> {
   const seconds = (performance.now() - t0) / 1000;
   if (plot !== undefined) {
     writeFileAtomic(plot, await confusionPng(result.confusion, names,
-      `${cfg.name}: test confusion (${pct(result.top1)} of ${result.n.toLocaleString('en-US')})`));
+      `${cfg.name}: ${holdout !== undefined ? 'held-out' : 'test'} confusion (${pct(result.top1)} of ${result.n.toLocaleString('en-US')})`));
   }
   if (json) {
     console.log(JSON.stringify({
       ...(source.onnx !== undefined ? { onnx: source.onnx } : { checkpoint: source.checkpoint }),
-      engine: onnx !== undefined ? 'onnxruntime' : 'webgpu', model: cfg.name, images: result.n, flip, top1: result.top1, top5: result.top5, loss: result.loss,
+      engine: onnx !== undefined ? 'onnxruntime' : 'webgpu', model: cfg.name, images: result.n,
+      split: holdout !== undefined ? 'holdout' : 'test', ...(holdout !== undefined ? { holdout } : {}),
+      flip, top1: result.top1, top5: result.top5, loss: result.loss,
       per_class: Object.fromEntries(names.map((n, i) => [n, result.perClass[i]])), class_names: names,
       confusion: result.confusion, seconds, ...(plot !== undefined ? { plot } : {}),
     }));
     return;
   }
-  say(`evaluated ${result.n.toLocaleString('en-US')} test images${flip ? ' and their mirrors' : ''} in ${seconds.toFixed(1)} s ` +
+  say(`evaluated ${result.n.toLocaleString('en-US')} ${what}${flip ? ' and their mirrors' : ''} in ${seconds.toFixed(1)} s ` +
     `(${(result.n / seconds).toFixed(1)} images/s, batch ${B})`);
   say('');
   say(`top-1 accuracy  ${pct(result.top1)}`);
