@@ -63,7 +63,7 @@ override ACC_DZ: bool = false;      // dz += instead of = (both directions add i
 override ACCUMULATE: bool = false;  // reduce kernels: dxdbl's B/C columns, or dA_log/dDskip/ddt_bias
 override NV: u32 = (N + 3u) / 4u;   // vec4 per state vector
 override KB: u32 = 1u;              // backward: tokens whose inputs are loaded together (≤ KBMAX)
-override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB))
+override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB); backward_stream: L)
 // For timing experiments only (results are then wrong): bit 0 skips the backward's per-token
 // channel reduction, bit 1 its pass 1, bit 2 its recomputation of the segment's states.
 override DIAG: u32 = 0u;
@@ -669,20 +669,20 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
         gD += gy * uu;
         let pbase = ((b * NWG + part) * L + t) * Q;
         if (SGR > 0u && (DIAG & 1u) == 0u) {
-          var it: array<vec4<f32>, NVMAX>;
-          for (var i = 0u; i < QP; i++) { it[i] = select(vec4<f32>(0.0), gy * h[i], live && i < NV); }
+          var it: array<vec4<f32>, NVMAX>; // items NV… stay 0 (zero-initialised here each token)
+          for (var i = 0u; i < NV; i++) { it[i] = select(vec4<f32>(0.0), gy * h[i], live); }
           sg_write_items(sg_sum_items(it, lane), lane, pbase, N);
         }
         var gu4 = vec4<f32>(0.0);
         var gdelta4 = vec4<f32>(0.0);
-        var gBi: array<vec4<f32>, NVMAX>;
+        var gBi: array<vec4<f32>, NVMAX>; // gB_t contributions for the shuffle sums; items NV… stay 0
         for (var i = 0u; i < NV; i++) {
           var hPrev = hIn[i];
           if (tt > 0u) { hPrev = s_h[((tt - 1u) * NV + i) * WG + lid]; }
           let a = exp(delta * A[i]);
           let Bv = s_bc[bct + i];
           let gh = gy * s_bc[bct + NV + i] + carry[i];
-          gBi[i] = gh * du;
+          gBi[i] = select(vec4<f32>(0.0), gh * du, live);
           if (SGR == 0u) {
             s_red[lid * redRow + i] = gh * du;
             s_red[lid * redRow + NV + i] = gy * h[i];
@@ -705,8 +705,6 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
         }
         if ((DIAG & 1u) == 0u) {
           if (SGR > 0u) {
-            for (var i = NV; i < QP; i++) { gBi[i] = vec4<f32>(0.0); }
-            if (!live) { for (var i = 0u; i < NV; i++) { gBi[i] = vec4<f32>(0.0); } }
             sg_write_items(sg_sum_items(gBi, lane), lane, pbase, 0u);
           } else {
             reduce_bc_workgroup(lid, pbase);

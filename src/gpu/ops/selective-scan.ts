@@ -63,8 +63,9 @@ export interface ScanTuning {
   /**
    * Backward: 'segmented' (selective_scan_backward) or 'stream' (selective_scan_backward_stream:
    * the sample's B, C staged once, pass 1 streamed, each segment's inputs loaded one segment
-   * ahead). Default: scanKernelDefault() ('segmented' here; scanTuning(gpu) chooses by adapter). 'stream' falls back to 'segmented' where
-   * the sample's B, C do not fit workgroup memory (unless pinned).
+   * ahead). Default: scanKernelDefault() ('segmented' here; scanTuning(gpu) chooses by adapter).
+   * 'stream' falls back to 'segmented' where the sample's B, C do not fit workgroup memory (unless
+   * pinned).
    */
   kernel?: ScanBackwardKernel;
   /**
@@ -335,11 +336,10 @@ function placeholder(gpu: Gpu): GpuTensor {
   return t;
 }
 
-function needInputs(where: string, a: Omit<ScanInputs, 'delta_raw'> & { delta_raw?: GpuTensor } & ScanShape): void {
+/** The inputs both directions of the scan read, delta_raw aside (the forward may compute it). */
+function needInputs(where: string, a: Omit<ScanInputs, 'delta_raw'> & ScanShape): void {
   const { B, L, E, N, R } = a;
   need(where, 'u', a.u, B * L * E);
-  if (a.delta_raw) need(where, 'delta_raw', a.delta_raw, B * L * E);
-  else if (where !== 'selectiveScanForward') throw new Error(`${where}: delta_raw is required`);
   need(where, 'dt_bias', a.dt_bias, E);
   need(where, 'A_log', a.A_log, E * N);
   need(where, 'xdbl', a.xdbl, B * L * (R + 2 * N));
@@ -364,6 +364,7 @@ export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
   } else if (!a.delta_raw) {
     throw new Error(`${where}: pass delta_raw (Δraw to read) or dtWeight (dt_proj fused)`);
   }
+  if (a.delta_raw) need(where, 'delta_raw', a.delta_raw, B * L * E);
   const wg = a.workgroupSize ?? SCAN_FORWARD_WORKGROUP;
   checkWorkgroup(where, gpu, wg);
   const NV = Math.ceil(N / 4);
@@ -428,6 +429,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const { B, L, E, N, R } = a;
   needInputs(where, a);
   const n = B * L * E;
+  need(where, 'delta_raw', a.delta_raw, n);
   need(where, 'du', a.du, n);
   need(where, 'ddelta_raw', a.ddelta_raw, n);
   need(where, 'dxz', a.dxz, 2 * n);
