@@ -33,7 +33,8 @@ run() { # NAME LIMIT_S COMMAND…
 }
 
 # The candidates' environment: the stream scan backward where the scan step measured it ≥ 3%
-# faster than the default (the default's last row: the list times it first and last) (forward + backward with its reductions), the matmul harness's entries where it wrote any.
+# faster than the default (forward + backward with its reductions; the default's last row, since
+# the list times it first and last), the matmul harness's entries where it wrote any.
 candidates() {
   local env=()
   if [ -f "$OUT/scan.json" ] && node -e '

@@ -50,8 +50,10 @@ async function main(p: Parsed): Promise<void> {
   const expected = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
   const limit = numberOpt(p, 'limit', { integer: true, min: 1 });
   const holdout = numberOpt(p, 'holdout', { integer: true, min: 1 });
-  if (holdout !== undefined) holdoutSplit(CIFAR10_TRAIN_IMAGES, holdout, 0); // refuses 50,000 or more
-  const what = holdout !== undefined ? `held-out training image${holdout === 1 ? '' : 's'}` : 'test images';
+  // with --holdout, the record range of the training set to evaluate (refuses 50,000 or more)
+  const held = holdout !== undefined ? holdoutSplit(CIFAR10_TRAIN_IMAGES, holdout, 0).val : undefined;
+  const setName = held ? 'held-out' : 'test';
+  const what = held ? `held-out training image${holdout === 1 ? '' : 's'}` : 'test images';
   const flip = boolOpt(p, 'flip');
   const batchOpt = numberOpt(p, 'batch-size', { integer: true, min: 1 });
   const json = boolOpt(p, 'json');
@@ -70,10 +72,9 @@ async function main(p: Parsed): Promise<void> {
   const batches = async () => ensureCifar10({ dir: stringOpt(p, 'data-dir'), progress: !json, log: () => undefined });
   // the images evaluated: the test set, or with --holdout the last N training images
   const loadImages = async (): Promise<LabelledImages> => {
-    if (holdout === undefined) return loadCifar10Split(await batches(), 'test', { verify: false });
+    if (!held) return loadCifar10Split(await batches(), 'test', { verify: false });
     const train = loadCifar10Split(await batches(), 'train', { verify: false });
-    const { val } = holdoutSplit(train.n, holdout, 0);
-    return imageRange(train, val.start, val.end, train.images.length / train.n);
+    return imageRange(train, held.start, held.end, train.images.length / train.n);
   };
   let test: LabelledImages;
   if (source.onnx !== undefined) {
@@ -119,7 +120,7 @@ async function main(p: Parsed): Promise<void> {
   const total = Math.min(limit ?? test.n, test.n);
   const bar = !json && process.stderr.isTTY
     ? new cliProgress.SingleBar({
-      format: `${holdout !== undefined ? 'held-out' : 'test'} |{bar}| {value}/{total} images | {ips} img/s | ETA {eta_formatted}`,
+      format: `${setName} |{bar}| {value}/{total} images | {ips} img/s | ETA {eta_formatted}`,
       barCompleteChar: '█', barIncompleteChar: '░',
       hideCursor: true, clearOnComplete: true, fps: 5,
     })
@@ -140,13 +141,13 @@ async function main(p: Parsed): Promise<void> {
   const seconds = (performance.now() - t0) / 1000;
   if (plot !== undefined) {
     writeFileAtomic(plot, await confusionPng(result.confusion, names,
-      `${cfg.name}: ${holdout !== undefined ? 'held-out' : 'test'} confusion (${pct(result.top1)} of ${result.n.toLocaleString('en-US')})`));
+      `${cfg.name}: ${setName} confusion (${pct(result.top1)} of ${result.n.toLocaleString('en-US')})`));
   }
   if (json) {
     console.log(JSON.stringify({
       ...(source.onnx !== undefined ? { onnx: source.onnx } : { checkpoint: source.checkpoint }),
       engine: onnx !== undefined ? 'onnxruntime' : 'webgpu', model: cfg.name, images: result.n,
-      split: holdout !== undefined ? 'holdout' : 'test', ...(holdout !== undefined ? { holdout } : {}),
+      split: held ? 'holdout' : 'test', ...(held ? { holdout } : {}),
       flip, top1: result.top1, top5: result.top5, loss: result.loss,
       per_class: Object.fromEntries(names.map((n, i) => [n, result.perClass[i]])), class_names: names,
       confusion: result.confusion, seconds, ...(plot !== undefined ? { plot } : {}),
