@@ -718,6 +718,190 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
 }
 
 // ============================================================================================
+// Backward, chunked form
+// ============================================================================================
+
+// selective_scan_backward_chunked: the same gradients, with each channel's tokens spread over
+// T invocations of one subgroup (T a power of two ≤ the subgroup size) instead of walked by one:
+//   invocation (channel cl of the workgroup's CW, chunk j < T) holds tokens t = j·TPL + i,
+//   i < TPL = ⌈L / T⌉ (tokens from L on are padding: their gy, B_t, C_t are 0, so their gh is 0).
+//   The N states are taken one after another. For state n:
+//   - each chunk scans its tokens from a zero state, h ← a_t h + Δ_t u_t B_t[n], a_t = exp(Δ_t A_n),
+//     and keeps (Π a_t, h): composing these over chunks 0…j by shuffles (log2 T steps) gives the
+//     state entering chunk j; the chunk then recomputes its states h_t exactly from it;
+//   - the same, backward: gh_t = gy_t C_t[n] + a_{t+1} gh_{t+1}, each chunk from zero with
+//     (Π a, gh), composed over chunks j…T−1 by shuffles, then each gh_t of the chunk;
+//   - per token it accumulates Σ_n C_t h_t (for y_t and dz), Σ_n gh_t B_t (du) and
+//     Σ_n gh_t (u_t B_t + A a_t h_{t−1}) (dΔ), and per chunk gh a_t h_{t−1} Δ_t (dA, summed over
+//     the T chunks by shuffles);
+//   - the workgroup's [dB_t[n] | dC_t[n]] contributions go to s_cred (two buffers, so one barrier
+//     a state) and are added over its CW channels, in channel order, into its partial row.
+// No invocation walks more than TPL tokens in a row, and each holds about 8·TPL values, against 65
+// tokens and five state-sized arrays in the other forms. The sample's B_t, C_t are staged once in
+// s_cbc as [q][i][j], so the T chunks of a channel read consecutive words. No atomics.
+override T: u32 = 1u;                  // chunks (invocations) per channel; WG = CW · T
+override TPL: u32 = 1u;                // tokens per chunk, ⌈L / T⌉ ≤ TPLMAX
+override CW: u32 = 1u;                 // channels per workgroup
+override CBC: u32 = 2u * N * TPL * T;  // s_cbc floats
+override RSTR: u32 = 2u * TPL * T + T; // s_cred floats per channel ([dB | dC] of its TPL·T tokens; T more so that the rows of a subgroup's channels start in different banks)
+const TPLMAX = 16u;
+
+var<workgroup> s_cbc: array<f32, CBC>;
+var<workgroup> s_cred: array<f32, 2u * CW * RSTR>;
+
+@compute @workgroup_size(WG)
+fn selective_scan_backward_chunked(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.y;
+  let cl = lid / T;
+  let j = lid - cl * T;
+  let e = wid.x * CW + cl;
+  let live = e < E;
+  let ec = min(e, E - 1u);
+  let Q = 2u * N;
+  let TT = TPL * T;
+
+  // the sample's B_t, C_t, read row by row: s_cbc[(q·TPL + i)·T + j] for token j·TPL + i
+  for (var k = lid; k < TT * Q; k += WG) {
+    let t = k / Q;
+    let q = k - t * Q;
+    var v = 0.0;
+    if (t < L) { v = g_xdbl[(b * L + t) * (R + Q) + R + q]; }
+    let jj = t / TPL;
+    s_cbc[(q * TPL + t - jj * TPL) * T + jj] = v;
+  }
+
+  let bias = g_dt_bias[ec];
+  let Dv = g_Dskip[ec];
+  var uu: array<f32, TPLMAX>; // u_t
+  var dl: array<f32, TPLMAX>; // Δ_t
+  var gy: array<f32, TPLMAX>; // dout_t · SiLU(z_t), 0 on padding
+  var ya: array<f32, TPLMAX>; // Σ_n C_t h_t
+  var s1: array<f32, TPLMAX>; // Σ_n gh_t B_t
+  var dd: array<f32, TPLMAX>; // Σ_n gh_t (u_t B_t + A a_t h_{t−1})
+  var av: array<f32, TPLMAX>; // a_t of the current state
+  var hv: array<f32, TPLMAX>; // h_t of the current state
+  for (var i = 0u; i < TPL; i++) {
+    let tr = j * TPL + i;
+    let t = min(tr, L - 1u);
+    let row = (b * L + t) * E + ec;
+    uu[i] = g_u[row];
+    dl[i] = softplus(g_delta_raw[row] + bias);
+    let z = g_xz[(b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec];
+    gy[i] = select(0.0, g_dout[row] * z * sigmoid(z), tr < L);
+  }
+  workgroupBarrier();
+
+  let obase = (b * NWG + wid.x) * L * Q; // this workgroup's partial row of part_bc
+  for (var n = 0u; n < N; n++) {
+    let An = -exp(g_A_log[ec * N + n]);
+    let bq = n * TPL * T + j;       // B_t[n] of token (j, i) at s_cbc[bq + i·T]
+    let cq = (N + n) * TPL * T + j; // C_t[n]
+    // forward: the chunk from a zero state, composed over chunks 0…j
+    var P = 1.0;
+    var H = 0.0;
+    for (var i = 0u; i < TPL; i++) {
+      let a = exp(dl[i] * An);
+      av[i] = a;
+      H = a * H + dl[i] * uu[i] * s_cbc[bq + i * T];
+      P *= a;
+    }
+    for (var d = 1u; d < select(T, 1u, (DIAG & 2u) != 0u); d *= 2u) {
+      let Pu = sg_up(P, d);
+      let Hu = sg_up(H, d);
+      if (j >= d) {
+        H = P * Hu + H;
+        P = P * Pu;
+      }
+    }
+    let hin = select(0.0, sg_up(H, 1u), j > 0u); // the state entering this chunk
+    var h = hin;
+    for (var i = 0u; i < TPL; i++) {
+      h = av[i] * h + dl[i] * uu[i] * s_cbc[bq + i * T];
+      hv[i] = h;
+      ya[i] += s_cbc[cq + i * T] * h;
+    }
+    // backward: the chunk from a zero gradient, composed over chunks j…T−1
+    let anext = select(0.0, sg_down(av[0], 1u), j + 1u < T); // a of the next chunk's first token
+    var M = 1.0;
+    var G = 0.0;
+    for (var k = 0u; k < TPL; k++) {
+      let i = TPL - 1u - k;
+      let an = select(av[min(i + 1u, TPL - 1u)], anext, i + 1u == TPL);
+      G = an * G + gy[i] * s_cbc[cq + i * T];
+      M *= an;
+    }
+    for (var d = 1u; d < select(T, 1u, (DIAG & 2u) != 0u); d *= 2u) {
+      let Md = sg_down(M, d);
+      let Gd = sg_down(G, d);
+      if (j + d < T) {
+        G = G + M * Gd;
+        M = M * Md;
+      }
+    }
+    var g = select(0.0, sg_down(G, 1u), j + 1u < T); // gh of the next chunk's first token
+    var gA = 0.0;
+    let rb = ((n & 1u) * CW + cl) * RSTR + j; // this invocation's dB slot of token (j, i) at rb + i·T; dC at rb + TT + i·T
+    for (var k = 0u; k < TPL; k++) {
+      let i = TPL - 1u - k;
+      let an = select(av[min(i + 1u, TPL - 1u)], anext, i + 1u == TPL);
+      let Bv = s_cbc[bq + i * T];
+      g = an * g + gy[i] * s_cbc[cq + i * T]; // gh_t
+      let hp = select(hin, hv[max(i, 1u) - 1u], i > 0u); // h_{t−1}
+      let ahp = av[i] * hp;
+      s1[i] += g * Bv;
+      dd[i] += g * (uu[i] * Bv + An * ahp);
+      gA += g * ahp * dl[i];
+      s_cred[rb + i * T] = select(0.0, g * dl[i] * uu[i], live);
+      s_cred[rb + TT + i * T] = select(0.0, gy[i] * hv[i], live);
+    }
+    for (var d = 1u; d < T; d *= 2u) { gA += sg_xor(gA, d); }
+    if (j == 0u && live) { g_part_par[(b * (N + 2u) + n) * E + e] = gA * An; }
+    if ((DIAG & 1u) != 0u) { continue; }
+    workgroupBarrier();
+    // [dB_t[n] | dC_t[n]] over the workgroup's channels, in channel order
+    for (var k = lid; k < 2u * L; k += WG) {
+      let part = k / L;
+      let t = k - part * L;
+      let jj = t / TPL;
+      let slot = part * TT + (t - jj * TPL) * T + jj;
+      var s = 0.0;
+      for (var c = 0u; c < CW; c++) { s += s_cred[((n & 1u) * CW + c) * RSTR + slot]; }
+      g_part_bc[obase + t * Q + part * N + n] = s;
+    }
+  }
+
+  // the per-token gradients, and the chunk's shares of dD and dbias
+  var gD = 0.0;
+  var gbias = 0.0;
+  for (var i = 0u; i < TPL; i++) {
+    let t = j * TPL + i;
+    if (t < L && live) {
+      let row = (b * L + t) * E + e;
+      let ziT = (b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + e;
+      let z = g_xz[ziT];
+      let gout = g_dout[row];
+      let pre = g_delta_raw[row] + bias;
+      let y = ya[i] + Dv * uu[i];
+      let sz = sigmoid(z);
+      let gz = gout * y * sz * (1.0 + z * (1.0 - sz));
+      let gu = Dv * gy[i] + dl[i] * s1[i];
+      let gdr = dd[i] * sigmoid(pre);
+      gD += gy[i] * uu[i];
+      gbias += gdr;
+      store_token_grads(row, ziT, gu, gdr, gz);
+    }
+  }
+  for (var d = 1u; d < T; d *= 2u) {
+    gD += sg_xor(gD, d);
+    gbias += sg_xor(gbias, d);
+  }
+  if (j == 0u && live) {
+    g_part_par[(b * (N + 2u) + N) * E + e] = gD;
+    g_part_par[(b * (N + 2u) + N + 1u) * E + e] = gbias;
+  }
+}
+
+// ============================================================================================
 // Reductions of the partials
 // ============================================================================================
 
