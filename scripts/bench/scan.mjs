@@ -67,20 +67,6 @@ const ALL = {
   'stream-no-pass1': { fwd: {}, bwd: { kernel: 'stream', diag: 2 }, exact: false },
   'stream-no-recompute': { fwd: {}, bwd: { kernel: 'stream', diag: 4 }, exact: false },
   'stream-walk-alone': { fwd: {}, bwd: { kernel: 'stream', diag: 7 }, exact: false },
-  // the chunked kernel: `chunks` invocations a channel (default min(16, subgroup size)), workgroupSize channels a workgroup
-  chunked: { fwd: {}, bwd: { kernel: 'chunked' }, exact: true },
-  'chunked-T8': { fwd: {}, bwd: { kernel: 'chunked', chunks: 8 }, exact: true },
-  'chunked-T32': { fwd: {}, bwd: { kernel: 'chunked', chunks: 32 }, exact: true },
-  'chunked-CW4': { fwd: {}, bwd: { kernel: 'chunked', workgroupSize: 4 }, exact: true },
-  'chunked-T8-CW16': { fwd: {}, bwd: { kernel: 'chunked', chunks: 8, workgroupSize: 16 }, exact: true },
-  'chunked-T32-CW8': { fwd: {}, bwd: { kernel: 'chunked', chunks: 32, workgroupSize: 8 }, exact: true },
-  'chunked-CW16': { fwd: {}, bwd: { kernel: 'chunked', workgroupSize: 16 }, exact: true },
-  'chunked-unrolled': { fwd: {}, bwd: { kernel: 'chunked', unroll: true }, exact: true },
-  'chunked-CW16-unrolled': { fwd: {}, bwd: { kernel: 'chunked', workgroupSize: 16, unroll: true }, exact: true },
-  'chunked-T8-CW16-unrolled': { fwd: {}, bwd: { kernel: 'chunked', chunks: 8, workgroupSize: 16, unroll: true }, exact: true },
-  'chunked-no-reduce': { fwd: {}, bwd: { kernel: 'chunked', diag: 1 }, exact: false },
-  'chunked-no-scans': { fwd: {}, bwd: { kernel: 'chunked', diag: 2 }, exact: false },
-  'chunked-no-reduce-no-scans': { fwd: {}, bwd: { kernel: 'chunked', diag: 3 }, exact: false },
 };
 const names = values.variants ? values.variants.split(',') : values.quick ? ['default', 'stream'] : Object.keys(ALL);
 for (const n of names) if (!ALL[n]) throw new Error(`unknown variant ${n}; known: ${Object.keys(ALL).join(', ')}`);
@@ -89,7 +75,7 @@ const gpu = await acquireGpu();
 console.log(`adapter: ${describeGpu(gpu)}`);
 const sg = scan.scanSubgroupSize(gpu);
 ALL.default.bwd = scan.scanTuning(gpu);
-for (const v of Object.values(ALL)) if ((v.bwd.kernel === 'stream' || v.bwd.kernel === 'chunked') && v.bwd.subgroupSize === undefined) v.bwd.subgroupSize = sg;
+for (const v of Object.values(ALL)) if (v.bwd.kernel === 'stream' && v.bwd.subgroupSize === undefined) v.bwd.subgroupSize = sg;
 console.log(`selective scan, one direction: B=${B} L=${L} E=${E} N=${N} R=${R}; ${repeat} dispatches a submit, median of ${rounds}`);
 
 const rng = new Rng(3);
@@ -176,7 +162,7 @@ async function timeVariant(name) {
   const row = { name, fwd: v.fwd, bwd: v.bwd, plan, fwdUs, scanUs, bwdUs, diff };
   rows.push(row);
   console.log(`${name.padEnd(28)} forward ${fwdUs.toFixed(1).padStart(8)} µs   backward scan ${scanUs.toFixed(1).padStart(8)} µs, ` +
-    `with reductions ${bwdUs.toFixed(1).padStart(8)} µs   ${plan.kernel} WG ${plan.workgroupSize} T ${plan.chunks} S ${plan.segment} SG ${plan.subgroupSize} ${plan.workgroupBytes} B` +
+    `with reductions ${bwdUs.toFixed(1).padStart(8)} µs   ${plan.kernel} WG ${plan.workgroupSize} S ${plan.segment} SG ${plan.subgroupSize} ${plan.workgroupBytes} B` +
     `${diff === null ? '' : `   max rel diff ${diff.toExponential(2)}`}`);
 }
 console.log(`(one step of vim-tiny runs 48 of each: ×48 gives ms a step)`);

@@ -41,18 +41,17 @@ export function kernelSource(file: string): string {
  * `prelude` is prepended to the source (e.g. `enable f16;` or generated constants).
  */
 export function getPipeline(
-  gpu: Gpu, file: string, entry: string, constants: Record<string, number> = {}, prelude = '', unroll: Record<string, number> = {},
+  gpu: Gpu, file: string, entry: string, constants: Record<string, number> = {}, prelude = '',
 ): GPUComputePipeline {
   let cache = pipelineCache.get(gpu.device);
   if (!cache) {
     cache = new Map();
     pipelineCache.set(gpu.device, cache);
   }
-  const key = `${file}|${entry}|${prelude}|${JSON.stringify(constants)}|${JSON.stringify(unroll)}`;
+  const key = `${file}|${entry}|${prelude}|${JSON.stringify(constants)}`;
   const hit = cache.get(key);
   if (hit) return hit;
-  let code = prelude + kernelSource(file);
-  for (const [bound, count] of Object.entries(unroll)) code = unrollLoops(code, bound, count);
+  const code = prelude + kernelSource(file);
   const device = gpu.device;
   device.pushErrorScope('validation');
   const module = device.createShaderModule({ code, label: file });
@@ -77,29 +76,6 @@ export function getPipeline(
   return pipeline;
 }
 
-/**
- * Unroll in WGSL source every loop written `for (var X = 0u; X < BOUND; X++) { … }` into `count`
- * copies of its body, each in its own block after `let X = <k>u;`, so that arrays indexed by X get
- * constant indices. Bodies must not use `break` or `continue`.
- */
-export function unrollLoops(code: string, bound: string, count: number): string {
-  const head = new RegExp(`for \\(var (\\w+) = 0u; \\1 < ${bound}; \\1\\+\\+\\) \\{`);
-  for (let m = head.exec(code); m; m = head.exec(code)) {
-    const open = m.index + m[0].length - 1;
-    let depth = 0;
-    let close = open;
-    for (; close < code.length; close++) {
-      if (code[close] === '{') depth++;
-      else if (code[close] === '}' && --depth === 0) break;
-    }
-    const body = code.slice(open + 1, close);
-    if (/\b(break|continue)\b/.test(body)) throw new Error(`unrollLoops: a loop over ${bound} uses break or continue`);
-    const copies = Array.from({ length: count }, (_, k) => `{ let ${m![1]} = ${k}u;${body}}`).join(' ');
-    code = code.slice(0, m.index) + copies + code.slice(close + 1);
-  }
-  return code;
-}
-
 let pending: Promise<void>[] = [];
 
 /** Await every pipeline built so far; throws the WGSL compiler's messages for any that failed. */
@@ -110,18 +86,15 @@ export async function compileCheck(): Promise<void> {
 }
 
 /** A bind group binding tensors (storage) and uniform buffers to @binding(0…) in order. */
-export function bindTensors(
-  gpu: Gpu, pipeline: GPUComputePipeline, bindings: (GpuTensor | GPUBuffer | null)[], label?: string,
-): GPUBindGroup {
-  const entries: GPUBindGroupEntry[] = [];
-  bindings.forEach((b, i) => {
-    if (b === null) return; // a binding this entry point does not use
-    entries.push({
+export function bindTensors(gpu: Gpu, pipeline: GPUComputePipeline, bindings: (GpuTensor | GPUBuffer)[], label?: string): GPUBindGroup {
+  return gpu.device.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: bindings.map((b, i) => ({
       binding: i,
       resource: 'buffer' in b ? { buffer: b.buffer, offset: b.offset, size: alignUp4(b.size) } : { buffer: b },
-    });
+    })),
+    label,
   });
-  return gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label });
 }
 
 function alignUp4(n: number): number {
@@ -134,11 +107,11 @@ export function makeDispatch(
   file: string,
   entry: string,
   constants: Record<string, number>,
-  bindings: (GpuTensor | GPUBuffer | null)[],
+  bindings: (GpuTensor | GPUBuffer)[],
   workgroups: [number, number?, number?],
-  cost?: { bytes?: number; flops?: number; label?: string; prelude?: string; unroll?: Record<string, number> },
+  cost?: { bytes?: number; flops?: number; label?: string; prelude?: string },
 ): Dispatch {
-  const pipeline = getPipeline(gpu, file, entry, constants, cost?.prelude ?? '', cost?.unroll);
+  const pipeline = getPipeline(gpu, file, entry, constants, cost?.prelude ?? '');
   const [x, y = 1, z = 1] = workgroups;
   const lim = gpu.limits.maxComputeWorkgroupsPerDimension;
   if (x > lim || y > lim || z > lim) {

@@ -12,8 +12,8 @@
  * dispatches: the scan itself, which writes partials of [dB | dC] (one per workgroup, or per
  * subgroup) and one of (dA_log, dD, dbias) per sample into caller-owned scratch (sizes from
  * `selectiveScanScratch`), then two small passes that add the partials in a fixed order (no
- * float atomics). The scan has three forms, 'segmented', 'stream' and 'chunked' (ScanTuning.kernel;
- * scanTuning(gpu) picks the one measured faster for the adapter, docs/performance.md changes 9, 11).
+ * float atomics). The scan has two forms, 'segmented' and 'stream' (ScanTuning.kernel;
+ * scanTuning(gpu) picks the one measured faster for the adapter, docs/performance.md change 9).
  * The forward can take dt_proj's weight instead of Δraw and compute Δraw itself (dtWeight).
  */
 import { VimError } from '../../errors.js';
@@ -44,10 +44,7 @@ export interface ScanShape {
 }
 
 export interface ScanTuning {
-  /**
-   * Channels per workgroup (default: 128 forward; backward 64 or what fits). The segmented and
-   * stream forms give each channel one invocation, the chunked form `chunks`.
-   */
+  /** Channels (invocations) per workgroup (default: 128 forward; backward 64 or what fits). */
   workgroupSize?: number;
   /** Backward: tokens per recomputed segment (default: max(3, ⌈√L / 3⌉), less where memory is short). */
   segment?: number;
@@ -78,17 +75,9 @@ export interface ScanTuning {
   subgroupSize?: number;
   /** Backward 'stream': load each segment's inputs one segment ahead (default true). */
   lookahead?: boolean;
-  /**
-   * Backward 'chunked': invocations per channel, each holding ⌈L / chunks⌉ ≤ 16 consecutive
-   * tokens; a power of two no larger than the subgroup size (default: min(16, subgroup size)).
-   */
-  chunks?: number;
-  /** Backward 'chunked', for timing experiments: unroll its loops over a chunk's tokens in the source. */
-  unroll?: boolean;
 }
 
-export type ScanBackwardKernel = 'segmented' | 'stream' | 'chunked';
-const SCAN_KERNELS: readonly ScanBackwardKernel[] = ['segmented', 'stream', 'chunked'];
+export type ScanBackwardKernel = 'segmented' | 'stream';
 
 /**
  * The backward kernel when a call does not choose one: $VIM_SCAN_KERNEL where set; else, for an
@@ -98,8 +87,8 @@ const SCAN_KERNELS: readonly ScanBackwardKernel[] = ['segmented', 'stream', 'chu
  */
 export function scanKernelDefault(gpu?: Gpu): ScanBackwardKernel {
   const v = process.env.VIM_SCAN_KERNEL;
-  if ((SCAN_KERNELS as readonly string[]).includes(v ?? '')) return v as ScanBackwardKernel;
-  if (v !== undefined && v !== '') throw new VimError(`VIM_SCAN_KERNEL must be one of ${SCAN_KERNELS.join(', ')}; it is '${v}'`);
+  if (v === 'segmented' || v === 'stream') return v;
+  if (v !== undefined && v !== '') throw new VimError(`VIM_SCAN_KERNEL must be 'segmented' or 'stream'; it is '${v}'`);
   if (!gpu) return 'segmented';
   return gpu.info.isCpu || dawnToggles().includes('disable_robustness') ? 'stream' : 'segmented';
 }
@@ -125,15 +114,8 @@ export function scanTuning(gpu: Gpu): ScanTuning {
  */
 function scanPrelude(sgr: number): string {
   return sgr > 0
-    ? 'enable subgroups;\n' +
-      'fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(v, m); }\n' +
-      'fn sg_xor(v: f32, m: u32) -> f32 { return subgroupShuffleXor(v, m); }\n' +
-      'fn sg_up(v: f32, d: u32) -> f32 { return subgroupShuffleUp(v, d); }\n' +
-      'fn sg_down(v: f32, d: u32) -> f32 { return subgroupShuffleDown(v, d); }\n'
-    : 'fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return v; }\n' +
-      'fn sg_xor(v: f32, m: u32) -> f32 { return v; }\n' +
-      'fn sg_up(v: f32, d: u32) -> f32 { return v; }\n' +
-      'fn sg_down(v: f32, d: u32) -> f32 { return v; }\n';
+    ? 'enable subgroups;\nfn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(v, m); }\n'
+    : 'fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return v; }\n';
 }
 
 /** The backward's geometry: channels per workgroup, segment length, segments, workgroups per sample. */
@@ -143,12 +125,8 @@ export interface ScanBackwardPlan {
   segment: number;
   segments: number;
   workgroupsPerSample: number;
-  /** 'stream': the subgroup size of its shuffle sums (0: through workgroup memory); 'chunked': of its shuffles. */
+  /** 'stream': the subgroup size of its shuffle sums (0: through workgroup memory). */
   subgroupSize: number;
-  /** 'chunked': invocations per channel (1 for the other forms). */
-  chunks: number;
-  /** Invocations per workgroup. */
-  invocations: number;
   /** Rows of [dB | dC] partials per sample: one per workgroup, or per subgroup with shuffle sums. */
   partialsPerSample: number;
   /** Bytes of workgroup memory one workgroup of the backward uses. */
@@ -229,11 +207,7 @@ export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {})
   const where = 'selectiveScanBackward';
   checkShape(where, s);
   const kernel = tuning.kernel ?? scanKernelDefault();
-  if (!SCAN_KERNELS.includes(kernel)) throw new Error(`${where}: kernel must be one of ${SCAN_KERNELS.join(', ')}; received ${String(kernel)}`);
-  if (kernel === 'chunked') {
-    const p = chunkedPlan(s, tuning);
-    if (p) return p;
-  }
+  if (kernel !== 'segmented' && kernel !== 'stream') throw new Error(`${where}: kernel must be 'segmented' or 'stream'; received ${String(kernel)}`);
   if (kernel === 'stream') {
     const p = streamPlan(s, tuning);
     if (p) return p;
@@ -250,7 +224,7 @@ export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {})
       const nwg = ceilDiv(s.E, wg);
       best = {
         kernel: 'segmented', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
-        subgroupSize: 0, partialsPerSample: nwg, workgroupBytes: bytes, chunks: 1, invocations: wg,
+        subgroupSize: 0, partialsPerSample: nwg, workgroupBytes: bytes,
       };
       if (bytes <= SCAN_BACKWARD_WORKGROUP_BYTES) return best;
     }
@@ -287,65 +261,12 @@ function streamPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefi
       const nwg = ceilDiv(s.E, wg);
       best = {
         kernel: 'stream', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
-        subgroupSize: sgr, partialsPerSample: sgr > 0 ? nwg * (wg / sgr) : nwg, workgroupBytes: bytes, chunks: 1, invocations: wg,
+        subgroupSize: sgr, partialsPerSample: sgr > 0 ? nwg * (wg / sgr) : nwg, workgroupBytes: bytes,
       };
       if (bytes <= SCAN_BACKWARD_WORKGROUP_BYTES) return best;
     }
   }
   return pinned ? best : undefined;
-}
-
-/** Most tokens one invocation of the chunked backward holds (TPLMAX in the kernel). */
-const SCAN_CHUNK_MAX_TOKENS = 16;
-/** Invocations per workgroup the chunked backward aims at by default. */
-const SCAN_CHUNKED_INVOCATIONS = 128;
-
-/** Workgroup memory of the chunked backward: the sample's B, C and two buffers of [dB | dC] contributions. */
-function chunkedBytes(L: number, N: number, T: number, cw: number): number {
-  const TT = Math.ceil(L / T) * T;
-  return 4 * (2 * N * TT + 2 * cw * (2 * TT + T));
-}
-
-/**
- * The chunked backward's geometry: `chunks` invocations per channel (default min(16, subgroup
- * size), at least enough for ⌈L / chunks⌉ ≤ 16), 128 invocations a workgroup by default, fewer
- * channels until the workgroup memory is within 32 KiB. Undefined where the chunks cannot be
- * shuffled (no subgroup size and more than one chunk) and nothing is pinned: the stream kernel
- * then serves.
- */
-function chunkedPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefined {
-  const where = 'selectiveScanBackward';
-  const sg = tuning.subgroupSize ?? 0;
-  if (!Number.isInteger(sg) || sg < 0 || (sg & (sg - 1)) !== 0) {
-    throw new Error(`${where}: subgroupSize must be 0 or a power of two; received ${sg}`);
-  }
-  let Tmin = 1;
-  while (Math.ceil(s.L / Tmin) > SCAN_CHUNK_MAX_TOKENS) Tmin *= 2;
-  let T: number;
-  if (tuning.chunks !== undefined) {
-    T = tuning.chunks;
-    if (!Number.isInteger(T) || T < 1 || (T & (T - 1)) !== 0 || T < Tmin || (T > 1 && T > sg)) {
-      throw new Error(`${where}: chunks must be a power of two from ${Tmin} (at most ${SCAN_CHUNK_MAX_TOKENS} tokens each) ` +
-        `to the subgroup size ${sg}; received ${T}`);
-    }
-  } else {
-    T = Math.max(Tmin, Math.min(16, sg));
-    if (T > 1 && T > sg) return undefined;
-  }
-  const cws = tuning.workgroupSize !== undefined
-    ? [tuning.workgroupSize]
-    : [64, 32, 16, 8, 4, 2, 1].filter((c) => c * T <= SCAN_CHUNKED_INVOCATIONS);
-  let best: ScanBackwardPlan | undefined;
-  for (const cw of cws) {
-    if (!Number.isInteger(cw) || cw < 1) throw new Error(`${where}: workgroupSize must be a positive integer; received ${cw}`);
-    const nwg = ceilDiv(s.E, cw);
-    best = {
-      kernel: 'chunked', workgroupSize: cw, segment: s.L, segments: 1, workgroupsPerSample: nwg,
-      subgroupSize: sg, partialsPerSample: nwg, workgroupBytes: chunkedBytes(s.L, s.N, T, cw), chunks: T, invocations: cw * T,
-    };
-    if (best.workgroupBytes <= SCAN_BACKWARD_WORKGROUP_BYTES) return best;
-  }
-  return tuning.workgroupSize !== undefined ? best : undefined;
 }
 
 function checkpointElements(s: ScanShape, p: ScanBackwardPlan): number {
@@ -522,7 +443,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
     throw new Error(`${where}: ${plan.workgroupBytes} bytes of workgroup memory (workgroupSize ${plan.workgroupSize}, segment ` +
       `${plan.segment}) exceed the adapter's ${gpu.limits.maxComputeWorkgroupStorageSize}; choose a smaller workgroupSize or segment`);
   }
-  checkWorkgroup(where, gpu, plan.invocations);
+  checkWorkgroup(where, gpu, plan.workgroupSize);
   const sizes = selectiveScanScratch(a, a);
   need(where, 'scratch.bcPartials', a.scratch.bcPartials, sizes.bcPartials);
   need(where, 'scratch.paramPartials', a.scratch.paramPartials, sizes.paramPartials);
@@ -562,18 +483,13 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
     ACC_DU: b01(acc.du), ACC_DDELTA: b01(acc.ddelta_raw), ACC_DZ: b01(acc.dz), ...(a.diag ? { DIAG: a.diag } : {}),
   };
   const stream = plan.kernel === 'stream';
-  const chunked = plan.kernel === 'chunked';
-  if (sgr > 0 && !gpu.features.subgroups) throw new Error(`${where}: subgroupSize ${sgr} needs the subgroups feature, which this device lacks`);
-  const T = plan.chunks;
-  const entry = chunked ? 'selective_scan_backward_chunked' : stream ? 'selective_scan_backward_stream' : 'selective_scan_backward';
+  if (stream && sgr > 0 && !gpu.features.subgroups) throw new Error(`${where}: subgroupSize ${sgr} needs the subgroups feature, which this device lacks`);
 
-  const scan = makeDispatch(gpu, 'selective-scan', entry,
-    chunked
-      ? { ...common, WG: plan.invocations, T, TPL: Math.ceil(L / T), CW: wg }
-      : stream
-        ? { ...common, BCT: L, SGR: sgr, QP: shuffleItems(N), LOOKAHEAD: a.lookahead === false ? 0 : 1, ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
-        : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
-    [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, chunked ? null : ckView,
+  const scan = makeDispatch(gpu, 'selective-scan', stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
+    stream
+      ? { ...common, BCT: L, SGR: sgr, QP: shuffleItems(N), LOOKAHEAD: a.lookahead === false ? 0 : 1, ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
+      : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
+    [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, ckView,
       a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
     scanGrid(gpu, where, B, nwg),
     {
@@ -586,7 +502,6 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
       // three forward steps (pass 1, recomputation, walk) and the backward step per state and token
       flops: n * N * 30 + n * 60,
       prelude,
-      ...(chunked && a.unroll ? { unroll: { TPL: Math.ceil(L / T) } } : {}),
     });
   const nbc = B * L * Q;
   const reduceBC = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_bc',
