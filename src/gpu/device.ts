@@ -50,8 +50,13 @@ const live = new Set<Gpu>();
 function instance(): GPU {
   if (!dawn) {
     Object.assign(globalThis, globals); // GPUBufferUsage, GPUMapMode, … as in a browser
-    const toggles = dawnToggles(); // e.g. vulkan_enable_f16_on_nvidia
-    dawn = create(toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : []);
+    const toggles = dawnToggles(); // e.g. disable_robustness; a leading '-' turns a toggle off
+    const on = toggles.filter((t) => !t.startsWith('-'));
+    const off = toggles.filter((t) => t.startsWith('-')).map((t) => t.slice(1));
+    dawn = create([
+      ...(on.length ? [`enable-dawn-features=${on.join(',')}`] : []),
+      ...(off.length ? [`disable-dawn-features=${off.join(',')}`] : []),
+    ]);
     (globalThis as Record<string, unknown>).__vimDawnInstance = dawn;
   }
   return dawn;
@@ -63,7 +68,10 @@ export const NO_ADAPTER_MESSAGE =
   'default, Mesa 22, is refused by Dawn). On a GPU machine, check that its Vulkan driver is installed ' +
   '(vulkaninfo --summary).';
 
-/** Dawn toggles from $VIM_DAWN_TOGGLES (a comma list), turned on for every device this process makes. */
+/**
+ * Dawn toggles from $VIM_DAWN_TOGGLES (a comma list), turned on for every device this process
+ * makes; a name with a leading '-' is turned off instead.
+ */
 export function dawnToggles(): string[] {
   return (process.env.VIM_DAWN_TOGGLES ?? '').split(',').map((t) => t.trim()).filter((t) => t.length > 0);
 }
