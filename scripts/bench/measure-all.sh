@@ -2,13 +2,13 @@
 # Every engine measurement in one pass, for a GPU machine (node on PATH, the project built):
 #   bash scripts/bench/measure-all.sh [RESULTS_DIR [STEP…]]          (default runs/measure, all steps)
 # Steps, in this order (name some to run only those; results land in RESULTS_DIR, text and JSON):
-#   b256           bench-vim, vim-tiny, batch 256, as shipped
-#   b256-toggles   the same with the Dawn toggles that turn off index clamping and workgroup-memory zeroing
+#   b256           bench-vim, vim-tiny, batch 256, as shipped (on a GPU: Dawn's index clamping and workgroup-memory zeroing off)
+#   b256-robust    the same with Dawn's defaults (VIM_DAWN_TOGGLES=none: robustness on)
 #   scan           the scan variants of scripts/bench/scan.mjs (the segmented backward against the stream one)
 #   matmul         the matmul harness; its JSON's `tuned` holds the variants that beat the defaults
 #   candidates     bench-vim at batch 256 with the candidates inside the whole model: the stream scan
 #                  backward (VIM_SCAN_KERNEL=stream) if the scan step found it faster, the harness's
-#                  matmul variants (VIM_MATMUL_TUNED); without and with the toggles
+#                  matmul variants (VIM_MATMUL_TUNED); as shipped and with robustness on
 #   b128           bench-vim at batch 128 with the candidates
 #   check          bench-vim --check with the candidates (every kernel against the float64 reference)
 # Each run has a time limit; the headline lines are printed at the end. About 3 minutes on an H200.
@@ -16,9 +16,8 @@ set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 2
 OUT="${1:-runs/measure}"
 shift || true
-STEPS="${*:-b256 b256-toggles scan matmul candidates b128 check}"
+STEPS="${*:-b256 b256-robust scan matmul candidates b128 check}"
 mkdir -p "$OUT" || exit 2
-TOGGLES=disable_robustness,disable_workgroup_init
 BENCH=(node dist/cli/bench-vim.js --model vim-tiny)
 
 run() { # NAME LIMIT_S COMMAND…
@@ -54,26 +53,26 @@ candidates() {
 for step in $STEPS; do
   case $step in
     b256) run bench-b256 90 "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256.json" ;;
-    b256-toggles) run bench-b256-toggles 90 env VIM_DAWN_TOGGLES=$TOGGLES "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-toggles.json" ;;
+    b256-robust) run bench-b256-robust 90 env VIM_DAWN_TOGGLES=none "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-robust.json" ;;
     scan) run scan 150 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,stream,stream-lds,stream-no-lookahead,stream-S2,stream-S4,stream-WG32,stream-S6-WG32,stream-no-reduce,stream-no-pass1,stream-no-recompute,stream-walk-alone,default --json "$OUT/scan.json" ;;
     matmul) run matmul 200 node scripts/bench/matmul.mjs --batch-size 256 --budget 150 --json "$OUT/matmul.json" ;;
     candidates)
       read -r -a ENV <<< "$(candidates)"
       echo "candidates: ${ENV[*]:-none}" | tee "$OUT/candidates.txt"
       run bench-b256-candidates 90 env "${ENV[@]}" "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-candidates.json"
-      run bench-b256-candidates-toggles 90 env "${ENV[@]}" VIM_DAWN_TOGGLES=$TOGGLES "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-candidates-toggles.json" ;;
+      run bench-b256-candidates-robust 90 env "${ENV[@]}" VIM_DAWN_TOGGLES=none "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-candidates-robust.json" ;;
     b128)
       read -r -a ENV <<< "$(candidates)"
       run bench-b128-candidates 90 env "${ENV[@]}" "${BENCH[@]}" --batch-size 128 --json "$OUT/bench-b128-candidates.json" ;;
     check)
       read -r -a ENV <<< "$(candidates)"
       run check-candidates 120 env "${ENV[@]}" "${BENCH[@]}" --check ;;
-    *) echo "unknown step $step (known: b256 b256-toggles scan matmul candidates b128 check)" >&2; exit 2 ;;
+    *) echo "unknown step $step (known: b256 b256-robust scan matmul candidates b128 check)" >&2; exit 2 ;;
   esac
 done
 
 echo
-for f in bench-b256 bench-b256-toggles bench-b256-candidates bench-b256-candidates-toggles bench-b128-candidates; do
+for f in bench-b256 bench-b256-robust bench-b256-candidates bench-b256-candidates-robust bench-b128-candidates; do
   [ -f "$OUT/$f.txt" ] && echo "$f: $(grep -E '^(adapter|training|inference):' "$OUT/$f.txt" 2>/dev/null | tr '\n' ' ')"
 done
 [ -f "$OUT/candidates.txt" ] && cat "$OUT/candidates.txt"

@@ -8,6 +8,11 @@
  *   crash when it is collected.
  * - Reports a lost device (every later readback rejects with the reason) instead of hanging,
  *   and surfaces uncaptured validation errors at the next readback.
+ * - On a GPU, turns off Dawn's robustness (index clamping) and workgroup-memory zeroing unless
+ *   $VIM_DAWN_TOGGLES says otherwise: every kernel here is checked against the float64 reference
+ *   (`bench-vim --check`), and the clamping cost a training step 9% on an H200
+ *   (docs/performance.md, change 12). CPU adapters keep them: there the toggles only slow
+ *   pipeline builds.
  */
 import { create, globals } from 'webgpu';
 import { VimError } from '../errors.js';
@@ -37,6 +42,8 @@ export interface Gpu {
   info: GpuInfo;
   features: GpuFeatures;
   limits: GPUSupportedLimits;
+  /** The Dawn toggles the device was made with (a leading '-' marks one turned off). */
+  toggles: string[];
   /** Set once the device is lost; every readback then rejects with this reason. */
   lostReason: string | null;
   /** The first uncaptured GPU error since the last check (validation or out of memory). */
@@ -44,22 +51,33 @@ export interface Gpu {
   destroy(): void;
 }
 
-let dawn: GPU | null = null; // referenced for the life of the process (see above)
+const dawn = new Map<string, GPU>(); // one instance per set of toggles, referenced for the life of the process (see above)
 const live = new Set<Gpu>();
 
-function instance(): GPU {
-  if (!dawn) {
+/** A Dawn instance whose devices get `toggles` (a leading '-' turns a toggle off). */
+function instance(toggles: string[]): GPU {
+  const key = toggles.join(',');
+  let inst = dawn.get(key);
+  if (!inst) {
     Object.assign(globalThis, globals); // GPUBufferUsage, GPUMapMode, … as in a browser
-    const toggles = dawnToggles(); // e.g. disable_robustness; a leading '-' turns a toggle off
     const on = toggles.filter((t) => !t.startsWith('-'));
     const off = toggles.filter((t) => t.startsWith('-')).map((t) => t.slice(1));
-    dawn = create([
+    inst = create([
       ...(on.length ? [`enable-dawn-features=${on.join(',')}`] : []),
       ...(off.length ? [`disable-dawn-features=${off.join(',')}`] : []),
     ]);
-    (globalThis as Record<string, unknown>).__vimDawnInstance = dawn;
+    dawn.set(key, inst);
+    (globalThis as Record<string, unknown>).__vimDawnInstances = dawn;
   }
-  return dawn;
+  return inst;
+}
+
+/** The toggles a GPU (not a CPU adapter) gets where $VIM_DAWN_TOGGLES is not set. */
+export const GPU_DEFAULT_TOGGLES = ['disable_robustness', 'disable_workgroup_init'];
+
+function isCpuAdapter(ai: GPUAdapterInfo): boolean {
+  const text = `${ai.vendor} ${ai.architecture} ${ai.device} ${ai.description}`.toLowerCase();
+  return Boolean((ai as { isFallbackAdapter?: boolean }).isFallbackAdapter) || /llvmpipe|lavapipe|swiftshader|software|warp/.test(text);
 }
 
 export const NO_ADAPTER_MESSAGE =
@@ -69,11 +87,14 @@ export const NO_ADAPTER_MESSAGE =
   '(vulkaninfo --summary).';
 
 /**
- * Dawn toggles from $VIM_DAWN_TOGGLES (a comma list), turned on for every device this process
- * makes; a name with a leading '-' is turned off instead.
+ * Dawn toggles from $VIM_DAWN_TOGGLES (a comma list; a name with a leading '-' is turned off, and
+ * `none` or an empty value means no toggles), for every device this process makes; undefined where
+ * the variable is not set (each device then gets the default for its adapter).
  */
-export function dawnToggles(): string[] {
-  return (process.env.VIM_DAWN_TOGGLES ?? '').split(',').map((t) => t.trim()).filter((t) => t.length > 0);
+export function dawnToggles(): string[] | undefined {
+  const v = process.env.VIM_DAWN_TOGGLES;
+  if (v === undefined) return undefined;
+  return v.split(',').map((t) => t.trim()).filter((t) => t.length > 0 && t !== 'none');
 }
 
 export interface AcquireOptions {
@@ -83,8 +104,20 @@ export interface AcquireOptions {
 }
 
 export async function acquireGpu(opts: AcquireOptions = {}): Promise<Gpu> {
-  const adapter = await instance().requestAdapter({ powerPreference: opts.powerPreference ?? 'high-performance' });
-  if (!adapter) throw new VimError(NO_ADAPTER_MESSAGE);
+  const request = { powerPreference: opts.powerPreference ?? 'high-performance' } as const;
+  let toggles = dawnToggles();
+  let found = await instance(toggles ?? []).requestAdapter(request);
+  if (!found) throw new VimError(NO_ADAPTER_MESSAGE);
+  if (toggles === undefined) {
+    // no choice in the environment: a GPU gets the default toggles, from an instance that has them
+    toggles = isCpuAdapter(found.info) ? [] : GPU_DEFAULT_TOGGLES;
+    if (toggles.length) {
+      const again = await instance(toggles).requestAdapter(request);
+      if (!again || isCpuAdapter(again.info)) toggles = [];
+      else found = again;
+    }
+  }
+  const adapter = found;
   const has = (f: string) => adapter.features.has(f as GPUFeatureName);
   const features: GpuFeatures = {
     subgroups: has('subgroups') && !opts.disable?.subgroups,
@@ -113,14 +146,12 @@ export async function acquireGpu(opts: AcquireOptions = {}): Promise<Gpu> {
     throw new VimError(`the WebGPU adapter refused to create a device: ${(e as Error).message}`);
   }
   const ai = adapter.info;
-  const text = `${ai.vendor} ${ai.architecture} ${ai.device} ${ai.description}`.toLowerCase();
   const info: GpuInfo = {
     vendor: ai.vendor ?? '',
     architecture: ai.architecture ?? '',
     device: ai.device ?? '',
     description: ai.description ?? '',
-    isCpu: Boolean((ai as { isFallbackAdapter?: boolean }).isFallbackAdapter) ||
-      /llvmpipe|lavapipe|swiftshader|software|warp/.test(text),
+    isCpu: isCpuAdapter(ai),
     subgroupMinSize: (ai as { subgroupMinSize?: number }).subgroupMinSize ?? 0,
     subgroupMaxSize: (ai as { subgroupMaxSize?: number }).subgroupMaxSize ?? 0,
   };
@@ -132,6 +163,7 @@ export async function acquireGpu(opts: AcquireOptions = {}): Promise<Gpu> {
     info,
     features,
     limits: device.limits,
+    toggles,
     lostReason: null,
     takeError() {
       return errors.length ? errors.splice(0).join('\n') : null;
@@ -160,8 +192,10 @@ export function describeGpu(gpu: Gpu): string {
   const f = Object.entries(gpu.features).filter(([, v]) => v).map(([k]) => k);
   // settings from the environment that change which kernels run or how
   const env = [
-    ['VIM_DAWN_TOGGLES', 'Dawn toggles'], ['VIM_MATMUL_TUNED', 'matmul tuning from'], ['VIM_SCAN_KERNEL', 'scan backward kernel'],
-  ].flatMap(([k, what]) => (process.env[k] ? [`${what}: ${process.env[k]}`] : []));
+    ...(gpu.toggles.length ? [`Dawn toggles: ${gpu.toggles.join(',')}${dawnToggles() === undefined ? ' (the default on a GPU)' : ''}`] : []),
+    ...[['VIM_MATMUL_TUNED', 'matmul tuning from'], ['VIM_SCAN_KERNEL', 'scan backward kernel']]
+      .flatMap(([k, what]) => (process.env[k] ? [`${what}: ${process.env[k]}`] : [])),
+  ];
   return `${name}${i.isCpu ? ' (CPU)' : ''}${f.length ? ` [${f.join(', ')}]` : ''}${env.length ? ` (${env.join('; ')})` : ''}`;
 }
 

@@ -17,7 +17,7 @@
  * The forward can take dt_proj's weight instead of Δraw and compute Δraw itself (dtWeight).
  */
 import { VimError } from '../../errors.js';
-import { dawnToggles, type Gpu } from '../device.js';
+import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
 import { createTensor, type GpuTensor } from '../tensor.js';
 import { checkPositive, grid1d, need } from './reduce.js';
@@ -81,8 +81,8 @@ export type ScanBackwardKernel = 'segmented' | 'stream';
 
 /**
  * The backward kernel when a call does not choose one: $VIM_SCAN_KERNEL where set; else, for an
- * adapter, 'stream' on a CPU adapter or with Dawn's robustness off ($VIM_DAWN_TOGGLES holds
- * disable_robustness), where it measured faster, and 'segmented' on a GPU with robustness on,
+ * adapter, 'stream' on a CPU adapter or with Dawn's robustness off (the default on a GPU, see
+ * GPU_DEFAULT_TOGGLES), where it measured faster, and 'segmented' on a GPU with robustness on,
  * where 'stream' measured slower (docs/performance.md, change 9); without an adapter, 'segmented'.
  */
 export function scanKernelDefault(gpu?: Gpu): ScanBackwardKernel {
@@ -90,7 +90,7 @@ export function scanKernelDefault(gpu?: Gpu): ScanBackwardKernel {
   if (v === 'segmented' || v === 'stream') return v;
   if (v !== undefined && v !== '') throw new VimError(`VIM_SCAN_KERNEL must be 'segmented' or 'stream'; it is '${v}'`);
   if (!gpu) return 'segmented';
-  return gpu.info.isCpu || dawnToggles().includes('disable_robustness') ? 'stream' : 'segmented';
+  return gpu.info.isCpu || gpu.toggles.includes('disable_robustness') ? 'stream' : 'segmented';
 }
 
 /**
