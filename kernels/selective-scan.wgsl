@@ -530,8 +530,8 @@ fn sg_write_items(r: vec4<f32>, lane: u32, base: u32, col: u32) {
 // an invocation waits on memory as little as possible:
 //   - all L tokens of the sample's [B_t | C_t] are staged in s_bc once (BCT = L), so no barrier
 //     or load of B, C interrupts the walks;
-//   - pass 1 streams the tokens like the forward (the next token's u, Δraw loaded while the
-//     current one is computed) and writes a checkpoint every S tokens;
+//   - pass 1 streams the tokens in blocks of KB, the next block's u, Δraw loaded while the
+//     current one is computed, and writes a checkpoint every S tokens;
 //   - pass 2 loads a segment's u, Δraw, dout, z once for both its recomputation and its walk, and
 //     issues the loads of the segment before it (and its checkpoint) before computing this one;
 //   - with SGR > 0 the per-token [gB | gC] sums over channels are shuffles within each subgroup
@@ -566,26 +566,39 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
 
   load_bc_backward(b, 0u, L, lid);
 
-  // Pass 1: the forward recurrence over segments 0 … NSEG−2, one token's loads ahead.
+  // Pass 1: the forward recurrence over segments 0 … NSEG−2 in blocks of KB tokens, the next
+  // block's u, Δraw loaded while this one is computed (KB = 1: one token ahead).
   let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u);
-  var nu = g_u[b * L * E + ec];
-  var nd = g_delta_raw[b * L * E + ec];
-  for (var t = 0u; t < T1; t++) {
-    let uu = nu;
-    let dr = nd;
-    if (t + 1u < T1) {
-      let row = (b * L + t + 1u) * E + ec;
-      nu = g_u[row];
-      nd = g_delta_raw[row];
+  var nu: array<f32, KBMAX>; // the next block's inputs
+  var nd: array<f32, KBMAX>;
+  for (var k = 0u; k < KB; k++) {
+    let row = (b * L + min(k, max(T1, 1u) - 1u)) * E + ec;
+    nu[k] = g_u[row];
+    nd[k] = g_delta_raw[row];
+  }
+  for (var t0 = 0u; t0 < T1; t0 += KB) {
+    let pu = nu;
+    let pd = nd;
+    if (t0 + KB < T1) {
+      for (var k = 0u; k < KB; k++) {
+        let row = (b * L + min(t0 + KB + k, T1 - 1u)) * E + ec;
+        nu[k] = g_u[row];
+        nd[k] = g_delta_raw[row];
+      }
     }
-    let delta = softplus(dr + bias);
-    let du = delta * uu;
-    for (var i = 0u; i < NV; i++) {
-      h[i] = exp(delta * A[i]) * h[i] + du * s_bc[t * 2u * NV + i];
-    }
-    if (live && (t + 1u) % S == 0u) {
-      let slot = (t + 1u) / S - 1u;
-      for (var i = 0u; i < NV; i++) { g_ckpt[((b * (nseg - 1u) + slot) * NV + i) * E + e] = h[i]; }
+    for (var k = 0u; k < KB; k++) {
+      let t = t0 + k;
+      if (t < T1) {
+        let delta = softplus(pd[k] + bias);
+        let du = delta * pu[k];
+        for (var i = 0u; i < NV; i++) {
+          h[i] = exp(delta * A[i]) * h[i] + du * s_bc[t * 2u * NV + i];
+        }
+        if (live && (t + 1u) % S == 0u) {
+          let slot = (t + 1u) / S - 1u;
+          for (var i = 0u; i < NV; i++) { g_ckpt[((b * (nseg - 1u) + slot) * NV + i) * E + e] = h[i]; }
+        }
+      }
     }
   }
 

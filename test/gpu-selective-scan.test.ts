@@ -312,6 +312,8 @@ for (const [how, form] of FORMS) {
       async () => checkBothDirections(5, 3, 7, 37, 5, 3, { ...(await base()), workgroupSize: 16 }));
     it('B=2 L=65 E=40 N=16 R=12, two workgroups of 32, 22 segments (reverse, accumulate)',
       async () => checkBackward(makeCase(8, 2, 65, 40, 16, 12), true, true, { ...(await base()), workgroupSize: 32 }));
+    it('B=2 L=65 E=40 N=16 R=12, inputs loaded 8 tokens at a time (the GPU default; 63 tokens in pass 1, a partial last block)',
+      async () => checkBackward(makeCase(11, 2, 65, 40, 16, 12), false, false, { ...(await base()), tokenBlock: 8 }));
     it('one-token segments with workgroups narrower than 2N; one segment (no checkpoints), accumulating', async () => {
       const t = await base();
       await checkBackward(small, true, false, { ...t, segment: 1, workgroupSize: 4 });

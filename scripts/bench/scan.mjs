@@ -63,6 +63,8 @@ const ALL = {
   'stream-WG32': { fwd: {}, bwd: { kernel: 'stream', workgroupSize: 32 }, exact: true },
   'stream-WG128-S1': { fwd: {}, bwd: { kernel: 'stream', workgroupSize: 128, segment: 1 }, exact: true },
   'stream-no-lookahead': { fwd: {}, bwd: { kernel: 'stream', lookahead: false }, exact: true },
+  'stream-KB1': { fwd: {}, bwd: { kernel: 'stream', tokenBlock: 1 }, exact: true },
+  'stream-KB4': { fwd: {}, bwd: { kernel: 'stream', tokenBlock: 4 }, exact: true },
   'stream-no-reduce': { fwd: {}, bwd: { kernel: 'stream', diag: 1 }, exact: false },
   'stream-no-pass1': { fwd: {}, bwd: { kernel: 'stream', diag: 2 }, exact: false },
   'stream-no-recompute': { fwd: {}, bwd: { kernel: 'stream', diag: 4 }, exact: false },

@@ -52,7 +52,9 @@ export interface ScanTuning {
   chunk?: number;
   /**
    * Backward: tokens whose inputs are loaded together, all loads in flight before the first use
-   * (1…8; default 8 on a GPU, 1 on a CPU adapter, where the unrolled loops only cost compile time).
+   * (1…8; default 8 on a GPU, 4 for the stream form, 1 on a CPU adapter, where the unrolled loops
+   * only cost compile time). The stream form loads pass 1 in such blocks, the next block while it
+   * computes this one.
    */
   tokenBlock?: number;
   /**
@@ -157,6 +159,11 @@ function checkWorkgroup(where: string, gpu: Gpu, wg: number): void {
 
 /** Most tokens whose inputs the backward loads together (KBMAX in the kernel). */
 const SCAN_TOKEN_BLOCK = 8;
+/**
+ * The stream form's pass-1 block on a GPU by default: on an H200 its backward took 712 µs a
+ * dispatch with one token ahead, 642 with blocks of 8 and 612 with blocks of 4 (docs/performance.md, change 13).
+ */
+const SCAN_STREAM_TOKEN_BLOCK = 4;
 
 function backwardBytes(N: number, wg: number, S: number): number {
   const NV = Math.ceil(N / 4);
@@ -462,7 +469,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   }
   const ckView: GpuTensor = { ...sc, offset: sc.offset + 4 * sizes.bcPartials - ckSize, size: ckSize, label: `${sc.label} (scan checkpoints)` };
 
-  const kb = a.tokenBlock ?? (gpu.info.isCpu ? 1 : SCAN_TOKEN_BLOCK);
+  const kb = a.tokenBlock ?? (gpu.info.isCpu ? 1 : plan.kernel === 'stream' ? SCAN_STREAM_TOKEN_BLOCK : SCAN_TOKEN_BLOCK);
   if (!Number.isInteger(kb) || kb < 1 || kb > SCAN_TOKEN_BLOCK) {
     throw new Error(`${where}: tokenBlock must be an integer in 1…${SCAN_TOKEN_BLOCK}; received ${a.tokenBlock}`);
   }
@@ -487,7 +494,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
 
   const scan = makeDispatch(gpu, 'selective-scan', stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
     stream
-      ? { ...common, BCT: L, SGR: sgr, QP: shuffleItems(N), LOOKAHEAD: a.lookahead === false ? 0 : 1, ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
+      ? { ...common, KB: kb, BCT: L, SGR: sgr, QP: shuffleItems(N), LOOKAHEAD: a.lookahead === false ? 0 : 1, ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
       : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
     [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, ckView,
       a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
