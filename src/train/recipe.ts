@@ -8,7 +8,7 @@
  *     zero padding), horizontal flip and RandAugment (2 operations at magnitude 5), drop path 0.1,
  *     an EMA of the weights (decay 0.9995) for evaluation, gradient clipping at norm 1, evaluation
  *     on the 10,000 test images after every epoch: the recipe of the released model
- *     (docs/recipe.md, experiment 5), about 17 minutes on one H200.
+ *     (docs/recipe.md, experiment 5), about 16 minutes on one H200.
  *   - 'cpu' (a CPU fallback adapter such as lavapipe, a few GFLOP/s): vim-nano on the first 1,600
  *     training images for 3 epochs, batch 32, peak lr 3e-3, evaluation on the first 1,000 test
  *     images: about 7 minutes on 2 cores. It shows the whole pipeline working, not a good model.
