@@ -285,6 +285,41 @@ fn backward_A(ec: u32) -> array<vec4<f32>, NVMAX> {
   return A;
 }
 
+// u and Δraw of tokens t0 … t0+tn−1 (tn ≤ KB) of sample b, channel ec; the slots from tn on
+// repeat the last token, so every load stays inside the sample.
+struct TokenBlock { u: array<f32, KBMAX>, d: array<f32, KBMAX> }
+fn load_token_block(b: u32, t0: u32, tn: u32, ec: u32) -> TokenBlock {
+  var blk: TokenBlock;
+  for (var k = 0u; k < KB; k++) {
+    let row = (b * L + t0 + min(k, tn - 1u)) * E + ec;
+    blk.u[k] = g_u[row];
+    blk.d[k] = g_delta_raw[row];
+  }
+  return blk;
+}
+
+// Pass 1 of the backward kernels on one block of tokens t0 … t0+tn−1: the forward recurrence of
+// state h from the block's u, Δraw and B_t (token t0 + k's at s_bc[(bc0 + k)·2NV]), writing the
+// state that enters each following segment of S = TC tokens to ckpt.
+fn pass1_block(h: ptr<function, array<vec4<f32>, NVMAX>>, A: array<vec4<f32>, NVMAX>, blk: TokenBlock, bias: f32,
+               b: u32, e: u32, live: bool, t0: u32, tn: u32, bc0: u32) {
+  let nseg = (L + TC - 1u) / TC;
+  for (var k = 0u; k < KB; k++) {
+    if (k < tn) {
+      let delta = softplus(blk.d[k] + bias);
+      let du = delta * blk.u[k];
+      for (var i = 0u; i < NV; i++) {
+        (*h)[i] = exp(delta * A[i]) * (*h)[i] + du * s_bc[(bc0 + k) * 2u * NV + i];
+      }
+      let t = t0 + k;
+      if (live && (t + 1u) % TC == 0u) {
+        let slot = (t + 1u) / TC - 1u;
+        for (var i = 0u; i < NV; i++) { g_ckpt[((b * (nseg - 1u) + slot) * NV + i) * E + e] = (*h)[i]; }
+      }
+    }
+  }
+}
+
 // The gate's gradients at one token: y_t = C_t · h_t + D u_t recomputed from the state h (C_t
 // from s_bc at `cbase`), then gy = gout · SiLU(z) and gz = gout · y · SiLU'(z).
 struct GateGrads { gy: f32, gz: f32 }
@@ -362,27 +397,7 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
   for (var t0 = 0u; t0 < T1; t0 += KB) {
     let tn = min(KB, T1 - t0);
     load_bc_backward(b, t0, tn, lid);
-    var pu: array<f32, KBMAX>;
-    var pd: array<f32, KBMAX>;
-    for (var k = 0u; k < KB; k++) {
-      let row = (b * L + t0 + min(k, tn - 1u)) * E + ec;
-      pu[k] = g_u[row];
-      pd[k] = g_delta_raw[row];
-    }
-    for (var k = 0u; k < KB; k++) {
-      if (k < tn) {
-        let delta = softplus(pd[k] + bias);
-        let du = delta * pu[k];
-        for (var i = 0u; i < NV; i++) {
-          h[i] = exp(delta * A[i]) * h[i] + du * s_bc[k * 2u * NV + i];
-        }
-        let t = t0 + k;
-        if (live && (t + 1u) % S == 0u) {
-          let slot = (t + 1u) / S - 1u;
-          for (var i = 0u; i < NV; i++) { g_ckpt[((b * (nseg - 1u) + slot) * NV + i) * E + e] = h[i]; }
-        }
-      }
-    }
+    pass1_block(&h, A, load_token_block(b, t0, tn, ec), bias, b, e, live, t0, tn, 0u);
   }
 
   // Pass 2: segments last to first.
@@ -569,37 +584,11 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
   // Pass 1: the forward recurrence over segments 0 … NSEG−2 in blocks of KB tokens, the next
   // block's u, Δraw loaded while this one is computed (KB = 1: one token ahead).
   let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u);
-  var nu: array<f32, KBMAX>; // the next block's inputs
-  var nd: array<f32, KBMAX>;
-  for (var k = 0u; k < KB; k++) {
-    let row = (b * L + min(k, max(T1, 1u) - 1u)) * E + ec;
-    nu[k] = g_u[row];
-    nd[k] = g_delta_raw[row];
-  }
+  var next = load_token_block(b, 0u, max(min(KB, T1), 1u), ec); // the next block's inputs
   for (var t0 = 0u; t0 < T1; t0 += KB) {
-    let pu = nu;
-    let pd = nd;
-    if (t0 + KB < T1) {
-      for (var k = 0u; k < KB; k++) {
-        let row = (b * L + min(t0 + KB + k, T1 - 1u)) * E + ec;
-        nu[k] = g_u[row];
-        nd[k] = g_delta_raw[row];
-      }
-    }
-    for (var k = 0u; k < KB; k++) {
-      let t = t0 + k;
-      if (t < T1) {
-        let delta = softplus(pd[k] + bias);
-        let du = delta * pu[k];
-        for (var i = 0u; i < NV; i++) {
-          h[i] = exp(delta * A[i]) * h[i] + du * s_bc[t * 2u * NV + i];
-        }
-        if (live && (t + 1u) % S == 0u) {
-          let slot = (t + 1u) / S - 1u;
-          for (var i = 0u; i < NV; i++) { g_ckpt[((b * (nseg - 1u) + slot) * NV + i) * E + e] = h[i]; }
-        }
-      }
-    }
+    let cur = next;
+    if (t0 + KB < T1) { next = load_token_block(b, t0 + KB, min(KB, T1 - t0 - KB), ec); }
+    pass1_block(&h, A, cur, bias, b, e, live, t0, min(KB, T1 - t0), t0);
   }
 
   // Pass 2: segments last to first. Iteration kk loads segment NSEG−1−kk and computes, with
