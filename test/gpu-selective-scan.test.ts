@@ -9,7 +9,7 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  scanKernelDefault, scanSubgroupSize, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
+  scanGeometryFromEnv, scanKernelDefault, scanSubgroupSize, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
   selectiveScanScratch, type ScanTuning,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
@@ -358,6 +358,32 @@ describe('VIM_SCAN_KERNEL', () => {
     } finally {
       if (saved === undefined) delete process.env.VIM_SCAN_KERNEL;
       else process.env.VIM_SCAN_KERNEL = saved;
+    }
+  });
+});
+
+describe('VIM_SCAN_WORKGROUP and VIM_SCAN_SEGMENT', () => {
+  it('pin the backward geometry where set, and refuse what is not a positive integer', () => {
+    const saved = { wg: process.env.VIM_SCAN_WORKGROUP, seg: process.env.VIM_SCAN_SEGMENT };
+    const restore = (k: string, v: string | undefined) => { if (v === undefined) delete process.env[k]; else process.env[k] = v; };
+    try {
+      delete process.env.VIM_SCAN_WORKGROUP;
+      delete process.env.VIM_SCAN_SEGMENT;
+      expect(scanGeometryFromEnv()).toEqual({});
+      process.env.VIM_SCAN_WORKGROUP = '128';
+      process.env.VIM_SCAN_SEGMENT = '1';
+      const g = scanGeometryFromEnv();
+      expect(g).toEqual({ workgroupSize: 128, segment: 1 });
+      const plan = selectiveScanBackwardPlan({ B: 2, L: 65, E: 384, N: 16, R: 12 }, { kernel: 'stream', ...g });
+      expect([plan.kernel, plan.workgroupSize, plan.segment, plan.segments]).toEqual(['stream', 128, 1, 65]);
+      process.env.VIM_SCAN_SEGMENT = '0';
+      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_SEGMENT must be an integer in 1…1024; it is '0'/);
+      process.env.VIM_SCAN_SEGMENT = '';
+      process.env.VIM_SCAN_WORKGROUP = '64x';
+      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_WORKGROUP must be an integer/);
+    } finally {
+      restore('VIM_SCAN_WORKGROUP', saved.wg);
+      restore('VIM_SCAN_SEGMENT', saved.seg);
     }
   });
 });

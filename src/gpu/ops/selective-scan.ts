@@ -104,9 +104,37 @@ export function scanSubgroupSize(gpu: Gpu): number {
   return gpu.features.subgroups && lo === hi && lo >= 1 && (lo & (lo - 1)) === 0 ? lo : 0;
 }
 
-/** The scan's tuning for an adapter: its subgroup size and the default backward kernel. */
+/** A positive integer from the environment variable `name`, or undefined where it is unset or empty. */
+function envPositiveInt(name: string, max: number): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!/^[0-9]+$/.test(v.trim()) || !Number.isInteger(n) || n < 1 || n > max) {
+    throw new VimError(`${name} must be an integer in 1…${max}; it is '${v}'`);
+  }
+  return n;
+}
+
+/**
+ * The backward's geometry from the environment, for measurements in the whole model:
+ * $VIM_SCAN_WORKGROUP (channels per workgroup) and $VIM_SCAN_SEGMENT (tokens per segment), each
+ * pinned where set; where unset, the plan chooses (selectiveScanBackwardPlan).
+ */
+export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segment'> {
+  const out: Pick<ScanTuning, 'workgroupSize' | 'segment'> = {};
+  const wg = envPositiveInt('VIM_SCAN_WORKGROUP', 1024);
+  const seg = envPositiveInt('VIM_SCAN_SEGMENT', 1024);
+  if (wg !== undefined) out.workgroupSize = wg;
+  if (seg !== undefined) out.segment = seg;
+  return out;
+}
+
+/**
+ * The scan's tuning for an adapter: its subgroup size, the default backward kernel, and the
+ * geometry $VIM_SCAN_WORKGROUP / $VIM_SCAN_SEGMENT pin (scanGeometryFromEnv).
+ */
 export function scanTuning(gpu: Gpu): ScanTuning {
-  return { subgroupSize: scanSubgroupSize(gpu), kernel: scanKernelDefault(gpu) };
+  return { subgroupSize: scanSubgroupSize(gpu), kernel: scanKernelDefault(gpu), ...scanGeometryFromEnv() };
 }
 
 /**
