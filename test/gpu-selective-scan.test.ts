@@ -324,10 +324,29 @@ for (const [how, form] of FORMS) {
     });
     it('B=2 L=65 E=40 N=16, each segment loaded when it is computed, not one ahead (forward, accumulate)',
       async () => checkBackward(makeCase(10, 2, 65, 40, 16, 12), false, true, { ...(await base()), lookahead: false }));
+    if (how.startsWith('stream')) {
+      it('the wide geometry (the GPU default): 128 channels a workgroup, one-token segments, blocks of 4 tokens; E=136 (reverse, accumulate)',
+        async () => checkBackward(makeCase(12, 2, 65, 136, 16, 12), true, true, { ...(await base()), wide: true, tokenBlock: 4 }));
+    }
   });
 }
 
 describe('the backward plan', () => {
+  it('takes the wide stream geometry where asked, it fits and nothing is pinned', () => {
+    const tiny = { B: 256, L: 65, E: 384, N: 16, R: 12 };
+    const wide = selectiveScanBackwardPlan(tiny, { kernel: 'stream', subgroupSize: 32, wide: true, maxCheckpointBytes: 2 ** 31 });
+    expect([wide.kernel, wide.workgroupSize, wide.segment, wide.segments, wide.subgroupSize]).toEqual(['stream', 128, 1, 65, 32]);
+    const ck = 256 * 64 * 16 * 384 * 4; // B·(L−1)·4⌈N/4⌉·E floats: 403 MB
+    expect(selectiveScanScratch(tiny, { kernel: 'stream', subgroupSize: 32, wide: true }).bcPartials * 4).toBeGreaterThanOrEqual(ck);
+    const narrow = selectiveScanBackwardPlan(tiny, { kernel: 'stream', subgroupSize: 32 });
+    expect([narrow.workgroupSize, narrow.segment]).toEqual([64, 3]);
+    // checkpoints beyond the binding, a pinned geometry, or B, C beyond workgroup memory: the usual plan
+    expect(selectiveScanBackwardPlan(tiny, { kernel: 'stream', wide: true, maxCheckpointBytes: ck - 1 }).segment).toBe(3);
+    expect(selectiveScanBackwardPlan(tiny, { kernel: 'stream', wide: true, workgroupSize: 32 }).workgroupSize).toBe(32);
+    expect(selectiveScanBackwardPlan(tiny, { kernel: 'stream', wide: true, segment: 2 })).toMatchObject({ workgroupSize: 64, segment: 2 });
+    expect(selectiveScanBackwardPlan({ ...tiny, L: 300 }, { kernel: 'stream', wide: true }).workgroupSize).toBeLessThan(128);
+  });
+
   it('sums by shuffles where the adapter allows it, one partial row per subgroup', async () => {
     const gpu = await testGpu();
     const sg = scanSubgroupSize(gpu);

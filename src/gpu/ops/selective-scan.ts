@@ -77,6 +77,15 @@ export interface ScanTuning {
   subgroupSize?: number;
   /** Backward 'stream': load each segment's inputs one segment ahead (default true). */
   lookahead?: boolean;
+  /**
+   * Backward 'stream', where neither workgroupSize nor segment is given: try the wide geometry
+   * first (SCAN_STREAM_WIDE: 128 channels a workgroup, segments of one token), kept where its
+   * workgroup memory is within 32 KiB and its checkpoints within maxCheckpointBytes. scanTuning(gpu)
+   * sets it on a GPU, where it measured fastest (docs/performance.md, change 14).
+   */
+  wide?: boolean;
+  /** Most bytes of state checkpoints the wide geometry may use (one storage binding); default: no bound. */
+  maxCheckpointBytes?: number;
 }
 
 export type ScanBackwardKernel = 'segmented' | 'stream';
@@ -130,11 +139,16 @@ export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segme
 }
 
 /**
- * The scan's tuning for an adapter: its subgroup size, the default backward kernel, and the
- * geometry $VIM_SCAN_WORKGROUP / $VIM_SCAN_SEGMENT pin (scanGeometryFromEnv).
+ * The scan's tuning for an adapter: its subgroup size, the default backward kernel, on a GPU the
+ * stream backward's wide geometry (within the adapter's storage binding), and the geometry
+ * $VIM_SCAN_WORKGROUP / $VIM_SCAN_SEGMENT pin (scanGeometryFromEnv), which takes precedence.
  */
 export function scanTuning(gpu: Gpu): ScanTuning {
-  return { subgroupSize: scanSubgroupSize(gpu), kernel: scanKernelDefault(gpu), ...scanGeometryFromEnv() };
+  return {
+    subgroupSize: scanSubgroupSize(gpu), kernel: scanKernelDefault(gpu),
+    wide: !gpu.info.isCpu, maxCheckpointBytes: gpu.limits.maxStorageBufferBindingSize,
+    ...scanGeometryFromEnv(),
+  };
 }
 
 /**
@@ -202,6 +216,14 @@ function backwardBytes(N: number, wg: number, S: number): number {
 const SCAN_STREAM_MAX_SEGMENT = 8;
 /** Segment of the stream backward by default. */
 const SCAN_STREAM_SEGMENT = 3;
+/**
+ * The stream backward's wide geometry (ScanTuning.wide, the GPU default): 128 channels a workgroup
+ * stage the sample's B, C once for twice the channels, and one-token segments keep no segment
+ * states in workgroup memory; the price is a checkpoint per token, B·(L−1)·4⌈N/4⌉·E floats (403 MB
+ * for vim-tiny at batch 256). On an H200 the backward took 26 ms a step against 34 for 64 channels
+ * and segments of 3 (docs/performance.md, change 14); on a CPU adapter it is slower.
+ */
+export const SCAN_STREAM_WIDE = { workgroupSize: 128, segment: 1 } as const;
 
 /** Workgroup memory of the stream backward: all L tokens' B, C, the segment's states, s_red. */
 function streamBytes(L: number, N: number, wg: number, S: number, sgr: number): number {
@@ -287,10 +309,23 @@ function streamPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefi
   if (!Number.isInteger(sg) || sg < 0 || (sg & (sg - 1)) !== 0) {
     throw new Error(`${where}: subgroupSize must be 0 or a power of two; received ${sg}`);
   }
+  const sgrFor = (wg: number): number => (sg > 0 && wg % sg === 0 && shuffleItems(s.N) <= sg ? sg : 0);
+  if (tuning.wide && !pinned) {
+    const { workgroupSize: wg, segment: S } = SCAN_STREAM_WIDE;
+    const sgr = sgrFor(wg);
+    const bytes = streamBytes(s.L, s.N, wg, S, sgr);
+    const nwg = ceilDiv(s.E, wg);
+    const p: ScanBackwardPlan = {
+      kernel: 'stream', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
+      subgroupSize: sgr, partialsPerSample: sgr > 0 ? nwg * (wg / sgr) : nwg, workgroupBytes: bytes,
+    };
+    const ckBytes = 4 * checkpointElements(s, p);
+    if (bytes <= SCAN_BACKWARD_WORKGROUP_BYTES && ckBytes <= (tuning.maxCheckpointBytes ?? Infinity)) return p;
+  }
   let best: ScanBackwardPlan | undefined;
   for (const wg of wgs) {
     if (!Number.isInteger(wg) || wg < 1) throw new Error(`${where}: workgroupSize must be a positive integer; received ${wg}`);
-    const sgr = sg > 0 && wg % sg === 0 && shuffleItems(s.N) <= sg ? sg : 0;
+    const sgr = sgrFor(wg);
     for (let S = S0; S >= Smin; S--) {
       const bytes = streamBytes(s.L, s.N, wg, S, sgr);
       const nwg = ceilDiv(s.E, wg);
