@@ -7,7 +7,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import * as ort from 'onnxruntime-node';
+import type * as Ort from 'onnxruntime-node';
 import { VimError } from '../errors.js';
 import { resolveConfig, type VimConfig } from '../model/config.js';
 import { Rng } from '../rng.js';
@@ -84,11 +84,32 @@ export function readOnnxMetadata(pathOrBytes: string | Uint8Array, label?: strin
   return { irVersion: info.ir_version, opset, producer: info.producer_name ?? '', props, cfg, classNames };
 }
 
+/**
+ * onnxruntime-node, loaded on first use: the commands that run on WebGPU (train-vim, eval-vim
+ * --checkpoint) start without it, and work where it is not installed.
+ */
+let ortModule: typeof Ort | undefined;
+async function loadOrt(): Promise<typeof Ort> {
+  if (!ortModule) {
+    try {
+      ortModule = await import('onnxruntime-node');
+    } catch (e) {
+      throw new VimError(`onnxruntime-node could not be loaded (${(e as Error).message.split('\n')[0]}); install the project's packages with npm ci`);
+    }
+  }
+  return ortModule;
+}
+function ort(): typeof Ort {
+  if (!ortModule) throw new Error('onnxruntime-node is used before loadOrt()');
+  return ortModule;
+}
+
 /** "onnxruntime-node 1.30.0 on the CPU (2 cores)", for logs. */
 export function describeOnnxRuntime(threads?: number): string {
   const n = availableParallelism();
   const how = threads !== undefined ? `${threads} thread${threads === 1 ? '' : 's'} of ${n} cores` : `${n} core${n === 1 ? '' : 's'}`;
-  return `onnxruntime-node ${ort.env.versions.node ?? ort.env.versions.common} on the CPU (${how})`;
+  const v = ortModule ? ` ${ortModule.env.versions.node ?? ortModule.env.versions.common}` : '';
+  return `onnxruntime-node${v} on the CPU (${how})`;
 }
 
 /** u8 images (B, 3, H, W) → float32 in 0…1, the model's input. */
@@ -109,7 +130,7 @@ export interface OnnxVimOptions {
 export class OnnxVim {
   private constructor(
     readonly path: string,
-    private readonly session: ort.InferenceSession,
+    private readonly session: Ort.InferenceSession,
     readonly meta: OnnxVimMetadata,
     /** Milliseconds to create the inference session (parse, optimise, allocate), the file already read. */
     readonly sessionMs: number,
@@ -140,7 +161,8 @@ export class OnnxVim {
 
   private static async create(bytes: Uint8Array, path: string, opts: OnnxVimOptions, t0: number): Promise<OnnxVim> {
     const meta = readOnnxMetadata(bytes, path);
-    const options: ort.InferenceSession.SessionOptions = {
+    const ort = await loadOrt();
+    const options: Ort.InferenceSession.SessionOptions = {
       executionProviders: ['cpu'],
       graphOptimizationLevel: opts.optimization ?? 'all',
     };
@@ -151,7 +173,7 @@ export class OnnxVim {
       options.intraOpNumThreads = opts.threads;
     }
     const t1 = performance.now();
-    let session: ort.InferenceSession;
+    let session: Ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(bytes, options);
     } catch (e) {
@@ -179,7 +201,7 @@ export class OnnxVim {
     if (pixels.length !== B * 3 * H * H) {
       throw new VimError(`expected ${B * 3 * H * H} values for a (${B}, 3, ${H}, ${H}) batch but received ${pixels.length}`);
     }
-    const input = new ort.Tensor('float32', pixels, [B, 3, H, H]);
+    const input = new (ort().Tensor)('float32', pixels, [B, 3, H, H]);
     const out = await this.session.run({ [INPUT_NAME]: input });
     const logits = out[OUTPUT_NAME];
     if (!logits || !(logits.data instanceof Float32Array) || logits.data.length !== B * C) {
