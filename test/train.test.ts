@@ -201,7 +201,7 @@ describe('metrics', () => {
 describe('recipes', () => {
   it('GPU defaults follow the linear scaling rule; CPU defaults are the short run', () => {
     const g = defaultRecipe('gpu');
-    expect([g.model, g.epochs, g.batchSize, g.lr, g.warmupEpochs, g.weightDecay, g.labelSmoothing, g.dropPath]).toEqual(['vim-tiny', 58, 256, 1e-3, 5, 0.05, 0.1, 0.1]);
+    expect([g.model, g.epochs, g.batchSize, g.lr, g.warmupEpochs, g.weightDecay, g.labelSmoothing, g.dropPath]).toEqual(['vim-tiny', 77, 256, 1e-3, 5, 0.05, 0.1, 0.1]);
     expect(defaultRecipe('gpu', 512).lr).toBe(2e-3);
     expect(scaledLr(128)).toBe(5e-4);
     const c = defaultRecipe('cpu');

@@ -30,7 +30,7 @@ const spec: CommandSpec = {
   usage: 'train-vim [options]            (a new run in --out)\n       train-vim --resume runs/NAME   (continue a stopped run)',
   options: {
     model: { type: 'string', arg: 'NAME|FILE', help: 'model config: a name in models/ (vim-nano, vim-tiny) or a .json path (default: vim-tiny on a GPU, vim-nano on a CPU adapter)' },
-    epochs: { type: 'string', arg: 'N', help: 'training epochs (default: 58 on a GPU, 3 on a CPU adapter)' },
+    epochs: { type: 'string', arg: 'N', help: 'training epochs (default: 77 on a GPU, 3 on a CPU adapter)' },
     'batch-size': { type: 'string', arg: 'N', help: 'images per step (default: 256 on a GPU, 32 on a CPU adapter)' },
     lr: { type: 'string', arg: 'X', help: 'peak learning rate of AdamW (default: 1e-3 × batch-size / 256 on a GPU, 3e-3 on a CPU adapter)' },
     'min-lr': { type: 'string', arg: 'X', help: 'learning rate at the end of the cosine decay (default: 1e-5)' },
