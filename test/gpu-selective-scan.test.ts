@@ -347,6 +347,20 @@ describe('the backward plan', () => {
     expect(selectiveScanBackwardPlan({ ...tiny, L: 300 }, { kernel: 'stream', wide: true }).workgroupSize).toBeLessThan(128);
   });
 
+  it("plans the stream kernel within the adapter's larger workgroup memory only where the sample's B, C do not fit 32 KiB", () => {
+    const p2 = { B: 256, L: 257, E: 256, N: 16, R: 8 }; // 2-px patches on 32×32 images: 256 patches + the class token
+    const t = { kernel: 'stream' as const, subgroupSize: 32, wide: true, maxCheckpointBytes: 2 ** 31 };
+    expect(selectiveScanBackwardPlan(p2, t).kernel, 'B, C of 257 tokens alone take 32.9 KB').toBe('segmented');
+    const big = selectiveScanBackwardPlan(p2, { ...t, maxWorkgroupBytes: 49152 });
+    expect([big.kernel, big.workgroupSize, big.segment, big.workgroupBytes]).toEqual(['stream', 128, 1, 16 * (257 * 8 + 512 + 1)]);
+    const narrow = selectiveScanBackwardPlan(p2, { ...t, maxWorkgroupBytes: 49152, maxCheckpointBytes: 2 ** 28 });
+    expect([narrow.kernel, narrow.workgroupSize, narrow.segment, narrow.workgroupBytes]).toEqual(['stream', 64, 3, 16 * (257 * 8 + 3 * 4 * 64 + 1)]);
+    expect(selectiveScanBackwardPlan(p2, { ...t, maxWorkgroupBytes: 40000, maxCheckpointBytes: 2 ** 28 }), 'shorter segments first').toMatchObject({ workgroupSize: 64, segment: 1 });
+    // shapes that fit 32 KiB keep their plan whatever the adapter allows
+    const tiny = { B: 256, L: 65, E: 384, N: 16, R: 12 };
+    expect(selectiveScanBackwardPlan(tiny, { ...t, maxWorkgroupBytes: 49152, maxCheckpointBytes: 1 })).toMatchObject({ workgroupSize: 64, segment: 3 });
+  });
+
   it('sums by shuffles where the adapter allows it, one partial row per subgroup', async () => {
     const gpu = await testGpu();
     const sg = scanSubgroupSize(gpu);

@@ -86,6 +86,12 @@ export interface ScanTuning {
   wide?: boolean;
   /** Most bytes of state checkpoints the wide geometry may use (one storage binding); default: no bound. */
   maxCheckpointBytes?: number;
+  /**
+   * Backward 'stream': the workgroup memory it may use where the sample's B, C are too long for the
+   * portable 32 KiB (the adapter's limit; scanTuning(gpu) sets it). Shapes that fit 32 KiB are
+   * planned within 32 KiB whatever this is. Default: 32 KiB.
+   */
+  maxWorkgroupBytes?: number;
 }
 
 export type ScanBackwardKernel = 'segmented' | 'stream';
@@ -147,6 +153,7 @@ export function scanTuning(gpu: Gpu): ScanTuning {
   return {
     subgroupSize: scanSubgroupSize(gpu), kernel: scanKernelDefault(gpu),
     wide: !gpu.info.isCpu, maxCheckpointBytes: gpu.limits.maxStorageBufferBindingSize,
+    maxWorkgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
     ...scanGeometryFromEnv(),
   };
 }
@@ -292,9 +299,10 @@ export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {})
 /**
  * The stream backward's geometry: 64 channels a workgroup and segments of 3 tokens by default,
  * shortened, then fewer channels, until its workgroup memory is within 32 KiB; shuffle sums where
- * `tuning.subgroupSize` divides the workgroup and is at least QP. Undefined where even one channel
- * and one token do not fit (the sample's B, C are too long) and nothing is pinned: the segmented
- * kernel then serves.
+ * `tuning.subgroupSize` divides the workgroup and is at least QP. Where even one channel and one
+ * token do not fit 32 KiB (the sample's B, C are too long), the same choice within
+ * `tuning.maxWorkgroupBytes` where that is more; undefined where that fails too and nothing is
+ * pinned: the segmented kernel then serves.
  */
 function streamPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefined {
   const where = 'selectiveScanBackward';
@@ -310,31 +318,37 @@ function streamPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefi
     throw new Error(`${where}: subgroupSize must be 0 or a power of two; received ${sg}`);
   }
   const sgrFor = (wg: number): number => (sg > 0 && wg % sg === 0 && shuffleItems(s.N) <= sg ? sg : 0);
-  if (tuning.wide && !pinned) {
-    const { workgroupSize: wg, segment: S } = SCAN_STREAM_WIDE;
+  const planFor = (wg: number, S: number): ScanBackwardPlan => {
     const sgr = sgrFor(wg);
-    const bytes = streamBytes(s.L, s.N, wg, S, sgr);
     const nwg = ceilDiv(s.E, wg);
-    const p: ScanBackwardPlan = {
+    return {
       kernel: 'stream', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
-      subgroupSize: sgr, partialsPerSample: sgr > 0 ? nwg * (wg / sgr) : nwg, workgroupBytes: bytes,
+      subgroupSize: sgr, partialsPerSample: sgr > 0 ? nwg * (wg / sgr) : nwg, workgroupBytes: streamBytes(s.L, s.N, wg, S, sgr),
     };
-    const ckBytes = 4 * checkpointElements(s, p);
-    if (bytes <= SCAN_BACKWARD_WORKGROUP_BYTES && ckBytes <= (tuning.maxCheckpointBytes ?? Infinity)) return p;
-  }
+  };
   let best: ScanBackwardPlan | undefined;
-  for (const wg of wgs) {
-    if (!Number.isInteger(wg) || wg < 1) throw new Error(`${where}: workgroupSize must be a positive integer; received ${wg}`);
-    const sgr = sgrFor(wg);
-    for (let S = S0; S >= Smin; S--) {
-      const bytes = streamBytes(s.L, s.N, wg, S, sgr);
-      const nwg = ceilDiv(s.E, wg);
-      best = {
-        kernel: 'stream', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
-        subgroupSize: sgr, partialsPerSample: sgr > 0 ? nwg * (wg / sgr) : nwg, workgroupBytes: bytes,
-      };
-      if (bytes <= SCAN_BACKWARD_WORKGROUP_BYTES) return best;
+  // the wide geometry first where asked, then the widest workgroup and longest segment within `budget`
+  const choose = (budget: number): ScanBackwardPlan | undefined => {
+    if (tuning.wide && !pinned) {
+      const p = planFor(SCAN_STREAM_WIDE.workgroupSize, SCAN_STREAM_WIDE.segment);
+      if (p.workgroupBytes <= budget && 4 * checkpointElements(s, p) <= (tuning.maxCheckpointBytes ?? Infinity)) return p;
     }
+    for (const wg of wgs) {
+      if (!Number.isInteger(wg) || wg < 1) throw new Error(`${where}: workgroupSize must be a positive integer; received ${wg}`);
+      for (let S = S0; S >= Smin; S--) {
+        best = planFor(wg, S);
+        if (best.workgroupBytes <= budget) return best;
+      }
+    }
+    return undefined;
+  };
+  const fit = choose(SCAN_BACKWARD_WORKGROUP_BYTES);
+  if (fit) return fit;
+  // the sample's B, C are too long for 32 KiB: within the adapter's workgroup memory if it has more
+  const big = tuning.maxWorkgroupBytes ?? SCAN_BACKWARD_WORKGROUP_BYTES;
+  if (!pinned && big > SCAN_BACKWARD_WORKGROUP_BYTES) {
+    const p = choose(big);
+    if (p) return p;
   }
   return pinned ? best : undefined;
 }
