@@ -14,6 +14,8 @@ import { Rng } from '../rng.js';
 
 export interface KernelTiming {
   kernel: string;
+  /** With TimingOptions.byShape: the problem shape of these dispatches (where the op records one). */
+  shape?: string;
   count: number; // dispatches per step
   ms: number; // GPU time per step
   share: number; // of the profiled step's GPU time
@@ -41,6 +43,8 @@ export interface TimingOptions {
   /** The adapter's peak rates for the floor column (defaults: an H200 through Vulkan). */
   peakGBps?: number;
   peakGFlops?: number;
+  /** One row per kernel and problem shape (e.g. each matmul of a block) instead of per kernel. */
+  byShape?: boolean;
   onProgress?: (msg: string) => void;
 }
 
@@ -95,22 +99,24 @@ async function profile(gpu: Gpu, list: Dispatch[]): Promise<number[] | null> {
   return out;
 }
 
-function kernelTable(list: Dispatch[], ns: number[] | null, peakGBps: number, peakGFlops: number): KernelTiming[] {
-  const byKernel = new Map<string, { count: number; ns: number; bytes: number; flops: number }>();
+function kernelTable(list: Dispatch[], ns: number[] | null, peakGBps: number, peakGFlops: number, byShape = false): KernelTiming[] {
+  const byKernel = new Map<string, { kernel: string; shape?: string; count: number; ns: number; bytes: number; flops: number }>();
   list.forEach((d, i) => {
-    const k = byKernel.get(d.label) ?? { count: 0, ns: 0, bytes: 0, flops: 0 };
+    const shape = byShape ? d.shape : undefined;
+    const key = shape !== undefined ? `${d.label} ${shape}` : d.label;
+    const k = byKernel.get(key) ?? { kernel: d.label, ...(shape !== undefined ? { shape } : {}), count: 0, ns: 0, bytes: 0, flops: 0 };
     k.count += 1;
     k.ns += ns ? ns[i] : 0;
     k.bytes += d.bytes ?? 0;
     k.flops += d.flops ?? 0;
-    byKernel.set(d.label, k);
+    byKernel.set(key, k);
   });
   const total = [...byKernel.values()].reduce((a, k) => a + k.ns, 0) || 1;
-  return [...byKernel.entries()]
-    .map(([kernel, k]) => {
+  return [...byKernel.values()]
+    .map((k) => {
       const s = k.ns / 1e9;
       return {
-        kernel, count: k.count, ms: k.ns / 1e6, share: k.ns / total, bytes: k.bytes, flops: k.flops,
+        kernel: k.kernel, ...(k.shape !== undefined ? { shape: k.shape } : {}), count: k.count, ms: k.ns / 1e6, share: k.ns / total, bytes: k.bytes, flops: k.flops,
         gbps: s > 0 ? k.bytes / s / 1e9 : 0, gflops: s > 0 ? k.flops / s / 1e9 : 0,
         floorMs: Math.max(k.bytes / (peakGBps * 1e9), k.flops / (peakGFlops * 1e9)) * 1e3,
       };
@@ -147,7 +153,7 @@ export async function benchTiming(gpu: Gpu, cfg: VimConfig, batch: number, opts:
     stepTimes.push(performance.now() - t0);
   }
   const trainNs = await profile(gpu, trainList);
-  const kernels = kernelTable(trainList, trainNs, peakGBps, peakGFlops);
+  const kernels = kernelTable(trainList, trainNs, peakGBps, peakGFlops, opts.byShape);
   model.destroy();
 
   log(`building ${cfg.name} for inference at batch ${batch}`);
@@ -158,7 +164,7 @@ export async function benchTiming(gpu: Gpu, cfg: VimConfig, batch: number, opts:
   const inferTimes: number[] = [];
   for (let i = 0; i < steps; i++) inferTimes.push(await timeSubmit(gpu, inf.forwardList));
   const inferNs = await profile(gpu, inf.forwardList);
-  const inferKernels = kernelTable(inf.forwardList, inferNs, peakGBps, peakGFlops);
+  const inferKernels = kernelTable(inf.forwardList, inferNs, peakGBps, peakGFlops, opts.byShape);
   inf.destroy();
 
   const stepMs = median(stepTimes);

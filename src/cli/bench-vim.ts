@@ -21,7 +21,7 @@ import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } 
 const spec: CommandSpec = {
   name: 'bench-vim',
   summary: 'check every kernel against the float64 reference, or time training and inference on this adapter',
-  usage: 'bench-vim [--check | --onnx [MODEL.onnx]] [--model NAME] [--batch-size N] [--json FILE]',
+  usage: 'bench-vim [--check | --onnx [MODEL.onnx]] [--model NAME] [--batch-size N] [--by-shape] [--json FILE]',
   allowPositionals: true,
   options: {
     check: { type: 'boolean', help: 'run every kernel against the float64 reference and print a pass/fail table' },
@@ -31,6 +31,7 @@ const spec: CommandSpec = {
     steps: { type: 'string', arg: 'N', help: 'timed steps (default: 10, the median is reported; with --onnx the mean of 20 batches of 1 and 3 larger ones)' },
     warmup: { type: 'string', arg: 'N', default: '3', help: 'warm-up steps before timing' },
     filter: { type: 'string', arg: 'REGEX', help: 'only the checks whose kernel name matches' },
+    'by-shape': { type: 'boolean', help: 'timing: one row per kernel and problem shape (each matmul of a block: M, I, O and its split) instead of one per kernel' },
     seed: { type: 'string', arg: 'N', default: '1234', help: 'seed of the random inputs for --check' },
     json: { type: 'string', arg: 'FILE', help: 'also write the results as JSON to FILE' },
   },
@@ -49,7 +50,7 @@ function table(headers: string[], rows: string[][], right: boolean[]): string {
 
 function kernelRows(k: KernelTiming[]): string[][] {
   return k.map((t) => [
-    t.kernel, String(t.count), t.ms.toFixed(3), `${(100 * t.share).toFixed(1)}%`,
+    t.shape !== undefined ? `${t.kernel} ${t.shape}` : t.kernel, String(t.count), t.ms.toFixed(3), `${(100 * t.share).toFixed(1)}%`,
     (t.bytes / 1e6).toFixed(1), (t.flops / 1e9).toFixed(2), t.gbps.toFixed(0), t.gflops.toFixed(0), t.floorMs.toFixed(3),
   ]);
 }
@@ -132,6 +133,7 @@ runCli(spec, async (p) => {
 
   const res = await benchTiming(gpu, cfg, batch, {
     steps: numberOpt(p, 'steps', { integer: true, min: 1 }), warmup: numberOpt(p, 'warmup', { integer: true, min: 0 }),
+    byShape: boolOpt(p, 'by-shape'),
     onProgress: (m) => console.log(m),
   });
   res.adapter = describeGpu(gpu);

@@ -22,6 +22,8 @@ export interface Dispatch {
   /** Optional cost model for bench tables: bytes moved and flops. */
   bytes?: number;
   flops?: number;
+  /** Optional problem shape for bench tables split by shape, e.g. "M=16640 I=192 O=384". */
+  shape?: string;
 }
 
 const sourceCache = new Map<string, string>();
@@ -109,7 +111,7 @@ export function makeDispatch(
   constants: Record<string, number>,
   bindings: (GpuTensor | GPUBuffer)[],
   workgroups: [number, number?, number?],
-  cost?: { bytes?: number; flops?: number; label?: string; prelude?: string },
+  cost?: { bytes?: number; flops?: number; label?: string; prelude?: string; shape?: string },
 ): Dispatch {
   const pipeline = getPipeline(gpu, file, entry, constants, cost?.prelude ?? '');
   const [x, y = 1, z = 1] = workgroups;
@@ -124,6 +126,7 @@ export function makeDispatch(
     workgroups: [x, y, z],
     bytes: cost?.bytes,
     flops: cost?.flops,
+    ...(cost?.shape !== undefined ? { shape: cost.shape } : {}),
   };
 }
 

@@ -620,7 +620,7 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
     bindings,
     [ceilDiv(O, tile.cols), ceilDiv(M, tile.rows)],
     {
-      label: 'matmul_forward',
+      label: 'matmul_forward', shape: `M=${M} I=${I} O=${O}`,
       flops: 2 * M * I * O + (a.bias ? M * O : 0) + (acc ? M * O : 0),
       bytes: 4 * (M * I + O * I + (a.bias ? O : 0) + M * O * (acc ? 2 : 1)),
     },
@@ -649,7 +649,7 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
     bindings,
     [ceilDiv(I, tile.cols), ceilDiv(M, tile.rows)],
     {
-      label: 'matmul_backward_input',
+      label: 'matmul_backward_input', shape: `M=${M} I=${I} O=${O}`,
       flops: 2 * M * I * O + (acc ? M * I : 0),
       bytes: 4 * (M * O + O * I + M * I * (acc ? 2 : 1)),
     },
@@ -671,7 +671,7 @@ export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dis
   const acc = a.accumulate ?? false;
   const tile = tileOf(k.variant);
   const tiled = k.variant.kernel === 'tiled';
-  const label = { label: 'matmul_backward_weight' };
+  const label = { label: 'matmul_backward_weight', shape: `M=${M} I=${I} O=${O}${plan.splits > 1 ? ` S=${plan.splits}` : ''}` };
   const grid: [number, number, number] = [ceilDiv(I, tile.cols), ceilDiv(O, tile.rows), plan.splits];
   const constants = {
     M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset,
@@ -784,7 +784,7 @@ function sumPartials(
   const e = SUM_ENTRY[sum];
   return makeDispatch(gpu, FILE, e.entry, { SUM_N: n, SPLITS: splits, ACCUMULATE: acc ? 1 : 0 },
     [sums, partials], [ceilDiv(n, e.perWorkgroup)],
-    { label, flops: (splits - 1) * n + (acc ? n : 0), bytes: 4 * (splits * n + n * (acc ? 2 : 1)) });
+    { label, shape: `n=${n} S=${splits}`, flops: (splits - 1) * n + (acc ? n : 0), bytes: 4 * (splits * n + n * (acc ? 2 : 1)) });
 }
 
 function scratchFor(gpu: Gpu, op: string, given: GpuTensor | undefined, elements: number): GpuTensor {
