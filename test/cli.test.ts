@@ -74,7 +74,7 @@ describe('train-vim, eval-vim and predict-vim as a user runs them', () => {
 
   it('eval-vim reports the checkpoint\'s accuracy as text, JSON and a confusion-matrix PNG', async () => {
     const ck = join(run, 'best.safetensors');
-    const j = await cli('eval-vim', ['--checkpoint', ck, '--limit', '16', '--batch-size', '8', '--json']);
+    const j = await cli('eval-vim', ['--checkpoint', ck, '--webgpu', '--limit', '16', '--batch-size', '8', '--json']);
     expect(j.errors, j.stderr).toEqual([]);
     expect(j.code).toBe(0);
     const res = JSON.parse(j.stdout);

@@ -1,6 +1,6 @@
 /**
  * eval-vim, predict-vim and bench-vim on ONNX models as a user types them (node dist/cli/….js):
- * --onnx, --use-onnx, the hint where WebGPU is a CPU fallback, and the errors. The model is tiny
+ * --onnx, --use-onnx, the checkpoint through onnxruntime where WebGPU is a CPU fallback (and --webgpu), and the errors. The model is tiny
  * (D=16, depth 1, 8-px patches, class names of its own) so that the WebGPU runs compared with keep up
  * on lavapipe.
  */
@@ -61,7 +61,7 @@ afterAll(() => rmSync(TMP, { recursive: true, force: true }));
 
 describe('eval-vim and predict-vim on ONNX', () => {
   it('eval-vim --onnx and --use-onnx give the WebGPU engine\'s accuracy, loss and confusion matrix', async () => {
-    const gpu = await cli('eval-vim', ['--checkpoint', CKPT, '--limit', '32', '--json']);
+    const gpu = await cli('eval-vim', ['--checkpoint', CKPT, '--webgpu', '--limit', '32', '--json']);
     expect(gpu.errors, gpu.stderr).toEqual([]);
     const onnx = await cli('eval-vim', ['--onnx', 'small.onnx', '--limit', '32', '--json']);
     expect(onnx.errors, onnx.stderr).toEqual([]);
@@ -82,7 +82,7 @@ describe('eval-vim and predict-vim on ONNX', () => {
   });
 
   it('eval-vim --flip (test-time flip) agrees between WebGPU and onnxruntime, and says so', async () => {
-    const gpu = await cli('eval-vim', ['--checkpoint', CKPT, '--limit', '16', '--flip', '--json']);
+    const gpu = await cli('eval-vim', ['--checkpoint', CKPT, '--webgpu', '--limit', '16', '--flip', '--json']);
     expect(gpu.errors, gpu.stderr).toEqual([]);
     const onnx = await cli('eval-vim', ['--onnx', ONNX, '--limit', '16', '--flip', '--json']);
     expect(onnx.errors, onnx.stderr).toEqual([]);
@@ -111,17 +111,41 @@ describe('eval-vim and predict-vim on ONNX', () => {
     expect(r.stdout).not.toMatch(/adapter:|CPU fallback/); // no WebGPU involved
   });
 
-  it('eval-vim --checkpoint says in one line when the WebGPU adapter is a CPU fallback', async () => {
+  it('eval-vim --checkpoint runs through onnxruntime where the WebGPU adapter is a CPU fallback, says so in one line, and --webgpu runs it there', async () => {
+    const forced = await cli('eval-vim', ['--checkpoint', CKPT, '--webgpu', '--limit', '8']);
+    expect(forced.code, forced.stderr).toBe(0);
+    const adapter = /^adapter: (.*)$/m.exec(forced.stdout)![1]!;
+    expect(forced.stdout).not.toContain('CPU fallback');
     const r = await cli('eval-vim', ['--checkpoint', CKPT, '--limit', '8']);
-    expect(r.code).toBe(0);
-    const adapter = /^adapter: (.*)$/m.exec(r.stdout)![1]!;
-    const hints = r.stdout.split('\n').filter((l) => l.includes('CPU fallback'));
+    expect(r.code, r.stderr).toBe(0);
+    const notes = r.stdout.split('\n').filter((l) => l.includes('CPU fallback'));
     if (adapter.includes('(CPU)')) {
-      expect(hints).toHaveLength(1);
-      expect(hints[0]).toMatch(/^this WebGPU adapter is a CPU fallback \(.+\): the ONNX path is much faster here; pass --use-onnx to export the checkpoint to a temporary ONNX model and run it through onnxruntime$/);
+      expect(notes).toHaveLength(1);
+      expect(notes[0]).toMatch(/^this WebGPU adapter is a CPU fallback \(.+\): the checkpoint runs through onnxruntime instead, exported to ONNX in memory \(the same predictions, much faster here\); --webgpu runs it on the adapter$/);
+      expect(r.stdout).toMatch(/^engine: onnxruntime-node [\d.]+ on the CPU .*: exported to ONNX in memory in \d+ ms/m);
+      expect(r.stdout).not.toMatch(/^adapter:/m);
     } else {
-      expect(hints).toEqual([]);
+      expect(notes).toEqual([]);
+      expect(r.stdout).toMatch(/^adapter: /m);
     }
+    // the same accuracy either way
+    const top1 = (s: string) => /top-1 accuracy +([\d.]+)%/.exec(s)?.[1];
+    expect(top1(r.stdout)).toBe(top1(forced.stdout));
+  });
+
+  it('eval-vim --checkpoint on a machine with no WebGPU adapter runs through onnxruntime; --webgpu there is a one-line error', () => {
+    const env = { ...process.env, FORCE_COLOR: '0', VK_ICD_FILENAMES: '/nonexistent/icd.json', VK_DRIVER_FILES: '/nonexistent/icd.json' };
+    const run = (args: string[]) => spawnSync(process.execPath, [join(ROOT, 'dist', 'cli', 'eval-vim.js'), '--checkpoint', CKPT, '--limit', '8', ...args],
+      { cwd: TMP, encoding: 'utf8', env, timeout: 120_000 });
+    const r = run([]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^no WebGPU adapter here: the checkpoint runs through onnxruntime instead, exported to ONNX in memory/m);
+    expect(r.stdout).toMatch(/evaluated 8 test images in/);
+    const w = run(['--webgpu']);
+    expect(w.status).toBe(1);
+    const lines = w.stderr.split('\n').filter((l) => l.startsWith('eval-vim:'));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/no WebGPU adapter found/);
   });
 
   it('predict-vim --onnx and --use-onnx give the WebGPU engine\'s probabilities, with the model\'s class names', async () => {
@@ -130,7 +154,7 @@ describe('eval-vim and predict-vim on ONNX', () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/^cat\.png\n( +[\d.]+% {2}\w+\n){5}ship\.jpg\n( +[\d.]+% {2}\w+\n){5}$/);
     const runs = await Promise.all([
-      cli('predict-vim', ['--checkpoint', CKPT, '--json', 'cat.png', 'ship.jpg']),
+      cli('predict-vim', ['--checkpoint', CKPT, '--webgpu', '--json', 'cat.png', 'ship.jpg']),
       cli('predict-vim', ['--onnx', ONNX, '--json', 'cat.png', 'ship.jpg']),
       cli('predict-vim', ['--checkpoint', CKPT, '--use-onnx', '--json', 'cat.png', 'ship.jpg']),
     ]);
@@ -152,16 +176,16 @@ describe('eval-vim and predict-vim on ONNX', () => {
     expect(mixed.stdout).toMatch(/^cat\.png\n/);
   });
 
-  it('predict-vim --checkpoint gives the CPU-fallback hint on a terminal', async () => {
+  it('predict-vim --checkpoint gives the CPU-fallback note on a terminal', async () => {
     const script = spawnSync('script', ['--version'], { encoding: 'utf8' });
     if (script.status !== 0) return; // util-linux's script gives the command a terminal; without it this is not checked
     const cmd = [process.execPath, join(ROOT, 'dist', 'cli', 'predict-vim.js'), '--checkpoint', CKPT, 'cat.png'].map((a) => `'${a}'`).join(' ');
     const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { cwd: TMP, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
     expect(r.status, r.stdout).toBe(0);
-    const probe = await cli('eval-vim', ['--checkpoint', CKPT, '--limit', '1']);
+    const probe = await cli('eval-vim', ['--checkpoint', CKPT, '--webgpu', '--limit', '1']);
     const cpu = /^adapter: .*\(CPU\)/m.test(probe.stdout);
     expect(r.stdout.split('\n').filter((l) => l.includes('CPU fallback'))).toHaveLength(cpu ? 1 : 0);
-    if (cpu) expect(r.stdout).toMatch(/predict-vim: this WebGPU adapter is a CPU fallback \(.+\): the ONNX path is much faster here; pass --use-onnx/);
+    if (cpu) expect(r.stdout).toMatch(/predict-vim: this WebGPU adapter is a CPU fallback \(.+\): the checkpoint runs through onnxruntime instead/);
   });
 
   it('bench-vim --onnx FILE reports session creation and images/s, as text and JSON', async () => {
@@ -190,6 +214,8 @@ describe('eval-vim and predict-vim on ONNX', () => {
       ['eval-vim', ['--checkpoint', CKPT, '--onnx', ONNX], /give either --checkpoint or --onnx, not both/],
       ['eval-vim', ['--limit', '4'], /--checkpoint or --onnx is required/],
       ['eval-vim', ['--onnx', ONNX, '--use-onnx'], /--use-onnx exports a --checkpoint .* drop --use-onnx/],
+      ['eval-vim', ['--checkpoint', CKPT, '--webgpu', '--use-onnx'], /--webgpu and --use-onnx ask for two engines: give one of them/],
+      ['predict-vim', ['--onnx', ONNX, '--webgpu', 'cat.png'], /--webgpu runs a --checkpoint on the WebGPU adapter; .* drop --webgpu/],
       ['eval-vim', ['--onnx', 'notes.txt'], /notes\.txt is not an ONNX model/],
       ['eval-vim', ['--onnx', 'missing.onnx'], /missing\.onnx: no such file/],
       ['eval-vim', ['--onnx', ONNX, '--model', 'vim-nano'], /is an export of vim-small .* but the model is vim-nano/],

@@ -1,19 +1,20 @@
 #!/usr/bin/env node
 /**
  * `eval-vim --checkpoint FILE` or `eval-vim --onnx MODEL.onnx`: test-set accuracy of a checkpoint
- * (on WebGPU, or through onnxruntime-node with --use-onnx) or of an exported model (through
+ * (on the WebGPU adapter; through onnxruntime-node, exported in memory, with --use-onnx or where
+ * the adapter is a CPU fallback unless --webgpu) or of an exported model (through
  * onnxruntime-node): top-1, top-5, per-class accuracy and the confusion matrix (printed, as PNG
  * with --plot, as JSON with --json).
  */
 import cliProgress from 'cli-progress';
-import { acquireGpu, describeGpu } from '../gpu/device.js';
+import { describeGpu } from '../gpu/device.js';
 import { ensureCifar10, loadCifar10Split } from '../data/cifar10.js';
 import { writeFileAtomic } from '../io/safetensors.js';
 import { confusionPng } from '../io/plots.js';
 import { loadConfig, type VimConfig } from '../model/config.js';
 import { describeConfig, loadCheckpoint } from '../model/checkpoint.js';
 import { VimGpu } from '../model/vim-gpu.js';
-import { chooseModelSource, cpuFallbackHint, evaluateOnnx, ONNX_DEFAULT_BATCH, onnxFromCheckpoint, openOnnxModel } from '../onnx/classify.js';
+import { chooseModelSource, checkpointEngine, evaluateOnnx, ONNX_DEFAULT_BATCH, onnxFromCheckpoint, openOnnxModel } from '../onnx/classify.js';
 import { describeOnnxRuntime, type OnnxVim } from '../onnx/runtime.js';
 import { evaluate, imageRange, type LabelledImages } from '../train/evaluate.js';
 import { CIFAR10_TRAIN_IMAGES, describeHoldout, holdoutSplit } from '../train/holdout.js';
@@ -24,11 +25,12 @@ import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } 
 const spec: CommandSpec = {
   name: 'eval-vim',
   summary: 'evaluate a Vim checkpoint or ONNX model on the CIFAR-10 test set (or held-out training images)',
-  usage: 'eval-vim (--checkpoint FILE [--use-onnx] | --onnx MODEL.onnx) [options]',
+  usage: 'eval-vim (--checkpoint FILE [--use-onnx | --webgpu] | --onnx MODEL.onnx) [options]',
   options: {
-    checkpoint: { type: 'string', arg: 'FILE', help: 'the checkpoint (.safetensors written by train-vim), run on WebGPU (this or --onnx)' },
+    checkpoint: { type: 'string', arg: 'FILE', help: 'the checkpoint (.safetensors written by train-vim), run on the WebGPU adapter; where that is a CPU fallback (or there is none), through onnxruntime, exported in memory (this or --onnx)' },
     onnx: { type: 'string', arg: 'FILE', help: 'an ONNX model written by export-vim, run through onnxruntime-node on the CPU (this or --checkpoint)' },
-    'use-onnx': { type: 'boolean', help: 'export the --checkpoint to ONNX in memory and run it through onnxruntime-node (much faster where WebGPU is a CPU fallback)' },
+    'use-onnx': { type: 'boolean', help: 'export the --checkpoint to ONNX in memory and run it through onnxruntime-node, on any adapter' },
+    webgpu: { type: 'boolean', help: 'run the --checkpoint on the WebGPU adapter even where it is a CPU fallback (lavapipe: exact, and many times slower than onnxruntime)' },
     model: { type: 'string', arg: 'NAME|FILE', help: 'refuse the checkpoint or ONNX model unless it is for this config; also the config of a checkpoint that carries none' },
     'data-dir': { type: 'string', arg: 'DIR', help: 'where CIFAR-10 is, or is fetched to (default: $VIM_DATA_DIR, else datasets/)' },
     'batch-size': { type: 'string', arg: 'N', help: `images per forward pass (default: 256 on a GPU, 32 on a CPU adapter, ${ONNX_DEFAULT_BATCH} through onnxruntime)` },
@@ -45,7 +47,7 @@ const spec: CommandSpec = {
 };
 
 async function main(p: Parsed): Promise<void> {
-  const source = chooseModelSource(stringOpt(p, 'checkpoint'), stringOpt(p, 'onnx'), boolOpt(p, 'use-onnx'), 'eval-vim', 'evaluate');
+  const source = chooseModelSource(stringOpt(p, 'checkpoint'), stringOpt(p, 'onnx'), boolOpt(p, 'use-onnx'), 'eval-vim', 'evaluate', boolOpt(p, 'webgpu'));
   const modelOpt = stringOpt(p, 'model');
   const expected = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
   const limit = numberOpt(p, 'limit', { integer: true, min: 1 });
@@ -95,22 +97,22 @@ async function main(p: Parsed): Promise<void> {
     header.push(`checkpoint: ${path}: ${describeConfig(cfg)}${metrics?.epoch !== undefined ? `, epoch ${metrics.epoch}` : ''}` +
       `${typeof meta.weights === 'string' ? ` (${meta.weights} weights)` : ''}`);
     test = await loadImages();
-    if (source.useOnnx) {
+    const { gpu, note } = await checkpointEngine(source);
+    if (note !== undefined) {
+      if (!json) header.push(note);
+      else if (process.stderr.isTTY) console.error(`eval-vim: ${note}`);
+    }
+    if (gpu === undefined) {
       const r = await onnxFromCheckpoint(cfg, params, path, { checkpointMeta: meta });
       onnx = r.model;
       header.push(`engine: ${describeOnnxRuntime()}: exported to ONNX in memory in ${r.exportMs.toFixed(0)} ms, ` +
         `session created in ${onnx.sessionMs.toFixed(0)} ms`);
       B = Math.min(batchOpt ?? ONNX_DEFAULT_BATCH, limit ?? test.n);
     } else {
-      const gpu = await acquireGpu();
       B = Math.min(batchOpt ?? (gpu.info.isCpu ? 32 : 256), limit ?? test.n);
       gpuModel = await VimGpu.create(gpu, cfg, { batch: B, training: false });
       gpuModel.setParams(params);
       header.push(`adapter: ${describeGpu(gpu)}`);
-      if (gpu.info.isCpu) {
-        if (!json) header.push(cpuFallbackHint(describeGpu(gpu)));
-        else if (process.stderr.isTTY) console.error(`eval-vim: ${cpuFallbackHint(describeGpu(gpu))}`);
-      }
     }
   }
   if (flip) header.push('test-time flip: each image and its mirror, logits averaged');

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * `predict-vim --checkpoint FILE IMAGE…` (on WebGPU, or through onnxruntime-node with --use-onnx)
+ * `predict-vim --checkpoint FILE IMAGE…` (on the WebGPU adapter; through onnxruntime-node with
+ * --use-onnx or where the adapter is a CPU fallback unless --webgpu)
  * or `predict-vim --onnx MODEL.onnx IMAGE…` (through onnxruntime-node): the top classes of each
  * image, with probabilities.
  *
@@ -10,13 +11,13 @@
  * by name and the others are still classified; the exit code is then 1.
  */
 import { VimError } from '../errors.js';
-import { acquireGpu, describeGpu } from '../gpu/device.js';
+import type { Gpu } from '../gpu/device.js';
 import { loadImageAsInput, RESIZE_DESCRIPTION } from '../io/images.js';
 import { loadConfig, type VimConfig } from '../model/config.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import type { ParamSet } from '../model/params.js';
 import { VimGpu } from '../model/vim-gpu.js';
-import { chooseModelSource, cpuFallbackHint, onnxFromCheckpoint, openOnnxModel } from '../onnx/classify.js';
+import { chooseModelSource, checkpointEngine, onnxFromCheckpoint, openOnnxModel } from '../onnx/classify.js';
 import type { OnnxVim } from '../onnx/runtime.js';
 import { softmax, topK } from '../train/metrics.js';
 import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
@@ -24,12 +25,13 @@ import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } 
 const spec: CommandSpec = {
   name: 'predict-vim',
   summary: 'classify images with a Vim checkpoint or ONNX model',
-  usage: 'predict-vim (--checkpoint FILE [--use-onnx] | --onnx MODEL.onnx) [options] IMAGE…',
+  usage: 'predict-vim (--checkpoint FILE [--use-onnx | --webgpu] | --onnx MODEL.onnx) [options] IMAGE…',
   allowPositionals: true,
   options: {
-    checkpoint: { type: 'string', arg: 'FILE', help: 'the checkpoint (.safetensors written by train-vim), run on WebGPU (this or --onnx)' },
+    checkpoint: { type: 'string', arg: 'FILE', help: 'the checkpoint (.safetensors written by train-vim), run on the WebGPU adapter; where that is a CPU fallback (or there is none), through onnxruntime, exported in memory (this or --onnx)' },
     onnx: { type: 'string', arg: 'FILE', help: 'an ONNX model written by export-vim, run through onnxruntime-node on the CPU (this or --checkpoint)' },
-    'use-onnx': { type: 'boolean', help: 'export the --checkpoint to ONNX in memory and run it through onnxruntime-node (much faster where WebGPU is a CPU fallback)' },
+    'use-onnx': { type: 'boolean', help: 'export the --checkpoint to ONNX in memory and run it through onnxruntime-node, on any adapter' },
+    webgpu: { type: 'boolean', help: 'run the --checkpoint on the WebGPU adapter even where it is a CPU fallback (lavapipe: exact, and many times slower than onnxruntime)' },
     model: { type: 'string', arg: 'NAME|FILE', help: 'refuse the checkpoint or ONNX model unless it is for this config; also the config of a checkpoint that carries none' },
     top: { type: 'string', arg: 'K', help: 'how many classes to show per image (default: 5)' },
     json: { type: 'boolean', help: 'print one JSON object per run: every image with its classes or its error' },
@@ -46,7 +48,7 @@ interface Prediction {
 const MAX_BATCH = 64;
 
 async function main(p: Parsed): Promise<void> {
-  const source = chooseModelSource(stringOpt(p, 'checkpoint'), stringOpt(p, 'onnx'), boolOpt(p, 'use-onnx'), 'predict-vim', 'classify');
+  const source = chooseModelSource(stringOpt(p, 'checkpoint'), stringOpt(p, 'onnx'), boolOpt(p, 'use-onnx'), 'predict-vim', 'classify', boolOpt(p, 'webgpu'));
   if (p.positionals.length === 0) throw new VimError('give at least one image file, e.g. predict-vim --checkpoint best.safetensors cat.jpg');
   const modelOpt = stringOpt(p, 'model');
   const expected = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
@@ -54,6 +56,7 @@ async function main(p: Parsed): Promise<void> {
   let names: string[];
   let params: ParamSet<Float32Array> | undefined;
   let onnx: OnnxVim | undefined;
+  let gpu: Gpu | undefined;
   if (source.onnx !== undefined) {
     onnx = await openOnnxModel(source.onnx, expected);
     cfg = onnx.cfg;
@@ -63,7 +66,11 @@ async function main(p: Parsed): Promise<void> {
     cfg = loaded.cfg;
     names = cfg.classNames;
     params = loaded.params;
-    if (source.useOnnx) onnx = (await onnxFromCheckpoint(cfg, params, source.checkpoint!, { checkpointMeta: loaded.meta })).model;
+    const engine = await checkpointEngine(source);
+    gpu = engine.gpu;
+    // stdout holds only the predictions; the note goes to a terminal's stderr.
+    if (engine.note !== undefined && process.stderr.isTTY) console.error(`predict-vim: ${engine.note}`);
+    if (gpu === undefined) onnx = (await onnxFromCheckpoint(cfg, params, source.checkpoint!, { checkpointMeta: loaded.meta })).model;
   }
   const k = Math.min(numberOpt(p, 'top', { integer: true, min: 1 }) ?? 5, cfg.C);
   const json = boolOpt(p, 'json');
@@ -103,10 +110,7 @@ async function main(p: Parsed): Promise<void> {
     } finally {
       await onnx.release();
     }
-  } else if (inputs.length > 0) {
-    const gpu = await acquireGpu();
-    // stdout holds only the predictions; the hint goes to a terminal's stderr.
-    if (gpu.info.isCpu && process.stderr.isTTY) console.error(`predict-vim: ${cpuFallbackHint(describeGpu(gpu))}`);
+  } else if (inputs.length > 0 && gpu !== undefined) {
     const model = await VimGpu.create(gpu, cfg, { batch: B, training: false });
     try {
       model.setParams(params!);

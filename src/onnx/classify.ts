@@ -1,11 +1,12 @@
 /**
  * The ONNX path of eval-vim and predict-vim: a checkpoint exported in memory and run through
- * onnxruntime-node, evaluation of an OnnxVim on a labelled set, and what the commands say where
- * the only WebGPU adapter is a CPU fallback.
+ * onnxruntime-node, evaluation of an OnnxVim on a labelled set, and the choice of engine for a
+ * checkpoint (onnxruntime by default where the only WebGPU adapter is a CPU fallback).
  *
  * Shape letters: B batch, C classes, H = W image side.
  */
 import { VimError } from '../errors.js';
+import { acquireGpu, describeGpu, type Gpu } from '../gpu/device.js';
 import { sameArchitecture, type VimConfig } from '../model/config.js';
 import { describeConfig } from '../model/checkpoint.js';
 import type { ParamSet } from '../model/params.js';
@@ -18,15 +19,20 @@ import { OnnxVim, type OnnxVimOptions } from './runtime.js';
 export const ONNX_DEFAULT_BATCH = 64;
 
 /**
- * The one line eval-vim and predict-vim print where the WebGPU adapter runs on the CPU
- * (lavapipe): onnxruntime's CPU kernels are far faster there than compute shaders on a software
- * Vulkan driver (see README.md, "ONNX", for the figures).
+ * The one line eval-vim and predict-vim print where a --checkpoint would run on a WebGPU adapter
+ * that is a CPU fallback (lavapipe), and so runs through onnxruntime instead: onnxruntime's CPU
+ * kernels are far faster there than compute shaders on a software Vulkan driver (see README.md,
+ * "ONNX", for the figures), with the same predictions.
  */
-export function cpuFallbackHint(adapter: string): string {
+export function cpuFallbackNote(adapter: string): string {
   const name = adapter.replace(/\s*\[[^\]]*\]$/, '').replace(/\s*\(CPU\)$/, ''); // without the feature list
-  return `this WebGPU adapter is a CPU fallback (${name}): the ONNX path is much faster here; ` +
-    'pass --use-onnx to export the checkpoint to a temporary ONNX model and run it through onnxruntime';
+  return `this WebGPU adapter is a CPU fallback (${name}): the checkpoint runs through onnxruntime instead, ` +
+    'exported to ONNX in memory (the same predictions, much faster here); --webgpu runs it on the adapter';
 }
+
+/** The same where there is no WebGPU adapter at all. */
+export const NO_ADAPTER_NOTE = 'no WebGPU adapter here: the checkpoint runs through onnxruntime instead, exported to ONNX in memory ' +
+  '(for --webgpu, scripts/setup.sh installs a Vulkan driver)';
 
 /** Where a command's model comes from: exactly one of --checkpoint and --onnx. */
 export interface ModelSource {
@@ -34,10 +40,14 @@ export interface ModelSource {
   onnx?: string;
   /** With a checkpoint: export it to ONNX in memory and run it through onnxruntime. */
   useOnnx: boolean;
+  /** With a checkpoint: run it on the WebGPU adapter even where that is a CPU fallback. */
+  webgpu: boolean;
 }
 
 /** Check the --checkpoint / --onnx / --use-onnx options of `command`, which will `verb` the model. */
-export function chooseModelSource(checkpoint: string | undefined, onnx: string | undefined, useOnnx: boolean, command: string, verb: string): ModelSource {
+export function chooseModelSource(
+  checkpoint: string | undefined, onnx: string | undefined, useOnnx: boolean, command: string, verb: string, webgpu = false,
+): ModelSource {
   if (checkpoint !== undefined && onnx !== undefined) {
     throw new VimError(`give either --checkpoint or --onnx, not both (see ${command} --help)`);
   }
@@ -45,7 +55,27 @@ export function chooseModelSource(checkpoint: string | undefined, onnx: string |
     throw new VimError(`--checkpoint or --onnx is required: the .safetensors checkpoint or the .onnx model to ${verb} (see ${command} --help)`);
   }
   if (useOnnx && onnx !== undefined) throw new VimError('--use-onnx exports a --checkpoint to ONNX; an --onnx model already is one: drop --use-onnx');
-  return { checkpoint, onnx, useOnnx };
+  if (webgpu && onnx !== undefined) throw new VimError('--webgpu runs a --checkpoint on the WebGPU adapter; an --onnx model runs in onnxruntime: drop --webgpu');
+  if (webgpu && useOnnx) throw new VimError('--webgpu and --use-onnx ask for two engines: give one of them');
+  return { checkpoint, onnx, useOnnx, webgpu };
+}
+
+/**
+ * Where a --checkpoint runs: on the WebGPU adapter (a GPU; any adapter with --webgpu), or exported
+ * to ONNX in memory and run in onnxruntime: with --use-onnx, and by default where the adapter is a
+ * CPU fallback or there is none, `note` then saying so in one line.
+ */
+export async function checkpointEngine(source: ModelSource): Promise<{ gpu?: Gpu; note?: string }> {
+  if (source.useOnnx) return {};
+  if (source.webgpu) return { gpu: await acquireGpu() };
+  let gpu: Gpu;
+  try {
+    gpu = await acquireGpu();
+  } catch (e) {
+    if (e instanceof VimError) return { note: NO_ADAPTER_NOTE };
+    throw e;
+  }
+  return gpu.info.isCpu ? { note: cpuFallbackNote(describeGpu(gpu)) } : { gpu };
 }
 
 /** Refuse an ONNX model whose config is not the one --model names. */
