@@ -4,6 +4,7 @@
 # Steps, in this order (name some to run only those; results land in RESULTS_DIR, text and JSON):
 #   b256           bench-vim, vim-tiny, batch 256, as shipped (on a GPU: Dawn's index clamping and workgroup-memory zeroing off)
 #   b256-robust    the same with Dawn's defaults (VIM_DAWN_TOGGLES=none: robustness on)
+#   shapes         bench-vim at batch 256 as shipped, the per-kernel table split by problem shape (--by-shape)
 #   scan           the scan variants of scripts/bench/scan.mjs (the segmented backward against the stream one)
 #   matmul         the matmul harness; its JSON's `tuned` holds the variants that beat the defaults
 #   candidates     bench-vim at batch 256 with the candidates inside the whole model: the stream scan
@@ -16,7 +17,7 @@ set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 2
 OUT="${1:-runs/measure}"
 shift || true
-STEPS="${*:-b256 b256-robust scan matmul candidates b128 check}"
+STEPS="${*:-b256 b256-robust shapes scan matmul candidates b128 check}"
 mkdir -p "$OUT" || exit 2
 BENCH=(node dist/cli/bench-vim.js --model vim-tiny)
 
@@ -54,6 +55,7 @@ for step in $STEPS; do
   case $step in
     b256) run bench-b256 90 "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256.json" ;;
     b256-robust) run bench-b256-robust 90 env VIM_DAWN_TOGGLES=none "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-robust.json" ;;
+    shapes) run bench-b256-shapes 90 "${BENCH[@]}" --batch-size 256 --by-shape --json "$OUT/bench-b256-shapes.json" ;;
     scan) run scan 150 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,stream,stream-lds,stream-no-lookahead,stream-S2,stream-S4,stream-WG32,stream-S6-WG32,stream-no-reduce,stream-no-pass1,stream-no-recompute,stream-walk-alone,default --json "$OUT/scan.json" ;;
     matmul) run matmul 200 node scripts/bench/matmul.mjs --batch-size 256 --budget 150 --json "$OUT/matmul.json" ;;
     candidates)
@@ -67,7 +69,7 @@ for step in $STEPS; do
     check)
       read -r -a ENV <<< "$(candidates)"
       run check-candidates 120 env "${ENV[@]}" "${BENCH[@]}" --check ;;
-    *) echo "unknown step $step (known: b256 b256-robust scan matmul candidates b128 check)" >&2; exit 2 ;;
+    *) echo "unknown step $step (known: b256 b256-robust shapes scan matmul candidates b128 check)" >&2; exit 2 ;;
   esac
 done
 
