@@ -193,7 +193,8 @@ export function describeGpu(gpu: Gpu): string {
   // settings from the environment that change which kernels run or how
   const env = [
     ...(gpu.toggles.length ? [`Dawn toggles: ${gpu.toggles.join(',')}${dawnToggles() === undefined ? ' (the default on a GPU)' : ''}`] : []),
-    ...[['VIM_MATMUL_TUNED', 'matmul tuning from'], ['VIM_SCAN_KERNEL', 'scan backward kernel']]
+    ...[['VIM_MATMUL_TUNED', 'matmul tuning from'], ['VIM_SCAN_KERNEL', 'scan backward kernel'],
+      ['VIM_SCAN_WORKGROUP', 'scan backward workgroup'], ['VIM_SCAN_SEGMENT', 'scan backward segment']]
       .flatMap(([k, what]) => (process.env[k] ? [`${what}: ${process.env[k]}`] : [])),
   ];
   return `${name}${i.isCpu ? ' (CPU)' : ''}${f.length ? ` [${f.join(', ')}]` : ''}${env.length ? ` (${env.join('; ')})` : ''}`;

@@ -75,7 +75,10 @@ export async function checkpointEngine(source: ModelSource): Promise<{ gpu?: Gpu
     if (e instanceof VimError) return { note: NO_ADAPTER_NOTE };
     throw e;
   }
-  return gpu.info.isCpu ? { note: cpuFallbackNote(describeGpu(gpu)) } : { gpu };
+  if (!gpu.info.isCpu) return { gpu };
+  const note = cpuFallbackNote(describeGpu(gpu));
+  gpu.destroy(); // only asked to learn what the adapter is
+  return { note };
 }
 
 /** Refuse an ONNX model whose config is not the one --model names. */
