@@ -1,4 +1,5 @@
-// Causal depthwise conv1d + SiLU of one Mamba direction, over the x half of in_proj's output.
+// Causal depthwise conv1d + SiLU of one Mamba direction, or of both directions of a Vim block at
+// once, over the x half of in_proj's output.
 //
 //   xz (B, L, 2E): x = columns 0…E−1 (z, columns E…2E−1, is the scan's gate, untouched here)
 //   weight (E, K), bias (E); out, dout (B, L, E) in direction order.
@@ -34,6 +35,41 @@
 //     the lanes' K+1 sums per channel are added in order into row grp of the partials.
 //     vim-tiny (B = 256, 256 units, UNITS_PER_GROUP = 4): G = 64, grid 6 × 64 = 384 workgroups,
 //     98,304 invocations of 68 steps; partials 64 × 1920 (0.5 MB).
+//
+// Both directions of a Vim block in one pass (conv1d_silu_forward2, conv1d_silu_backward2): the
+// forward direction (weight, bias; out, dout in token order) and the reversed one (weight_b, bias_b;
+// out_b, dout_b in its own order: position s is token L−1−s) over the same x. Indexed by token t,
+// with the reversed direction's pre-activation and gradient at token t meaning those at its
+// position L−1−t:
+//   pre_f[t] = bias[e]   + Σ_k weight[e,k]   · x[t−(K−1)+k]   (zero before token 0)
+//   pre_b[t] = bias_b[e] + Σ_k weight_b[e,k] · x[t+(K−1)−k]   (zero past token L−1)
+//   gf[t] = dout[t] · SiLU'(pre_f[t]),  gb[t] = dout_b[L−1−t] · SiLU'(pre_b[t])
+//   dxz[b,τ,e] (= or +=) Σ_k gf[τ+(K−1)−k] · weight[e,k]  +  Σ_k gb[τ−(K−1)+k] · weight_b[e,k]
+//     summed in that order: (dxz + forward part) + reversed part with ACCUMULATE, forward part +
+//     reversed part without, as conv1d_silu_backward for the forward direction followed by an
+//     accumulating one for the reversed direction.
+//   partial2 row grp (G, 2·(E·K + E)): the forward direction's E·K + E sums as in partial (Σ gf · x
+//     [t−(K−1)+k], Σ gf), then the reversed one's (Σ gb · x[t+(K−1)−k], Σ gb); reduce.wgsl's
+//     colsum_tree_split3 adds the G rows into the four gradients.
+// One invocation walks one channel of a run of tokens upwards, pushing x[j] into one register
+// window x[j−(K−1) … j] (zero past L−1): at step j that window is pre_f[j]'s input and also
+// pre_b[j−(K−1)]'s (x[t … t+K−1], t = j−(K−1)), so both directions come from the same walk with one
+// read of x, each through its own taps on the window (the forward direction's weights at its end,
+// the reversed one's reversed). The backward keeps gf[j−(K−1) … j] and gb[j−2(K−1) … j−(K−1)] in two
+// more windows; at step j both directions' gradients of token τ = j−(K−1) are complete (it needs gf
+// up to τ+K−1 and gb up to τ), so one invocation owns dxz[τ] and writes it once, the sum of both
+// parts in a fixed order: one writer per element, no second pass over dxz. (Splitting the
+// directions over invocations would need two writers per element or a second pass.) The gradients
+// of the K−1 tokens past a unit (gf) and before it (gb) are recomputed by the walk, not exchanged.
+//   forward2: units of CHUNK tokens (the host picks ≤ 16: vim-tiny's L = 65 is 5 units of 13), one
+//     invocation per (unit, e), workgroups of 256, flat index gid.x + gid.y · num_workgroups.x · 256,
+//     e fastest; invocation (b, c, e) walks j = s0 … s1+K−2 (s0 = c·CHUNK, s1 = min(s0+CHUNK, L))
+//     from the window x[s0−(K−1) … s0−1], writing out[j] for j < s1 and out_b at position L−1−t for
+//     t = j−(K−1) ≥ s0. Short units make many invocations (vim-tiny: 491,520 of 16 steps, 4 loads in
+//     flight each); the 2(K−1) halo tokens per unit come from cache, memory sees x once.
+//   backward2: the geometry of conv1d_silu_backward (units of ≤ 128 tokens, 64 channels × 4 lanes,
+//     grid (ceil(E / 64), G)); a step loads x, dout and dout_b of 4 tokens together (12 loads in
+//     flight), and the lanes' sums go through lane_sum one direction after the other.
 
 override B: u32;
 override L: u32;
@@ -207,5 +243,183 @@ fn conv1d_silu_backward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocat
       let col = select(E * K + ec, ec * K + j, j < K);
       partial[grp * X + col] = s;
     }
+  }
+}
+
+// ---- both directions in one pass ----------------------------------------------------------------
+// conv1d_silu_forward2 / conv1d_silu_backward2: the two directions of a Vim block (see the second
+// header comment below), each with its own weight and bias (…_b: the reversed direction, conv1d_b).
+@group(0) @binding(4) var<storage, read_write> out_b: array<f32>; // (B, L, E) reversed order (forward2)
+@group(0) @binding(5) var<storage, read> weight_b: array<f32>;    // (E, K)
+@group(0) @binding(6) var<storage, read> bias_b: array<f32>;      // (E)
+@group(0) @binding(7) var<storage, read> dout_b: array<f32>;      // (B, L, E) reversed order (backward2)
+@group(0) @binding(8) var<storage, read_write> partial2: array<f32>; // (G, 2·(E·K + E))
+
+fn x_tok(b: u32, t: u32, e: u32) -> f32 {
+  return xz[(b * L + t) * 2u * E + e];
+}
+
+fn zero_win() -> Win {
+  return Win(vec4f(0.0), vec4f(0.0));
+}
+
+// The window x[s0−(K−1)] … x[s0−1] (zero before token 0) in slots WIN−K+1 … WIN−1.
+fn x_halo(b: u32, s0: u32, e: u32) -> Win {
+  var xw = zero_win();
+  for (var j = 1u; j < K; j++) {
+    let ok = s0 + j >= K;
+    win_set(&xw, WIN - K + j, select(0.0, x_tok(b, select(0u, s0 + j - K, ok), e), ok));
+  }
+  return xw;
+}
+
+@compute @workgroup_size(256)
+fn conv1d_silu_forward2(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  let chunks = (L + CHUNK - 1u) / CHUNK;
+  if (idx >= B * chunks * E) { return; }
+  let unit = idx / E;
+  let e = idx - unit * E;
+  let b = unit / chunks;
+  let s0 = (unit - b * chunks) * CHUNK;
+  let s1 = min(s0 + CHUNK, L);
+  // forward direction: weight[e,k] on x[j−(K−1)+k] = slot WIN−K+k;
+  // reversed direction at token t = j−(K−1): weight_b[e,k] on x[t+(K−1)−k] = x[j−k] = slot WIN−1−k
+  var wf = zero_win();
+  var wb = zero_win();
+  for (var k = 0u; k < K; k++) {
+    win_set(&wf, WIN - K + k, weight[e * K + k]);
+    win_set(&wb, WIN - 1u - k, weight_b[e * K + k]);
+  }
+  let bf = bias[e];
+  let bb = bias_b[e];
+  var xw = x_halo(b, s0, e);
+  let row = b * L;
+  // steps j = s0 … s1+K−2, STEP tokens loaded together (clamped; zero past L−1)
+  for (var t0 = s0; t0 + 1u < s1 + K; t0 += STEP) {
+    let tc = min(vec4u(t0) + vec4u(0u, 1u, 2u, 3u), vec4u(L - 1u));
+    let xs = vec4f(x_tok(b, tc.x, e), x_tok(b, tc.y, e), x_tok(b, tc.z, e), x_tok(b, tc.w, e));
+    for (var i = 0u; i < STEP; i++) {
+      let j = t0 + i;
+      if (j + 1u >= s1 + K) { break; }
+      xw = win_push(xw, select(0.0, xs[i], j < L));
+      if (j < s1) {
+        let p = bf + win_dot(wf, xw);
+        out[(row + j) * E + e] = p * sigmoid(p);
+      }
+      if (j + 1u >= s0 + K) { // t = j−(K−1) ≥ s0: its window x[t … t+K−1] is complete
+        let p = bb + win_dot(wb, xw);
+        out_b[(row + L + K - 2u - j) * E + e] = p * sigmoid(p); // direction position L−1−t
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(64, 4)
+fn conv1d_silu_backward2(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let e = wg.x * COLS + lid.x;
+  let grp = wg.y;
+  let chunks = (L + CHUNK - 1u) / CHUNK;
+  let u0 = grp * UNITS_PER_GROUP;
+  let u1 = min(u0 + UNITS_PER_GROUP, B * chunks);
+  var dwf = zero_win(); // Σ gf · x, tap k at slot WIN−K+k
+  var dwb = zero_win(); // Σ gb · x, tap k at slot WIN−1−k
+  var dbf = 0.0;
+  var dbb = 0.0;
+  if (e < E) {
+    // gf[j] needs weight[e,k] on x[j−(K−1)+k] (slot WIN−K+k); dx[τ]'s forward part takes
+    // gf[τ+(K−1)−k] (slot WIN−1−k of the gf window). gb[t] needs weight_b[e,k] on x[t+(K−1)−k]
+    // (slot WIN−1−k when x[t+K−1] is the newest); dx[τ]'s reversed part takes gb[τ−(K−1)+k]
+    // (slot WIN−K+k of the gb window).
+    var wf_pre = zero_win();
+    var wf_dx = zero_win();
+    var wb_pre = zero_win();
+    var wb_dx = zero_win();
+    for (var k = 0u; k < K; k++) {
+      let wk = weight[e * K + k];
+      win_set(&wf_pre, WIN - K + k, wk);
+      win_set(&wf_dx, WIN - 1u - k, wk);
+      let vk = weight_b[e * K + k];
+      win_set(&wb_pre, WIN - 1u - k, vk);
+      win_set(&wb_dx, WIN - K + k, vk);
+    }
+    let bf = bias[e];
+    let bb = bias_b[e];
+    for (var u = u0 + lid.y; u < u1; u += LANES) {
+      let b = u / chunks;
+      let s0 = (u - b * chunks) * CHUNK;
+      let s1 = min(s0 + CHUNK, L);
+      let row = b * L;
+      var xw = x_halo(b, s0, e);
+      var gfw = zero_win(); // gf[j−7 … j]
+      var gbw = zero_win(); // gb[j−(K−1)−7 … j−(K−1)]
+      // steps j = s0 … s1+K−2, STEP at a time (loads clamped into range)
+      for (var t0 = s0; t0 + 1u < s1 + K; t0 += STEP) {
+        let jv = vec4u(t0) + vec4u(0u, 1u, 2u, 3u);
+        let tc = min(jv, vec4u(L - 1u));
+        // the reversed direction's token t = j−(K−1), clamped into 0 … L−1, at direction position L−1−t
+        let th = min(max(jv, vec4u(K - 1u)) - vec4u(K - 1u), vec4u(L - 1u));
+        let xs = vec4f(x_tok(b, tc.x, e), x_tok(b, tc.y, e), x_tok(b, tc.z, e), x_tok(b, tc.w, e));
+        let dsf = vec4f(dout[(row + tc.x) * E + e], dout[(row + tc.y) * E + e], dout[(row + tc.z) * E + e],
+                        dout[(row + tc.w) * E + e]);
+        let rb = row + L - 1u;
+        let dsb = vec4f(dout_b[(rb - th.x) * E + e], dout_b[(rb - th.y) * E + e], dout_b[(rb - th.z) * E + e],
+                        dout_b[(rb - th.w) * E + e]);
+        for (var i = 0u; i < STEP; i++) {
+          let j = t0 + i;
+          if (j + 1u >= s1 + K) { break; }
+          xw = win_push(xw, select(0.0, xs[i], j < L)); // x[j−7 … j], zero past L−1
+          var gf = 0.0; // past L−1 the gradient is zero
+          if (j < L) {
+            gf = dsf[i] * silu_grad(bf + win_dot(wf_pre, xw));
+            if (j < s1) {
+              dbf += gf;
+              dwf = Win(dwf.lo + gf * xw.lo, dwf.hi + gf * xw.hi);
+            }
+          }
+          gfw = win_push(gfw, gf);
+          var gb = 0.0; // before token 0 the gradient is zero
+          if (j + 1u >= K) { // t = j−(K−1) ≥ 0 (and t ≤ s1−1 < L): x[t … t+K−1] is the window
+            gb = dsb[i] * silu_grad(bb + win_dot(wb_pre, xw));
+            if (j + 1u >= s0 + K) { // t ≥ s0: the unit's own
+              dbb += gb;
+              dwb = Win(dwb.lo + gb * xw.lo, dwb.hi + gb * xw.hi);
+            }
+          }
+          gbw = win_push(gbw, gb);
+          if (j + 1u >= s0 + K) { // τ = j−(K−1) ≥ s0: gf[τ … τ+K−1] and gb[τ−(K−1) … τ] are known
+            let o = (row + j + 1u - K) * 2u * E + e;
+            let df = win_dot(wf_dx, gfw);
+            let db = win_dot(wb_dx, gbw);
+            if (ACCUMULATE) { dxz[o] = (dxz[o] + df) + db; } else { dxz[o] = df + db; }
+          }
+        }
+      }
+    }
+  }
+  // Per direction, the K + 1 sums of this channel from the four lanes, added in lane order.
+  let X = E * K + E;
+  let st = (MAX_K + 1u) * COLS;
+  for (var r = 0u; r < 2u; r++) {
+    for (var j = 0u; j <= K; j++) {
+      var v = select(dbf, dbb, r == 1u);
+      if (j < K) {
+        v = select(win_get(dwf, WIN - K + j), win_get(dwb, WIN - 1u - j), r == 1u);
+      }
+      lane_sum[(lid.y * (MAX_K + 1u) + j) * COLS + lid.x] = v;
+    }
+    workgroupBarrier();
+    for (var q = lid.y * COLS + lid.x; q < (K + 1u) * COLS; q += LANES * COLS) {
+      let j = q / COLS;
+      let c = q - j * COLS;
+      let ec = wg.x * COLS + c;
+      if (ec < E) {
+        let i = j * COLS + c;
+        let s = ((lane_sum[i] + lane_sum[st + i]) + lane_sum[2u * st + i]) + lane_sum[3u * st + i];
+        let col = select(E * K + ec, ec * K + j, j < K);
+        partial2[(2u * grp + r) * X + col] = s;
+      }
+    }
+    workgroupBarrier();
   }
 }

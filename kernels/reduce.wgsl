@@ -28,6 +28,9 @@
 //   colsum_tree_split: the same, with columns x ≥ SPLIT written to out_tail[x − SPLIT] instead of
 //                out[x]: one dispatch finishes two parameter gradients stored side by side in one
 //                partial row (conv1d's dweight (E·K) and dbias (E)).
+//   colsum_tree_split3: the same with four outputs: columns x < SPLIT to out, SPLIT … SPLIT2−1 to
+//                out_tail, SPLIT2 … SPLIT3−1 to out_tail2, SPLIT3 … X−1 to out_tail3 (the
+//                both-directions conv1d backward's dweight, dbias of each direction).
 
 override M: u32;               // rows of inp
 override X: u32;               // columns summed
@@ -37,10 +40,14 @@ override ROWS_PER_GROUP: u32 = M; // colsum: rows summed by one workgroup row (g
 override ACCUMULATE: bool = false;
 override TREE_COLS: u32 = 64u; // colsum_tree: columns per workgroup, a power of two ≤ 256
 override SPLIT: u32 = X;       // colsum_tree_split: first column written to out_tail
+override SPLIT2: u32 = X;      // colsum_tree_split3: first column written to out_tail2
+override SPLIT3: u32 = X;      // colsum_tree_split3: first column written to out_tail3
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;      // (G, X) or (X) / (SPLIT)
 @group(0) @binding(1) var<storage, read> inp: array<f32>;            // (M, IN_STRIDE)
-@group(0) @binding(2) var<storage, read_write> out_tail: array<f32>; // (X − SPLIT)
+@group(0) @binding(2) var<storage, read_write> out_tail: array<f32>; // (X − SPLIT) or (SPLIT2 − SPLIT)
+@group(0) @binding(3) var<storage, read_write> out_tail2: array<f32>; // (SPLIT3 − SPLIT2)
+@group(0) @binding(4) var<storage, read_write> out_tail3: array<f32>; // (X − SPLIT3)
 
 const COLS = 64u;
 const LANES = 4u;
@@ -112,6 +119,25 @@ fn colsum_tree_split(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) 
       if (ACCUMULATE) { out[x] += s; } else { out[x] = s; }
     } else {
       if (ACCUMULATE) { out_tail[x - SPLIT] += s; } else { out_tail[x - SPLIT] = s; }
+    }
+  }
+}
+
+@compute @workgroup_size(256)
+fn colsum_tree_split3(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                      @builtin(local_invocation_index) lid: u32) {
+  let wgi = wg.x + wg.y * nwg.x;
+  let s = tree_colsum(wgi, lid);
+  let x = wgi * TREE_COLS + lid;
+  if (lid < TREE_COLS && x < X) {
+    if (x < SPLIT) {
+      if (ACCUMULATE) { out[x] += s; } else { out[x] = s; }
+    } else if (x < SPLIT2) {
+      if (ACCUMULATE) { out_tail[x - SPLIT] += s; } else { out_tail[x - SPLIT] = s; }
+    } else if (x < SPLIT3) {
+      if (ACCUMULATE) { out_tail2[x - SPLIT2] += s; } else { out_tail2[x - SPLIT2] = s; }
+    } else {
+      if (ACCUMULATE) { out_tail3[x - SPLIT3] += s; } else { out_tail3[x - SPLIT3] = s; }
     }
   }
 }

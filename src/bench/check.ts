@@ -16,7 +16,10 @@ import * as ref from '../reference/index.js';
 import { imageWords, normalizePatches, tokensBackward, tokensForward, uploadImages } from '../gpu/ops/embed.js';
 import { biasBackward, matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../gpu/ops/matmul.js';
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
-import { conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluForward } from '../gpu/ops/conv1d.js';
+import {
+  conv1dBackward2ScratchElements, conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluBackward2, conv1dSiluForward,
+  conv1dSiluForward2,
+} from '../gpu/ops/conv1d.js';
 import { scanTuning, selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyForward } from '../gpu/ops/cross-entropy.js';
@@ -223,6 +226,38 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
       },
     });
   }
+  checks.push({
+    kernel: 'conv1d + SiLU, both directions in one pass (the model\'s)', shapes: `B=${B} L=${L} E=${E} K=${K}`,
+    run: async (c) => {
+      const xz = c.rand(BL * 2 * E), g = [c.rand(BL * E), c.rand(BL * E)];
+      const w = [c.rand(E * K, -0.5, 0.5), c.rand(E * K, -0.5, 0.5)], b = [c.rand(E, -0.5, 0.5), c.rand(E, -0.5, 0.5)];
+      const out = [c.t(BL * E), c.t(BL * E)], dxz = c.t(BL * 2 * E);
+      const dw = [c.t(E * K), c.t(E * K)], db = [c.t(E), c.t(E)];
+      const xzt = c.t(xz), wt = w.map((v) => c.t(v)), bt = b.map((v) => c.t(v));
+      const dirs = { weightF: wt[0], biasF: bt[0], weightB: wt[1], biasB: bt[1], B, L, E, K };
+      await c.run([
+        conv1dSiluForward2(c.gpu, { outF: out[0], outB: out[1], xz: xzt, ...dirs }),
+        ...conv1dSiluBackward2(c.gpu, {
+          dxz, dweightF: dw[0], dbiasF: db[0], dweightB: dw[1], dbiasB: db[1], doutF: c.t(g[0]), doutB: c.t(g[1]), xz: xzt, ...dirs,
+          scratch: c.t(conv1dBackward2ScratchElements(B, L, E, K)),
+        }),
+      ]);
+      // the float64 reference, once per direction; the two directions' dx add
+      const rdxz = new Float64Array(BL * 2 * E);
+      const errs: Record<string, number> = {};
+      for (let d = 0; d < 2; d++) {
+        const r = new Float64Array(BL * E), rdw = new Float64Array(E * K), rdb = new Float64Array(E);
+        ref.conv1d_silu_forward(r, xz, w[d], b[d], B, L, E, K, d === 1);
+        ref.conv1d_silu_backward(rdxz, rdw, rdb, g[d], xz, w[d], b[d], B, L, E, K, d === 1);
+        const tag = d === 0 ? 'forward' : 'backward';
+        errs[`out ${tag}`] = relErr(await c.read(out[d]), r);
+        errs[`dweight ${tag}`] = relErr(await c.read(dw[d]), rdw);
+        errs[`dbias ${tag}`] = relErr(await c.read(db[d]), rdb);
+      }
+      errs.dx = relErr(cols(await c.read(dxz), BL, 2 * E, 0, E), cols(rdxz, BL, 2 * E, 0, E));
+      return errs;
+    },
+  });
   checks.push(...linearChecks('x_proj', BL, E, R + 2 * N, false));
   checks.push({
     kernel: 'dt_proj (strided over x_proj output) forward/backward', shapes: `M=${BL} I=${R} O=${E} ldi=${R + 2 * N}`,

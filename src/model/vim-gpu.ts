@@ -14,7 +14,8 @@
  *   tokens  = insert_cls(patches · Wpᵀ + bp) + pos_embed                  (B, L, D)
  *   block i: R_i = R_{i−1} + H_{i−1}  (R_0 = tokens);  Hn_i = RMSNorm(R_i)·w   (B, L, D)
  *            xz = Hn_i · in_projᵀ                                          (B, L, 2E)
- *            per direction d: u_d = SiLU(conv1d(x)), xdbl_d = u_d·x_projᵀ   (B, L, E), (B, L, R+2N)
+ *            both directions: u_f, u_b = SiLU(conv1d(x)), SiLU(conv1d_b(reverse(x)))   (B, L, E) each
+ *            per direction d: xdbl_d = u_d·x_projᵀ                        (B, L, R+2N)
  *                             Δraw_d = dt_low·dt_projᵀ, y_d = scan(…) ⊙ SiLU(z)
  *            cmb_i = (y_f + reverse(y_b))/2;  H_i = cmb_i · out_projᵀ      (B, L, E), (B, L, D)
  *   final:   R_f = R_{depth−1} + H_{depth−1}; xf = RMSNorm(R_f)·norm_f on the class-token rows (B, D)
@@ -31,7 +32,7 @@ import {
   biasBackward, biasBackwardPlan, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward,
 } from '../gpu/ops/matmul.js';
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
-import { conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluForward } from '../gpu/ops/conv1d.js';
+import { conv1dBackward2ScratchElements, conv1dSiluBackward2, conv1dSiluForward2 } from '../gpu/ops/conv1d.js';
 import { scanTuning, selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyForward } from '../gpu/ops/cross-entropy.js';
@@ -208,7 +209,7 @@ export class VimGpu {
     const scratchElems = Math.max(
       mm(BL, D, 2 * E), mm(BL, E, R + 2 * N), mm(BL, R, E), mm(BL, E, D), mm(B * Np, 3 * P * P, D), mm(B, D, C),
       rmsnormBackwardScratchElements(BL, D), rmsnormBackwardScratchElements(B, D),
-      conv1dBackwardScratchElements(B, L, E, K), scanScratch.bcPartials, 1);
+      conv1dBackward2ScratchElements(B, L, E, K), scanScratch.bcPartials, 1);
     const scratch = opts.training ? t('scratch', scratchElems) : null;
     const scratch2 = opts.training ? t('scan parameter partials', Math.max(1, scanScratch.paramPartials)) : null;
 
@@ -230,13 +231,15 @@ export class VimGpu {
         weight: p(`layers.${i}.norm.weight`), BL, D, eps: cfg.normEps,
       }));
       F.push(matmulForward(gpu, { out: a.xz, inp: a.hn, weight: mix(i, 'in_proj.weight'), bias: null, M: BL, I: D, O: 2 * E }));
+      // both directions' conv1d + SiLU in one pass over x (u_b in the reversed direction's order)
+      F.push(conv1dSiluForward2(gpu, {
+        outF: a.dirs[0].u, outB: a.dirs[1].u, xz: a.xz,
+        weightF: mix(i, DIRECTION_NAMES.conv1dWeight[0]), biasF: mix(i, DIRECTION_NAMES.conv1dBias[0]),
+        weightB: mix(i, DIRECTION_NAMES.conv1dWeight[1]), biasB: mix(i, DIRECTION_NAMES.conv1dBias[1]), B, L, E, K,
+      }));
       for (let d = 0; d < 2; d++) {
         const da = a.dirs[d];
         const reverse = d === 1;
-        F.push(conv1dSiluForward(gpu, {
-          out: da.u, xz: a.xz, weight: mix(i, DIRECTION_NAMES.conv1dWeight[d]), bias: mix(i, DIRECTION_NAMES.conv1dBias[d]),
-          B, L, E, K, reverse,
-        }));
         F.push(matmulForward(gpu, { out: da.xdbl, inp: da.u, weight: mix(i, DIRECTION_NAMES.xProj[d]), bias: null, M: BL, I: E, O: R + 2 * N }));
         // dt_proj fused into the scan: Δraw = xdbl[:, 0…R−1] · dt_projᵀ, stored only for the backward
         F.push(selectiveScanForward(gpu, {
@@ -271,7 +274,7 @@ export class VimGpu {
     const dcmb = t('dcmb', BL * E);
     const dy = [t('dy forward', BL * E), t('dy backward', BL * E)];
     const dxz = t('dxz', BL * 2 * E);
-    const du = t('du', BL * E);
+    const du = [t('du forward', BL * E), t('du backward', BL * E)]; // (BL, E) each, direction order
     const ddelta = t('ddelta', BL * E);
     const dxdbl = t('dxdbl', BL * (R + 2 * N));
     const dpe = t('dpatch embeddings', B * Np * D);
@@ -299,7 +302,7 @@ export class VimGpu {
         const reverse = d === 1;
         // the scan writes du, ddelta, the B/C columns of dxdbl, the z half of dxz (both directions add) and its parameters
         W.push(...selectiveScanBackward(gpu, {
-          du, ddelta_raw: ddelta, dxz, dxdbl, dA_log: gm(i, DIRECTION_NAMES.ALog[d]), dDskip: gm(i, DIRECTION_NAMES.D[d]),
+          du: du[d], ddelta_raw: ddelta, dxz, dxdbl, dA_log: gm(i, DIRECTION_NAMES.ALog[d]), dDskip: gm(i, DIRECTION_NAMES.D[d]),
           ddt_bias: gm(i, DIRECTION_NAMES.dtProjBias[d]), dout: dy[d],
           u: da.u, delta_raw: da.delta as GpuTensor, dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
           xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
@@ -312,15 +315,17 @@ export class VimGpu {
           dweight: gm(i, DIRECTION_NAMES.dtProjWeight[d]), dout: ddelta, inp: da.xdbl, M: BL, I: R, O: E, ldi: R + 2 * N, scratch,
         }));
         // x_proj: xdbl = u · Wxᵀ; du already holds the scan's part, add this one
-        W.push(matmulBackwardInput(gpu, { dinp: du, dout: dxdbl, weight: mix(i, DIRECTION_NAMES.xProj[d]), M: BL, I: E, O: R + 2 * N, accumulate: true }));
+        W.push(matmulBackwardInput(gpu, { dinp: du[d], dout: dxdbl, weight: mix(i, DIRECTION_NAMES.xProj[d]), M: BL, I: E, O: R + 2 * N, accumulate: true }));
         W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, DIRECTION_NAMES.xProj[d]), dout: dxdbl, inp: da.u, M: BL, I: E, O: R + 2 * N, scratch }));
-        // conv1d + SiLU: the x half of dxz (both directions add)
-        W.push(...conv1dSiluBackward(gpu, {
-          dxz, dweight: gm(i, DIRECTION_NAMES.conv1dWeight[d]), dbias: gm(i, DIRECTION_NAMES.conv1dBias[d]), dout: du, xz: a.xz,
-          weight: mix(i, DIRECTION_NAMES.conv1dWeight[d]), bias: mix(i, DIRECTION_NAMES.conv1dBias[d]), B, L, E, K, reverse,
-          scratch, accumulate: d === 1,
-        }));
       }
+      // both directions' conv1d + SiLU: the x half of dxz written once (forward direction's part + reversed one's)
+      W.push(...conv1dSiluBackward2(gpu, {
+        dxz, dweightF: gm(i, DIRECTION_NAMES.conv1dWeight[0]), dbiasF: gm(i, DIRECTION_NAMES.conv1dBias[0]),
+        dweightB: gm(i, DIRECTION_NAMES.conv1dWeight[1]), dbiasB: gm(i, DIRECTION_NAMES.conv1dBias[1]),
+        doutF: du[0], doutB: du[1], xz: a.xz,
+        weightF: mix(i, DIRECTION_NAMES.conv1dWeight[0]), biasF: mix(i, DIRECTION_NAMES.conv1dBias[0]),
+        weightB: mix(i, DIRECTION_NAMES.conv1dWeight[1]), biasB: mix(i, DIRECTION_NAMES.conv1dBias[1]), B, L, E, K, scratch,
+      }));
       // in_proj: xz = hn · Winᵀ
       W.push(matmulBackwardInput(gpu, { dinp: dhn, dout: dxz, weight: mix(i, 'in_proj.weight'), M: BL, I: D, O: 2 * E }));
       W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'in_proj.weight'), dout: dxz, inp: a.hn, M: BL, I: D, O: 2 * E, scratch }));

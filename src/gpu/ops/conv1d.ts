@@ -1,8 +1,12 @@
 /**
- * Causal depthwise conv1d + SiLU of one Mamba direction (kernels/conv1d.wgsl).
+ * Causal depthwise conv1d + SiLU of one Mamba direction, or of both directions of a Vim block
+ * (kernels/conv1d.wgsl).
  *
  *   conv1dSiluForward:  out (B, L, E) (direction order) ← xz (B, L, 2E) x half, weight (E, K), bias (E)
  *   conv1dSiluBackward: dxz (B, L, 2E) x half, dweight (E, K), dbias (E) ← dout (B, L, E)
+ *   conv1dSiluForward2, conv1dSiluBackward2: both directions of a Vim block in one pass over xz
+ *     (the forward direction in token order, the reversed one in its own order), each with its own
+ *     weight and bias; the backward writes dxz's x half once, the sum of both directions' parts.
  *
  * With reverse = true the op reads the tokens reversed and keeps its output in that (direction)
  * order, as the backward direction of the Vim block needs. The backward recomputes the
@@ -140,6 +144,134 @@ export function conv1dSiluBackward(gpu: Gpu, a: Conv1dSiluBackwardArgs): Dispatc
     ...colSumForward(gpu, {
       out: a.dweight, split: { at: E * K, out: a.dbias }, inp: a.scratch, M: G, X,
       accumulate: a.accumulateParams, singlePass: true, label: `conv1d_dparams${sfx}`,
+    }),
+  ];
+}
+
+// ---- both directions in one pass ----------------------------------------------------------------
+
+/**
+ * Most positions per unit of the both-directions forward. Short units give many invocations (one
+ * per unit and channel, each walking its unit + K−1 steps); their halos (K−1 inputs on each side)
+ * are re-read from cache, not memory. vim-tiny (L = 65): 5 units of 13, 491,520 invocations.
+ */
+const CONV1D_FORWARD2_CHUNK = 16;
+
+/** How conv1dSiluForward2 splits L: `chunks` units of `chunk` positions (the last may be shorter). */
+export function conv1dForward2Plan(L: number): { chunk: number; chunks: number } {
+  const chunks = ceilDiv(L, CONV1D_FORWARD2_CHUNK);
+  return { chunk: ceilDiv(L, chunks), chunks };
+}
+
+export interface Conv1dSiluForward2Args {
+  outF: GpuTensor; // (B, L, E) forward direction (token order)
+  outB: GpuTensor; // (B, L, E) reversed direction (position s holds token L−1−s's output)
+  xz: GpuTensor; // (B, L, 2E), x = columns 0…E−1
+  weightF: GpuTensor; // (E, K) conv1d.weight
+  biasF: GpuTensor; // (E) conv1d.bias
+  weightB: GpuTensor; // (E, K) conv1d_b.weight
+  biasB: GpuTensor; // (E) conv1d_b.bias
+  B: number;
+  L: number;
+  E: number;
+  K: number;
+}
+
+/**
+ * Both directions' conv1d + SiLU from one read of xz's x half, one dispatch: outF as
+ * conv1dSiluForward (reverse false) with weightF, biasF; outB as reverse true with weightB, biasB.
+ */
+export function conv1dSiluForward2(gpu: Gpu, a: Conv1dSiluForward2Args): Dispatch {
+  const { B, L, E, K } = a;
+  const w = 'conv1dSiluForward2';
+  checkSizes(w, B, L, E, K);
+  need(w, 'outF', a.outF, B * L * E);
+  need(w, 'outB', a.outB, B * L * E);
+  need(w, 'xz', a.xz, B * L * 2 * E);
+  need(w, 'weightF', a.weightF, E * K);
+  need(w, 'biasF', a.biasF, E);
+  need(w, 'weightB', a.weightB, E * K);
+  need(w, 'biasB', a.biasB, E);
+  const n = B * L * E;
+  const plan = conv1dForward2Plan(L);
+  return makeDispatch(gpu, 'conv1d', 'conv1d_silu_forward2', { B, L, E, K, CHUNK: plan.chunk },
+    [a.outF, a.xz, a.weightF, a.biasF, a.outB, a.weightB, a.biasB], grid1d(gpu, B * plan.chunks * E), {
+      // x read once, both outputs written, both directions' weights and biases read
+      label: 'conv1d_silu_forward2', bytes: 4 * (3 * n + 2 * E * (K + 1)), flops: 2 * n * (2 * K + 5),
+    });
+}
+
+/** Scratch elements conv1dSiluBackward2 needs for both directions' partials (G, 2·(E·K + E)). */
+export function conv1dBackward2ScratchElements(B: number, L: number, E: number, K: number): number {
+  return 2 * conv1dBackwardScratchElements(B, L, E, K);
+}
+
+export interface Conv1dSiluBackward2Args {
+  dxz: GpuTensor; // (B, L, 2E), only the x half is written
+  dweightF: GpuTensor; // (E, K)
+  dbiasF: GpuTensor; // (E)
+  dweightB: GpuTensor; // (E, K)
+  dbiasB: GpuTensor; // (E)
+  doutF: GpuTensor; // (B, L, E) token order
+  doutB: GpuTensor; // (B, L, E) reversed direction's order
+  xz: GpuTensor; // (B, L, 2E)
+  weightF: GpuTensor; // (E, K)
+  biasF: GpuTensor; // (E)
+  weightB: GpuTensor; // (E, K)
+  biasB: GpuTensor; // (E)
+  B: number;
+  L: number;
+  E: number;
+  K: number;
+  /** (conv1dBackward2ScratchElements(B, L, E, K)) partial sums. */
+  scratch: GpuTensor;
+  /** dxz x half += instead of =. */
+  accumulate?: boolean;
+  /** dweight, dbias of both directions += instead of =. */
+  accumulateParams?: boolean;
+}
+
+/**
+ * Both directions' conv1d + SiLU backward: dxz x half (= or +=) dxF + dxB (the forward direction's
+ * part added first), dweightF, dbiasF, dweightB, dbiasB (= or +=) their sums over (b, t). As
+ * conv1dSiluBackward for reverse false, then for reverse true accumulating into dxz, but xz is
+ * read and dxz's x half written once. Two dispatches: the walk (dx and both directions' partials,
+ * side by side in a (G, 2·(E·K + E)) row) and one tree column sum finishing all four gradients.
+ */
+export function conv1dSiluBackward2(gpu: Gpu, a: Conv1dSiluBackward2Args): Dispatch[] {
+  const { B, L, E, K } = a;
+  const w = 'conv1dSiluBackward2';
+  checkSizes(w, B, L, E, K);
+  need(w, 'dxz', a.dxz, B * L * 2 * E);
+  need(w, 'dweightF', a.dweightF, E * K);
+  need(w, 'dbiasF', a.dbiasF, E);
+  need(w, 'dweightB', a.dweightB, E * K);
+  need(w, 'dbiasB', a.dbiasB, E);
+  need(w, 'doutF', a.doutF, B * L * E);
+  need(w, 'doutB', a.doutB, B * L * E);
+  need(w, 'xz', a.xz, B * L * 2 * E);
+  need(w, 'weightF', a.weightF, E * K);
+  need(w, 'biasF', a.biasF, E);
+  need(w, 'weightB', a.weightB, E * K);
+  need(w, 'biasB', a.biasB, E);
+  const plan = conv1dBackwardPlan(B, L);
+  const G = plan.groups;
+  const X = E * (K + 1);
+  need(w, 'scratch', a.scratch, 2 * G * X);
+  const n = B * L * E;
+  const acc = a.accumulate ? 1 : 0;
+  return [
+    makeDispatch(gpu, 'conv1d', 'conv1d_silu_backward2', {
+      B, L, E, K, ACCUMULATE: acc, CHUNK: plan.chunk, UNITS_PER_GROUP: plan.unitsPerGroup,
+    }, [a.dxz, a.xz, a.weightF, a.biasF, a.doutF, a.weightB, a.biasB, a.doutB, a.scratch], [ceilDiv(E, 64), G], {
+      // x and both douts read, dx written (and read when accumulating), both directions' weights
+      // and biases read, the partials written
+      label: 'conv1d_silu_backward2', bytes: 4 * (n * (4 + acc) + 2 * X + 2 * G * X), flops: n * (12 * K + 25),
+    }),
+    ...colSumForward(gpu, {
+      out: a.dweightF, inp: a.scratch, M: G, X: 2 * X,
+      split: [{ at: E * K, out: a.dbiasF }, { at: X, out: a.dweightB }, { at: X + E * K, out: a.dbiasB }],
+      accumulate: a.accumulateParams, singlePass: true, label: 'conv1d_dparams2',
     }),
   ];
 }

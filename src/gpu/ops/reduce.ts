@@ -11,7 +11,7 @@
  * first go through `colsum` row groups of COLSUM_ROWS_PER_GROUP into a (G, X) scratch. Kernels that
  * write their own (G, X) partials (rmsnorm, conv1d backward) finish with one `colSumForward`
  * (singlePass) over those partials; `split` lets that one dispatch finish two gradients that share
- * a partial row.
+ * a partial row (or four, with three splits).
  */
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
@@ -46,6 +46,12 @@ export function colSumTreeCols(M: number): number {
   return 256 / lanes;
 }
 
+/** Columns at … (the next split's at, or X) − 1 go to out[x − at]. */
+export interface ColSumSplit {
+  at: number;
+  out: GpuTensor;
+}
+
 export interface ColSumArgs {
   /** (X) the sums (or (split.at) with `split`); written, or added to with `accumulate`. */
   out: GpuTensor;
@@ -63,8 +69,11 @@ export interface ColSumArgs {
   scratch?: GpuTensor;
   /** One dispatch whatever M (for the partial rows that a kernel wrote itself). */
   singlePass?: boolean;
-  /** Columns at … X−1 go to split.out[x − at] (X − at elements) instead of out[x]. */
-  split?: { at: number; out: GpuTensor };
+  /**
+   * Columns at … X−1 go to split.out[x − at] (X − at elements) instead of out[x]; with three
+   * splits (increasing at), columns at_i … at_{i+1}−1 go to split[i].out (the last up to X−1).
+   */
+  split?: ColSumSplit | readonly [ColSumSplit, ColSumSplit, ColSumSplit];
   label?: string;
 }
 
@@ -76,26 +85,28 @@ export function colSumForward(gpu: Gpu, a: ColSumArgs): Dispatch[] {
   checkPositive('colSumForward', { M, X });
   if (inStride < X) throw new Error(`colSumForward: inStride ${inStride} is below X ${X}`);
   need('colSumForward', 'inp', a.inp, inOffset + (M - 1) * inStride + X);
-  const split = a.split;
-  if (split) {
-    if (!Number.isInteger(split.at) || split.at <= 0 || split.at >= X) {
-      throw new Error(`colSumForward: split.at must be an integer in 1…${X - 1}, got ${split.at}`);
+  const splits: readonly ColSumSplit[] = a.split === undefined ? [] : 'out' in a.split ? [a.split] : a.split;
+  let from = 0;
+  splits.forEach((sp, i) => {
+    if (!Number.isInteger(sp.at) || sp.at <= from || sp.at >= X) {
+      throw new Error(`colSumForward: split[${i}].at must be an integer in ${from + 1}…${X - 1}, got ${sp.at}`);
     }
-    need('colSumForward', 'out', a.out, split.at);
-    need('colSumForward', 'split.out', split.out, X - split.at);
-  } else {
-    need('colSumForward', 'out', a.out, X);
-  }
+    need('colSumForward', i === 0 ? 'out' : `split[${i - 1}].out`, i === 0 ? a.out : splits[i - 1].out, sp.at - from);
+    from = sp.at;
+  });
+  const last = splits.length ? splits[splits.length - 1].out : a.out;
+  need('colSumForward', splits.length ? `split[${splits.length - 1}].out` : 'out', last, X - from);
   const label = a.label ?? 'colsum';
   const G = a.singlePass ? 1 : colSumGroups(M);
   const acc = a.accumulate ? 1 : 0;
-  /** The tree pass over R rows of src into out (and split.out). */
+  /** The tree pass over R rows of src into out (and the splits' outputs). */
   const tree = (src: GpuTensor, R: number, stride: number, offset: number): Dispatch => {
     const cols = colSumTreeCols(R);
     const constants: Record<string, number> = { M: R, X, IN_STRIDE: stride, IN_OFFSET: offset, TREE_COLS: cols, ACCUMULATE: acc };
-    if (split) constants.SPLIT = split.at;
-    return makeDispatch(gpu, 'reduce', split ? 'colsum_tree_split' : 'colsum_tree', constants,
-      split ? [a.out, src, split.out] : [a.out, src], workgroupGrid(gpu, ceilDiv(X, cols)),
+    (['SPLIT', 'SPLIT2', 'SPLIT3'] as const).forEach((k, i) => { if (i < splits.length) constants[k] = splits[i].at; });
+    const entry = splits.length === 0 ? 'colsum_tree' : splits.length === 1 ? 'colsum_tree_split' : 'colsum_tree_split3';
+    return makeDispatch(gpu, 'reduce', entry, constants,
+      [a.out, src, ...splits.map((sp) => sp.out)], workgroupGrid(gpu, ceilDiv(X, cols)),
       { label, bytes: 4 * (R * X + X * (1 + acc)), flops: R * X });
   };
   if (G === 1) return [tree(a.inp, M, inStride, inOffset)];
