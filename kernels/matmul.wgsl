@@ -15,15 +15,18 @@
 //
 // Each matmul has three kernels: the 64×64-tile one described here, a 128×128-tile one (the *_128
 // entry points further down, same bindings, overrides and split scheme) that the wrapper picks for
-// large problems, and a parametrised one (the *_g entry points at the end: tile, register block,
+// large problems, and a parametrised one (the *_g entry points after them: tile, register block,
 // reduction step, vec4 loads and double buffering as override constants, vec4 result stores) for
-// the tuned choices of src/gpu/ops/matmul.ts. The 64×64 tiling: a workgroup of 16×16
-// invocations computes a 64×64 tile of the result (TM × TN), each invocation a 4×4 register block
-// at rows ty + 16r and columns tx + 16c (so neighbouring invocations store neighbouring columns),
-// walking the reduction in steps of TK = 16 through two workgroup tiles As (TK × TM) and Bs
-// (TK × TN). Loads are
-// bounds-checked (zero-filled), so no size needs to be a multiple of a tile. Each load is
-// coalesced along whichever dimension of its tensor is contiguous.
+// the tuned choices of src/gpu/ops/matmul.ts. The input gradient has a fourth for results of at
+// most 16 columns (matmul_backward_input_narrow, last in the file: the reduction over O split
+// across the invocations of a workgroup, weight staged in workgroup memory, the same bindings as
+// matmul_backward_input).
+// The 64×64 tiling: a workgroup of 16×16 invocations computes a 64×64 tile of the result (TM × TN),
+// each invocation a 4×4 register block at rows ty + 16r and columns tx + 16c (so neighbouring
+// invocations store neighbouring columns), walking the reduction in steps of TK = 16 through two
+// workgroup tiles As (TK × TM) and Bs (TK × TN). Loads are bounds-checked (zero-filled), so no size
+// needs to be a multiple of a tile. Each load is coalesced along whichever dimension of its tensor
+// is contiguous.
 //   matmul_forward:         grid (⌈O/64⌉, ⌈M/64⌉)
 //   matmul_backward_input:  grid (⌈I/64⌉, ⌈M/64⌉)
 //   matmul_backward_weight: grid (⌈I/64⌉, ⌈O/64⌉, SPLITS); split s reduces rows
@@ -55,7 +58,7 @@ const SA: u32 = 65u; // row pitch of the workgroup tiles (TM or TN + 1 against b
 
 // Bindings (one group; which names an entry point uses, in order):
 //   matmul_forward(_128):         out, inp, weight, bias (bias: any read-only tensor when HAS_BIAS is false)
-//   matmul_backward_input(_128):  dinp, dout, weight
+//   matmul_backward_input(_128, _narrow): dinp, dout, weight
 //   matmul_backward_weight(_128): dweight (or partials), dout, saved_inp
 //   bias_backward:          dbias (or partials), dout
 //   sum_partials, sum_partials_lanes: sums, partials (sum_partials4: sums4, partials4)
@@ -894,5 +897,116 @@ fn sum_partials_lanes(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocatio
     for (var l = 1u; l < 8u; l++) { t += red[l * 32u + lid.x]; }
     if (ACCUMULATE) { t += sums[n]; }
     sums[n] = t;
+  }
+}
+
+// ---- narrow input gradient (matmul_backward_input_narrow) ---------------------------------------
+//
+// dinp (M, I) (+)= dout (M, O) · weight (O, I) for results of at most 16 columns: dt_proj's input
+// gradient (I = R, O = E, M = B·L). The tiled kernels give such a result few invocations, each
+// walking the whole reduction (a 64×64 tile keeps 12 of its 64 columns busy); here the reduction
+// over O is split across the invocations of a workgroup instead.
+//
+// Geometry: a workgroup of NSL × NRG = 32 × 8 invocations covers NROWS = 16 rows. Invocation
+// (s, g) = (x, y) takes rows row0 + g + 8r (r < NRB = 2) and the reduction indices o ≡ s (mod 32):
+// the 32 invocations of a row group read 32 neighbouring dout elements of each of their two rows
+// per step (coalesced), and each keeps 2 × I sums, as 2 × NQ vec4s (NQ = ⌈I/4⌉, column 4q + c in
+// component c of vec4 q). Rows past M are clamped to the last one (their sums are never stored).
+//   grid (1, ⌈M/16⌉); vim-tiny at batch 256 (M = 16 640, I = 12, O = 384): 1 040 workgroups,
+//   266 240 invocations, each 2 rows × 12 reduction indices.
+// weight is staged in workgroup memory, transposed: Ws[q·NOC + o] = weight[c0 + o, 4q .. 4q+3], so
+// the 32 invocations of a row group read 32 neighbouring vec4s (no bank conflicts) and each read
+// feeds both rows (8·NQ FMAs). Read from global memory instead, weight[o, i] for 32 neighbouring o
+// is a gather with a stride of I floats, touching I cache lines per load. All of weight does not
+// fit WebGPU's default 16 KiB of workgroup memory at vim-tiny's O·I = 4 608, so it goes through in
+// chunks of NOC = 256 rows o (NQ · 4 KiB: 12 KiB at I = 12, 16 KiB at I = 16), two barriers each.
+// Every workgroup reads all of weight (O·I floats) next to its 16·O floats of dout: at I = 12 that
+// is 3/4 as much again, but from the L2 cache (weight is 18 KiB), not from memory; the price of
+// a thousand workgroups rather than a few hundred. Columns I .. 4·NQ − 1 of the last vec4 are
+// staged as zeros.
+// The 32 slices' sums are then added in a fixed order through the same workgroup memory: slice
+// s + 16 hands its sums to slice s, then one invocation per result element (16·I of them) adds its
+// 16 in slice order and stores it (neighbouring invocations, neighbouring columns). Three barriers
+// besides the chunks'. No atomics: the same bits run after run.
+
+const NSL: u32 = 32u; // slices of the reduction over O per row (invocations along x)
+const NRG: u32 = 8u; // row groups (invocations along y)
+const NRB: u32 = 2u; // rows per invocation: rows g and g + NRG of the workgroup's block
+const NROWS: u32 = NRG * NRB; // rows per workgroup
+const NOC: u32 = 256u; // rows o of weight per staged chunk
+const NT: u32 = NSL * NRG; // invocations per workgroup
+
+override NQ: u32 = (I + 3u) / 4u; // vec4s per row of weight (I ≤ 16: at most 4)
+
+var<workgroup> Ws: array<vec4<f32>, NQ * NOC>; // weight chunk Ws[q·NOC + o]; then the slices' sums
+
+@compute @workgroup_size(NSL, NRG)
+fn matmul_backward_input_narrow(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let s = lid.x; // slice: reduction indices o ≡ s (mod NSL)
+  let g = lid.y; // row group: rows row0 + g + NRG·r
+  let t = g * NSL + s;
+  let row0 = wg.y * NROWS;
+  var base: array<u32, NRB>; // each row's first dout element
+  for (var r = 0u; r < NRB; r++) { base[r] = OUT_OFF + min(row0 + g + NRG * r, M - 1u) * LDO; }
+  var acc: array<vec4<f32>, 8>; // acc[4r + q]: row g + NRG·r, columns 4q .. 4q+3
+  for (var c0 = 0u; c0 < O; c0 += NOC) {
+    let n = min(NOC, O - c0); // rows o in this chunk
+    workgroupBarrier(); // the previous chunk has been read
+    // weight[c0 .., :] is contiguous: neighbouring invocations load neighbouring groups of 4.
+    for (var j = t; j < n * NQ; j += NT) {
+      let o = j / NQ;
+      let q = j - o * NQ;
+      let k = (c0 + o) * I + 4u * q;
+      var w = vec4<f32>(0.0);
+      for (var c = 0u; c < 4u; c++) {
+        if (4u * q + c < I) { w[c] = weight[k + c]; }
+      }
+      Ws[q * NOC + o] = w;
+    }
+    workgroupBarrier();
+    for (var o = s; o < n; o += NSL) {
+      var d: array<f32, NRB>;
+      for (var r = 0u; r < NRB; r++) { d[r] = dout[base[r] + c0 + o]; }
+      for (var q = 0u; q < NQ; q++) {
+        let w = Ws[q * NOC + o];
+        for (var r = 0u; r < NRB; r++) { acc[4u * r + q] = fma(vec4<f32>(d[r]), w, acc[4u * r + q]); }
+      }
+    }
+  }
+  // The slices' sums, in a fixed order: slice s + 16 hands its sums to slice s (s < 16), which
+  // adds them and puts the total in the same place (no other invocation reads it meanwhile); then
+  // one invocation per result element adds the 16 in slice order. Each step holds
+  // NRB · NRG · 16 · NQ = NQ · NOC vec4s: all of Ws.
+  let half = NSL / 2u;
+  workgroupBarrier(); // the last chunk has been read
+  if (s >= half) {
+    for (var r = 0u; r < NRB; r++) {
+      for (var q = 0u; q < NQ; q++) { Ws[((r * NRG + g) * half + s - half) * NQ + q] = acc[4u * r + q]; }
+    }
+  }
+  workgroupBarrier();
+  if (s < half) {
+    for (var r = 0u; r < NRB; r++) {
+      for (var q = 0u; q < NQ; q++) {
+        let k = ((r * NRG + g) * half + s) * NQ + q;
+        Ws[k] = acc[4u * r + q] + Ws[k];
+      }
+    }
+  }
+  workgroupBarrier();
+  // Invocation t: the workgroup's row t / I (row g + NRG·r above is r·NRG + g), column i = t % I.
+  if (t < NROWS * I) {
+    let row = t / I;
+    let i = t - row * I;
+    let m = row0 + row;
+    let k0 = row * half * NQ + i / 4u;
+    let c = i % 4u;
+    var v = Ws[k0][c];
+    for (var j = 1u; j < half; j++) { v += Ws[k0 + j * NQ][c]; }
+    if (m < M) {
+      let idx = INP_OFF + m * LDI + i;
+      if (ACCUMULATE) { v += dinp[idx]; }
+      dinp[idx] = v;
+    }
   }
 }

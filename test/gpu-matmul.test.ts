@@ -4,8 +4,9 @@
  * tiles (both fixed kernels of each matmul) nor of the parametrised kernel's tiles (every load
  * path, register block, step, double buffering, exact and ragged edges), with
  * row strides wider than the rows, base offsets (the head's class-token rows), the split
- * reductions over M, and the accumulate variants. Strided operands live in wider buffers filled
- * with noise: the kernels must read only the addressed elements and write nothing else.
+ * reductions over M, and the accumulate variants; and the input gradient's narrow kernel (results
+ * of at most 16 columns). Strided operands live in wider buffers filled with noise: the kernels
+ * must read only the addressed elements and write nothing else.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +14,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
 import {
-  MATMUL_TUNED, biasBackward, biasBackwardPlan, linearBackward, linearBackwardScratchElements, matmulBackwardInput,
+  MATMUL_TUNED, NARROW_MAX_I, biasBackward, biasBackwardPlan, linearBackward, linearBackwardScratchElements, matmulBackwardInput,
   matmulBackwardWeight, matmulBackwardWeightPlan, matmulDefault, matmulForward, matmulKernelFor, matmulTile,
   matmulVariantName, parseMatmulVariant, tiledWorkgroupBytes, type MatmulOp, type MatmulSum, type MatmulTile, type MatmulTunedEntry,
   type TiledVariant,
@@ -420,6 +421,11 @@ describe('parametrised tiles', () => {
     expect(matmulDefault('forward', 16640, 192, 768).variant).toEqual({ kernel: 'tile128' }); // not listed
     expect(matmulDefault('forward', 16640, 64, 256).variant).toEqual({ kernel: 'tile128' }); // vim-nano's in_proj: the rule
     expect(matmulDefault('backward_input', 1000, 64, 256).variant).toEqual({ kernel: 'tile64' });
+    // narrow input gradients (dt_proj's, I = R ≤ 16) take the narrow kernel: vim-tiny's R = 12, vim-nano's 4
+    expect(matmulDefault('backward_input', 16640, 12, 384).variant).toEqual({ kernel: 'narrow' });
+    expect(matmulDefault('backward_input', 1040, 4, 128).variant).toEqual({ kernel: 'narrow' });
+    expect(matmulDefault('backward_input', 1000, 17, 256).variant).toEqual({ kernel: 'tile64' });
+    expect(matmulDefault('forward', 1000, 12, 384).variant).not.toEqual({ kernel: 'narrow' });
     expect(matmulBackwardWeightPlan(1040, 128, 36)).toEqual(matmulBackwardWeightPlan(1040, 128, 36, undefined, 64)); // vim-nano x_proj: the rule
   });
 
@@ -531,5 +537,95 @@ describe('parametrised tiles', () => {
     expect(() => matmulBackwardWeight(gpu, { dweight: t, dout: t, inp: t, M: 37, I: 20, O: 28, splits: 2, splitRows: 16 })).toThrow(/splits or splitRows/);
     expect(() => matmulBackwardWeight(gpu, { dweight: t, dout: t, inp: t, M: 37, I: 19, O: 23, splits: 2, sum: 'vec4' })).toThrow(/multiple of 4/);
     expect(() => matmulBackwardWeight(gpu, { dweight: t, dout: t, inp: t, M: 37, I: 20, O: 28, splits: 2, sum: 'tree' as MatmulSum })).toThrow(/sum must be/);
+  });
+});
+
+// The narrow input-gradient kernel (matmul.wgsl's matmul_backward_input_narrow): 32 slices of the
+// reduction over O per row, 16 rows per workgroup, weight staged in chunks of 256 rows o. The cases
+// take dt_proj's column slice with offsets (with and without accumulate) and two chunks of O, a
+// ragged last workgroup, I not a multiple of 4, O not a multiple of the slices or smaller than
+// them, and I = 16 and 1.
+const NARROW_INPUT: (Case & { accumulate?: boolean })[] = [
+  { name: 'dt_proj slice (I = 12 of 44 columns), offsets, two chunks of O', M: 37, I: 12, O: 300, ldi: 44, inpOffset: 5, ldo: 303, outOffset: 2 },
+  { name: 'the same, accumulating', M: 37, I: 12, O: 300, ldi: 44, inpOffset: 5, ldo: 303, outOffset: 2, accumulate: true },
+  { name: 'I not a multiple of 4, O not a multiple of the slices', M: 21, I: 5, O: 37, ldi: 7, inpOffset: 1 },
+  { name: 'I = 16, ragged M, accumulating', M: 50, I: 16, O: 40, accumulate: true },
+  { name: 'I = 1, O smaller than the slices', M: 19, I: 1, O: 9, ldi: 3, inpOffset: 2 },
+];
+
+describe('narrow input gradient', () => {
+  it.each(NARROW_INPUT)('$name', async (c) => {
+    const gpu = await testGpu();
+    const n = { ...c, variant: 'narrow' };
+    expect(kernelOf(gpu, 'backward_input', n)).toBe('narrow');
+    await gpuBackwardInput(gpu, n, c.accumulate ?? false, 81);
+  });
+
+  it('one workgroup per 16 rows; the same bits run after run', async () => {
+    const gpu = await testGpu();
+    const c = { M: 21, I: 5, O: 37, ldi: 7, inpOffset: 1 }; // a case above: its pipeline is built
+    const rng = new Rng(83);
+    const dout = tensorFrom(gpu, randArray(rng, c.M * c.O), 'dout');
+    const weight = tensorFrom(gpu, randArray(rng, c.O * c.I), 'weight');
+    const results: Float64Array[] = [];
+    for (let k = 0; k < 2; k++) {
+      const dinp = zerosTensor(gpu, c.inpOffset + c.M * c.ldi, 'dinp');
+      const d = matmulBackwardInput(gpu, { dinp, dout, weight, ...c, variant: 'narrow' });
+      expect(d.workgroups).toEqual([1, 2, 1]);
+      await run(gpu, [d]);
+      results.push(await read(gpu, dinp));
+    }
+    expect(Array.from(results[1])).toEqual(Array.from(results[0]));
+  });
+
+  it('parses and prints as "narrow"', () => {
+    expect(parseMatmulVariant('narrow')).toEqual({ kernel: 'narrow' });
+    expect(matmulVariantName({ kernel: 'narrow' })).toBe('narrow');
+    expect(() => parseMatmulVariant('narrow16')).toThrow(/"narrow"/);
+  });
+
+  it('refuses to run what it cannot, naming why', async () => {
+    const gpu = await testGpu();
+    const t = zerosTensor(gpu, 4000);
+    const I = NARROW_MAX_I + 1;
+    expect(() => matmulBackwardInput(gpu, { dinp: t, dout: t, weight: t, M: 37, I, O: 24, variant: 'narrow' }))
+      .toThrow(new RegExp(`variant narrow cannot run backward_input M=37 I=${I} O=24: I = ${I} columns, at most ${NARROW_MAX_I}`));
+    expect(() => matmulForward(gpu, { out: t, inp: t, weight: t, bias: null, M: 37, I: 12, O: 24, variant: 'narrow' }))
+      .toThrow(/variant narrow cannot run forward .*only the input gradient/);
+    expect(() => matmulBackwardWeight(gpu, { dweight: t, dout: t, inp: t, M: 37, I: 12, O: 24, variant: { kernel: 'narrow' } }))
+      .toThrow(/variant narrow cannot run backward_weight .*only the input gradient/);
+    expect(() => matmulBackwardWeightPlan(37, 12, 24, undefined, 'narrow')).toThrow(/narrow cannot run backward_weight/);
+  });
+
+  it('as a tuned entry (VIM_MATMUL_TUNED) it becomes the default, and the size rule runs where it cannot', async () => {
+    const gpu = await testGpu();
+    const dir = mkdtempSync(join(tmpdir(), 'vim-tuned-'));
+    const saved = process.env.VIM_MATMUL_TUNED;
+    try {
+      const file = join(dir, 'narrow.json');
+      writeFileSync(file, JSON.stringify({
+        'backward_input:12x24': 'narrow', 'forward:12x24': 'narrow', 'backward_weight:12x24': 'narrow', 'backward_input:20x24': 'narrow',
+      }));
+      process.env.VIM_MATMUL_TUNED = file;
+      const c: Case = { name: 'tuned narrow', M: 37, I: 12, O: 24, ldi: 44, inpOffset: 3 };
+      expect(matmulDefault('backward_input', c.M, c.I, c.O).variant).toEqual({ kernel: 'narrow' });
+      expect(kernelOf(gpu, 'backward_input', c)).toBe('narrow');
+      await gpuBackwardInput(gpu, c, true, 85);
+      // another op: the size rule's kernel, saying why
+      const t = zerosTensor(gpu, 4000);
+      const fwd = matmulKernelFor(gpu, 'forward', { out: t, inp: t, weight: t, bias: null, M: 37, I: 12, O: 24 });
+      expect(fwd).toEqual({ name: 'tile64', fallback: 'narrow: it computes only the input gradient (backward_input)' });
+      // the weight gradient: the size rule's kernel, split and scratch
+      expect(kernelOf(gpu, 'backward_weight', c)).toBe('tile64');
+      expect(matmulBackwardWeightPlan(300, 12, 24)).toEqual(matmulBackwardWeightPlan(300, 12, 24, undefined, 64));
+      await gpuBackwardWeight(gpu, { ...c, M: 300 }, false, undefined, 87);
+      // a result wider than it computes
+      const wide = matmulKernelFor(gpu, 'backward_input', { dinp: t, dout: t, weight: t, M: 37, I: 20, O: 24 });
+      expect(wide).toEqual({ name: 'tile64', fallback: `narrow: I = 20 columns, at most ${NARROW_MAX_I}` });
+    } finally {
+      if (saved === undefined) delete process.env.VIM_MATMUL_TUNED;
+      else process.env.VIM_MATMUL_TUNED = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

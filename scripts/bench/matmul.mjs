@@ -9,7 +9,8 @@
 // src/model/vim-gpu.ts, cross-checked against a built model's dispatch list: counts and flops per
 // kernel label) and every kernel variant the op layer can run for it (the fixed 64/128 tiles, the
 // parametrised kernel's tiles, register blocks, reduction steps, vec4 loads, double buffering;
-// for the weight gradient also split sizes and the three split sums), on the current adapter:
+// the narrow kernel for input gradients of at most 16 columns; for the weight gradient also split
+// sizes and the three split sums), on the current adapter:
 //   - correctness: one run on random inputs, the output read back and compared with a float64
 //     product on sampled elements: max |gpu − ref| / rms(ref) over the samples ("rel err"); rows
 //     and columns a strided output must not touch are checked to be untouched, and elements the
@@ -29,7 +30,8 @@ import { acquireGpu, describeGpu } from '../../dist/gpu/device.js';
 import { compileCheck, encodeDispatches } from '../../dist/gpu/kernels.js';
 import { createTensor, download, upload } from '../../dist/gpu/tensor.js';
 import {
-  matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward, matmulKernelFor, parseMatmulVariant,
+  NARROW_MAX_I, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward, matmulKernelFor,
+  parseMatmulVariant,
 } from '../../dist/gpu/ops/matmul.js';
 import { loadConfig } from '../../dist/model/config.js';
 import { VimGpu } from '../../dist/model/vim-gpu.js';
@@ -82,7 +84,7 @@ function stepProblems(cfg, B) {
   add('patch_embed', 'forward', B * Np, P3, D, 1, { bias: true });
   add('in_proj', 'forward', BL, D, 2 * E, depth);
   add('x_proj', 'forward', BL, E, xw, 2 * depth);
-  add('dt_proj', 'forward', BL, R, E, 2 * depth, { ldi: xw });
+  // (dt_proj's forward runs inside the scan forward: docs/performance.md change 10)
   add('out_proj', 'forward', BL, E, D, depth);
   add('head', 'forward', B, D, C, 1, { bias: true });
   // input gradients
@@ -144,10 +146,14 @@ function stepFlags(K, quick) {
   return [...new Set(s)];
 }
 
-/** Phase 1 choices for a problem: the fixed kernels and the parametrised grid (default split for dweight). */
+/**
+ * Phase 1 choices for a problem: the fixed kernels, the narrow one where it runs (input gradients
+ * of at most NARROW_MAX_I columns) and the parametrised grid (default split for dweight).
+ */
 function grid(p, quick) {
   const d = dims(p);
   const out = [{ variant: 'tile64' }, { variant: 'tile128' }];
+  if (p.op === 'backward_input' && p.I <= NARROW_MAX_I) out.push({ variant: 'narrow' });
   // The problems that occur once a step (patch embedding, head) get the small grid. Flags
   // outermost: if the budget runs short, the later (less likely) flags go, not whole tiles.
   const small = quick || p.count === 1;
@@ -497,12 +503,13 @@ async function main() {
       results.push(r);
       return r;
     };
-    // Problems left share what remains of the budget; past a problem's share, only the default and the fixed kernels run.
+    // Problems left share what remains of the budget; past a problem's share, only the default, the
+    // fixed kernels and the narrow one run.
     const share = (opts.budget - elapsed()) / (problems.length - pi);
     const pStart = elapsed();
     const def = await tryChoice({});
     for (const c of grid(p, opts.quick)) {
-      if (elapsed() - pStart > share && !['tile64', 'tile128'].includes(c.variant)) {
+      if (elapsed() - pStart > share && !['tile64', 'tile128', 'narrow'].includes(c.variant)) {
         trimmed = true;
         continue;
       }

@@ -32,7 +32,10 @@
  * invocations), 'tile128' (128×128 tiles, 8×8 blocks, vec4 workgroup-memory reads), and 'tiled', a
  * parametrised kernel whose result tile, register block, reduction step, vec4 global loads and
  * double-buffered workgroup tiles are chosen per problem (`TiledVariant`; written as strings like
- * "128x64/8x8/k16/v4/db"). Which one runs by default is decided in one place, `matmulDefault`
+ * "128x64/8x8/k16/v4/db"). The input gradient has a fourth, 'narrow', for results of at most
+ * NARROW_MAX_I columns (dt_proj's, I = R): the reduction over O split across the 256 invocations
+ * of a workgroup of 16 rows, so that the narrow result still has hundreds of thousands of
+ * invocations. Which one runs by default is decided in one place, `matmulDefault`
  * (the `MATMUL_TUNED` table, then the size rule `matmulTile`); `variant` (or the older `tile`)
  * forces one. scripts/bench/matmul.mjs times every variant of every matmul of a training step.
  *
@@ -66,6 +69,15 @@ const TILED_TARGET_INVOCATIONS = 264 * 256;
 const TILED_MAX_INVOCATIONS = 256;
 const TILED_MAX_ITEMS = 8;
 const TILED_MAX_K = 64;
+/** The narrow kernel (matmul_backward_input_narrow): the widest result it computes, in columns. */
+export const NARROW_MAX_I = 16;
+/** The narrow kernel's rows per workgroup and invocations per workgroup (matmul.wgsl's NROWS, NT). */
+const NARROW_ROWS = 16;
+const NARROW_INVOCATIONS = 256;
+/** Its workgroup memory: ⌈I/4⌉ vec4s for each of 256 rows o of weight (matmul.wgsl's Ws). */
+function narrowWorkgroupBytes(I: number): number {
+  return 16 * Math.ceil(I / 4) * 256;
+}
 
 /** Which matmul of a linear layer. */
 export type MatmulOp = 'forward' | 'backward_input' | 'backward_weight';
@@ -89,8 +101,17 @@ export interface TiledVariant {
   doubleBuffer: boolean;
 }
 
-/** A matmul kernel: the fixed 64×64 or 128×128 one, or the parametrised one. */
-export type MatmulVariant = { kernel: 'tile64' } | { kernel: 'tile128' } | TiledVariant;
+/**
+ * The input gradient's kernel for results of at most NARROW_MAX_I columns (matmul.wgsl's
+ * matmul_backward_input_narrow): workgroups of 32 slices of the reduction over O × 8 row groups of
+ * 2 rows, weight staged in workgroup memory, the slices' sums added in a fixed order there.
+ */
+export interface NarrowVariant {
+  kernel: 'narrow';
+}
+
+/** A matmul kernel: the fixed 64×64 or 128×128 one, the parametrised one, or the narrow one. */
+export type MatmulVariant = { kernel: 'tile64' } | { kernel: 'tile128' } | NarrowVariant | TiledVariant;
 
 /**
  * How the weight gradient's split partials are added up (all deterministic, in a fixed order):
@@ -181,6 +202,9 @@ export function matmulDefault(op: MatmulOp, M: number, I: number, O: number): Ma
   const tuned = (matmulTunedOverride() ?? MATMUL_TUNED)[`${op}:${I}x${O}`];
   if (typeof tuned === 'string') return { variant: parseMatmulVariant(tuned) };
   if (tuned !== undefined) return { ...tuned, variant: parseMatmulVariant(tuned.variant) };
+  // Narrow input gradients (dt_proj's, I = R): the narrow kernel. On an H200, vim-tiny's (I = 12)
+  // went from 2.49 to 1.31 ms a step against the size rule's tile (docs/performance.md change 17).
+  if (op === 'backward_input' && I <= NARROW_MAX_I) return { variant: { kernel: 'narrow' } };
   return { variant: fixedVariant(ruleTile(op, M, I, O)) };
 }
 
@@ -197,7 +221,7 @@ function fixedVariant(tile: MatmulTile): MatmulVariant {
 
 // ---- variants: names and checks --------------------------------------------------------------------
 
-/** "tile64", "tile128", or the parametrised kernel as "ROWSxCOLS/BRxBC/kK[/v4][/db]". */
+/** "tile64", "tile128", "narrow", or the parametrised kernel as "ROWSxCOLS/BRxBC/kK[/v4][/db]". */
 export function matmulVariantName(v: MatmulVariant): string {
   if (v.kernel !== 'tiled') return v.kernel;
   return `${v.rows}x${v.cols}/${v.blockRows}x${v.blockCols}/k${v.k}${v.vec4 ? '/v4' : ''}${v.doubleBuffer ? '/db' : ''}`;
@@ -205,10 +229,10 @@ export function matmulVariantName(v: MatmulVariant): string {
 
 /** The inverse of matmulVariantName; throws on anything else, saying what is accepted. */
 export function parseMatmulVariant(name: string): MatmulVariant {
-  if (name === 'tile64' || name === 'tile128') return { kernel: name };
+  if (name === 'tile64' || name === 'tile128' || name === 'narrow') return { kernel: name };
   const m = /^(\d+)x(\d+)\/(\d+)x(\d+)\/k(\d+)((?:\/(?:v4|db))*)$/.exec(name);
   if (!m) {
-    throw new Error(`matmul: expected a variant "tile64", "tile128" or "ROWSxCOLS/BRxBC/kK[/v4][/db]" (e.g. "128x64/8x8/k16/v4") but received "${name}"`);
+    throw new Error(`matmul: expected a variant "tile64", "tile128", "narrow" or "ROWSxCOLS/BRxBC/kK[/v4][/db]" (e.g. "128x64/8x8/k16/v4") but received "${name}"`);
   }
   const flags = m[6].split('/').filter(Boolean);
   const v: TiledVariant = {
@@ -253,8 +277,8 @@ export function tiledWorkgroupBytes(v: TiledVariant): number {
 function toVariant(v: MatmulVariant | string): MatmulVariant {
   if (typeof v === 'string') return parseMatmulVariant(v);
   if (v.kernel === 'tiled') checkTiled(v);
-  else if (v.kernel !== 'tile64' && v.kernel !== 'tile128') {
-    throw new Error(`matmul: variant kernel must be "tile64", "tile128" or "tiled", got "${(v as { kernel: string }).kernel}"`);
+  else if (v.kernel !== 'tile64' && v.kernel !== 'tile128' && v.kernel !== 'narrow') {
+    throw new Error(`matmul: variant kernel must be "tile64", "tile128", "narrow" or "tiled", got "${(v as { kernel: string }).kernel}"`);
   }
   return v;
 }
@@ -393,6 +417,9 @@ export function matmulBackwardWeightPlan(
   }
   if (tile === undefined) {
     const choice = matmulDefault('backward_weight', M, I, O);
+    if (choice.variant.kernel === 'narrow') { // cannot run the weight gradient: the size rule's kernel does
+      return weightPlan(M, I, O, splits, fixedVariant(ruleTile('backward_weight', M, I, O)));
+    }
     const plan = weightPlan(M, I, O, splits ?? splitsFromRows(M, choice.splitRows), choice.variant);
     if (choice.variant.kernel !== 'tiled') return plan;
     // Where the tuned variant cannot run a call, the size rule's kernel runs it: size scratch for both.
@@ -408,6 +435,7 @@ function splitsFromRows(M: number, splitRows: number | undefined): number | unde
 }
 
 function weightPlan(M: number, I: number, O: number, splits: number | undefined, v: MatmulVariant): SplitPlan {
+  if (v.kernel === 'narrow') throw new Error(`matmul: variant narrow cannot run backward_weight: ${NARROW_OP_ONLY}`);
   if (v.kernel !== 'tiled') {
     const edge = v.kernel === 'tile128' ? 128 : 64;
     const tiles = ceilDiv(O, edge) * ceilDiv(I, edge);
@@ -493,6 +521,34 @@ function tiledUnfit(gpu: Gpu, v: TiledVariant, p: Problem): string | null {
   return null;
 }
 
+const NARROW_OP_ONLY = 'it computes only the input gradient (backward_input)';
+
+/** Why the narrow kernel cannot run problem `p` on this adapter, or null when it can. */
+function narrowUnfit(gpu: Gpu, p: Problem): string | null {
+  if (p.op !== 'backward_input') return NARROW_OP_ONLY;
+  if (p.I > NARROW_MAX_I) return `I = ${p.I} columns, at most ${NARROW_MAX_I}`;
+  const lim = gpu.limits;
+  if (NARROW_INVOCATIONS > lim.maxComputeInvocationsPerWorkgroup) {
+    return `${NARROW_INVOCATIONS} invocations exceed the adapter's ${lim.maxComputeInvocationsPerWorkgroup}`;
+  }
+  const bytes = narrowWorkgroupBytes(p.I);
+  if (bytes > lim.maxComputeWorkgroupStorageSize) {
+    return `${bytes} bytes of workgroup memory exceed the adapter's ${lim.maxComputeWorkgroupStorageSize}`;
+  }
+  const groups = ceilDiv(p.M, NARROW_ROWS);
+  if (groups > lim.maxComputeWorkgroupsPerDimension) {
+    return `${groups} workgroups (M/${NARROW_ROWS}) exceed the adapter's ${lim.maxComputeWorkgroupsPerDimension} per dimension`;
+  }
+  return null;
+}
+
+/** Why variant `v` cannot run problem `p` on this adapter, or null when it can (the fixed kernels run anything). */
+function unfit(gpu: Gpu, v: MatmulVariant, p: Problem): string | null {
+  if (v.kernel === 'tiled') return tiledUnfit(gpu, v, p);
+  if (v.kernel === 'narrow') return narrowUnfit(gpu, p);
+  return null;
+}
+
 function resolveKernel(gpu: Gpu, p: Problem, a: Strides): Kernel {
   if (a.tile !== undefined && a.variant !== undefined) throw new Error('matmul: give tile or variant, not both');
   let v: MatmulVariant;
@@ -502,13 +558,11 @@ function resolveKernel(gpu: Gpu, p: Problem, a: Strides): Kernel {
     v = fixedVariant(a.tile);
   } else if (a.variant !== undefined) {
     v = toVariant(a.variant);
-    if (v.kernel === 'tiled') {
-      const why = tiledUnfit(gpu, v, p);
-      if (why) throw new Error(`matmul: variant ${matmulVariantName(v)} cannot run ${p.op} M=${p.M} I=${p.I} O=${p.O}: ${why}`);
-    }
+    const why = unfit(gpu, v, p);
+    if (why) throw new Error(`matmul: variant ${matmulVariantName(v)} cannot run ${p.op} M=${p.M} I=${p.I} O=${p.O}: ${why}`);
   } else {
     v = matmulDefault(p.op, p.M, p.I, p.O).variant;
-    const why = v.kernel === 'tiled' ? tiledUnfit(gpu, v, p) : null;
+    const why = unfit(gpu, v, p);
     if (why) {
       fallback = `${matmulVariantName(v)}: ${why}`;
       v = fixedVariant(ruleTile(p.op, p.M, p.I, p.O));
@@ -586,12 +640,13 @@ function tiledConstants(k: Kernel, rows: number, cols: number, exactK: boolean):
 /** The tile (rows × columns of the result per workgroup) of a resolved kernel. */
 function tileOf(v: MatmulVariant): { rows: number; cols: number } {
   if (v.kernel === 'tiled') return { rows: v.rows, cols: v.cols };
+  if (v.kernel === 'narrow') return { rows: NARROW_ROWS, cols: NARROW_MAX_I };
   const e = v.kernel === 'tile128' ? 128 : 64;
   return { rows: e, cols: e };
 }
 
 function entryOf(base: string, v: MatmulVariant): string {
-  return v.kernel === 'tiled' ? `${base}_g` : v.kernel === 'tile128' ? `${base}_128` : base;
+  return v.kernel === 'tiled' ? `${base}_g` : v.kernel === 'tile128' ? `${base}_128` : v.kernel === 'narrow' ? `${base}_narrow` : base;
 }
 
 // ---- dispatches -----------------------------------------------------------------------------------
@@ -627,7 +682,10 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
   );
 }
 
-/** dinp (M, I) (+)= dout (M, O) · weight (O, I). One dispatch, grid (⌈I/Tc⌉, ⌈M/Tr⌉), Tr × Tc the tile. */
+/**
+ * dinp (M, I) (+)= dout (M, O) · weight (O, I). One dispatch, grid (⌈I/Tc⌉, ⌈M/Tr⌉), Tr × Tc the
+ * tile; the narrow kernel: grid (1, ⌈M/16⌉).
+ */
 export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispatch {
   const { M, I, O } = a;
   const s = strides(a, M, I, O);
