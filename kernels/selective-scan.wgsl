@@ -73,6 +73,7 @@ override SGR: u32 = 0u;
 override QP: u32 = 1u;              // backward_stream with SGR: NV rounded up to a power of two (≤ SGR)
 override LOOKAHEAD: u32 = 1u;       // backward_stream: 1 loads the next segment's inputs before computing this one, 0 when needed
 override RED_ROWS: u32 = WG * (2u * NV + 1u); // vec4 rows of s_red (1 where nothing uses it)
+override SH_ROWS: u32 = TC * NV * WG;          // vec4 rows of s_h (backward_stream: max((S−1)·NV·WG, 1))
 // forward: dt_proj fused: Δraw_t = xdbl[t, 0…R−1] · dt_weight[e, :] is computed here, binding 2
 // holds dt_proj's weight (E, R) instead of Δraw, and R ≤ 4·RVMAX
 override FUSE_DT: bool = false;
@@ -122,8 +123,9 @@ const RVMAX = 8u; // forward with FUSE_DT: R ≤ 32
 
 // [token][B_t (NV vec4) | C_t (NV vec4) | forward with FUSE_DT: dt_low (RV vec4)] of one sample, padding 0
 var<workgroup> s_bc: array<vec4<f32>, BCT * BCW>;
-// backward: the segment's states, [token][vec4 i][lane]
-var<workgroup> s_h: array<vec4<f32>, TC * NV * WG>;
+// backward: the segment's states, [token][vec4 i][lane]; SH_ROWS rows (backward_stream: only the
+// first S−1 tokens' are ever read back, so (S−1)·NV·WG, and one unused row for one-token segments)
+var<workgroup> s_h: array<vec4<f32>, SH_ROWS>;
 // backward: one token's contributions, [lane][gB (NV vec4) | gC (NV vec4) | pad]
 var<workgroup> s_red: array<vec4<f32>, RED_ROWS>;
 // reduce_params: [lane][output]
@@ -639,7 +641,9 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
     let t0 = k * S;
     let tn = min(S, L - t0);
 
-    // the segment's states from its checkpoint, into this invocation's column of s_h
+    // the segment's states from its checkpoint, into this invocation's column of s_h (the walk
+    // reads token tt−1's for tt ≥ 1, so the last token's is never stored; one-token segments
+    // store none)
     for (var i = 0u; i < NV; i++) { h[i] = hIn[i]; }
     var cdel: array<f32, SMAX>; // Δ_t of the segment's tokens
     for (var j = 0u; j < S; j++) {
@@ -648,7 +652,7 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
         let du = cdel[j] * cu[j];
         for (var i = 0u; i < NV; i++) {
           h[i] = exp(cdel[j] * A[i]) * h[i] + du * s_bc[(t0 + j) * 2u * NV + i];
-          s_h[(j * NV + i) * WG + lid] = h[i];
+          if (j + 1u < tn) { s_h[(j * NV + i) * WG + lid] = h[i]; }
         }
       }
     }

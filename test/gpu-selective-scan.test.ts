@@ -327,6 +327,14 @@ for (const [how, form] of FORMS) {
     if (how.startsWith('stream')) {
       it('the wide geometry (the GPU default): 128 channels a workgroup, one-token segments, blocks of 4 tokens; E=136 (reverse, accumulate)',
         async () => checkBackward(makeCase(12, 2, 65, 136, 16, 12), true, true, { ...(await base()), wide: true, tokenBlock: 4 }));
+      it('the wide geometry on 192 channels a workgroup (the GPU default where 192 divides E): E=192, one-token segments, blocks of 4 tokens (forward)',
+        async () => {
+          const t = { ...(await base()), wide: true, tokenBlock: 4 };
+          const c = makeCase(13, 2, 65, 192, 16, 12);
+          // with shuffle sums 192 channels take 8.3 KB; summing through workgroup memory 36 KB, beyond 32 KiB: 128 channels (26.8 KB)
+          expect(selectiveScanBackwardPlan(c, t).workgroupSize).toBe((t.subgroupSize ?? 0) > 0 ? 192 : 128);
+          await checkBackward(c, false, false, t);
+        });
     }
   });
 }
@@ -335,7 +343,13 @@ describe('the backward plan', () => {
   it('takes the wide stream geometry where asked, it fits and nothing is pinned', () => {
     const tiny = { B: 256, L: 65, E: 384, N: 16, R: 12 };
     const wide = selectiveScanBackwardPlan(tiny, { kernel: 'stream', subgroupSize: 32, wide: true, maxCheckpointBytes: 2 ** 31 });
-    expect([wide.kernel, wide.workgroupSize, wide.segment, wide.segments, wide.subgroupSize]).toEqual(['stream', 128, 1, 65, 32]);
+    expect([wide.kernel, wide.workgroupSize, wide.segment, wide.segments, wide.subgroupSize]).toEqual(['stream', 192, 1, 65, 32]);
+    expect(wide.workgroupBytes, 'B, C of 65 tokens; one-token segments keep no states in workgroup memory').toBe(16 * (65 * 8 + 1 + 1));
+    // 192 channels only where they divide E; else 128 (no idle channels: E = 256, 136)
+    for (const E of [256, 136]) {
+      expect(selectiveScanBackwardPlan({ ...tiny, E }, { kernel: 'stream', subgroupSize: 32, wide: true }).workgroupSize).toBe(128);
+    }
+    expect(selectiveScanBackwardPlan({ ...tiny, E: 576 }, { kernel: 'stream', subgroupSize: 32, wide: true }).workgroupSize).toBe(192);
     const ck = 256 * 64 * 16 * 384 * 4; // B·(L−1)·4⌈N/4⌉·E floats: 403 MB
     expect(selectiveScanScratch(tiny, { kernel: 'stream', subgroupSize: 32, wide: true }).bcPartials * 4).toBeGreaterThanOrEqual(ck);
     const narrow = selectiveScanBackwardPlan(tiny, { kernel: 'stream', subgroupSize: 32 });
@@ -352,10 +366,11 @@ describe('the backward plan', () => {
     const t = { kernel: 'stream' as const, subgroupSize: 32, wide: true, maxCheckpointBytes: 2 ** 31 };
     expect(selectiveScanBackwardPlan(p2, t).kernel, 'B, C of 257 tokens alone take 32.9 KB').toBe('segmented');
     const big = selectiveScanBackwardPlan(p2, { ...t, maxWorkgroupBytes: 49152 });
-    expect([big.kernel, big.workgroupSize, big.segment, big.workgroupBytes]).toEqual(['stream', 128, 1, 16 * (257 * 8 + 512 + 1)]);
+    expect([big.kernel, big.workgroupSize, big.segment, big.workgroupBytes]).toEqual(['stream', 128, 1, 16 * (257 * 8 + 1 + 1)]);
     const narrow = selectiveScanBackwardPlan(p2, { ...t, maxWorkgroupBytes: 49152, maxCheckpointBytes: 2 ** 28 });
-    expect([narrow.kernel, narrow.workgroupSize, narrow.segment, narrow.workgroupBytes]).toEqual(['stream', 64, 3, 16 * (257 * 8 + 3 * 4 * 64 + 1)]);
-    expect(selectiveScanBackwardPlan(p2, { ...t, maxWorkgroupBytes: 40000, maxCheckpointBytes: 2 ** 28 }), 'shorter segments first').toMatchObject({ workgroupSize: 64, segment: 1 });
+    expect([narrow.kernel, narrow.workgroupSize, narrow.segment, narrow.workgroupBytes]).toEqual(['stream', 64, 3, 16 * (257 * 8 + 2 * 4 * 64 + 1)]);
+    expect(selectiveScanBackwardPlan(p2, { ...t, maxWorkgroupBytes: 40000, maxCheckpointBytes: 2 ** 28 }), 'shorter segments first').toMatchObject({ workgroupSize: 64, segment: 2 });
+    expect(selectiveScanBackwardPlan(p2, { ...t, maxWorkgroupBytes: 34000, maxCheckpointBytes: 2 ** 28 })).toMatchObject({ workgroupSize: 64, segment: 1 });
     // shapes that fit 32 KiB keep their plan whatever the adapter allows
     const tiny = { B: 256, L: 65, E: 384, N: 16, R: 12 };
     expect(selectiveScanBackwardPlan(tiny, { ...t, maxWorkgroupBytes: 49152, maxCheckpointBytes: 1 })).toMatchObject({ workgroupSize: 64, segment: 3 });

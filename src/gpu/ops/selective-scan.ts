@@ -79,9 +79,10 @@ export interface ScanTuning {
   lookahead?: boolean;
   /**
    * Backward 'stream', where neither workgroupSize nor segment is given: try the wide geometry
-   * first (SCAN_STREAM_WIDE: 128 channels a workgroup, segments of one token), kept where its
-   * workgroup memory is within 32 KiB and its checkpoints within maxCheckpointBytes. scanTuning(gpu)
-   * sets it on a GPU, where it measured fastest (docs/performance.md, change 14).
+   * first (segments of one token on 192 channels a workgroup where that divides E, else on 128:
+   * SCAN_STREAM_WIDE_LARGE, SCAN_STREAM_WIDE), kept where its workgroup memory is within 32 KiB and
+   * its checkpoints within maxCheckpointBytes. scanTuning(gpu) sets it on a GPU, where it measured
+   * fastest (docs/performance.md, changes 14 and 18).
    */
   wide?: boolean;
   /** Most bytes of state checkpoints the wide geometry may use (one storage binding); default: no bound. */
@@ -231,11 +232,29 @@ const SCAN_STREAM_SEGMENT = 3;
  * and segments of 3 (docs/performance.md, change 14); on a CPU adapter it is slower.
  */
 export const SCAN_STREAM_WIDE = { workgroupSize: 128, segment: 1 } as const;
+/**
+ * The wide geometry's larger workgroup, taken first where it divides E (no idle channels): the
+ * sample's B, C staged once for 192 channels, half the workgroups of a sample where E = 384. On an
+ * H200 vim-tiny's backward took 20.6–21.4 ms a step against 25.6–25.7 for 128 channels
+ * (docs/performance.md, change 18). There the time grows in steps with the workgroups per SM, so
+ * fewer, larger workgroups pay; where 192 would leave channels idle (E = 256), 128 serves.
+ */
+export const SCAN_STREAM_WIDE_LARGE = 192;
+
+/** The wide geometry's workgroups to try, in order, for E channels. */
+function wideWorkgroups(E: number): number[] {
+  return E % SCAN_STREAM_WIDE_LARGE === 0 ? [SCAN_STREAM_WIDE_LARGE, SCAN_STREAM_WIDE.workgroupSize] : [SCAN_STREAM_WIDE.workgroupSize];
+}
+
+/** vec4 rows of the stream backward's s_h: the states of a segment's first S−1 tokens (at least one row). */
+function streamStateRows(N: number, wg: number, S: number): number {
+  return Math.max(1, (S - 1) * Math.ceil(N / 4) * wg);
+}
 
 /** Workgroup memory of the stream backward: all L tokens' B, C, the segment's states, s_red. */
 function streamBytes(L: number, N: number, wg: number, S: number, sgr: number): number {
   const NV = Math.ceil(N / 4);
-  return 16 * (L * 2 * NV + S * NV * wg + (sgr > 0 ? 1 : wg * (2 * NV + 1)));
+  return 16 * (L * 2 * NV + streamStateRows(N, wg, S) + (sgr > 0 ? 1 : wg * (2 * NV + 1)));
 }
 
 /** NV rounded up to a power of two: the items of the stream backward's shuffle sums (QP). */
@@ -330,8 +349,10 @@ function streamPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefi
   // the wide geometry first where asked, then the widest workgroup and longest segment within `budget`
   const choose = (budget: number): ScanBackwardPlan | undefined => {
     if (tuning.wide && !pinned) {
-      const p = planFor(SCAN_STREAM_WIDE.workgroupSize, SCAN_STREAM_WIDE.segment);
-      if (p.workgroupBytes <= budget && 4 * checkpointElements(s, p) <= (tuning.maxCheckpointBytes ?? Infinity)) return p;
+      for (const wg of wideWorkgroups(s.E)) {
+        const p = planFor(wg, SCAN_STREAM_WIDE.segment);
+        if (p.workgroupBytes <= budget && 4 * checkpointElements(s, p) <= (tuning.maxCheckpointBytes ?? Infinity)) return p;
+      }
     }
     for (const wg of wgs) {
       if (!Number.isInteger(wg) || wg < 1) throw new Error(`${where}: workgroupSize must be a positive integer; received ${wg}`);
@@ -571,7 +592,10 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
 
   const scan = makeDispatch(gpu, 'selective-scan', stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
     stream
-      ? { ...common, KB: kb, BCT: L, SGR: sgr, QP: shuffleItems(N), LOOKAHEAD: a.lookahead === false ? 0 : 1, ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
+      ? {
+        ...common, KB: kb, BCT: L, SGR: sgr, QP: shuffleItems(N), LOOKAHEAD: a.lookahead === false ? 0 : 1,
+        SH_ROWS: streamStateRows(N, wg, plan.segment), ...(sgr > 0 ? { RED_ROWS: 1 } : {}),
+      }
       : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
     [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, ckView,
       a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
