@@ -12,6 +12,8 @@
 #                  matmul variants (VIM_MATMUL_TUNED); as shipped and with robustness on
 #   b128           bench-vim at batch 128 with the candidates
 #   check          bench-vim --check with the candidates (every kernel against the float64 reference)
+#   sweep          (only when named) bench-vim as shipped at batch 176 … 352: the scan backward's time
+#                  against its workgroups per SM (docs/performance.md, measurement 7); one line a batch
 # Each run has a time limit; the headline lines are printed at the end. About 3 minutes on an H200.
 set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 2
@@ -69,7 +71,12 @@ for step in $STEPS; do
     check)
       read -r -a ENV <<< "$(candidates)"
       run check-candidates 120 env "${ENV[@]}" "${BENCH[@]}" --check ;;
-    *) echo "unknown step $step (known: b256 b256-robust shapes scan matmul candidates b128 check)" >&2; exit 2 ;;
+    sweep)
+      for b in 176 208 224 240 256 272 288 320 352; do
+        run "bench-b$b" 60 "${BENCH[@]}" --batch-size "$b" --json "$OUT/bench-b$b.json"
+        echo "   batch $b: $(grep -E '^training: .*images/s' "$OUT/bench-b$b.txt" | tr -s ' ' | cut -d' ' -f2-3) | scan backward: $(grep -E '^selective_scan_backward ' "$OUT/bench-b$b.txt" | head -1 | tr -s ' ' | cut -d' ' -f3) ms"
+      done ;;
+    *) echo "unknown step $step (known: b256 b256-robust shapes scan matmul candidates b128 check sweep)" >&2; exit 2 ;;
   esac
 done
 
