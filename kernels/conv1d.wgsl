@@ -91,8 +91,14 @@ fn src_token(s: u32) -> u32 {
   return select(s, L - 1u - s, REVERSE);
 }
 
+// x at token t; x_at: at direction position s (the same where REVERSE is false, as in the
+// both-directions kernels, which never set it)
+fn x_tok(b: u32, t: u32, e: u32) -> f32 {
+  return xz[(b * L + t) * 2u * E + e];
+}
+
 fn x_at(b: u32, s: u32, e: u32) -> f32 {
-  return xz[(b * L + src_token(s)) * 2u * E + e];
+  return x_tok(b, src_token(s), e);
 }
 
 // The pre-activation at direction position t.
@@ -157,9 +163,24 @@ fn win_get(w: Win, slot: u32) -> f32 {
   return select(w.hi[slot & 3u], w.lo[slot & 3u], slot < 4u);
 }
 
+fn zero_win() -> Win {
+  return Win(vec4f(0.0), vec4f(0.0));
+}
+
+const WIN = 8u;  // window slots (MAX_K)
+
+// The window of x at direction positions s0−(K−1) … s0−1 (zero before 0) in slots WIN−K+1 … WIN−1.
+fn x_halo(b: u32, s0: u32, e: u32) -> Win {
+  var xw = zero_win();
+  for (var j = 1u; j < K; j++) {
+    let ok = s0 + j >= K;
+    win_set(&xw, WIN - K + j, select(0.0, x_at(b, select(0u, s0 + j - K, ok), e), ok));
+  }
+  return xw;
+}
+
 const COLS = 64u;
 const LANES = 4u;
-const WIN = 8u;  // window slots (MAX_K)
 const STEP = 4u; // positions loaded together
 var<workgroup> lane_sum: array<f32, 2304>; // [lane][j ≤ MAX_K][channel]: LANES · (MAX_K + 1) · COLS
 
@@ -170,13 +191,13 @@ fn conv1d_silu_backward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocat
   let chunks = (L + CHUNK - 1u) / CHUNK;
   let u0 = grp * UNITS_PER_GROUP;
   let u1 = min(u0 + UNITS_PER_GROUP, B * chunks);
-  var dw = Win(vec4f(0.0), vec4f(0.0)); // Σ g · x at slot WIN−K+k for tap k
+  var dw = zero_win(); // Σ g · x at slot WIN−K+k for tap k
   var db = 0.0;
   if (e < E) {
     // taps at the window's end (slot WIN−K+k = weight[e,k]) for pre; reversed (slot WIN−1−k =
     // weight[e,k]) for dx, which takes g at positions s+K−1−k = t−k
-    var wpre = Win(vec4f(0.0), vec4f(0.0));
-    var wdx = Win(vec4f(0.0), vec4f(0.0));
+    var wpre = zero_win();
+    var wdx = zero_win();
     for (var k = 0u; k < K; k++) {
       let wk = weight[e * K + k];
       win_set(&wpre, WIN - K + k, wk);
@@ -188,12 +209,8 @@ fn conv1d_silu_backward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocat
       let s0 = (u - b * chunks) * CHUNK;
       let s1 = min(s0 + CHUNK, L);
       // x at positions s0−(K−1) … s0−1 (zero before 0); g before s0 is never used
-      var xw = Win(vec4f(0.0), vec4f(0.0));
-      var gw = Win(vec4f(0.0), vec4f(0.0));
-      for (var j = 1u; j < K; j++) {
-        let ok = s0 + j >= K;
-        win_set(&xw, WIN - K + j, select(0.0, x_at(b, select(0u, s0 + j - K, ok), e), ok));
-      }
+      var xw = x_halo(b, s0, e);
+      var gw = zero_win();
       // steps t = s0 … s1+K−2, STEP at a time (loads clamped into range)
       for (var t0 = s0; t0 + 1u < s1 + K; t0 += STEP) {
         let tc = vec4u(min(vec4u(t0) + vec4u(0u, 1u, 2u, 3u), vec4u(L - 1u)));
@@ -255,23 +272,6 @@ fn conv1d_silu_backward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocat
 @group(0) @binding(7) var<storage, read> dout_b: array<f32>;      // (B, L, E) reversed order (backward2)
 @group(0) @binding(8) var<storage, read_write> partial2: array<f32>; // (G, 2·(E·K + E))
 
-fn x_tok(b: u32, t: u32, e: u32) -> f32 {
-  return xz[(b * L + t) * 2u * E + e];
-}
-
-fn zero_win() -> Win {
-  return Win(vec4f(0.0), vec4f(0.0));
-}
-
-// The window x[s0−(K−1)] … x[s0−1] (zero before token 0) in slots WIN−K+1 … WIN−1.
-fn x_halo(b: u32, s0: u32, e: u32) -> Win {
-  var xw = zero_win();
-  for (var j = 1u; j < K; j++) {
-    let ok = s0 + j >= K;
-    win_set(&xw, WIN - K + j, select(0.0, x_tok(b, select(0u, s0 + j - K, ok), e), ok));
-  }
-  return xw;
-}
 
 @compute @workgroup_size(256)
 fn conv1d_silu_forward2(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
