@@ -41,6 +41,15 @@
 //   Workgroup memory: S·NV·WG vec4 of states + WG·(2NV+1) of contributions + BCT·2NV of B, C.
 //   Short segments (S = 3) keep it small; on an H200 through Dawn it is what limits how many
 //   workgroups run at once, more than the checkpoint traffic that short segments add.
+// selective_scan_backward_split: the streaming form with SPLIT lanes per channel (1, 2 or 4; grid
+//   (ceil(E·SPLIT / WG), B) of WG invocations, WG / SPLIT channels a workgroup). Lane q of a channel
+//   holds its state vec4 q·NV/SPLIT … (q+1)·NV/SPLIT−1, so each lane carries 1/SPLIT of the state
+//   arrays; per-token sums over the channel's states (C·h for y, the du and dΔ sums) are lane
+//   partials added by shuffles across the channel's lanes, the same bits in every lane. A segment's
+//   S ≤ 4 recomputed states stay in registers (no s_h), so longer segments cut the checkpoints
+//   without workgroup memory. Per token the [gB | gC] sums over a subgroup's channels are shuffles
+//   between the lanes that hold the same states, one partial row per subgroup as with SGR above.
+//   Workgroup memory: the sample's B, C (L·2NV vec4).
 // selective_scan_reduce_bc: ceil(B·L·2N / 256) workgroups of 256 (folded into y past the grid
 //   limit); dxdbl[b, t, R + c] (= or +=) Σ_w part_bc[b, w, t, c], w in order.
 // selective_scan_reduce_params: grid (ceil((N+2)·E / 16)), 16 outputs × 16 batch lanes; lane y sums
@@ -63,15 +72,21 @@ override ACC_DZ: bool = false;      // dz += instead of = (both directions add i
 override ACCUMULATE: bool = false;  // reduce kernels: dxdbl's B/C columns, or dA_log/dDskip/ddt_bias
 override NV: u32 = (N + 3u) / 4u;   // vec4 per state vector
 override KB: u32 = 1u;              // backward: tokens whose inputs are loaded together (≤ KBMAX)
-override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB); backward_stream: L)
+override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB); backward_stream, _split: L)
 // For timing experiments only (results are then wrong): bit 0 skips the backward's per-token
 // channel reduction, bit 1 its pass 1, bit 2 its recomputation of the segment's states.
 override DIAG: u32 = 0u;
 // backward_stream: the subgroup size when the per-token [gB | gC] channel sums are made by
 // shuffles within each subgroup (no barrier; one partial per subgroup); 0 = through s_red.
+// backward_split: the subgroup size (never 0).
 override SGR: u32 = 0u;
 override QP: u32 = 1u;              // backward_stream with SGR: NV rounded up to a power of two (≤ SGR)
-override LOOKAHEAD: u32 = 1u;       // backward_stream: 1 loads the next segment's inputs before computing this one, 0 when needed
+override LOOKAHEAD: u32 = 1u;       // backward_stream, _split: 1 loads the next segment's inputs before computing this one, 0 when needed
+// backward_split: lanes per channel (1, 2 or 4, dividing NV and at most SGR); each holds NV / SPLIT state vec4
+override SPLIT: u32 = 1u;
+override QS: u32 = 1u;              // backward_split: NV / SPLIT rounded up to a power of two (items of its shuffle sums)
+// backward_split: gB and gC summed in one shuffle sum of 2·QS items (needs 2·QS ≤ SGR / SPLIT), else one sum each
+override BCJ: bool = false;
 override RED_ROWS: u32 = WG * (2u * NV + 1u); // vec4 rows of s_red (1 where nothing uses it)
 override SH_ROWS: u32 = TC * NV * WG;          // vec4 rows of s_h (backward_stream: max((S−1)·NV·WG, 1))
 // forward: dt_proj fused: Δraw_t = xdbl[t, 0…R−1] · dt_weight[e, :] is computed here, binding 2
@@ -85,6 +100,8 @@ const NVMAX = 8u; // N ≤ 32
 const KBMAX = 8u; // largest KB
 const SMAX = 8u;  // backward_stream: longest segment
 const RVMAX = 8u; // forward with FUSE_DT: R ≤ 32
+const SPLIT_SMAX = 4u;   // backward_split: longest segment
+const SPLIT_ITEMS = 16u; // backward_split: most items of one shuffle sum (gB and gC of 2·NVMAX vec4)
 
 // ---- forward bindings ----
 @group(0) @binding(0) var<storage, read_write> f_out: array<f32>;  // (B, L, E)
@@ -721,6 +738,302 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
   }
 
   if (live) { write_param_partials(b, e, gA, A, gD, gbias); }
+}
+
+// ============================================================================================
+// Backward, split form
+// ============================================================================================
+
+// This lane's part of A[e, :] = −exp(A_log[e, :]): state vec4 v0 … v0 + NV/SPLIT − 1 of the
+// channel, at 0 … NV/SPLIT − 1 (padding states −1).
+fn split_A(ec: u32, v0: u32) -> array<vec4<f32>, NVMAX> {
+  var A: array<vec4<f32>, NVMAX>;
+  for (var i = 0u; i < NV / SPLIT; i++) {
+    var a = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+      let n = 4u * (v0 + i) + c;
+      if (n < N) { a[c] = g_A_log[ec * N + n]; }
+    }
+    A[i] = -exp(a);
+  }
+  return A;
+}
+
+// Pass 1 of selective_scan_backward_split on one block of tokens t0 … t0+tn−1 (tn ≤ KB): this
+// lane's part of the forward recurrence (state vec4 v0 … v0 + NV/SPLIT − 1 of channel e, held at
+// 0 … NV/SPLIT − 1), writing its part of the state that enters each following segment of S = TC
+// tokens to ckpt. B_t of token t is at s_bc[t·2NV] (all L tokens staged).
+fn split_pass1_block(h: ptr<function, array<vec4<f32>, NVMAX>>, A: array<vec4<f32>, NVMAX>, blk: TokenBlock, bias: f32,
+                     b: u32, e: u32, v0: u32, live: bool, t0: u32, tn: u32) {
+  let nseg = (L + TC - 1u) / TC;
+  for (var k = 0u; k < KB; k++) {
+    if (k < tn) {
+      let t = t0 + k;
+      let delta = softplus(blk.d[k] + bias);
+      let du = delta * blk.u[k];
+      for (var i = 0u; i < NV / SPLIT; i++) {
+        (*h)[i] = exp(delta * A[i]) * (*h)[i] + du * s_bc[t * 2u * NV + v0 + i];
+      }
+      if (live && (t + 1u) % TC == 0u) {
+        let slot = (t + 1u) / TC - 1u;
+        for (var i = 0u; i < NV / SPLIT; i++) { g_ckpt[((b * (nseg - 1u) + slot) * NV + v0 + i) * E + e] = (*h)[i]; }
+      }
+    }
+  }
+}
+
+// The sum of v over the SPLIT lanes of this lane's channel (neighbours in its subgroup): exchanges
+// at distances SPLIT/2, …, 1, each lane adding what it receives to what it holds. a + b and b + a
+// round alike, so every lane of the channel ends with the same bits. Call in uniform control flow.
+fn split_channel_sum(v: vec4<f32>) -> vec4<f32> {
+  var r = v;
+  for (var off = SPLIT / 2u; off >= 1u; off /= 2u) { r += sg_shuffle_xor(r, off); }
+  return r;
+}
+
+// One halving exchange of split_sum_items (sg_halve on its longer item arrays).
+fn split_halve(v: ptr<function, array<vec4<f32>, SPLIT_ITEMS>>, h: u32, off: u32, lane: u32) {
+  let upper = (lane & off) != 0u;
+  for (var j = 0u; j < h; j++) {
+    let lo = (*v)[j];
+    let hi = (*v)[j + h];
+    (*v)[j] = select(lo, hi, upper) + sg_shuffle_xor(select(hi, lo, upper), off);
+  }
+}
+
+// The sum of m = (BCJ ? 2·QS : QS) items (vec4) over the lanes of a subgroup that hold the same
+// states (equal lane % SPLIT: one lane of each of its SGR / SPLIT channels): halving exchanges at
+// lane distances SGR/2, SGR/4, … until one item is left, then plain exchanges down to distance
+// SPLIT (m ≤ SGR / SPLIT, so the halvings end at or above it). Lane `lane` ends with the sum of
+// item lane / (SGR / m) of its states, as do the other lanes of its group of SGR / m with the same
+// lane % SPLIT. Every lane adds in the same fixed order, so results repeat bit for bit. Call in
+// uniform control flow.
+fn split_sum_items(items: array<vec4<f32>, SPLIT_ITEMS>, lane: u32) -> vec4<f32> {
+  let m = select(QS, 2u * QS, BCJ);
+  var v = items;
+  var off = SGR / 2u;
+  if (m >= 16u) { split_halve(&v, 8u, off, lane); off /= 2u; }
+  if (m >= 8u) { split_halve(&v, 4u, off, lane); off /= 2u; }
+  if (m >= 4u) { split_halve(&v, 2u, off, lane); off /= 2u; }
+  if (m >= 2u) { split_halve(&v, 1u, off, lane); off /= 2u; }
+  var r = v[0];
+  for (; off >= SPLIT; off /= 2u) { r += sg_shuffle_xor(r, off); }
+  return r;
+}
+
+// Write a sum of split_sum_items to the partial row at `base`: in each group of SGR / m lanes that
+// holds item lane / (SGR / m), the first SPLIT lanes (one per state part q = lane % SPLIT) write its
+// four states. Item k is vec4 k % QS of the lane's part of gB, or of gC where `gc` or k ≥ QS (BCJ).
+fn split_write_items(r: vec4<f32>, lane: u32, base: u32, gc: bool) {
+  let m = select(QS, 2u * QS, BCJ);
+  let grp = SGR / m;
+  let item = lane / grp;
+  let j = item % QS;
+  let col = select(0u, N, gc || item >= QS);
+  if (lane % grp < SPLIT && j < NV / SPLIT) {
+    let v = (lane % SPLIT) * (NV / SPLIT) + j; // the channel's state vec4
+    for (var c = 0u; c < 4u; c++) {
+      let n = 4u * v + c;
+      if (n < N) { g_part_bc[base + col + n] = r[c]; }
+    }
+  }
+}
+
+// The per-sample partials of one channel's parameter gradients from its lane q: rows 4·v0 … of
+// gA ⊙ A (dA_log) for the lane's states, and from lane 0 rows N (dD) and N+1 (dbias).
+fn split_param_partials(b: u32, e: u32, q: u32, gA: array<vec4<f32>, NVMAX>, A: array<vec4<f32>, NVMAX>, gD: f32, gbias: f32) {
+  let v0 = q * (NV / SPLIT);
+  for (var i = 0u; i < NV / SPLIT; i++) {
+    let v = gA[i] * A[i];
+    let n = 4u * (v0 + i);
+    let o = (b * (N + 2u) + n) * E + e;
+    g_part_par[o] = v.x;
+    if (n + 1u < N) { g_part_par[o + E] = v.y; }
+    if (n + 2u < N) { g_part_par[o + 2u * E] = v.z; }
+    if (n + 3u < N) { g_part_par[o + 3u * E] = v.w; }
+  }
+  if (q == 0u) {
+    g_part_par[(b * (N + 2u) + N) * E + e] = gD;
+    g_part_par[(b * (N + 2u) + N + 1u) * E + e] = gbias;
+  }
+}
+
+// selective_scan_backward_split: the gradients of selective_scan_backward_stream with SGR > 0, the
+// channel's states split over SPLIT lanes (lanes lid = c·SPLIT + q of a workgroup share its channel
+// c; lane q holds state vec4 q·NV/SPLIT …, at index 0 … NV/SPLIT − 1 of its arrays):
+//   - all L tokens of the sample's [B_t | C_t] are staged in s_bc once;
+//   - pass 1 streams the tokens in blocks of KB (the next block's u, Δraw loaded while this one is
+//     computed), each lane writing its part of the state entering each segment of S = TC tokens;
+//   - pass 2 takes segments last to first (with LOOKAHEAD loading the segment before while it
+//     computes this one), recomputes the segment's states from its checkpoint into sh, a register
+//     array indexed by constants only (loops run to S), then walks the segment backward;
+//   - per token, y_t = C_t · h_t and the du, dΔ sums over the channel's states are lane partials
+//     summed by split_channel_sum, so every lane of the channel holds the same gy, gu, gdelta;
+//     lane 0 alone writes du, ddelta_raw, dz and the channel's dD, dbias partials; each lane writes
+//     its states' dA_log partials;
+//   - per token the [gB | gC] sums over the subgroup's channels are shuffles between the lanes that
+//     hold the same states, one partial row per subgroup (NWG = (workgroups per sample)·WG / SGR).
+// Idle channels (e ≥ E) compute on channel E−1, write nothing and add zeros to the subgroup sums.
+// Needs SGR ≥ SPLIT (a power of two dividing WG), NV % SPLIT == 0, QS ≤ SGR / SPLIT and S ≤ SPLIT_SMAX.
+@compute @workgroup_size(WG)
+fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.y;
+  let c = lid / SPLIT;          // the workgroup's channel
+  let q = lid % SPLIT;          // which part of its states this lane holds
+  let NVL = NV / SPLIT;         // state vec4 per lane
+  let v0 = q * NVL;             // the lane's first state vec4
+  let e = wid.x * (WG / SPLIT) + c;
+  let live = e < E;
+  let ec = min(e, E - 1u);
+  let Q = 2u * N;
+  let S = TC;
+  let nseg = (L + S - 1u) / S;
+  let lane = lid % SGR;
+  let part = wid.x * (WG / SGR) + lid / SGR; // this lane's subgroup's partial row of part_bc
+
+  let A = split_A(ec, v0);
+  var h: array<vec4<f32>, NVMAX>;     // running state, then h_t in the walk (zero-initialised, as the others)
+  var carry: array<vec4<f32>, NVMAX>; // a_{t+1} ⊙ gh_{t+1}
+  var gA: array<vec4<f32>, NVMAX>;    // Σ_t gh_t ⊙ a_t ⊙ h_{t−1} ⊙ Δ_t
+  let bias = g_dt_bias[ec];
+  let Dv = g_Dskip[ec];
+  var gD = 0.0;
+  var gbias = 0.0;
+
+  load_bc_backward(b, 0u, L, lid);
+
+  // Pass 1: the forward recurrence over segments 0 … NSEG−2 in blocks of KB tokens, the next
+  // block's u, Δraw loaded while this one is computed.
+  let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u);
+  var next = load_token_block(b, 0u, max(min(KB, T1), 1u), ec);
+  for (var t0 = 0u; t0 < T1; t0 += KB) {
+    let cur = next;
+    if (t0 + KB < T1) { next = load_token_block(b, t0 + KB, min(KB, T1 - t0 - KB), ec); }
+    split_pass1_block(&h, A, cur, bias, b, e, v0, live, t0, min(KB, T1 - t0));
+  }
+
+  // Pass 2: segments last to first. Iteration kk loads segment NSEG−1−kk and computes, with
+  // LOOKAHEAD, the one after it (loaded by the iteration before), else that segment itself.
+  var cu: array<f32, SPLIT_SMAX>;
+  var cd: array<f32, SPLIT_SMAX>;
+  var cg: array<f32, SPLIT_SMAX>;
+  var cz: array<f32, SPLIT_SMAX>;
+  var qu: array<f32, SPLIT_SMAX>;
+  var qd: array<f32, SPLIT_SMAX>;
+  var qg: array<f32, SPLIT_SMAX>;
+  var qz: array<f32, SPLIT_SMAX>;
+  var qh: array<vec4<f32>, NVMAX>;
+  // sh[j]: the lane's part of the state entering token t0 + j of the segment (sh[0] its checkpoint)
+  var sh: array<array<vec4<f32>, NVMAX>, SPLIT_SMAX>;
+  for (var kk = 0u; kk < nseg + LOOKAHEAD; kk++) {
+    if (LOOKAHEAD == 1u) {
+      cu = qu;
+      cd = qd;
+      cg = qg;
+      cz = qz;
+      sh[0] = qh;
+    }
+    if (kk < nseg) {
+      let k = nseg - 1u - kk;
+      let t0 = k * S;
+      let tn = min(S, L - t0);
+      for (var j = 0u; j < S; j++) {
+        let t = t0 + min(j, tn - 1u);
+        let row = (b * L + t) * E + ec;
+        qu[j] = g_u[row];
+        qd[j] = g_delta_raw[row];
+        qg[j] = g_dout[row];
+        qz[j] = g_xz[(b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec];
+      }
+      for (var i = 0u; i < NVL; i++) {
+        if (k == 0u || !live) { qh[i] = vec4<f32>(0.0); }
+        else { qh[i] = g_ckpt[((b * (nseg - 1u) + k - 1u) * NV + v0 + i) * E + e]; }
+      }
+    }
+    if (LOOKAHEAD == 0u) {
+      cu = qu;
+      cd = qd;
+      cg = qg;
+      cz = qz;
+      sh[0] = qh;
+    }
+    if (kk < LOOKAHEAD) { continue; }
+    let k = nseg - 1u - (kk - LOOKAHEAD);
+    let t0 = k * S;
+    let tn = min(S, L - t0);
+
+    // the segment's states from its checkpoint: sh[j] for j ≥ 1, and h ends as the last token's
+    for (var i = 0u; i < NVL; i++) { h[i] = sh[0][i]; }
+    var cdel: array<f32, SPLIT_SMAX>; // Δ_t of the segment's tokens
+    for (var j = 0u; j < S; j++) {
+      cdel[j] = softplus(cd[j] + bias);
+      if (j < tn && (DIAG & 4u) == 0u) {
+        let du = cdel[j] * cu[j];
+        for (var i = 0u; i < NVL; i++) {
+          h[i] = exp(cdel[j] * A[i]) * h[i] + du * s_bc[(t0 + j) * 2u * NV + v0 + i];
+          if (j + 1u < S) { sh[j + 1u][i] = h[i]; }
+        }
+      }
+    }
+    // walk the segment backward; h holds h_t, sh[tt] h_{t−1}
+    for (var j = 0u; j < S; j++) {
+      let tt = S - 1u - j;
+      if (tt < tn) { // uniform (tn is the workgroup's), so the shuffles below are too
+        let t = t0 + tt;
+        let rowT = (b * L + t) * E + ec;
+        let ziT = (b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec;
+        let uu = cu[tt];
+        let gout = cg[tt];
+        let z = cz[tt];
+        let delta = cdel[tt];
+        let du = delta * uu;
+        let bct = t * 2u * NV + v0; // the lane's part of B_t in s_bc; of C_t NV further
+        // y_t = C_t · h_t + D u_t: four partial sums over the lane's states, then over the channel's lanes
+        var y4 = vec4<f32>(0.0);
+        for (var i = 0u; i < NVL; i++) { y4 += s_bc[bct + NV + i] * h[i]; }
+        let y = Dv * uu + split_channel_sum(vec4<f32>((y4.x + y4.y) + (y4.z + y4.w), 0.0, 0.0, 0.0)).x;
+        let sz = sigmoid(z);
+        let gy = gout * z * sz;
+        let gz = gout * y * sz * (1.0 + z * (1.0 - sz));
+        gD += gy * uu;
+        var gu4 = vec4<f32>(0.0);     // Σ gh_t B_t over the lane's states, per component
+        var gdelta4 = vec4<f32>(0.0); // Σ gh_t (u_t B_t + A a_t h_{t−1}) over the lane's states
+        var itB: array<vec4<f32>, SPLIT_ITEMS>; // gB_t contributions (with BCJ then gC_t's from QS on); the rest stay 0
+        var itC: array<vec4<f32>, SPLIT_ITEMS>; // gC_t contributions
+        for (var i = 0u; i < NVL; i++) {
+          let hPrev = sh[tt][i];
+          let a = exp(delta * A[i]);
+          let Bv = s_bc[bct + i];
+          let gh = gy * s_bc[bct + NV + i] + carry[i];
+          itB[i] = select(vec4<f32>(0.0), gh * du, live);
+          itC[i] = select(vec4<f32>(0.0), gy * h[i], live);
+          gu4 += gh * Bv;
+          let ahp = a * hPrev; // a_t ⊙ h_{t−1}
+          gdelta4 += gh * (uu * Bv + A[i] * ahp);
+          gA[i] += gh * ahp * delta;
+          carry[i] = a * gh;
+          h[i] = hPrev;
+        }
+        let sums = split_channel_sum(vec4<f32>((gu4.x + gu4.y) + (gu4.z + gu4.w), (gdelta4.x + gdelta4.y) + (gdelta4.z + gdelta4.w), 0.0, 0.0));
+        let gu = Dv * gy + delta * sums.x;
+        let gdr = sums.y * sigmoid(cd[tt] + bias);
+        gbias += gdr;
+        if (live && q == 0u) { store_token_grads(rowT, ziT, gu, gdr, gz); }
+        if ((DIAG & 1u) == 0u) {
+          let pbase = ((b * NWG + part) * L + t) * Q;
+          if (BCJ) {
+            for (var i = 0u; i < NVL; i++) { itB[QS + i] = itC[i]; }
+            split_write_items(split_sum_items(itB, lane), lane, pbase, false);
+          } else {
+            split_write_items(split_sum_items(itB, lane), lane, pbase, false);
+            split_write_items(split_sum_items(itC, lane), lane, pbase, true);
+          }
+        }
+      }
+    }
+  }
+
+  if (live) { split_param_partials(b, e, q, gA, A, gD, gbias); }
 }
 
 // ============================================================================================

@@ -2,15 +2,16 @@
  * The selective scan kernels (kernels/selective-scan.wgsl) against the float64 reference, both
  * directions, at sizes that fill workgroups partially (E = 13, 37, 40) with one and several
  * workgroups per sample, partial backward segments, N = 5 and the model's N = 16 with L = 65,
- * and the accumulate variants (dz of both directions adding into one dxz).
+ * and the accumulate variants (dz of both directions adding into one dxz); the split backward
+ * for each lanes-per-channel and segment length it takes.
  */
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  scanGeometryFromEnv, scanKernelDefault, scanSubgroupSize, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
-  selectiveScanScratch, type ScanTuning,
+  scanGeometryFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
+  selectiveScanForward, selectiveScanScratch, type ScanTuning,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
@@ -339,6 +340,62 @@ for (const [how, form] of FORMS) {
   });
 }
 
+/**
+ * The split form: P lanes a channel (dividing ⌈N/4⌉), segments of S ≤ 4 tokens whose states stay in
+ * registers. Workgroups of two subgroups hold 2·SGR / P channels, so E = 37 leaves idle channels
+ * (lanes) in the last workgroup for every P; L = 7 and 13 end on a partial segment for S ≥ 2. Each
+ * (P, S) runs one of three ways (forward overwriting, reverse accumulating, both directions with dz
+ * adding into one dxz), so that every P and every S meets each way and both lengths.
+ */
+describe('selective scan backward (split)', () => {
+  const split = async (P: number, S: number, more: ScanTuning = {}): Promise<ScanTuning> => {
+    const sg = scanSubgroupSize(await testGpu());
+    return { kernel: 'split', subgroupSize: sg, split: P, segment: S, workgroupSize: 2 * sg, ...more };
+  };
+  /** `t`, checked to plan the split kernel with P lanes a channel (not a fallback). */
+  const planned = (c: Case, t: ScanTuning, P: number): ScanTuning => {
+    expect(selectiveScanBackwardPlan(c, t)).toMatchObject({ kernel: 'split', split: P });
+    return t;
+  };
+  const ways = ['forward', 'reverse, accumulating', 'both directions'] as const;
+  [1, 2, 4].forEach((P, pi) => {
+    for (const S of [1, 2, 3, 4]) {
+      const L = (S + pi) % 2 === 1 ? 7 : 13;
+      const way = ways[(S + pi) % 3];
+      const R = 3;
+      it(`${P} lane${P > 1 ? 's' : ''} a channel, segments of ${S}: L=${L} E=37 N=16 (${way})`, async () => {
+        const t = planned(makeCase(40 + L, 2, L, 37, 16, R), await split(P, S, L === 13 ? { tokenBlock: 4 } : {}), P);
+        if (way === 'both directions') await checkBothDirections(40 + L, 2, L, 37, 16, R, t);
+        else await checkBackward(makeCase(40 + L, 2, L, 37, 16, R), way !== 'forward', way !== 'forward', t);
+      });
+    }
+  });
+  it('the default geometry (one lane a channel, 128 channels a workgroup, segments of 4): B=2 L=65 E=40 N=16 (reverse, accumulating)', async () => {
+    const c = makeCase(33, 2, 65, 40, 16, 12);
+    const t: ScanTuning = { kernel: 'split', subgroupSize: scanSubgroupSize(await testGpu()) };
+    expect(selectiveScanBackwardPlan(c, t)).toMatchObject({ kernel: 'split', split: 1, workgroupSize: 128, segment: 4, segments: 17 });
+    await checkBackward(c, true, true, t);
+  });
+  it('L=65, segments of 4, inputs loaded 4 tokens at a time, each segment loaded when it is computed (forward)', async () => {
+    const c = makeCase(34, 2, 65, 40, 16, 12);
+    await checkBackward(c, false, false, planned(c, await split(4, 4, { tokenBlock: 4, lookahead: false }), 4));
+  });
+  it('N=8 (two state vec4): 2 and 1 lanes a channel; 4 lanes fall back to the stream kernel', async () => {
+    const c = makeCase(35, 2, 13, 37, 8, 3);
+    await checkBackward(c, true, false, planned(c, await split(2, 3), 2));
+    await checkBackward(c, false, true, planned(c, await split(1, 4), 1));
+    expect(selectiveScanBackwardPlan(c, await split(4, 3))).toMatchObject({ kernel: 'stream', workgroupSize: 16, segment: 3 });
+    expect(selectiveScanBackwardPlan(c, { ...(await split(4, 3)), split: undefined }), 'by default one lane a channel')
+      .toMatchObject({ kernel: 'split', split: 1 });
+  });
+  it('N=20: five state vec4 on one lane, their items padded to eight; gB and gC summed apart where 2·8 items exceed a subgroup (lavapipe: 8 lanes)', async () => {
+    const c = makeCase(36, 2, 7, 21, 20, 4);
+    const t = await split(1, 3);
+    expect(selectiveScanBackwardPlan(c, { ...t, split: undefined })).toMatchObject({ kernel: 'split', split: 1 });
+    await checkBackward(c, false, false, planned(c, t, 1));
+  });
+});
+
 describe('the backward plan', () => {
   it('takes the wide stream geometry where asked, it fits and nothing is pinned', () => {
     const tiny = { B: 256, L: 65, E: 384, N: 16, R: 12 };
@@ -384,6 +441,39 @@ describe('the backward plan', () => {
     expect(p).toMatchObject({ kernel: 'stream', subgroupSize: sg, workgroupsPerSample: 2, partialsPerSample: 2 * (32 / sg) });
   });
 
+  it('plans the split kernel where asked and where it can run, else the stream kernel', () => {
+    const tiny = { B: 256, L: 65, E: 384, N: 16, R: 12 };
+    const t = { kernel: 'split' as const, subgroupSize: 32 };
+    expect(selectiveScanBackwardPlan(tiny, t), 'by default one lane a channel, 192 channels a workgroup, segments of 4').toEqual({
+      kernel: 'split', split: 1, workgroupSize: 192, segment: 4, segments: 17, workgroupsPerSample: 2, subgroupSize: 32,
+      partialsPerSample: 12, workgroupBytes: 16 * 65 * 8,
+    });
+    expect(selectiveScanBackwardPlan(tiny, { ...t, split: 4, segment: 2 }), 'more lanes: 256 invocations')
+      .toMatchObject({ kernel: 'split', split: 4, workgroupSize: 256, segment: 2, segments: 33, workgroupsPerSample: 6, partialsPerSample: 48 });
+    expect(selectiveScanBackwardPlan(tiny, { ...t, split: 2, segment: 4, workgroupSize: 192 }))
+      .toMatchObject({ kernel: 'split', split: 2, segment: 4, segments: 17, workgroupsPerSample: 4, partialsPerSample: 24 });
+    expect(selectiveScanBackwardPlan(tiny, { ...t, split: 1, workgroupSize: 256 }), 'E = 384 on 256 channels: two workgroups, the second half idle')
+      .toMatchObject({ kernel: 'split', split: 1, workgroupsPerSample: 2, partialsPerSample: 16 });
+    // scratch: a partial row per subgroup, then the checkpoints of 16 segments
+    expect(selectiveScanScratch(tiny, t).bcPartials).toBe(256 * 12 * 65 * 32 + 256 * 16 * 16 * 384);
+    // no subgroups, lanes that do not divide the states or exceed the subgroup, a workgroup not a
+    // multiple of the subgroup: the stream kernel's plan for the same tuning
+    expect(selectiveScanBackwardPlan(tiny, { kernel: 'split' })).toEqual(selectiveScanBackwardPlan(tiny, { kernel: 'stream' }));
+    expect(selectiveScanBackwardPlan(tiny, { ...t, subgroupSize: 0, wide: true }))
+      .toEqual(selectiveScanBackwardPlan(tiny, { kernel: 'stream', subgroupSize: 0, wide: true }));
+    expect(selectiveScanBackwardPlan({ ...tiny, N: 8 }, { ...t, split: 4 }).kernel).toBe('stream');
+    expect(selectiveScanBackwardPlan(tiny, { ...t, subgroupSize: 2, split: 4 }).kernel).toBe('stream');
+    expect(selectiveScanBackwardPlan(tiny, { ...t, workgroupSize: 48 })).toMatchObject({ kernel: 'stream', workgroupSize: 48 });
+    expect(selectiveScanBackwardPlan(tiny, { ...t, subgroupSize: 4, split: 4 }), 'four lanes in a subgroup of four').toMatchObject({ kernel: 'split', split: 4 });
+    // the sample's B, C beyond 32 KiB: within the adapter's larger memory, else stream (here: segmented)
+    const long = { B: 2, L: 300, E: 40, N: 32, R: 12 };
+    expect(selectiveScanBackwardPlan(long, t).kernel).toBe('segmented');
+    expect(selectiveScanBackwardPlan(long, { ...t, maxWorkgroupBytes: 98304 })).toMatchObject({ kernel: 'split', workgroupBytes: 16 * 300 * 16 });
+    expect(() => selectiveScanBackwardPlan(tiny, { ...t, split: 3 })).toThrow(/split \(lanes per channel\) must be 1, 2 or 4; received 3/);
+    expect(() => selectiveScanBackwardPlan(tiny, { ...t, segment: 5 })).toThrow(/the split kernel's segment must be an integer in 1…4; received 5/);
+    expect(() => selectiveScanBackwardPlan(tiny, { ...t, segment: 0 })).toThrow(/the split kernel's segment must be an integer in 1…4; received 0/);
+  });
+
   it("serves the stream kernel with the segmented one where the sample's B, C do not fit workgroup memory", () => {
     const long = { B: 2, L: 300, E: 40, N: 32, R: 12 };
     expect(selectiveScanBackwardPlan(long, { kernel: 'stream' }).kernel).toBe('segmented');
@@ -401,11 +491,68 @@ describe('VIM_SCAN_KERNEL', () => {
       expect(scanKernelDefault(await testGpu()), 'a CPU adapter gets the stream kernel').toBe('stream');
       process.env.VIM_SCAN_KERNEL = 'stream';
       expect(scanKernelDefault()).toBe('stream');
+      process.env.VIM_SCAN_KERNEL = 'split';
+      expect(scanKernelDefault(await testGpu())).toBe('split');
       process.env.VIM_SCAN_KERNEL = 'chunked';
-      expect(() => scanKernelDefault()).toThrow(/VIM_SCAN_KERNEL must be 'segmented' or 'stream'; it is 'chunked'/);
+      expect(() => scanKernelDefault()).toThrow(/VIM_SCAN_KERNEL must be 'segmented', 'stream' or 'split'; it is 'chunked'/);
     } finally {
       if (saved === undefined) delete process.env.VIM_SCAN_KERNEL;
       else process.env.VIM_SCAN_KERNEL = saved;
+    }
+  });
+});
+
+describe('the backward on a GPU by default', () => {
+  it('is the split kernel with robustness off: one lane a channel, 4-token segments, 192 channels where 192 divides E', () => {
+    const saved = process.env.VIM_SCAN_KERNEL;
+    try {
+      delete process.env.VIM_SCAN_KERNEL;
+      const gpu = (toggles: string[]) => ({ info: { isCpu: false }, toggles }) as unknown as Parameters<typeof scanKernelDefault>[0];
+      expect(scanKernelDefault(gpu(['disable_robustness', 'disable_workgroup_init']))).toBe('split');
+      expect(scanKernelDefault(gpu([])), 'robustness on').toBe('segmented');
+    } finally {
+      if (saved === undefined) delete process.env.VIM_SCAN_KERNEL;
+      else process.env.VIM_SCAN_KERNEL = saved;
+    }
+    const tiny = { B: 256, L: 65, E: 384, N: 16, R: 12 };
+    const t = { kernel: 'split' as const, subgroupSize: 32, wide: true, maxCheckpointBytes: 2 ** 31, maxWorkgroupBytes: 49152 };
+    expect(selectiveScanBackwardPlan(tiny, t)).toMatchObject({
+      kernel: 'split', split: 1, workgroupSize: 192, segment: 4, segments: 17, workgroupsPerSample: 2, partialsPerSample: 12, workgroupBytes: 16 * 65 * 8,
+    });
+    expect(selectiveScanBackwardPlan({ ...tiny, E: 256 }, t)).toMatchObject({ kernel: 'split', workgroupSize: 128, workgroupsPerSample: 2 });
+    // the checkpoints of 4-token segments: B·16·N·E floats
+    const ck = 4 * 256 * 16 * 16 * 384;
+    expect(selectiveScanScratch(tiny, t).bcPartials * 4).toBeGreaterThanOrEqual(ck);
+    expect(selectiveScanBackwardPlan(tiny, { ...t, maxCheckpointBytes: ck - 1 }).kernel, 'checkpoints past the binding').toBe('stream');
+    expect(selectiveScanBackwardPlan(tiny, { ...t, subgroupSize: 0 }).kernel, 'no subgroups').not.toBe('split');
+  });
+});
+
+describe('VIM_SCAN_SPLIT', () => {
+  it('selects the split kernel with VIM_SCAN_KERNEL=split, pins its lanes a channel, and refuses other values', async () => {
+    const gpu = await testGpu();
+    const keys = ['VIM_SCAN_KERNEL', 'VIM_SCAN_SPLIT', 'VIM_SCAN_SEGMENT', 'VIM_SCAN_WORKGROUP'];
+    const saved = keys.map((k) => process.env[k]);
+    const shape = { B: 2, L: 65, E: 40, N: 16, R: 12 };
+    try {
+      for (const k of keys) delete process.env[k];
+      expect(scanTuning(gpu).kernel, 'never by default').not.toBe('split');
+      expect(selectiveScanBackwardPlan(shape, scanTuning(gpu)).kernel).toBe('stream');
+      process.env.VIM_SCAN_KERNEL = 'split';
+      expect(selectiveScanBackwardPlan(shape, scanTuning(gpu)), 'the default lanes and geometry')
+        .toMatchObject({ kernel: 'split', split: 1, workgroupSize: 128, segment: 4 });
+      process.env.VIM_SCAN_SPLIT = '2';
+      process.env.VIM_SCAN_SEGMENT = '3';
+      process.env.VIM_SCAN_WORKGROUP = '64';
+      expect(scanGeometryFromEnv()).toEqual({ workgroupSize: 64, segment: 3, split: 2 });
+      expect(selectiveScanBackwardPlan(shape, scanTuning(gpu)))
+        .toMatchObject({ kernel: 'split', split: 2, workgroupSize: 64, segment: 3, segments: 22, workgroupsPerSample: 2 });
+      process.env.VIM_SCAN_SPLIT = '3';
+      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_SPLIT must be 1, 2 or 4; it is '3'/);
+      process.env.VIM_SCAN_SPLIT = '8';
+      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_SPLIT must be an integer in 1…4; it is '8'/);
+    } finally {
+      keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
     }
   });
 });

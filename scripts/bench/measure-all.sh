@@ -14,6 +14,9 @@
 #   check          bench-vim --check with the candidates (every kernel against the float64 reference)
 #   sweep          (only when named) bench-vim as shipped at batch 176 … 352: the scan backward's time
 #                  against its workgroups per SM (docs/performance.md, measurement 7); one line a batch
+#   split          (only when named) bench-vim at batch 256 with the split scan backward
+#                  (VIM_SCAN_KERNEL=split), for each lanes-a-channel:segment:workgroup of $SPLIT_GRID
+#                  (default "1:2:192 2:1:256 2:2:256 4:1:256 4:2:256 4:3:256 4:4:256"); one line each
 # Each run has a time limit; the headline lines are printed at the end. About 3 minutes on an H200.
 set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 2
@@ -76,7 +79,14 @@ for step in $STEPS; do
         run "bench-b$b" 60 "${BENCH[@]}" --batch-size "$b" --json "$OUT/bench-b$b.json"
         echo "   batch $b: $(grep -E '^training: .*images/s' "$OUT/bench-b$b.txt" | tr -s ' ' | cut -d' ' -f2-3) | scan backward: $(grep -E '^selective_scan_backward ' "$OUT/bench-b$b.txt" | head -1 | tr -s ' ' | cut -d' ' -f3) ms"
       done ;;
-    *) echo "unknown step $step (known: b256 b256-robust shapes scan matmul candidates b128 check sweep)" >&2; exit 2 ;;
+    split)
+      for g in ${SPLIT_GRID:-1:2:192 2:1:256 2:2:256 4:1:256 4:2:256 4:3:256 4:4:256}; do
+        IFS=: read -r p sg wg <<< "$g"
+        n="bench-split-p$p-s$sg-w$wg"
+        run "$n" 60 env VIM_SCAN_KERNEL=split VIM_SCAN_SPLIT="$p" VIM_SCAN_SEGMENT="$sg" VIM_SCAN_WORKGROUP="$wg" "${BENCH[@]}" --batch-size 256 --json "$OUT/$n.json"
+        echo "   lanes $p, segment $sg, workgroup $wg: $(grep -E '^training: .*images/s' "$OUT/$n.txt" | tr -s ' ' | cut -d' ' -f2-3) | scan backward: $(grep -E '^selective_scan_backward(_split)? ' "$OUT/$n.txt" | head -1 | tr -s ' ' | cut -d' ' -f3) ms"
+      done ;;
+    *) echo "unknown step $step (known: b256 b256-robust shapes scan matmul candidates b128 check sweep split)" >&2; exit 2 ;;
   esac
 done
 

@@ -12,8 +12,9 @@
  * dispatches: the scan itself, which writes partials of [dB | dC] (one per workgroup, or per
  * subgroup) and one of (dA_log, dD, dbias) per sample into caller-owned scratch (sizes from
  * `selectiveScanScratch`), then two small passes that add the partials in a fixed order (no
- * float atomics). The scan has two forms, 'segmented' and 'stream' (ScanTuning.kernel;
- * scanTuning(gpu) picks the one measured faster for the adapter, docs/performance.md change 9).
+ * float atomics). The scan has three forms, 'segmented', 'stream' and 'split' (ScanTuning.kernel;
+ * scanTuning(gpu) picks the one measured fastest for the adapter, docs/performance.md changes 9
+ * and 20).
  * The forward can take dt_proj's weight instead of Δraw and compute Δraw itself (dtWeight).
  */
 import { VimError } from '../../errors.js';
@@ -44,9 +45,16 @@ export interface ScanShape {
 }
 
 export interface ScanTuning {
-  /** Channels (invocations) per workgroup (default: 128 forward; backward 64 or what fits). */
+  /**
+   * Channels (invocations) per workgroup (default: 128 forward; backward 64 or what fits). The
+   * 'split' backward: invocations per workgroup, covering workgroupSize / split channels (default:
+   * with one lane a channel 192 where 192 divides E, else 128; with more, 256).
+   */
   workgroupSize?: number;
-  /** Backward: tokens per recomputed segment (default: max(3, ⌈√L / 3⌉), less where memory is short). */
+  /**
+   * Backward: tokens per recomputed segment (default: max(3, ⌈√L / 3⌉), less where memory is short;
+   * 'split': 1…4, default 4).
+   */
   segment?: number;
   /** Forward: tokens of B_t, C_t staged in workgroup memory at once (default 16). */
   chunk?: number;
@@ -67,15 +75,25 @@ export interface ScanTuning {
    * the sample's B, C staged once, pass 1 streamed, each segment's inputs loaded one segment
    * ahead). Default: scanKernelDefault() ('segmented' here; scanTuning(gpu) chooses by adapter).
    * 'stream' falls back to 'segmented' where the sample's B, C do not fit workgroup memory (unless
-   * pinned).
+   * pinned). 'split' (selective_scan_backward_split: the stream form with each channel's states
+   * split over `split` lanes and the segment's states in registers) falls back to 'stream' where
+   * it cannot run (no subgroups, states that do not split into `split` lanes, B, C beyond
+   * workgroup memory, checkpoints beyond maxCheckpointBytes).
    */
   kernel?: ScanBackwardKernel;
   /**
+   * Backward 'split': lanes per channel (1, 2 or 4), each holding ⌈N/4⌉ / split of the channel's
+   * state vec4 (default 1: on an H200 two and four lanes a channel ran slower, docs/performance.md
+   * change 20).
+   */
+  split?: number;
+  /**
    * Backward 'stream': the adapter's subgroup size, for per-token sums over channels by shuffles
-   * (no barriers); 0 or absent: through workgroup memory. scanTuning(gpu) gives the adapter's.
+   * (no barriers); 0 or absent: through workgroup memory. 'split' needs it (0 or absent: 'stream'
+   * serves). scanTuning(gpu) gives the adapter's.
    */
   subgroupSize?: number;
-  /** Backward 'stream': load each segment's inputs one segment ahead (default true). */
+  /** Backward 'stream' and 'split': load each segment's inputs one segment ahead (default true). */
   lookahead?: boolean;
   /**
    * Backward 'stream', where neither workgroupSize nor segment is given: try the wide geometry
@@ -95,20 +113,23 @@ export interface ScanTuning {
   maxWorkgroupBytes?: number;
 }
 
-export type ScanBackwardKernel = 'segmented' | 'stream';
+export type ScanBackwardKernel = 'segmented' | 'stream' | 'split';
 
 /**
  * The backward kernel when a call does not choose one: $VIM_SCAN_KERNEL where set; else, for an
  * adapter, 'stream' on a CPU adapter or with Dawn's robustness off (the default on a GPU, see
  * GPU_DEFAULT_TOGGLES), where it measured faster, and 'segmented' on a GPU with robustness on,
  * where 'stream' measured slower (docs/performance.md, change 9); without an adapter, 'segmented'.
+ * On a GPU with robustness off, 'split' (one lane a channel, segments of 4 tokens in registers),
+ * which measured faster than 'stream' there (change 20); 'stream' serves where it cannot run.
  */
 export function scanKernelDefault(gpu?: Gpu): ScanBackwardKernel {
   const v = process.env.VIM_SCAN_KERNEL;
-  if (v === 'segmented' || v === 'stream') return v;
-  if (v !== undefined && v !== '') throw new VimError(`VIM_SCAN_KERNEL must be 'segmented' or 'stream'; it is '${v}'`);
+  if (v === 'segmented' || v === 'stream' || v === 'split') return v;
+  if (v !== undefined && v !== '') throw new VimError(`VIM_SCAN_KERNEL must be 'segmented', 'stream' or 'split'; it is '${v}'`);
   if (!gpu) return 'segmented';
-  return gpu.info.isCpu || gpu.toggles.includes('disable_robustness') ? 'stream' : 'segmented';
+  if (gpu.info.isCpu) return 'stream';
+  return gpu.toggles.includes('disable_robustness') ? 'split' : 'segmented';
 }
 
 /**
@@ -133,22 +154,29 @@ function envPositiveInt(name: string, max: number): number | undefined {
 
 /**
  * The backward's geometry from the environment, for measurements in the whole model:
- * $VIM_SCAN_WORKGROUP (channels per workgroup) and $VIM_SCAN_SEGMENT (tokens per segment), each
- * pinned where set; where unset, the plan chooses (selectiveScanBackwardPlan).
+ * $VIM_SCAN_WORKGROUP (channels per workgroup; for 'split' invocations), $VIM_SCAN_SEGMENT
+ * (tokens per segment) and $VIM_SCAN_SPLIT ('split': lanes per channel, 1, 2 or 4), each pinned
+ * where set; where unset, the plan chooses (selectiveScanBackwardPlan).
  */
-export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segment'> {
-  const out: Pick<ScanTuning, 'workgroupSize' | 'segment'> = {};
+export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split'> {
+  const out: Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split'> = {};
   const wg = envPositiveInt('VIM_SCAN_WORKGROUP', 1024);
   const seg = envPositiveInt('VIM_SCAN_SEGMENT', 1024);
+  const split = envPositiveInt('VIM_SCAN_SPLIT', 4);
+  if (split !== undefined && !SCAN_SPLIT_LANES.includes(split)) {
+    throw new VimError(`VIM_SCAN_SPLIT must be 1, 2 or 4; it is '${process.env.VIM_SCAN_SPLIT}'`);
+  }
   if (wg !== undefined) out.workgroupSize = wg;
   if (seg !== undefined) out.segment = seg;
+  if (split !== undefined) out.split = split;
   return out;
 }
 
 /**
  * The scan's tuning for an adapter: its subgroup size, the default backward kernel, on a GPU the
  * stream backward's wide geometry (within the adapter's storage binding), and the geometry
- * $VIM_SCAN_WORKGROUP / $VIM_SCAN_SEGMENT pin (scanGeometryFromEnv), which takes precedence.
+ * $VIM_SCAN_WORKGROUP / $VIM_SCAN_SEGMENT / $VIM_SCAN_SPLIT pin (scanGeometryFromEnv), which takes
+ * precedence.
  */
 export function scanTuning(gpu: Gpu): ScanTuning {
   return {
@@ -173,12 +201,15 @@ function scanPrelude(sgr: number): string {
 /** The backward's geometry: channels per workgroup, segment length, segments, workgroups per sample. */
 export interface ScanBackwardPlan {
   kernel: ScanBackwardKernel;
+  /** Invocations per workgroup: channels, or for 'split' channels × split. */
   workgroupSize: number;
   segment: number;
   segments: number;
   workgroupsPerSample: number;
-  /** 'stream': the subgroup size of its shuffle sums (0: through workgroup memory). */
+  /** 'stream', 'split': the subgroup size of its shuffle sums (0: through workgroup memory). */
   subgroupSize: number;
+  /** 'split' only: lanes per channel. */
+  split?: number;
   /** Rows of [dB | dC] partials per sample: one per workgroup, or per subgroup with shuffle sums. */
   partialsPerSample: number;
   /** Bytes of workgroup memory one workgroup of the backward uses. */
@@ -264,6 +295,50 @@ function shuffleItems(N: number): number {
   return q;
 }
 
+/** Lanes per channel the split backward takes (ScanTuning.split). */
+const SCAN_SPLIT_LANES: readonly number[] = [4, 2, 1];
+/**
+ * Lanes per channel of the split backward by default: one. On an H200 (vim-tiny, batch 256), two
+ * and four lanes a channel took 21.5–40 ms a step against 17–19 for one (docs/performance.md,
+ * change 20).
+ */
+const SCAN_SPLIT_DEFAULT_LANES = 1;
+/** Longest segment of the split backward (SPLIT_SMAX in the kernel): its states stay in registers. */
+const SCAN_SPLIT_MAX_SEGMENT = 4;
+/**
+ * Segment of the split backward by default: the longest. On an H200 one lane a channel took 20.6,
+ * 19.1, 17.2 and 17.0 ms a step with segments of 1, 2, 3 and 4 tokens (change 20): a quarter of
+ * the checkpoints of one-token segments for three more state arrays in registers.
+ */
+const SCAN_SPLIT_SEGMENT = 4;
+/** Invocations per workgroup of the split backward by default with several lanes a channel. */
+const SCAN_SPLIT_WORKGROUP = 256;
+
+/** The smallest power of two at least n. */
+function pow2AtLeast(n: number): number {
+  let q = 1;
+  while (q < n) q *= 2;
+  return q;
+}
+
+/** Items of the split backward's shuffle sums (QS): the vec4 of state a lane holds, ⌈N/4⌉ / P, rounded up to a power of two. */
+function splitItems(N: number, P: number): number {
+  return pow2AtLeast(Math.ceil(N / 4) / P);
+}
+
+/**
+ * Whether the split backward can hold N states on P lanes a channel with subgroups of `sgr`: P
+ * divides ⌈N/4⌉, a subgroup holds whole channels, and its sums over channels have a lane for each item.
+ */
+function splitFits(N: number, P: number, sgr: number): boolean {
+  return sgr >= P && Math.ceil(N / 4) % P === 0 && splitItems(N, P) <= sgr / P;
+}
+
+/** Workgroup memory of the split backward: all L tokens' B, C (the segment's states stay in registers). */
+function splitBytes(L: number, N: number): number {
+  return 16 * L * 2 * Math.ceil(N / 4);
+}
+
 /** Workgroup memory the backward's default plan stays within (what lavapipe and most GPUs offer). */
 export const SCAN_BACKWARD_WORKGROUP_BYTES = 32768;
 /** Byte alignment of the checkpoint region inside the bcPartials scratch (any adapter's offset alignment). */
@@ -284,14 +359,20 @@ function defaultSegment(L: number): number {
  * The backward's geometry, from the shape alone (so scratch can be sized before a device
  * exists): 64 channels per workgroup and segments of defaultSegment(L) tokens, shortened until
  * the workgroup's memory (16·(max(S, 8)·2NV + S·NV·WG + WG·(2NV + 1)) bytes, NV = ⌈N/4⌉) is within 32 KiB,
- * then fewer channels. `tuning` pins either.
+ * then fewer channels. `tuning` pins either. The stream and split forms: streamPlan, splitPlan.
  */
 export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {}): ScanBackwardPlan {
   const where = 'selectiveScanBackward';
   checkShape(where, s);
   const kernel = tuning.kernel ?? scanKernelDefault();
-  if (kernel !== 'segmented' && kernel !== 'stream') throw new Error(`${where}: kernel must be 'segmented' or 'stream'; received ${String(kernel)}`);
-  if (kernel === 'stream') {
+  if (kernel !== 'segmented' && kernel !== 'stream' && kernel !== 'split') {
+    throw new Error(`${where}: kernel must be 'segmented', 'stream' or 'split'; received ${String(kernel)}`);
+  }
+  if (kernel === 'split') {
+    const p = splitPlan(s, tuning);
+    if (p) return p;
+  }
+  if (kernel === 'stream' || kernel === 'split') {
     const p = streamPlan(s, tuning);
     if (p) return p;
   }
@@ -372,6 +453,47 @@ function streamPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefi
     if (p) return p;
   }
   return pinned ? best : undefined;
+}
+
+/**
+ * The split backward's geometry: `tuning.split` lanes a channel (default one), segments of 4
+ * tokens, and a workgroup of 192 channels where 192 divides E, else 128, with one lane a channel
+ * (256 invocations with more), unless pinned; one partial row of [dB | dC] per subgroup.
+ * Undefined (the stream kernel then serves) where the adapter has no usable subgroup size, the
+ * workgroup is not a multiple of it, the lanes do not fit (splitFits), the sample's B, C exceed
+ * the workgroup memory (32 KiB, or tuning.maxWorkgroupBytes where that is more), or the
+ * checkpoints exceed tuning.maxCheckpointBytes.
+ */
+function splitPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefined {
+  const where = 'selectiveScanBackward';
+  const P0 = tuning.split;
+  if (P0 !== undefined && !SCAN_SPLIT_LANES.includes(P0)) {
+    throw new Error(`${where}: split (lanes per channel) must be 1, 2 or 4; received ${P0}`);
+  }
+  const S0 = tuning.segment ?? SCAN_SPLIT_SEGMENT;
+  if (!Number.isInteger(S0) || S0 < 1 || S0 > SCAN_SPLIT_MAX_SEGMENT) {
+    throw new Error(`${where}: the split kernel's segment must be an integer in 1…${SCAN_SPLIT_MAX_SEGMENT}; received ${tuning.segment}`);
+  }
+  const P1 = P0 ?? SCAN_SPLIT_DEFAULT_LANES;
+  const wg = tuning.workgroupSize ?? (P1 === 1 ? wideWorkgroups(s.E)[0] : SCAN_SPLIT_WORKGROUP);
+  if (!Number.isInteger(wg) || wg < 1) throw new Error(`${where}: workgroupSize must be a positive integer; received ${wg}`);
+  const sg = tuning.subgroupSize ?? 0;
+  if (!Number.isInteger(sg) || sg < 0 || (sg & (sg - 1)) !== 0) {
+    throw new Error(`${where}: subgroupSize must be 0 or a power of two; received ${sg}`);
+  }
+  if (sg === 0 || wg % sg !== 0) return undefined;
+  const P = P1;
+  if (!splitFits(s.N, P, sg)) return undefined;
+  const bytes = splitBytes(s.L, s.N);
+  if (bytes > Math.max(SCAN_BACKWARD_WORKGROUP_BYTES, tuning.maxWorkgroupBytes ?? 0)) return undefined;
+  const S = Math.min(s.L, S0);
+  const nwg = ceilDiv(s.E * P, wg);
+  const plan: ScanBackwardPlan = {
+    kernel: 'split', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
+    subgroupSize: sg, partialsPerSample: nwg * (wg / sg), workgroupBytes: bytes, split: P,
+  };
+  if (tuning.maxCheckpointBytes !== undefined && 4 * checkpointElements(s, plan) > tuning.maxCheckpointBytes) return undefined;
+  return plan;
 }
 
 function checkpointElements(s: ScanShape, p: ScanBackwardPlan): number {
@@ -567,7 +689,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   }
   const ckView: GpuTensor = { ...sc, offset: sc.offset + 4 * sizes.bcPartials - ckSize, size: ckSize, label: `${sc.label} (scan checkpoints)` };
 
-  const kb = a.tokenBlock ?? (gpu.info.isCpu ? 1 : plan.kernel === 'stream' ? SCAN_STREAM_TOKEN_BLOCK : SCAN_TOKEN_BLOCK);
+  const kb = a.tokenBlock ?? (gpu.info.isCpu ? 1 : plan.kernel !== 'segmented' ? SCAN_STREAM_TOKEN_BLOCK : SCAN_TOKEN_BLOCK);
   if (!Number.isInteger(kb) || kb < 1 || kb > SCAN_TOKEN_BLOCK) {
     throw new Error(`${where}: tokenBlock must be an integer in 1…${SCAN_TOKEN_BLOCK}; received ${a.tokenBlock}`);
   }
@@ -588,10 +710,21 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
     ACC_DU: b01(acc.du), ACC_DDELTA: b01(acc.ddelta_raw), ACC_DZ: b01(acc.dz), ...(a.diag ? { DIAG: a.diag } : {}),
   };
   const stream = plan.kernel === 'stream';
-  if (stream && sgr > 0 && !gpu.features.subgroups) throw new Error(`${where}: subgroupSize ${sgr} needs the subgroups feature, which this device lacks`);
+  const split = plan.kernel === 'split';
+  if ((split || (stream && sgr > 0)) && !gpu.features.subgroups) {
+    throw new Error(`${where}: subgroupSize ${sgr} needs the subgroups feature, which this device lacks`);
+  }
+  const lanes = plan.split ?? 1;
+  const qs = splitItems(N, lanes);
 
-  const scan = makeDispatch(gpu, 'selective-scan', stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
-    stream
+  const scan = makeDispatch(gpu, 'selective-scan',
+    split ? 'selective_scan_backward_split' : stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
+    split
+      ? {
+        ...common, KB: kb, BCT: L, SGR: sgr, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0,
+        LOOKAHEAD: a.lookahead === false ? 0 : 1,
+      }
+      : stream
       ? {
         ...common, KB: kb, BCT: L, SGR: sgr, QP: shuffleItems(N), LOOKAHEAD: a.lookahead === false ? 0 : 1,
         SH_ROWS: streamStateRows(N, wg, plan.segment), ...(sgr > 0 ? { RED_ROWS: 1 } : {}),
