@@ -396,6 +396,15 @@ export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {})
   return best as ScanBackwardPlan; // pinned by tuning beyond the default budget: the adapter decides
 }
 
+/** tuning.subgroupSize (0 where absent), checked: 0 or a power of two. */
+function tuningSubgroupSize(tuning: ScanTuning): number {
+  const sg = tuning.subgroupSize ?? 0;
+  if (!Number.isInteger(sg) || sg < 0 || (sg & (sg - 1)) !== 0) {
+    throw new Error(`selectiveScanBackward: subgroupSize must be 0 or a power of two; received ${sg}`);
+  }
+  return sg;
+}
+
 /**
  * The stream backward's geometry: 64 channels a workgroup and segments of 3 tokens by default,
  * shortened, then fewer channels, until its workgroup memory is within 32 KiB; shuffle sums where
@@ -413,10 +422,7 @@ function streamPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefi
     throw new Error(`${where}: the stream kernel's segment must be an integer in 1…${SCAN_STREAM_MAX_SEGMENT}; received ${tuning.segment}`);
   }
   const Smin = tuning.segment !== undefined ? S0 : 1;
-  const sg = tuning.subgroupSize ?? 0;
-  if (!Number.isInteger(sg) || sg < 0 || (sg & (sg - 1)) !== 0) {
-    throw new Error(`${where}: subgroupSize must be 0 or a power of two; received ${sg}`);
-  }
+  const sg = tuningSubgroupSize(tuning);
   const sgrFor = (wg: number): number => (sg > 0 && wg % sg === 0 && shuffleItems(s.N) <= sg ? sg : 0);
   const planFor = (wg: number, S: number): ScanBackwardPlan => {
     const sgr = sgrFor(wg);
@@ -474,15 +480,11 @@ function splitPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefin
   if (!Number.isInteger(S0) || S0 < 1 || S0 > SCAN_SPLIT_MAX_SEGMENT) {
     throw new Error(`${where}: the split kernel's segment must be an integer in 1…${SCAN_SPLIT_MAX_SEGMENT}; received ${tuning.segment}`);
   }
-  const P1 = P0 ?? SCAN_SPLIT_DEFAULT_LANES;
-  const wg = tuning.workgroupSize ?? (P1 === 1 ? wideWorkgroups(s.E)[0] : SCAN_SPLIT_WORKGROUP);
+  const P = P0 ?? SCAN_SPLIT_DEFAULT_LANES;
+  const wg = tuning.workgroupSize ?? (P === 1 ? wideWorkgroups(s.E)[0] : SCAN_SPLIT_WORKGROUP);
   if (!Number.isInteger(wg) || wg < 1) throw new Error(`${where}: workgroupSize must be a positive integer; received ${wg}`);
-  const sg = tuning.subgroupSize ?? 0;
-  if (!Number.isInteger(sg) || sg < 0 || (sg & (sg - 1)) !== 0) {
-    throw new Error(`${where}: subgroupSize must be 0 or a power of two; received ${sg}`);
-  }
+  const sg = tuningSubgroupSize(tuning);
   if (sg === 0 || wg % sg !== 0) return undefined;
-  const P = P1;
   if (!splitFits(s.N, P, sg)) return undefined;
   const bytes = splitBytes(s.L, s.N);
   if (bytes > Math.max(SCAN_BACKWARD_WORKGROUP_BYTES, tuning.maxWorkgroupBytes ?? 0)) return undefined;
