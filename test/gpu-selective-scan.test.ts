@@ -10,7 +10,7 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  scanGeometryFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
+  describeScanBackwardPlan, scanGeometryFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
   selectiveScanForward, selectiveScanScratch, type ScanTuning,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
@@ -520,6 +520,8 @@ describe('the backward on a GPU by default', () => {
       kernel: 'split', split: 1, workgroupSize: 192, segment: 4, segments: 17, workgroupsPerSample: 2, partialsPerSample: 12, workgroupBytes: 16 * 65 * 8,
     });
     expect(selectiveScanBackwardPlan({ ...tiny, E: 256 }, t)).toMatchObject({ kernel: 'split', workgroupSize: 128, workgroupsPerSample: 2 });
+    expect(describeScanBackwardPlan(selectiveScanBackwardPlan(tiny, t)), "bench-vim's header").toBe('split (1 lane a channel, 192 invocations a ' +
+      'workgroup, segments of 4 tokens, 8320 bytes of workgroup memory, sums over channels by shuffles in subgroups of 32)');
     // the checkpoints of 4-token segments: B·16·N·E floats
     const ck = 4 * 256 * 16 * 16 * 384;
     expect(selectiveScanScratch(tiny, t).bcPartials * 4).toBeGreaterThanOrEqual(ck);

@@ -4,6 +4,7 @@
  * every dispatch gets its own compute pass, summed per kernel, with the bytes and flops each
  * kernel must move and do, the rates achieved and the floor they imply.
  */
+import type { ScanBackwardPlan } from '../gpu/ops/selective-scan.js';
 import type { Gpu } from '../gpu/device.js';
 import { encodeDispatches, type Dispatch } from '../gpu/kernels.js';
 import { mapRead } from '../gpu/tensor.js';
@@ -30,6 +31,8 @@ export interface TimingResult {
   config: string;
   batch: number;
   adapter: string;
+  /** The scan backward's plan at this batch (kernel and geometry), as the model takes it. */
+  scanBackward?: ScanBackwardPlan;
   train: { stepMs: number; imagesPerSecond: number; gpuMs: number | null; dispatches: number };
   infer: { batchMs: number; imagesPerSecond: number; gpuMs: number | null; dispatches: number };
   kernels: KernelTiming[];

@@ -12,6 +12,7 @@ import { acquireGpu, describeGpu } from '../gpu/device.js';
 import { loadConfig } from '../model/config.js';
 import { runKernelChecks, CHECK_TOLERANCE, type CheckRow } from '../bench/check.js';
 import { benchTiming, type KernelTiming } from '../bench/timing.js';
+import { describeScanBackwardPlan, scanTuning, selectiveScanBackwardPlan } from '../gpu/ops/selective-scan.js';
 import { VimError } from '../errors.js';
 import { describeConfig } from '../model/checkpoint.js';
 import { initParams } from '../model/init.js';
@@ -113,6 +114,8 @@ runCli(spec, async (p) => {
   const jsonPath = stringOpt(p, 'json');
   console.log(`adapter: ${describeGpu(gpu)}`);
   console.log(`model: ${cfg.name} (D=${cfg.D}, depth ${cfg.depth}, E=${cfg.E}, N=${cfg.N}, L=${cfg.L}), batch ${batch}`);
+  const scanPlan = selectiveScanBackwardPlan({ B: batch, L: cfg.L, E: cfg.E, N: cfg.N, R: cfg.R }, scanTuning(gpu));
+  console.log(`scan backward: ${describeScanBackwardPlan(scanPlan)}`);
 
   if (check) {
     const filterText = stringOpt(p, 'filter');
@@ -137,6 +140,7 @@ runCli(spec, async (p) => {
     onProgress: (m) => console.log(m),
   });
   res.adapter = describeGpu(gpu);
+  res.scanBackward = scanPlan;
   console.log('');
   console.log(`training:  ${res.train.imagesPerSecond.toFixed(0)} images/s  (${res.train.stepMs.toFixed(2)} ms a step of ${batch}, median; ` +
     `${res.train.dispatches} dispatches${res.train.gpuMs !== null ? `; GPU time ${res.train.gpuMs.toFixed(2)} ms when profiled` : ''})`);

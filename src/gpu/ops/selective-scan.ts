@@ -396,6 +396,14 @@ export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {})
   return best as ScanBackwardPlan; // pinned by tuning beyond the default budget: the adapter decides
 }
 
+/** A plan in words, for bench-vim's header: the kernel and its geometry. */
+export function describeScanBackwardPlan(p: ScanBackwardPlan): string {
+  const sums = p.subgroupSize > 0 ? `sums over channels by shuffles in subgroups of ${p.subgroupSize}` : 'sums over channels through workgroup memory';
+  const lanes = p.kernel === 'split' ? `${p.split ?? 1} lane${(p.split ?? 1) > 1 ? 's' : ''} a channel, ` : '';
+  return `${p.kernel} (${lanes}${p.workgroupSize} invocations a workgroup, segments of ${p.segment} token${p.segment > 1 ? 's' : ''}, ` +
+    `${p.workgroupBytes} bytes of workgroup memory, ${sums})`;
+}
+
 /** tuning.subgroupSize (0 where absent), checked: 0 or a power of two. */
 function tuningSubgroupSize(tuning: ScanTuning): number {
   const sg = tuning.subgroupSize ?? 0;
