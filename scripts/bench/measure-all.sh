@@ -5,7 +5,8 @@
 #   b256           bench-vim, vim-tiny, batch 256, as shipped (on a GPU: Dawn's index clamping and workgroup-memory zeroing off)
 #   b256-robust    the same with Dawn's defaults (VIM_DAWN_TOGGLES=none: robustness on)
 #   shapes         bench-vim at batch 256 as shipped, the per-kernel table split by problem shape (--by-shape)
-#   scan           the scan variants of scripts/bench/scan.mjs (the segmented backward against the stream one)
+#   scan           the scan variants of scripts/bench/scan.mjs (the default backward against the stream one, the
+#                  split kernel's geometries, and its parts skipped one at a time)
 #   matmul         the matmul harness; its JSON's `tuned` holds the variants that beat the defaults
 #   candidates     bench-vim at batch 256 with the candidates inside the whole model: the stream scan
 #                  backward (VIM_SCAN_KERNEL=stream) if the scan step found it faster, the harness's
@@ -61,7 +62,7 @@ for step in $STEPS; do
     b256) run bench-b256 90 "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256.json" ;;
     b256-robust) run bench-b256-robust 90 env VIM_DAWN_TOGGLES=none "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-robust.json" ;;
     shapes) run bench-b256-shapes 90 "${BENCH[@]}" --batch-size 256 --by-shape --json "$OUT/bench-b256-shapes.json" ;;
-    scan) run scan 150 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,stream,stream-lds,stream-no-lookahead,stream-S2,stream-S4,stream-WG32,stream-S6-WG32,stream-no-reduce,stream-no-pass1,stream-no-recompute,stream-walk-alone,default --json "$OUT/scan.json" ;;
+    scan) run scan 150 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,stream,stream-lds,split-S2,split-S3,split-WG128,split-no-lookahead,split-KB1,split-KB8,split-no-reduce,split-no-pass1,split-no-recompute,split-walk-alone,default --json "$OUT/scan.json" ;;
     matmul) run matmul 200 node scripts/bench/matmul.mjs --batch-size 256 --budget 150 --json "$OUT/matmul.json" ;;
     candidates)
       read -r -a ENV <<< "$(candidates)"

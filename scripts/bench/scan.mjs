@@ -69,6 +69,21 @@ const ALL = {
   'stream-no-pass1': { fwd: {}, bwd: { kernel: 'stream', diag: 2 }, exact: false },
   'stream-no-recompute': { fwd: {}, bwd: { kernel: 'stream', diag: 4 }, exact: false },
   'stream-walk-alone': { fwd: {}, bwd: { kernel: 'stream', diag: 7 }, exact: false },
+  // the split kernel (docs/performance.md, change 20): its default is one lane a channel, 4-token
+  // segments, 192 channels where 192 divides E
+  split: { fwd: {}, bwd: { kernel: 'split' }, exact: true },
+  'split-S2': { fwd: {}, bwd: { kernel: 'split', segment: 2 }, exact: true },
+  'split-S3': { fwd: {}, bwd: { kernel: 'split', segment: 3 }, exact: true },
+  'split-WG128': { fwd: {}, bwd: { kernel: 'split', workgroupSize: 128 }, exact: true },
+  'split-P2-S1': { fwd: {}, bwd: { kernel: 'split', split: 2, segment: 1 }, exact: true },
+  'split-P4-S1': { fwd: {}, bwd: { kernel: 'split', split: 4, segment: 1 }, exact: true },
+  'split-no-lookahead': { fwd: {}, bwd: { kernel: 'split', lookahead: false }, exact: true },
+  'split-KB1': { fwd: {}, bwd: { kernel: 'split', tokenBlock: 1 }, exact: true },
+  'split-KB8': { fwd: {}, bwd: { kernel: 'split', tokenBlock: 8 }, exact: true },
+  'split-no-reduce': { fwd: {}, bwd: { kernel: 'split', diag: 1 }, exact: false },
+  'split-no-pass1': { fwd: {}, bwd: { kernel: 'split', diag: 2 }, exact: false },
+  'split-no-recompute': { fwd: {}, bwd: { kernel: 'split', diag: 4 }, exact: false },
+  'split-walk-alone': { fwd: {}, bwd: { kernel: 'split', diag: 7 }, exact: false },
 };
 const names = values.variants ? values.variants.split(',') : values.quick ? ['default', 'stream'] : Object.keys(ALL);
 for (const n of names) if (!ALL[n]) throw new Error(`unknown variant ${n}; known: ${Object.keys(ALL).join(', ')}`);
@@ -77,7 +92,9 @@ const gpu = await acquireGpu();
 console.log(`adapter: ${describeGpu(gpu)}`);
 const sg = scan.scanSubgroupSize(gpu);
 ALL.default.bwd = scan.scanTuning(gpu);
-for (const v of Object.values(ALL)) if (v.bwd.kernel === 'stream' && v.bwd.subgroupSize === undefined) v.bwd.subgroupSize = sg;
+for (const v of Object.values(ALL)) {
+  if ((v.bwd.kernel === 'stream' || v.bwd.kernel === 'split') && v.bwd.subgroupSize === undefined) v.bwd.subgroupSize = sg;
+}
 console.log(`selective scan, one direction: B=${B} L=${L} E=${E} N=${N} R=${R}; ${repeat} dispatches a submit, median of ${rounds}`);
 
 const rng = new Rng(3);
