@@ -288,10 +288,13 @@ function streamBytes(L: number, N: number, wg: number, S: number, sgr: number): 
   return 16 * (L * 2 * NV + streamStateRows(N, wg, S) + (sgr > 0 ? 1 : wg * (2 * NV + 1)));
 }
 
-/** NV rounded up to a power of two: the items of the stream backward's shuffle sums (QP). */
-function shuffleItems(N: number): number {
+/**
+ * The items of a shuffle sum, the state vec4 a lane holds (NV / lanes) rounded up to a power of two:
+ * the stream backward's QP (one lane a channel), the split backward's QS.
+ */
+function shuffleItems(N: number, lanes = 1): number {
   let q = 1;
-  while (q < Math.ceil(N / 4)) q *= 2;
+  while (q < Math.ceil(N / 4) / lanes) q *= 2;
   return q;
 }
 
@@ -314,24 +317,12 @@ const SCAN_SPLIT_SEGMENT = 4;
 /** Invocations per workgroup of the split backward by default with several lanes a channel. */
 const SCAN_SPLIT_WORKGROUP = 256;
 
-/** The smallest power of two at least n. */
-function pow2AtLeast(n: number): number {
-  let q = 1;
-  while (q < n) q *= 2;
-  return q;
-}
-
-/** Items of the split backward's shuffle sums (QS): the vec4 of state a lane holds, ⌈N/4⌉ / P, rounded up to a power of two. */
-function splitItems(N: number, P: number): number {
-  return pow2AtLeast(Math.ceil(N / 4) / P);
-}
-
 /**
  * Whether the split backward can hold N states on P lanes a channel with subgroups of `sgr`: P
  * divides ⌈N/4⌉, a subgroup holds whole channels, and its sums over channels have a lane for each item.
  */
 function splitFits(N: number, P: number, sgr: number): boolean {
-  return sgr >= P && Math.ceil(N / 4) % P === 0 && splitItems(N, P) <= sgr / P;
+  return sgr >= P && Math.ceil(N / 4) % P === 0 && shuffleItems(N, P) <= sgr / P;
 }
 
 /** Workgroup memory of the split backward: all L tokens' B, C (the segment's states stay in registers). */
@@ -725,20 +716,16 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
     throw new Error(`${where}: subgroupSize ${sgr} needs the subgroups feature, which this device lacks`);
   }
   const lanes = plan.split ?? 1;
-  const qs = splitItems(N, lanes);
+  const qs = shuffleItems(N, lanes);
+  // the stream and split kernels' common constants: all L tokens' B, C staged, shuffle sums
+  const walk = { ...common, KB: kb, BCT: L, SGR: sgr, LOOKAHEAD: a.lookahead === false ? 0 : 1 };
 
   const scan = makeDispatch(gpu, 'selective-scan',
     split ? 'selective_scan_backward_split' : stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
     split
-      ? {
-        ...common, KB: kb, BCT: L, SGR: sgr, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0,
-        LOOKAHEAD: a.lookahead === false ? 0 : 1,
-      }
+      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0 }
       : stream
-      ? {
-        ...common, KB: kb, BCT: L, SGR: sgr, QP: shuffleItems(N), LOOKAHEAD: a.lookahead === false ? 0 : 1,
-        SH_ROWS: streamStateRows(N, wg, plan.segment), ...(sgr > 0 ? { RED_ROWS: 1 } : {}),
-      }
+      ? { ...walk, QP: shuffleItems(N), SH_ROWS: streamStateRows(N, wg, plan.segment), ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
       : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
     [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, ckView,
       a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
