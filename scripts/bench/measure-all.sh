@@ -38,6 +38,11 @@ run() { # NAME LIMIT_S COMMAND…
   echo "   $((SECONDS - t0)) s"
 }
 
+# A bench-vim text's training images/s and the scan backward's ms a step, on one line.
+scan_line() {
+  echo "$(grep -E '^training: .*images/s' "$1" | tr -s ' ' | cut -d' ' -f2-3) | scan backward: $(grep -E '^selective_scan_backward ' "$1" | head -1 | tr -s ' ' | cut -d' ' -f3) ms"
+}
+
 # The candidates' environment: the stream scan backward where the scan step measured it ≥ 3%
 # faster than the default (forward + backward with its reductions; the default's last row, since
 # the list times it first and last), the matmul harness's entries where it wrote any.
@@ -78,14 +83,14 @@ for step in $STEPS; do
     sweep)
       for b in 176 208 224 240 256 272 288 320 352; do
         run "bench-b$b" 60 "${BENCH[@]}" --batch-size "$b" --json "$OUT/bench-b$b.json"
-        echo "   batch $b: $(grep -E '^training: .*images/s' "$OUT/bench-b$b.txt" | tr -s ' ' | cut -d' ' -f2-3) | scan backward: $(grep -E '^selective_scan_backward ' "$OUT/bench-b$b.txt" | head -1 | tr -s ' ' | cut -d' ' -f3) ms"
+        echo "   batch $b: $(scan_line "$OUT/bench-b$b.txt")"
       done ;;
     split)
       for g in ${SPLIT_GRID:-1:2:192 2:1:256 2:2:256 4:1:256 4:2:256 4:3:256 4:4:256}; do
         IFS=: read -r p sg wg <<< "$g"
         n="bench-split-p$p-s$sg-w$wg"
         run "$n" 60 env VIM_SCAN_KERNEL=split VIM_SCAN_SPLIT="$p" VIM_SCAN_SEGMENT="$sg" VIM_SCAN_WORKGROUP="$wg" "${BENCH[@]}" --batch-size 256 --json "$OUT/$n.json"
-        echo "   lanes $p, segment $sg, workgroup $wg: $(grep -E '^training: .*images/s' "$OUT/$n.txt" | tr -s ' ' | cut -d' ' -f2-3) | scan backward: $(grep -E '^selective_scan_backward(_split)? ' "$OUT/$n.txt" | head -1 | tr -s ' ' | cut -d' ' -f3) ms"
+        echo "   lanes $p, segment $sg, workgroup $wg: $(scan_line "$OUT/$n.txt")"
       done ;;
     *) echo "unknown step $step (known: b256 b256-robust shapes scan matmul candidates b128 check sweep split)" >&2; exit 2 ;;
   esac
