@@ -13,6 +13,8 @@
  *   (`bench-vim --check`), and the clamping cost a training step 9% on an H200
  *   (docs/performance.md, change 12). CPU adapters keep them: there the toggles only slow
  *   pipeline builds.
+ * - Turns off Dawn's rounding of timestamp queries to 65,536 ns, so that bench-vim times each
+ *   dispatch exactly.
  */
 import { create, globals } from 'webgpu';
 import { VimError } from '../errors.js';
@@ -51,6 +53,9 @@ export interface Gpu {
   destroy(): void;
 }
 
+/** Dawn's toggle that rounds timestamp queries (off in every instance made here unless named). */
+const TIMESTAMP_QUANTIZATION = 'timestamp_quantization';
+
 const dawn = new Map<string, GPU>(); // one instance per set of toggles, referenced for the life of the process (see above)
 const live = new Set<Gpu>();
 
@@ -62,6 +67,10 @@ function instance(toggles: string[]): GPU {
     Object.assign(globalThis, globals); // GPUBufferUsage, GPUMapMode, … as in a browser
     const on = toggles.filter((t) => !t.startsWith('-'));
     const off = toggles.filter((t) => t.startsWith('-')).map((t) => t.slice(1));
+    // Exact timestamps: Dawn rounds them down to 65,536 ns by default (a browser's guard against
+    // timing attacks), which would make bench-vim's per-kernel table useless for dispatches of tens
+    // of µs. Named in $VIM_DAWN_TOGGLES, the rounding stays on.
+    if (!on.includes(TIMESTAMP_QUANTIZATION) && !off.includes(TIMESTAMP_QUANTIZATION)) off.push(TIMESTAMP_QUANTIZATION);
     inst = create([
       ...(on.length ? [`enable-dawn-features=${on.join(',')}`] : []),
       ...(off.length ? [`disable-dawn-features=${off.join(',')}`] : []),
