@@ -356,6 +356,7 @@ const TILED_FORWARD: TiledCase[] = [
   { name: 'vec4 asked, the input misaligned', M: 37, I: 20, O: 28, ldi: 21, variant: '32x16/4x8/k8/v4', kernel: '32x16/4x8/k8/v4b' },
   { name: 'column slice, one step (dt_proj)', M: 37, I: 12, O: 24, ldi: 44, variant: '64x16/4x4/k12/v4', kernel: '64x16/4x4/k12/v4' },
   { name: 'thin result, idle loaders (x_proj)', M: 70, I: 24, O: 44, variant: '32x48/4x4/k8/v4/db', kernel: '32x48/4x4/k8/v4/db' },
+  { name: '8×4 blocks, k8 double-buffered, ragged (out_proj\'s form)', M: 70, I: 36, O: 40, variant: '64x32/8x4/k8/v4/db', kernel: '64x32/8x4/k8/v4/db' },
 ];
 
 const TILED_INPUT: TiledCase[] = [
@@ -364,6 +365,7 @@ const TILED_INPUT: TiledCase[] = [
   { name: 'exact tiles and steps', M: 64, I: 32, O: 48, variant: '32x32/4x8/k16/v4/db', kernel: '32x32/4x8/k16/v4/db' },
   { name: 'column slice (dt_proj), thin tile', M: 37, I: 12, O: 24, ldi: 44, variant: '128x16/8x4/k16/v4', kernel: '128x16/8x4/k16/v4' },
   { name: 'vec4 asked, dout misaligned', M: 37, I: 20, O: 19, variant: '32x16/4x4/k8/v4', kernel: '32x16/4x4/k8/v4b' },
+  { name: '8×4 blocks, ragged rows and columns (in_proj\'s and out_proj\'s form)', M: 70, I: 36, O: 40, variant: '32x32/8x4/k16/v4', kernel: '32x32/8x4/k16/v4' },
 ];
 
 const TILED_WEIGHT: TiledCase[] = [
@@ -373,6 +375,8 @@ const TILED_WEIGHT: TiledCase[] = [
   { name: 'exact tiles and steps', M: 256, I: 32, O: 64, variant: '32x32/8x8/k16/v4/db', kernel: '32x32/8x8/k16/v4/db', splitRows: 64 },
   { name: 'thin rows, default split with a ragged last one (x_proj)', M: 700, I: 40, O: 44, variant: '48x64/4x4/k16/v4', kernel: '48x64/4x4/k16/v4' },
   { name: 'column slice (dt_proj), thin tile, 19 splits, lanes sum', M: 300, I: 12, O: 24, ldi: 44, variant: '128x16/8x4/k8/v4/db', kernel: '128x16/8x4/k8/v4/db', splitRows: 16, sum: 'lanes', accumulate: true },
+  { name: '8×4 blocks, k8 double-buffered, ragged, default split (out_proj\'s form)', M: 300, I: 36, O: 40, variant: '32x32/8x4/k8/v4/db', kernel: '32x32/8x4/k8/v4/db' },
+  { name: 'thin rows, k8 double-buffered, default split (x_proj\'s form)', M: 700, I: 40, O: 44, variant: '48x64/4x8/k8/v4/db', kernel: '48x64/4x8/k8/v4/db' },
 ];
 
 /** The kernel a call of `op` with this case's shapes and strides would run (tensors just big enough). */
@@ -418,7 +422,7 @@ describe('parametrised tiles', () => {
       expect(key).toMatch(/^(forward|backward_input|backward_weight):\d+x\d+$/);
     }
     expect(matmulDefault('forward', 16640, 384, 44).variant).toEqual(parseMatmulVariant(MATMUL_TUNED['forward:384x44'] as string));
-    expect(matmulDefault('forward', 16640, 192, 768).variant).toEqual({ kernel: 'tile128' }); // not listed
+    expect(matmulDefault('forward', 16640, 256, 1024).variant).toEqual({ kernel: 'tile128' }); // not listed
     expect(matmulDefault('forward', 16640, 64, 256).variant).toEqual({ kernel: 'tile128' }); // vim-nano's in_proj: the rule
     expect(matmulDefault('backward_input', 1000, 64, 256).variant).toEqual({ kernel: 'tile64' });
     // narrow input gradients (dt_proj's, I = R ≤ 16) take the narrow kernel: vim-tiny's R = 12, vim-nano's 4
@@ -506,9 +510,9 @@ describe('parametrised tiles', () => {
     const saved = process.env.VIM_MATMUL_TUNED;
     try {
       const file = join(dir, 'matmul.json'); // the harness's --json output: entries under `tuned`
-      writeFileSync(file, JSON.stringify({ problems: [], tuned: { 'forward:192x768': '128x64/8x4/k16/v4', 'backward_weight:384x44': { variant: 'tile64', splitRows: 128, sum: 'lanes' } } }));
+      writeFileSync(file, JSON.stringify({ problems: [], tuned: { 'forward:192x768': '64x64/4x4/k16/v4', 'backward_weight:384x44': { variant: 'tile64', splitRows: 128, sum: 'lanes' } } }));
       process.env.VIM_MATMUL_TUNED = file;
-      expect(matmulDefault('forward', 16640, 192, 768).variant).toEqual(parseMatmulVariant('128x64/8x4/k16/v4'));
+      expect(matmulDefault('forward', 16640, 192, 768).variant).toEqual(parseMatmulVariant('64x64/4x4/k16/v4'));
       expect(matmulDefault('backward_weight', 16640, 384, 44)).toEqual({ variant: { kernel: 'tile64' }, splitRows: 128, sum: 'lanes' });
       expect(matmulDefault('forward', 16640, 384, 44).variant).toEqual({ kernel: 'tile64' }); // not listed: the size rule
       const bad = join(dir, 'bad.json');

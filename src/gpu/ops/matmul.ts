@@ -148,18 +148,19 @@ export type MatmulTunedEntry = string | { variant: string; splitRows?: number; s
 // 99.96 to 88.52 ms (docs/bench/h200-bench-vim-tiny-b256-tuned.txt). in_proj forward is missing:
 // the machine's speed changed while it was timed, so its ranking was not used.
 export const MATMUL_TUNED: Readonly<Record<string, MatmulTunedEntry>> = {
+  'forward:192x768': '128x64/8x4/k16/v4', // in_proj (was tile128)
   'forward:48x192': '128x64/8x8/k16/v4', // patch_embed (was tile128)
   'forward:384x44': '64x48/4x4/k16/v4', // x_proj (was tile64)
   'forward:12x384': '64x64/4x4/k12/v4', // dt_proj (was tile128)
-  'forward:384x192': '128x64/8x8/k16', // out_proj (was tile128)
+  'forward:384x192': '128x64/8x4/k8/v4/db', // out_proj (was tile128, then 128x64/8x8/k16)
   'backward_input:192x10': '64x64/4x4/k16/v4', // head (was tile64)
-  'backward_input:384x192': '64x128/8x8/k16/v4', // out_proj (was tile128)
+  'backward_input:384x192': '64x64/8x4/k16/v4', // out_proj (was tile128, then 64x128/8x8/k16/v4)
   'backward_input:384x44': '64x64/4x4/k16/v4', // x_proj (was tile128)
-  'backward_input:192x768': '128x64/8x8/k16/v4', // in_proj (was tile128)
+  'backward_input:192x768': '64x64/8x4/k16/v4', // in_proj (was tile128, then 128x64/8x8/k16/v4)
   'backward_weight:192x10': '16x64/4x4/k16/v4', // head (was tile64)
-  'backward_weight:384x192': '128x64/8x8/k16/v4', // out_proj (was tile128)
+  'backward_weight:384x192': '128x64/8x4/k8/v4/db', // out_proj (was tile128, then 128x64/8x8/k16/v4)
   'backward_weight:12x384': '128x16/4x4/k16/v4', // dt_proj (was tile64)
-  'backward_weight:384x44': '48x64/4x8/k16/v4', // x_proj (was tile64)
+  'backward_weight:384x44': '48x64/4x8/k8/v4/db', // x_proj (was tile64, then 48x64/4x8/k16/v4)
   'backward_weight:192x768': '128x128/8x8/k8/v4/db', // in_proj (was tile128)
   'backward_weight:48x192': '64x48/4x4/k16/v4', // patch_embed (was tile64)
 };
