@@ -18,6 +18,11 @@
 #   split          (only when named) bench-vim at batch 256 with the split scan backward
 #                  (VIM_SCAN_KERNEL=split), for each lanes-a-channel:segment:workgroup of $SPLIT_GRID
 #                  (default "1:2:192 2:1:256 2:2:256 4:1:256 4:2:256 4:3:256 4:4:256"); one line each
+#   mmsweep        (only when named) matmul variants inside the whole model: scripts/bench/matmul-sweep.mjs
+#                  gen, run and pick in RESULTS_DIR/mmsweep (the candidates of
+#                  scripts/bench/matmul-candidates.json at batch 256, shared out over the GPUs nvidia-smi
+#                  lists), then bench-vim at batch 256 with the picked table and the base one by turns
+#                  (best, base, best), and bench-vim --check with the picked table
 # Each run has a time limit; the headline lines are printed at the end. About 3 minutes on an H200.
 set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 2
@@ -92,16 +97,37 @@ for step in $STEPS; do
         run "$n" 60 env VIM_SCAN_KERNEL=split VIM_SCAN_SPLIT="$p" VIM_SCAN_SEGMENT="$sg" VIM_SCAN_WORKGROUP="$wg" "${BENCH[@]}" --batch-size 256 --json "$OUT/$n.json"
         echo "   lanes $p, segment $sg, workgroup $wg: $(scan_line "$OUT/$n.txt")"
       done ;;
-    *) echo "unknown step $step (known: b256 b256-robust shapes scan matmul candidates b128 check sweep split)" >&2; exit 2 ;;
+    mmsweep)
+      d="$OUT/mmsweep"
+      gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+      [ "${gpus:-0}" -ge 1 ] || gpus=1
+      run mmsweep-gen 30 node scripts/bench/matmul-sweep.mjs gen "$d"
+      # at most 90 s a bench-vim: each GPU's share of the tables and the base once more
+      n=$(ls "$d"/cand-*.json 2>/dev/null | wc -l)
+      run mmsweep-run $((((n + gpus - 1) / gpus + 1) * 90 + 30)) node scripts/bench/matmul-sweep.mjs run "$d" --batch-size 256 --gpus "$gpus" --time-limit 90
+      rm -f "$OUT/mmsweep-best.json"
+      run mmsweep-pick 30 node scripts/bench/matmul-sweep.mjs pick "$d" "$OUT/mmsweep-best.json"
+      [ -f "$OUT/mmsweep-best.json" ] || continue
+      echo "   $(grep -E '^picked' "$OUT/mmsweep-pick.txt")"
+      for r in best-a base-b best-c; do
+        t="$OUT/mmsweep-best.json"
+        [ "${r%-*}" = base ] && t="$d/cand-0.json"
+        run "bench-b256-mmsweep-$r" 90 env VIM_MATMUL_TUNED="$t" "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-mmsweep-$r.json"
+      done
+      run check-mmsweep 120 env VIM_MATMUL_TUNED="$OUT/mmsweep-best.json" "${BENCH[@]}" --check ;;
+    *) echo "unknown step $step (known: b256 b256-robust shapes scan matmul candidates b128 check sweep split mmsweep)" >&2; exit 2 ;;
   esac
 done
 
 echo
-for f in bench-b256 bench-b256-robust bench-b256-candidates bench-b256-candidates-robust bench-b128-candidates; do
+for f in bench-b256 bench-b256-robust bench-b256-candidates bench-b256-candidates-robust bench-b128-candidates \
+    bench-b256-mmsweep-best-a bench-b256-mmsweep-base-b bench-b256-mmsweep-best-c; do
   [ -f "$OUT/$f.txt" ] && echo "$f: $(grep -E '^(adapter|training|inference):' "$OUT/$f.txt" 2>/dev/null | tr '\n' ' ')"
 done
 [ -f "$OUT/candidates.txt" ] && cat "$OUT/candidates.txt"
 grep -E '^(default|stream)' "$OUT/scan.txt" 2>/dev/null
 grep -E 'all matmuls|UNSTEADY' "$OUT/matmul.txt" 2>/dev/null
 grep -E 'passed|failed|FAIL' "$OUT/check-candidates.txt" 2>/dev/null | tail -3
+grep -E '^picked' "$OUT/mmsweep-pick.txt" 2>/dev/null
+grep -E 'passed|failed|FAIL' "$OUT/check-mmsweep.txt" 2>/dev/null | tail -3
 exit 0

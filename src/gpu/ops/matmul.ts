@@ -137,18 +137,20 @@ export type MatmulTunedEntry = string | { variant: string; splitRows?: number; s
 /**
  * Measured choices, per problem: `${op}:${I}x${O}` (the layer's input and output features) → a
  * variant name (see parseMatmulVariant), or for the weight gradient
- * `{ variant, splitRows, sum }`. The one table to edit after
- * measuring with scripts/bench/matmul.mjs (which prints entries in this form); a problem not
+ * `{ variant, splitRows, sum }`. The one table to edit after measuring with
+ * scripts/bench/matmul-sweep.mjs (inside the model) or scripts/bench/matmul.mjs (alone); both print
+ * entries in this form. A problem not
  * listed, or whose entry cannot run a call (alignment, the adapter's limits), gets the size rule
  * of matmulTile. vim-tiny's problems: in_proj 192x768, x_proj 384x44, dt_proj 12x384 (strided
  * input), out_proj 384x192, patch embedding 48x192, head 192x10.
  */
-// H200 (Dawn, Vulkan), vim-tiny at batch 256, from scripts/bench/matmul.mjs
-// (docs/bench/h200-matmul-harness-b256-2.txt); inside the whole model they took a training step from
-// 99.96 to 88.52 ms (docs/bench/h200-bench-vim-tiny-b256-tuned.txt). in_proj forward is missing:
-// the machine's speed changed while it was timed, so its ranking was not used.
+// H200 (Dawn, Vulkan), vim-tiny at batch 256. First from scripts/bench/matmul.mjs
+// (docs/bench/h200-matmul-harness-b256-2.txt; a training step 99.96 → 88.52 ms); then the entries
+// marked "then" from two rounds of candidates timed inside the whole model with exact timestamps
+// (scripts/bench/matmul-sweep.mjs, docs/bench/h200-matmul-inmodel-round*.txt; a step 54.40 → 51.1–51.4
+// ms, docs/performance.md change 21).
 export const MATMUL_TUNED: Readonly<Record<string, MatmulTunedEntry>> = {
-  'forward:192x768': '128x64/8x4/k16/v4', // in_proj (was tile128)
+  'forward:192x768': '128x64/8x4/k16/v4', // in_proj (was tile128, the size rule, then this)
   'forward:48x192': '128x64/8x8/k16/v4', // patch_embed (was tile128)
   'forward:384x44': '64x48/4x4/k16/v4', // x_proj (was tile64)
   'forward:12x384': '64x64/4x4/k12/v4', // dt_proj (was tile128)
