@@ -11,10 +11,10 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VimError } from '../src/errors.js';
 import {
-  f16BitsToF32, f32ToF16Bits, parseSafetensors, readSafetensors, readSafetensorsHeader, serializeSafetensors,
-  writeSafetensors, type TensorToWrite,
+  f16BitsToF32, f32ToF16Bits, parseSafetensors, readSafetensors, readSafetensorsHeader, safetensorsChunks,
+  serializeSafetensors, writeFileAtomicAsync, writeSafetensors, type TensorToWrite,
 } from '../src/io/safetensors.js';
-import { CHECKPOINT_FORMAT, loadCheckpoint, readCheckpointInfo, saveCheckpoint } from '../src/model/checkpoint.js';
+import { CHECKPOINT_FORMAT, checkpointChunks, loadCheckpoint, readCheckpointInfo, saveCheckpoint } from '../src/model/checkpoint.js';
 import { configToJson, loadConfig } from '../src/model/config.js';
 import { initParams, initParams64 } from '../src/model/init.js';
 
@@ -224,6 +224,25 @@ describe('safetensors', () => {
     expect(msg).toMatch(/no-such-folder does not exist/);
   });
 
+  it('writes in pieces without blocking: views of the f32 data, the same bytes as serializeSafetensors, atomically', async () => {
+    const mixed: TensorToWrite[] = [...tensors, { name: 'h', shape: [2], data: Float64Array.from([0.1, 2]), dtype: 'F16' }, { name: 'g', shape: [1], data: Float64Array.from([0.1]) }];
+    const chunks = safetensorsChunks(mixed, { v: '3' });
+    expect(chunks[1].buffer).toBe(tensors[0].data.buffer); // a view, not a copy
+    const whole = serializeSafetensors(mixed, { v: '3' });
+    expect(Buffer.concat(chunks)).toEqual(Buffer.from(whole));
+    const path = freshPath();
+    writeSafetensors(path, tensors.slice(0, 1), { v: '1' });
+    await writeFileAtomicAsync(path, chunks);
+    expect(readdirSync(join(path, '..'))).toEqual(['model.safetensors']);
+    expect(new Uint8Array(readFileSync(path))).toEqual(whole);
+    // A failed write leaves the previous file, and no temporary file, and says why.
+    const blocked = freshPath();
+    mkdirSync(blocked);
+    await expect(writeFileAtomicAsync(blocked, chunks)).rejects.toThrow(/cannot write .*model\.safetensors/);
+    expect(readdirSync(join(blocked, '..'))).toEqual(['model.safetensors']);
+    await expect(writeFileAtomicAsync(join(tmp, 'no-such-folder', 'm.safetensors'), whole)).rejects.toThrow(/no-such-folder does not exist/);
+  });
+
   describe('refuses bad files with a message naming the file and the problem', () => {
     function errorFor(bytes: Uint8Array): string {
       const path = freshPath('bad.safetensors');
@@ -395,6 +414,16 @@ describe('checkpoints', () => {
     const ck = loadCheckpoint(path, nano, { extraPrefixes: ['optim.'] });
     expect(ck.extra.get('optim.m.head.weight')?.data).toEqual(m);
     expect(ck.params.flat).toEqual(params.flat);
+  });
+
+  it('gives the same file as pieces for a background write (checkpointChunks)', async () => {
+    const path = freshPath();
+    const m = Float32Array.from({ length: 640 }, (_, i) => i / 640);
+    const extra = [{ name: 'optim.m.head.weight', shape: [10, 64], data: m }];
+    saveCheckpoint(path, params, { recipe }, { extra });
+    const again = freshPath();
+    await writeFileAtomicAsync(again, checkpointChunks(params, { recipe }, { extra }));
+    expect(readFileSync(again)).toEqual(readFileSync(path));
   });
 
   it('reads a file without a config as the expected one, and asks for --model otherwise', () => {

@@ -4,7 +4,7 @@
  * PNG and a JPEG, a run stopped with Ctrl-C and resumed against an uninterrupted one, a diverging
  * run, and bad inputs. Shapes are tiny (D=16, depth 1, 8-px patches) so that lavapipe keeps up.
  */
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -156,6 +156,20 @@ describe('train-vim, eval-vim and predict-vim as a user runs them', () => {
     const ma = jsonl<EpochRecord>(join(a, 'metrics.jsonl'));
     const mb = jsonl<EpochRecord>(join(b, 'metrics.jsonl'));
     expect(mb.map((m) => [m.epoch, m.train_acc, m.test_acc, m.weights])).toEqual(ma.map((m) => [m.epoch, m.train_acc, m.test_acc, m.weights]));
+    // Stopped at the first step after an epoch's end, while that epoch's files may still be being
+    // written in the background: they are all on disk when the command exits, and the run resumes the same.
+    const c = join(TMP, 'stopped-epoch-2');
+    const stopped2 = await cli('train-vim', [...args, '--out', c], (out) => /epoch 2\/2 step 1\/24/.test(out));
+    expect(stopped2.code, stopped2.stderr).toBe(130);
+    expect(jsonl<EpochRecord>(join(c, 'metrics.jsonl')).map((m) => m.epoch)).toEqual([1]);
+    expect(readCheckpointInfo(join(c, 'last.safetensors')).meta.metrics).toMatchObject({ epoch: 1 });
+    expect(readdirSync(c).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    const resumed2 = await cli('train-vim', ['--resume', c, '--log-every', '0']);
+    expect(resumed2.code, resumed2.stderr).toBe(0);
+    const lc = jsonl<StepRecord>(join(c, 'steps.jsonl'));
+    expect(lc.map((s) => s.step)).toEqual(la.map((s) => s.step));
+    for (let i = 0; i < la.length; i++) expect(Math.abs(lc[i].loss - la[i].loss), `step ${i + 1}`).toBeLessThanOrEqual(1e-5);
+    expect(jsonl<EpochRecord>(join(c, 'metrics.jsonl')).map((m) => [m.epoch, m.train_acc, m.test_acc])).toEqual(ma.map((m) => [m.epoch, m.train_acc, m.test_acc]));
     // Resuming a finished run says so and changes nothing; with more --epochs it trains on.
     const again = await cli('train-vim', ['--resume', b]);
     expect(again.code).toBe(0);

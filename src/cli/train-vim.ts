@@ -11,6 +11,7 @@ import { basename, resolve } from 'node:path';
 import { VimError } from '../errors.js';
 import { acquireGpu, describeGpu } from '../gpu/device.js';
 import { ensureCifar10, loadCifar10Split } from '../data/cifar10.js';
+import { removePendingTemps } from '../io/safetensors.js';
 import { loadConfig, resolveConfig, type VimConfig } from '../model/config.js';
 import { describeConfig } from '../model/checkpoint.js';
 import { paramCount } from '../model/params.js';
@@ -221,6 +222,7 @@ async function main(p: Parsed): Promise<void> {
       trainer.requestStop();
     } else {
       console.error('train-vim: quit without saving; the last saved state (end of the previous epoch or stop) is kept');
+      removePendingTemps(); // files being written in the background keep their previous contents
       process.exit(130);
     }
   };

@@ -15,6 +15,7 @@
 import {
   closeSync, fsyncSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync,
 } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { VimError } from '../errors.js';
@@ -375,6 +376,25 @@ function readFully(fd: number, into: Uint8Array, position: number, path: string)
 export function serializeSafetensors(
   tensors: readonly TensorToWrite[], metadata: Record<string, string> = {}, opts: WriteOptions = {},
 ): Uint8Array {
+  const chunks = safetensorsChunks(tensors, metadata, opts);
+  const out = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/**
+ * The bytes of a safetensors file as consecutive pieces: the length and header, then each
+ * tensor's data. An F32 tensor given as a Float32Array on a little-endian host is a view of the
+ * caller's array, not a copy (the array must not change until the pieces are written); other
+ * tensors are converted into new bytes. Throws as serializeSafetensors does.
+ */
+export function safetensorsChunks(
+  tensors: readonly TensorToWrite[], metadata: Record<string, string> = {}, opts: WriteOptions = {},
+): Uint8Array[] {
   const fileDtype = opts.dtype ?? 'F32';
   const header: Record<string, unknown> = {};
   const meta: Record<string, string> = {};
@@ -385,7 +405,7 @@ export function serializeSafetensors(
   if (Object.keys(meta).length > 0) header.__metadata__ = meta;
 
   const seen = new Set<string>();
-  const layout: { t: TensorToWrite; dtype: SafetensorsWriteDtype; begin: number; count: number }[] = [];
+  const layout: { t: TensorToWrite; dtype: SafetensorsWriteDtype; count: number }[] = [];
   let offset = 0;
   for (const t of tensors) {
     if (t.name.length === 0 || t.name === '__metadata__') throw new Error(`invalid tensor name ${JSON.stringify(t.name)}`);
@@ -400,7 +420,7 @@ export function serializeSafetensors(
     if (dtype !== 'F32' && dtype !== 'F16') throw new Error(`tensor "${t.name}": cannot write dtype ${String(dtype)}`);
     const nbytes = count * BYTES_PER_ELEMENT[dtype];
     header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + nbytes] };
-    layout.push({ t, dtype, begin: offset, count });
+    layout.push({ t, dtype, count });
     offset += nbytes;
   }
 
@@ -410,25 +430,34 @@ export function serializeSafetensors(
   const pad = (8 - (jsonBytes0.length % 8)) % 8;
   json += ' '.repeat(pad);
   const jsonBytes = new TextEncoder().encode(json);
-  const dataStart = 8 + jsonBytes.length;
 
-  const out = new Uint8Array(dataStart + offset);
-  const view = new DataView(out.buffer);
-  view.setBigUint64(0, BigInt(jsonBytes.length), true);
-  out.set(jsonBytes, 8);
-  for (const { t, dtype, begin, count } of layout) {
-    const at = dataStart + begin;
-    if (dtype === 'F32') {
-      if (LITTLE_ENDIAN_HOST && at % 4 === 0) {
-        new Float32Array(out.buffer, at, count).set(t.data); // Float64 input rounds to f32 here
-      } else {
-        for (let i = 0; i < count; i++) view.setFloat32(at + 4 * i, t.data[i], true);
-      }
+  const head = new Uint8Array(8 + jsonBytes.length);
+  new DataView(head.buffer).setBigUint64(0, BigInt(jsonBytes.length), true);
+  head.set(jsonBytes, 8);
+  const chunks: Uint8Array[] = [head];
+  for (const { t, dtype, count } of layout) {
+    if (count === 0) continue;
+    if (dtype === 'F32' && LITTLE_ENDIAN_HOST && t.data instanceof Float32Array) {
+      chunks.push(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    } else if (dtype === 'F32' && LITTLE_ENDIAN_HOST) {
+      chunks.push(new Uint8Array(Float32Array.from(t.data).buffer)); // Float64 input rounds to f32 here
     } else {
-      for (let i = 0; i < count; i++) view.setUint16(at + 2 * i, f32ToF16Bits(t.data[i]), true);
+      const bytes = new Uint8Array(count * BYTES_PER_ELEMENT[dtype]);
+      const view = new DataView(bytes.buffer);
+      if (dtype === 'F32') {
+        for (let i = 0; i < count; i++) view.setFloat32(4 * i, t.data[i], true);
+      } else {
+        for (let i = 0; i < count; i++) view.setUint16(2 * i, f32ToF16Bits(t.data[i]), true);
+      }
+      chunks.push(bytes);
     }
   }
-  return out;
+  return chunks;
+}
+
+/** A fresh temporary name next to `path` (hidden, with the process id, ending .tmp). */
+function tempPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`);
 }
 
 function writeError(path: string, e: unknown): never {
@@ -450,7 +479,7 @@ function writeError(path: string, e: unknown): never {
  */
 export function writeFileAtomic(path: string, bytes: Uint8Array): void {
   const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`);
+  const tmp = tempPath(path);
   let fd: number | undefined;
   try {
     fd = openSync(tmp, 'wx');
@@ -472,6 +501,58 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
     const dfd = openSync(dir, 'r');
     try { fsyncSync(dfd); } finally { closeSync(dfd); }
   } catch { /* best effort */ }
+}
+
+/** Temporary files of writeFileAtomicAsync calls in progress. */
+const pendingTemps = new Set<string>();
+
+/**
+ * writeFileAtomic without blocking the event loop: the writes, the fsyncs and the rename run on
+ * Node's thread pool while the caller goes on. `data` may come in pieces (safetensorsChunks),
+ * written in order as one file; they must not change until the promise settles. Rejects with the
+ * same VimError as writeFileAtomic, leaving any previous file at `path` as it was.
+ */
+export async function writeFileAtomicAsync(path: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+  const tmp = tempPath(path);
+  let chunks = (data instanceof Uint8Array ? [data] : [...data]).filter((c) => c.length > 0);
+  let fh: Awaited<ReturnType<typeof open>> | undefined;
+  pendingTemps.add(tmp);
+  try {
+    fh = await open(tmp, 'wx');
+    while (chunks.length > 0) {
+      let { bytesWritten } = await fh.writev(chunks.slice(0, 1024)); // IOV_MAX pieces a call
+      if (bytesWritten === 0) throw new Error('the file system took no bytes');
+      while (chunks.length > 0 && bytesWritten >= chunks[0].length) bytesWritten -= chunks.shift()!.length;
+      if (bytesWritten > 0) chunks[0] = chunks[0].subarray(bytesWritten);
+    }
+    await fh.sync();
+    await fh.close();
+    fh = undefined;
+    await rename(tmp, path);
+  } catch (e) {
+    if (fh !== undefined) {
+      try { await fh.close(); } catch { /* already failing; the original error matters */ }
+    }
+    try { await unlink(tmp); } catch { /* it may never have been created */ }
+    writeError(path, e);
+  } finally {
+    pendingTemps.delete(tmp);
+  }
+  try {
+    const dh = await open(dirname(path), 'r');
+    try { await dh.sync(); } finally { await dh.close(); }
+  } catch { /* best effort, as in writeFileAtomic */ }
+}
+
+/**
+ * Remove the temporary files of writeFileAtomicAsync calls still in progress, for a process about
+ * to exit at once (the targets keep their previous contents; nothing half-written stays behind).
+ */
+export function removePendingTemps(): void {
+  for (const tmp of pendingTemps) {
+    try { unlinkSync(tmp); } catch { /* not created yet, or already renamed */ }
+  }
+  pendingTemps.clear();
 }
 
 /**

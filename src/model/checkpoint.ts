@@ -11,7 +11,7 @@
  */
 import { VimError } from '../errors.js';
 import {
-  readSafetensors, readSafetensorsHeader, writeSafetensors,
+  readSafetensors, readSafetensorsHeader, safetensorsChunks, writeSafetensors,
   type LoadedTensor, type SafetensorsWriteDtype, type TensorToWrite,
 } from '../io/safetensors.js';
 import { configToJson, resolveConfig, sameArchitecture, type VimConfig, type VimConfigFile } from './config.js';
@@ -90,6 +90,26 @@ export function saveCheckpoint(
   meta: CheckpointMetaInput = {},
   opts: SaveOptions = {},
 ): void {
+  const { tensors, metadata, dtype } = checkpointContents(params, meta, opts);
+  writeSafetensors(path, tensors, metadata, { dtype });
+}
+
+/**
+ * The bytes saveCheckpoint writes, as pieces for writeFileAtomicAsync (see safetensorsChunks: the
+ * f32 tensors are views of `params` and `opts.extra`, which must not change until they are written).
+ */
+export function checkpointChunks(
+  params: ParamSet<Float32Array> | ParamSet<Float64Array>,
+  meta: CheckpointMetaInput = {},
+  opts: SaveOptions = {},
+): Uint8Array[] {
+  const { tensors, metadata, dtype } = checkpointContents(params, meta, opts);
+  return safetensorsChunks(tensors, metadata, { dtype });
+}
+
+function checkpointContents(
+  params: ParamSet<Float32Array> | ParamSet<Float64Array>, meta: CheckpointMetaInput, opts: SaveOptions,
+): { tensors: TensorToWrite[]; metadata: Record<string, string>; dtype: SafetensorsWriteDtype } {
   const config = meta.config ?? configToJson(params.cfg);
   if (!sameArchitecture(resolveConfig(config, 'checkpoint config'), params.cfg)) {
     throw new Error(`saveCheckpoint: meta.config describes another architecture than the parameters (${params.cfg.name})`);
@@ -108,7 +128,7 @@ export function saveCheckpoint(
     if (params.has(t.name)) throw new Error(`saveCheckpoint: extra tensor "${t.name}" clashes with a parameter`);
     tensors.push(t);
   }
-  writeSafetensors(path, tensors, metadata, { dtype: opts.dtype ?? 'F32' });
+  return { tensors, metadata, dtype: opts.dtype ?? 'F32' };
 }
 
 /** Parse each metadata value as JSON where it is JSON, keeping plain strings (like "format") as they are. */

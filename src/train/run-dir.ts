@@ -14,7 +14,11 @@
  *   confusion.png      the test confusion matrix of the latest evaluation
  *
  * Every file is written whole to a temporary name and renamed (writeFileAtomic), so an interrupted
- * write never leaves a broken file.
+ * write never leaves a broken file. The files of an epoch's end are written in the background
+ * while the next epoch trains (write-queue.ts), in order: steps.jsonl, metrics.jsonl,
+ * last.safetensors, best.safetensors, state.safetensors, then the plots. So the logs and
+ * checkpoints on disk are never behind the training state (--resume drops log lines past it),
+ * and a run killed before an epoch's state is on disk resumes from the epoch before.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -72,7 +76,7 @@ export interface EpochRecord {
   grad_norm: number; // mean gradient norm over the epoch
   clipped: number; // fraction of the epoch's steps whose gradients were clipped
   images_per_s: number; // training throughput (data preparation included)
-  epoch_s: number; // wall time of the epoch (training and evaluation)
+  epoch_s: number; // wall time of the epoch: training and evaluation (not the read-back of the state after it, which elapsed_s counts)
   elapsed_s: number; // wall time of the run so far (resumed runs add up)
   time: string; // ISO time the epoch ended
 }
@@ -109,8 +113,9 @@ export function writeJson(path: string, value: unknown): void {
   writeFileAtomic(path, new TextEncoder().encode(`${JSON.stringify(value, null, 2)}\n`));
 }
 
-export function writeJsonl(path: string, rows: readonly unknown[]): void {
-  writeFileAtomic(path, new TextEncoder().encode(rows.map((r) => `${JSON.stringify(r)}\n`).join('')));
+/** The text of a .jsonl file: one JSON line per row. */
+export function jsonlText(rows: readonly unknown[]): string {
+  return rows.map((r) => `${JSON.stringify(r)}\n`).join('');
 }
 
 export function readJson(path: string, what: string): unknown {

@@ -13,15 +13,21 @@
  * stop is requested after step t, the sampler and RNG are put back to before that preparation,
  * so the saved state is the state after step t.
  *
+ * At the end of an epoch the weights, the AdamW moments and the EMA are read back once (for
+ * last/best.safetensors and state.safetensors alike) and the files are queued to be written in
+ * the background (write-queue.ts) while the next epoch trains: the encoding into safetensors
+ * pieces is views of the read-back arrays, and the writes, fsyncs, renames and PNG rendering run
+ * on Node's thread pool. The next epoch's end waits for any of them left; a stop or the end of
+ * the run waits for all of them, so run() returns with every file on disk.
+ *
  * The library prints nothing: progress goes to the `events` callbacks (the CLI draws bars or
  * lines from them). A stop is requested with requestStop() (the CLI calls it on Ctrl-C).
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { VimError } from '../errors.js';
 import type { Gpu } from '../gpu/device.js';
-import { writeFileAtomic } from '../io/safetensors.js';
 import { confusionPng, curvesPng } from '../io/plots.js';
-import { loadCheckpoint, saveCheckpoint } from '../model/checkpoint.js';
+import { checkpointChunks, loadCheckpoint } from '../model/checkpoint.js';
 import { configToJson, resolveConfig, sameArchitecture, type VimConfig } from '../model/config.js';
 import { initParams } from '../model/init.js';
 import { ParamSet } from '../model/params.js';
@@ -33,11 +39,12 @@ import { holdoutSplit } from './holdout.js';
 import { argmaxRow, type ClassificationResult } from './metrics.js';
 import { dropPathRates, validateRecipe, type Recipe } from './recipe.js';
 import {
-  emptyTotals, holdsRun, readJson, readJsonl, runPath, writeJson, writeJsonl,
+  emptyTotals, holdsRun, jsonlText, readJson, readJsonl, runPath, writeJson,
   type EpochRecord, type EpochTotals, type StepRecord, type TrainState,
 } from './run-dir.js';
 import { EpochSampler, type SamplerState } from './sampler.js';
 import { emaDecayAt, lrAt, type LrSchedule } from './schedule.js';
+import { WriteQueue } from './write-queue.js';
 
 /** Prefix of the training-state tensors stored next to the weights in state.safetensors. */
 const STATE_PREFIX = 'train.';
@@ -111,6 +118,13 @@ interface Prepared {
   before: { sampler: SamplerState; rng: RngState };
 }
 
+/** What the training state holds of the GPU, read back once for the state and the checkpoints. */
+interface GpuState {
+  params: ParamSet<Float32Array>;
+  opt: { m: Float32Array; v: Float32Array; step: number };
+  ema: ParamSet<Float32Array> | null;
+}
+
 export class Trainer {
   private stopRequested = false;
   private rng: Rng;
@@ -121,6 +135,10 @@ export class Trainer {
   private elapsedBase = 0; // seconds of earlier sessions of this run
   private readonly sessionStart = performance.now();
   private readonly schedule: LrSchedule;
+  /** The run folder's files, written in the background (write-queue.ts). */
+  private readonly writes = new WriteQueue();
+  /** steps.jsonl's text for the first `rows` steps (the log only grows; each save adds the new lines). */
+  private stepsText = { rows: 0, text: '' };
 
   private constructor(
     private readonly s: TrainerSetup,
@@ -254,25 +272,52 @@ export class Trainer {
     this.elapsedBase = st.elapsed_s;
     // Logs may run past the saved state (a crash after the last save): keep what the state covers.
     this.steps = readJsonl<StepRecord>(runPath(dir, 'steps')).filter((r) => r.step <= st.step);
+    this.stepsText = { rows: 0, text: '' };
     this.metrics = readJsonl<EpochRecord>(runPath(dir, 'metrics')).filter((r) => r.epoch <= st.sampler.epoch);
   }
 
-  private async saveState(): Promise<void> {
-    const params = await this.model.getParams();
-    const opt = await this.model.getOptimizerState();
+  /** Read back the weights, the AdamW moments and the EMA (all at once: the read-backs overlap). */
+  private async readGpuState(): Promise<GpuState> {
+    const [params, opt, ema] = await Promise.all([
+      this.model.getParams(), this.model.getOptimizerState(), this.model.ema ? this.model.getEma() : null,
+    ]);
+    return { params, opt, ema };
+  }
+
+  /** Queue steps.jsonl and metrics.jsonl as they are now. */
+  private queueLogs(): void {
+    const c = this.stepsText;
+    if (c.rows < this.steps.length) {
+      c.text += jsonlText(this.steps.slice(c.rows));
+      c.rows = this.steps.length;
+    }
+    const encode = (text: string) => new TextEncoder().encode(text);
+    this.writes.write(runPath(this.s.dir, 'steps'), encode(c.text));
+    this.writes.write(runPath(this.s.dir, 'metrics'), encode(jsonlText(this.metrics)));
+  }
+
+  /** Queue state.safetensors: `gpu` (read back after the last step) with the CPU's side of the state now. */
+  private queueState(gpu: GpuState): void {
+    const { params, opt, ema } = gpu;
     const n = params.flat.length;
     const extra = [
       { name: `${STATE_PREFIX}adamw_m`, shape: [n], data: opt.m },
       { name: `${STATE_PREFIX}adamw_v`, shape: [n], data: opt.v },
     ];
-    if (this.model.ema) extra.push({ name: `${STATE_PREFIX}ema`, shape: [n], data: (await this.model.getEma()).flat });
+    if (ema) extra.push({ name: `${STATE_PREFIX}ema`, shape: [n], data: ema.flat });
     const state: TrainState = {
       version: 1, step: opt.step, sampler: this.sampler.state, rng: this.rng.state, totals: this.totals,
-      best: this.best, elapsed_s: this.elapsed, ema: this.model.ema !== null,
+      best: this.best, elapsed_s: this.elapsed, ema: ema !== null,
     };
-    saveCheckpoint(runPath(this.s.dir, 'state'), params, { recipe: this.recipe, train_state: state, ...this.s.info }, { extra });
-    writeJsonl(runPath(this.s.dir, 'steps'), this.steps);
-    writeJsonl(runPath(this.s.dir, 'metrics'), this.metrics);
+    this.writes.write(runPath(this.s.dir, 'state'), checkpointChunks(params, { recipe: this.recipe, train_state: state, ...this.s.info }, { extra }));
+  }
+
+  /** Save the training state and the logs (on a stop) and wait until they are on disk. */
+  private async saveState(): Promise<void> {
+    const gpu = await this.readGpuState();
+    this.queueLogs();
+    this.queueState(gpu);
+    await this.writes.flush();
   }
 
   private prepare(): Prepared {
@@ -303,8 +348,21 @@ export class Trainer {
     );
   }
 
-  /** Train until the last epoch is done or a stop is requested. */
+  /**
+   * Train until the last epoch is done or a stop is requested. Returns once every file is on disk
+   * (on an error too, what was queued is written before the error propagates).
+   */
   async run(): Promise<TrainOutcome> {
+    try {
+      const status = await this.loop();
+      await this.writes.flush();
+      return this.outcome(status);
+    } finally {
+      await this.writes.settle();
+    }
+  }
+
+  private async loop(): Promise<TrainOutcome['status']> {
     const { events } = this.s;
     const r = this.recipe;
     const B = r.batchSize;
@@ -332,7 +390,7 @@ export class Trainer {
           for (let b = 0; b < B; b++) if (argmaxRow(res.logits!, b, this.cfg.C) === prepared.batch.labels[b]) correct++;
           this.steps.push({ step, epoch, lr: hyper.lr, loss: res.loss, grad_norm: res.gradNorm });
           if (!Number.isFinite(res.loss) || res.skipped) {
-            writeJsonl(runPath(this.s.dir, 'steps'), this.steps);
+            this.queueLogs(); // run() writes them before the error propagates
             throw this.diverged(step, epoch, Number.isFinite(res.loss) ? res.gradNorm : res.loss);
           }
           const tt = this.totals;
@@ -355,8 +413,9 @@ export class Trainer {
               this.rng = new Rng(next.before.rng);
             }
             await this.saveState();
-            return this.outcome('stopped');
+            return 'stopped';
           }
+          this.writes.check(); // a failed save of the previous epoch stops the run
           if (!next) break;
           prepared = next;
         }
@@ -378,7 +437,7 @@ export class Trainer {
           });
           if (!res) {
             await this.saveState(); // the epoch's steps are done; its evaluations run on resume
-            return this.outcome('stopped');
+            return 'stopped';
           }
           if (set === 'test') result = res;
           else valResult = res;
@@ -408,22 +467,30 @@ export class Trainer {
         improved = result !== null && (this.best === null || result.top1 > this.best.test_acc);
       }
       if (improved) this.best = { epoch, test_acc: result!.top1 };
-      const evaluated = this.model.ema ? await this.model.getEma() : await this.model.getParams();
+      // The files: read back what the GPU holds, queue the writes and go on with the next epoch
+      // while they are written. The previous epoch's writes have had this epoch to finish: wait
+      // for any left (so that at most one epoch's files are queued) and stop if one failed.
+      await this.writes.flush();
+      const gpu = await this.readGpuState();
+      const evaluated = gpu.ema ?? gpu.params;
       const meta = { recipe: r, metrics: record, best: this.best, weights, ...this.s.info };
-      saveCheckpoint(runPath(this.s.dir, 'last'), evaluated, meta);
-      if (improved) saveCheckpoint(runPath(this.s.dir, 'best'), evaluated, meta);
-      writeFileAtomic(runPath(this.s.dir, 'curves'), await curvesPng(this.metrics, this.steps, spe, `${this.cfg.name}: ${this.s.dir}`));
-      if (result) {
-        writeFileAtomic(runPath(this.s.dir, 'confusion'), await confusionPng(result.confusion, this.cfg.classNames,
-          `test confusion, epoch ${epoch} (${(100 * result.top1).toFixed(2)}% of ${result.n.toLocaleString('en-US')})`));
-      }
       this.sampler.nextEpoch();
       this.totals = emptyTotals();
-      await this.saveState();
+      this.queueLogs();
+      const checkpoint = checkpointChunks(evaluated, meta);
+      this.writes.write(runPath(this.s.dir, 'last'), checkpoint);
+      if (improved) this.writes.write(runPath(this.s.dir, 'best'), checkpoint);
+      this.queueState(gpu);
+      // The plots render on the thread pool meanwhile; their writes wait for them in the queue.
+      this.writes.write(runPath(this.s.dir, 'curves'), curvesPng(this.metrics, this.steps, spe, `${this.cfg.name}: ${this.s.dir}`));
+      if (result) {
+        this.writes.write(runPath(this.s.dir, 'confusion'), confusionPng(result.confusion, this.cfg.classNames,
+          `test confusion, epoch ${epoch} (${(100 * result.top1).toFixed(2)}% of ${result.n.toLocaleString('en-US')})`));
+      }
       events?.epochEnd?.(record, this.best);
-      if (this.stopRequested && this.sampler.state.epoch < r.epochs) return this.outcome('stopped');
+      if (this.stopRequested && this.sampler.state.epoch < r.epochs) return 'stopped';
     }
-    return this.outcome('done');
+    return 'done';
   }
 
   private outcome(status: TrainOutcome['status']): TrainOutcome {
