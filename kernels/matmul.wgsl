@@ -20,7 +20,9 @@
 // the tuned choices of src/gpu/ops/matmul.ts. The input gradient has a fourth for results of at
 // most 16 columns (matmul_backward_input_narrow, last in the file: the reduction over O split
 // across the invocations of a workgroup, weight staged in workgroup memory, the same bindings as
-// matmul_backward_input).
+// matmul_backward_input), and the forward a fifth for results of at most 64 columns
+// (matmul_forward_skinny, after it: rows of inp read straight into registers, weight staged in
+// workgroup memory; the bindings of matmul_forward_g).
 // The 64×64 tiling: a workgroup of 16×16 invocations computes a 64×64 tile of the result (TM × TN),
 // each invocation a 4×4 register block at rows ty + 16r and columns tx + 16c (so neighbouring
 // invocations store neighbouring columns), walking the reduction in steps of TK = 16 through two
@@ -575,7 +577,7 @@ override GSTAGES: u32 = select(1u, 2u, DB);
 @group(0) @binding(0) var<storage, read_write> dweight4: array<vec4<f32>>;
 @group(0) @binding(0) var<storage, read_write> sums4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> partials4: array<vec4<f32>>;
-// matmul_forward_g:         out4, inp, weight, bias, inp4, weight4
+// matmul_forward_g:         out4, inp, weight, bias, inp4, weight4 (matmul_forward_skinny: out, inp, weight, bias, inp4, weight4)
 // matmul_backward_input_g:  dinp4, dout, weight, dout4, weight4
 // matmul_backward_weight_g: dweight4 (or partials), dout, saved_inp, dout4, saved_inp4
 @group(0) @binding(3) var<storage, read> dout4: array<vec4<f32>>;
@@ -1007,6 +1009,84 @@ fn matmul_backward_input_narrow(@builtin(workgroup_id) wg: vec3u, @builtin(local
       let idx = INP_OFF + m * LDI + i;
       if (ACCUMULATE) { v += dinp[idx]; }
       dinp[idx] = v;
+    }
+  }
+}
+
+// ---- skinny forward (matmul_forward_skinny) -----------------------------------------------------
+// out (M, O) (+)= inp (M, I) · weight (O, I)ᵀ (+ bias) for results of at most 64 columns (x_proj's
+// R + 2N = 44): a reduction long next to a result a few quads wide, where a tile of the parametrised
+// kernel stages rows of inp through workgroup memory for few columns and waits at a barrier every
+// step. Here inp is not staged: a workgroup of SKG × SKR invocations covers SKR rows, invocation
+// (g, r) row row0 + r and the column quads j ≡ g (mod SKG), j < SKQ = ⌈O/4⌉ (at most SKJ = 4 each).
+// The SKG invocations of a row read the same vec4s of it (neighbours in a warp, one load), a whole
+// chunk of SKC reduction indices at once into registers (SKC/4 vec4 loads in flight). weight goes
+// through workgroup memory in chunks of SKC indices, transposed to Wk[k·SKQP + j] (the quads of
+// index k side by side, zeros past O), so one vec4 read from it feeds 4 FMAs and the SKG groups of
+// a warp read SKG neighbouring vec4s; two barriers a chunk. Every workgroup reads all of weight
+// (O·I floats, 68 KiB for x_proj) from the L2 cache. Requires I, LDI and INP_OFF multiples of 4
+// (inp read through inp4) and O·I a multiple of 4 (weight4). Rows past M are clamped to the last
+// one (never stored).
+//   grid (1, ⌈M/SKR⌉); vim-tiny at batch 256 (M = 16 640, I = 384, O = 44): 260 workgroups of 256.
+
+const SKG: u32 = 4u; // invocations a row
+const SKR: u32 = 64u; // rows a workgroup
+const SKC: u32 = 64u; // reduction indices a chunk of weight
+override SKQ: u32 = (O + 3u) / 4u; // column quads of the result
+override SKJ: u32 = (SKQ + SKG - 1u) / SKG; // quads an invocation (O ≤ 64: at most 4)
+override SKQP: u32 = SKJ * SKG; // quads a row of Wk
+
+var<workgroup> Wk: array<vec4<f32>, SKC * SKQP>;
+
+@compute @workgroup_size(SKG, SKR)
+fn matmul_forward_skinny(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let g = lid.x;
+  let r = lid.y;
+  let t = r * SKG + g;
+  let row = wg.y * SKR + r;
+  let arow = (INP_OFF + min(row, M - 1u) * LDI) / 4u;
+  var acc: array<vec4<f32>, 4>; // acc[q]: columns 4(g + SKG·q) .. +3
+  var a: array<vec4<f32>, SKC / 4u>;
+  for (var k0 = 0u; k0 < I; k0 += SKC) {
+    let nq = min(SKC, I - k0) / 4u; // vec4s of the chunk
+    for (var kq = 0u; kq < SKC / 4u; kq++) {
+      if (kq < nq) { a[kq] = inp4[arow + k0 / 4u + kq]; }
+    }
+    workgroupBarrier(); // the previous chunk of Wk has been read
+    // item (kq, j): weight[4j .. 4j+3, k0 + 4kq .. +3], stored as Wk[(4kq + d)·SKQP + j][c] = weight[4j + c, k0 + 4kq + d]
+    for (var e = t; e < nq * SKQP; e += SKG * SKR) {
+      let kq = e / SKQP;
+      let j = e - kq * SKQP;
+      var w: array<vec4<f32>, 4>;
+      for (var c = 0u; c < 4u; c++) {
+        let o = 4u * j + c;
+        if (o < O) { w[c] = weight4[(o * I + k0) / 4u + kq]; } else { w[c] = vec4<f32>(0.0); }
+      }
+      for (var d = 0u; d < 4u; d++) {
+        Wk[(4u * kq + d) * SKQP + j] = vec4<f32>(w[0][d], w[1][d], w[2][d], w[3][d]);
+      }
+    }
+    workgroupBarrier();
+    for (var kq = 0u; kq < nq; kq++) {
+      for (var d = 0u; d < 4u; d++) {
+        let x = vec4<f32>(a[kq][d]);
+        let k = (4u * kq + d) * SKQP + g;
+        for (var q = 0u; q < SKJ; q++) { acc[q] = fma(x, Wk[k + SKG * q], acc[q]); }
+      }
+    }
+  }
+  if (row >= M) { return; }
+  for (var q = 0u; q < SKJ; q++) {
+    let j = g + SKG * q;
+    for (var c = 0u; c < 4u; c++) {
+      let o = 4u * j + c;
+      if (o < O) {
+        var v = acc[q][c];
+        if (HAS_BIAS) { v += bias[o]; }
+        let idx = OUT_OFF + row * LDO + o;
+        if (ACCUMULATE) { v += out[idx]; }
+        out[idx] = v;
+      }
     }
   }
 }

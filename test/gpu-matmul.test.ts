@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
 import {
-  MATMUL_TUNED, NARROW_MAX_I, biasBackward, biasBackwardPlan, linearBackward, linearBackwardScratchElements, matmulBackwardInput,
+  MATMUL_TUNED, NARROW_MAX_I, SKINNY_MAX_O, biasBackward, biasBackwardPlan, linearBackward, linearBackwardScratchElements, matmulBackwardInput,
   matmulBackwardWeight, matmulBackwardWeightPlan, matmulDefault, matmulForward, matmulKernelFor, matmulTile,
   matmulVariantName, parseMatmulVariant, tiledWorkgroupBytes, type MatmulOp, type MatmulSum, type MatmulTile, type MatmulTunedEntry,
   type TiledVariant,
@@ -631,5 +631,47 @@ describe('narrow input gradient', () => {
       else process.env.VIM_MATMUL_TUNED = saved;
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+// The skinny forward (x_proj's R + 2N = 44 columns): chunks of 64 reduction indices with a short
+// last one, ragged rows (clamped, never stored), strides and offsets, bias and accumulation,
+// results of 1 to 64 columns (column quads shared unevenly by the 4 invocations of a row).
+const SKINNY_FORWARD: (Case & { bias?: boolean; accumulate?: boolean })[] = [
+  { name: 'x_proj-like (O = 44), two chunks of I, the last short, ragged M, bias', M: 70, I: 88, O: 44, bias: true },
+  { name: 'strided rows with offsets, accumulating, O not a multiple of 4', M: 37, I: 20, O: 13, ldi: 24, inpOffset: 4, ldo: 17, outOffset: 3, accumulate: true },
+  { name: 'O = 64 (the widest), three chunks, one row short of two workgroups', M: 127, I: 132, O: 64 },
+  { name: 'O = 1, one step of I', M: 65, I: 4, O: 1, bias: true },
+];
+
+describe('skinny forward', () => {
+  it.each(SKINNY_FORWARD)('$name', async (c) => {
+    const gpu = await testGpu();
+    const n = { ...c, variant: 'skinny' };
+    expect(kernelOf(gpu, 'forward', n)).toBe('skinny');
+    await gpuForward(gpu, n, c.bias ?? false, c.accumulate ?? false, 91);
+  });
+
+  it('one workgroup per 64 rows; parses and prints as "skinny"', () => {
+    expect(parseMatmulVariant('skinny')).toEqual({ kernel: 'skinny' });
+    expect(matmulVariantName({ kernel: 'skinny' })).toBe('skinny');
+    return testGpu().then((gpu) => {
+      const t = zerosTensor(gpu, 20000);
+      const d = matmulForward(gpu, { out: t, inp: t, weight: t, bias: null, M: 127, I: 132, O: 64, variant: 'skinny' });
+      expect(d.workgroups).toEqual([1, 2, 1]);
+    });
+  });
+
+  it('refuses to run what it cannot, naming why', async () => {
+    const gpu = await testGpu();
+    const t = zerosTensor(gpu, 20000);
+    const O = SKINNY_MAX_O + 1;
+    expect(() => matmulForward(gpu, { out: t, inp: t, weight: t, bias: null, M: 37, I: 20, O, variant: 'skinny' }))
+      .toThrow(new RegExp(`variant skinny cannot run forward M=37 I=20 O=${O}: O = ${O} columns, at most ${SKINNY_MAX_O}`));
+    expect(() => matmulForward(gpu, { out: t, inp: t, weight: t, bias: null, M: 37, I: 18, O: 12, variant: 'skinny' }))
+      .toThrow(/variant skinny cannot run forward .*multiples of 4/);
+    expect(() => matmulBackwardInput(gpu, { dinp: t, dout: t, weight: t, M: 37, I: 20, O: 12, variant: 'skinny' }))
+      .toThrow(/variant skinny cannot run backward_input .*only the forward/);
+    expect(() => matmulBackwardWeightPlan(37, 20, 12, undefined, 'skinny')).toThrow(/skinny cannot run backward_weight/);
   });
 });

@@ -88,15 +88,12 @@ export async function compileCheck(): Promise<void> {
 }
 
 /** A bind group binding tensors (storage) and uniform buffers to @binding(0…) in order. */
-export function bindTensors(gpu: Gpu, pipeline: GPUComputePipeline, bindings: (GpuTensor | GPUBuffer)[], label?: string): GPUBindGroup {
-  return gpu.device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: bindings.map((b, i) => ({
-      binding: i,
-      resource: 'buffer' in b ? { buffer: b.buffer, offset: b.offset, size: alignUp4(b.size) } : { buffer: b },
-    })),
-    label,
+export function bindTensors(gpu: Gpu, pipeline: GPUComputePipeline, bindings: (GpuTensor | GPUBuffer | null)[], label?: string): GPUBindGroup {
+  const entries: GPUBindGroupEntry[] = [];
+  bindings.forEach((b, i) => { // null: a binding index the entry point does not use
+    if (b !== null) entries.push({ binding: i, resource: 'buffer' in b ? { buffer: b.buffer, offset: b.offset, size: alignUp4(b.size) } : { buffer: b } });
   });
+  return gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label });
 }
 
 function alignUp4(n: number): number {
@@ -109,7 +106,7 @@ export function makeDispatch(
   file: string,
   entry: string,
   constants: Record<string, number>,
-  bindings: (GpuTensor | GPUBuffer)[],
+  bindings: (GpuTensor | GPUBuffer | null)[],
   workgroups: [number, number?, number?],
   cost?: { bytes?: number; flops?: number; label?: string; prelude?: string; shape?: string },
 ): Dispatch {

@@ -35,7 +35,10 @@
  * "128x64/8x8/k16/v4/db"). The input gradient has a fourth, 'narrow', for results of at most
  * NARROW_MAX_I columns (dt_proj's, I = R): the reduction over O split across the 256 invocations
  * of a workgroup of 16 rows, so that the narrow result still has hundreds of thousands of
- * invocations. Which one runs by default is decided in one place, `matmulDefault`
+ * invocations; the forward has 'skinny', for results of at most SKINNY_MAX_O columns (x_proj's):
+ * each row of inp read straight into registers by the 4 invocations that share it, weight staged
+ * in workgroup memory (a candidate for the in-model sweep, not a default).
+ * Which one runs by default is decided in one place, `matmulDefault`
  * (the `MATMUL_TUNED` table, then the size rule `matmulTile`); `variant` (or the older `tile`)
  * forces one. scripts/bench/matmul.mjs times every variant of every matmul of a training step.
  *
@@ -78,6 +81,16 @@ const NARROW_INVOCATIONS = 256;
 function narrowWorkgroupBytes(I: number): number {
   return 16 * Math.ceil(I / 4) * 256;
 }
+/** The skinny kernel (matmul_forward_skinny): the widest result it computes, in columns. */
+export const SKINNY_MAX_O = 64;
+/** Its rows per workgroup, invocations per workgroup and reduction indices per staged chunk (matmul.wgsl's SKR, SKG·SKR, SKC). */
+const SKINNY_ROWS = 64;
+const SKINNY_INVOCATIONS = 256;
+const SKINNY_CHUNK = 64;
+/** Its workgroup memory: SKC rows of ⌈⌈O/4⌉/4⌉·4 vec4s (matmul.wgsl's Wk). */
+function skinnyWorkgroupBytes(O: number): number {
+  return 16 * SKINNY_CHUNK * Math.ceil(Math.ceil(O / 4) / 4) * 4;
+}
 
 /** Which matmul of a linear layer. */
 export type MatmulOp = 'forward' | 'backward_input' | 'backward_weight';
@@ -110,8 +123,17 @@ export interface NarrowVariant {
   kernel: 'narrow';
 }
 
-/** A matmul kernel: the fixed 64×64 or 128×128 one, the parametrised one, or the narrow one. */
-export type MatmulVariant = { kernel: 'tile64' } | { kernel: 'tile128' } | NarrowVariant | TiledVariant;
+/**
+ * The forward's kernel for results of at most SKINNY_MAX_O columns (matmul.wgsl's
+ * matmul_forward_skinny, x_proj's R + 2N): 4 invocations a row, each a few column quads, the row
+ * of inp read straight into registers (not staged), weight staged transposed in workgroup memory.
+ */
+export interface SkinnyVariant {
+  kernel: 'skinny';
+}
+
+/** A matmul kernel: the fixed 64×64 or 128×128 one, the parametrised one, the narrow or the skinny one. */
+export type MatmulVariant = { kernel: 'tile64' } | { kernel: 'tile128' } | NarrowVariant | SkinnyVariant | TiledVariant;
 
 /**
  * How the weight gradient's split partials are added up (all deterministic, in a fixed order):
@@ -224,7 +246,7 @@ function fixedVariant(tile: MatmulTile): MatmulVariant {
 
 // ---- variants: names and checks --------------------------------------------------------------------
 
-/** "tile64", "tile128", "narrow", or the parametrised kernel as "ROWSxCOLS/BRxBC/kK[/v4][/db]". */
+/** "tile64", "tile128", "narrow", "skinny", or the parametrised kernel as "ROWSxCOLS/BRxBC/kK[/v4][/db]". */
 export function matmulVariantName(v: MatmulVariant): string {
   if (v.kernel !== 'tiled') return v.kernel;
   return `${v.rows}x${v.cols}/${v.blockRows}x${v.blockCols}/k${v.k}${v.vec4 ? '/v4' : ''}${v.doubleBuffer ? '/db' : ''}`;
@@ -232,10 +254,10 @@ export function matmulVariantName(v: MatmulVariant): string {
 
 /** The inverse of matmulVariantName; throws on anything else, saying what is accepted. */
 export function parseMatmulVariant(name: string): MatmulVariant {
-  if (name === 'tile64' || name === 'tile128' || name === 'narrow') return { kernel: name };
+  if (name === 'tile64' || name === 'tile128' || name === 'narrow' || name === 'skinny') return { kernel: name };
   const m = /^(\d+)x(\d+)\/(\d+)x(\d+)\/k(\d+)((?:\/(?:v4|db))*)$/.exec(name);
   if (!m) {
-    throw new Error(`matmul: expected a variant "tile64", "tile128", "narrow" or "ROWSxCOLS/BRxBC/kK[/v4][/db]" (e.g. "128x64/8x8/k16/v4") but received "${name}"`);
+    throw new Error(`matmul: expected a variant "tile64", "tile128", "narrow", "skinny" or "ROWSxCOLS/BRxBC/kK[/v4][/db]" (e.g. "128x64/8x8/k16/v4") but received "${name}"`);
   }
   const flags = m[6].split('/').filter(Boolean);
   const v: TiledVariant = {
@@ -280,8 +302,8 @@ export function tiledWorkgroupBytes(v: TiledVariant): number {
 function toVariant(v: MatmulVariant | string): MatmulVariant {
   if (typeof v === 'string') return parseMatmulVariant(v);
   if (v.kernel === 'tiled') checkTiled(v);
-  else if (v.kernel !== 'tile64' && v.kernel !== 'tile128' && v.kernel !== 'narrow') {
-    throw new Error(`matmul: variant kernel must be "tile64", "tile128", "narrow" or "tiled", got "${(v as { kernel: string }).kernel}"`);
+  else if (v.kernel !== 'tile64' && v.kernel !== 'tile128' && v.kernel !== 'narrow' && v.kernel !== 'skinny') {
+    throw new Error(`matmul: variant kernel must be "tile64", "tile128", "narrow", "skinny" or "tiled", got "${(v as { kernel: string }).kernel}"`);
   }
   return v;
 }
@@ -420,7 +442,7 @@ export function matmulBackwardWeightPlan(
   }
   if (tile === undefined) {
     const choice = matmulDefault('backward_weight', M, I, O);
-    if (choice.variant.kernel === 'narrow') { // cannot run the weight gradient: the size rule's kernel does
+    if (choice.variant.kernel === 'narrow' || choice.variant.kernel === 'skinny') { // cannot run the weight gradient: the size rule's kernel does
       return weightPlan(M, I, O, splits, fixedVariant(ruleTile('backward_weight', M, I, O)));
     }
     const plan = weightPlan(M, I, O, splits ?? splitsFromRows(M, choice.splitRows), choice.variant);
@@ -439,6 +461,7 @@ function splitsFromRows(M: number, splitRows: number | undefined): number | unde
 
 function weightPlan(M: number, I: number, O: number, splits: number | undefined, v: MatmulVariant): SplitPlan {
   if (v.kernel === 'narrow') throw new Error(`matmul: variant narrow cannot run backward_weight: ${NARROW_OP_ONLY}`);
+  if (v.kernel === 'skinny') throw new Error(`matmul: variant skinny cannot run backward_weight: ${SKINNY_OP_ONLY}`);
   if (v.kernel !== 'tiled') {
     const edge = v.kernel === 'tile128' ? 128 : 64;
     const tiles = ceilDiv(O, edge) * ceilDiv(I, edge);
@@ -525,30 +548,47 @@ function tiledUnfit(gpu: Gpu, v: TiledVariant, p: Problem): string | null {
 }
 
 const NARROW_OP_ONLY = 'it computes only the input gradient (backward_input)';
+const SKINNY_OP_ONLY = 'it computes only the forward';
+
+/**
+ * Why a kernel of `invocations` a workgroup, `bytes` of workgroup memory and one workgroup per
+ * `rows` rows of M cannot run on this adapter, or null when it can (the narrow and skinny kernels).
+ */
+function limitsUnfit(gpu: Gpu, M: number, invocations: number, bytes: number, rows: number): string | null {
+  const lim = gpu.limits;
+  if (invocations > lim.maxComputeInvocationsPerWorkgroup) {
+    return `${invocations} invocations exceed the adapter's ${lim.maxComputeInvocationsPerWorkgroup}`;
+  }
+  if (bytes > lim.maxComputeWorkgroupStorageSize) {
+    return `${bytes} bytes of workgroup memory exceed the adapter's ${lim.maxComputeWorkgroupStorageSize}`;
+  }
+  const groups = ceilDiv(M, rows);
+  if (groups > lim.maxComputeWorkgroupsPerDimension) {
+    return `${groups} workgroups (M/${rows}) exceed the adapter's ${lim.maxComputeWorkgroupsPerDimension} per dimension`;
+  }
+  return null;
+}
 
 /** Why the narrow kernel cannot run problem `p` on this adapter, or null when it can. */
 function narrowUnfit(gpu: Gpu, p: Problem): string | null {
   if (p.op !== 'backward_input') return NARROW_OP_ONLY;
   if (p.I > NARROW_MAX_I) return `I = ${p.I} columns, at most ${NARROW_MAX_I}`;
-  const lim = gpu.limits;
-  if (NARROW_INVOCATIONS > lim.maxComputeInvocationsPerWorkgroup) {
-    return `${NARROW_INVOCATIONS} invocations exceed the adapter's ${lim.maxComputeInvocationsPerWorkgroup}`;
-  }
-  const bytes = narrowWorkgroupBytes(p.I);
-  if (bytes > lim.maxComputeWorkgroupStorageSize) {
-    return `${bytes} bytes of workgroup memory exceed the adapter's ${lim.maxComputeWorkgroupStorageSize}`;
-  }
-  const groups = ceilDiv(p.M, NARROW_ROWS);
-  if (groups > lim.maxComputeWorkgroupsPerDimension) {
-    return `${groups} workgroups (M/${NARROW_ROWS}) exceed the adapter's ${lim.maxComputeWorkgroupsPerDimension} per dimension`;
-  }
-  return null;
+  return limitsUnfit(gpu, p.M, NARROW_INVOCATIONS, narrowWorkgroupBytes(p.I), NARROW_ROWS);
+}
+
+/** Why the skinny kernel cannot run problem `p` on this adapter, or null when it can. */
+function skinnyUnfit(gpu: Gpu, p: Problem): string | null {
+  if (p.op !== 'forward') return SKINNY_OP_ONLY;
+  if (p.O > SKINNY_MAX_O) return `O = ${p.O} columns, at most ${SKINNY_MAX_O}`;
+  if (!vec4View(p.a)) return 'inp is read as vec4s: I, its row stride and offset must be multiples of 4';
+  return limitsUnfit(gpu, p.M, SKINNY_INVOCATIONS, skinnyWorkgroupBytes(p.O), SKINNY_ROWS);
 }
 
 /** Why variant `v` cannot run problem `p` on this adapter, or null when it can (the fixed kernels run anything). */
 function unfit(gpu: Gpu, v: MatmulVariant, p: Problem): string | null {
   if (v.kernel === 'tiled') return tiledUnfit(gpu, v, p);
   if (v.kernel === 'narrow') return narrowUnfit(gpu, p);
+  if (v.kernel === 'skinny') return skinnyUnfit(gpu, p);
   return null;
 }
 
@@ -644,17 +684,21 @@ function tiledConstants(k: Kernel, rows: number, cols: number, exactK: boolean):
 function tileOf(v: MatmulVariant): { rows: number; cols: number } {
   if (v.kernel === 'tiled') return { rows: v.rows, cols: v.cols };
   if (v.kernel === 'narrow') return { rows: NARROW_ROWS, cols: NARROW_MAX_I };
+  if (v.kernel === 'skinny') return { rows: SKINNY_ROWS, cols: SKINNY_MAX_O };
   const e = v.kernel === 'tile128' ? 128 : 64;
   return { rows: e, cols: e };
 }
 
 function entryOf(base: string, v: MatmulVariant): string {
-  return v.kernel === 'tiled' ? `${base}_g` : v.kernel === 'tile128' ? `${base}_128` : v.kernel === 'narrow' ? `${base}_narrow` : base;
+  return v.kernel === 'tiled' ? `${base}_g` : v.kernel === 'tile128' ? `${base}_128` : v.kernel === 'narrow' || v.kernel === 'skinny' ? `${base}_${v.kernel}` : base;
 }
 
 // ---- dispatches -----------------------------------------------------------------------------------
 
-/** out (M, O) (+)= inp (M, I) · weight (O, I)ᵀ (+ bias). One dispatch, grid (⌈O/Tc⌉, ⌈M/Tr⌉), Tr × Tc the tile. */
+/**
+ * out (M, O) (+)= inp (M, I) · weight (O, I)ᵀ (+ bias). One dispatch, grid (⌈O/Tc⌉, ⌈M/Tr⌉), Tr × Tc
+ * the tile; the skinny kernel: grid (1, ⌈M/64⌉).
+ */
 export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
   const { M, I, O } = a;
   const s = strides(a, M, I, O);
@@ -667,8 +711,9 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
   const tile = tileOf(k.variant);
   const tiled = k.variant.kernel === 'tiled';
   // Without a bias the binding still needs a read-only tensor; the kernel never reads it.
-  const bindings = [a.out, a.inp, a.weight, a.bias ?? a.weight];
-  if (tiled) bindings.push(a.inp, a.weight); // the vec4 views (bindings 4, 5)
+  const skinny = k.variant.kernel === 'skinny'; // reads inp and weight only as vec4s: bindings 1 and 2 unused
+  const bindings = [a.out, skinny ? null : a.inp, skinny ? null : a.weight, a.bias ?? a.weight];
+  if (tiled || skinny) bindings.push(a.inp, a.weight); // the vec4 views (bindings 4, 5)
   return makeDispatch(
     gpu, FILE, entryOf('matmul_forward', k.variant),
     {
