@@ -20,9 +20,10 @@
 // the tuned choices of src/gpu/ops/matmul.ts. The input gradient has a fourth for results of at
 // most 16 columns (matmul_backward_input_narrow, last in the file: the reduction over O split
 // across the invocations of a workgroup, weight staged in workgroup memory, the same bindings as
-// matmul_backward_input), and the forward a fifth for results of at most 64 columns
-// (matmul_forward_skinny, after it: rows of inp read straight into registers, weight staged in
-// workgroup memory; the bindings of matmul_forward_g).
+// matmul_backward_input), and a layer with at most 64 outputs (x_proj's) a fifth for its forward
+// and its input gradient (matmul_forward_skinny and matmul_backward_input_skinny, last: each row of
+// inp or dout read straight into registers, weight staged in workgroup memory; the forward binds
+// as matmul_forward_g, the input gradient dinp4, dout, weight).
 // The 64×64 tiling: a workgroup of 16×16 invocations computes a 64×64 tile of the result (TM × TN),
 // each invocation a 4×4 register block at rows ty + 16r and columns tx + 16c (so neighbouring
 // invocations store neighbouring columns), walking the reduction in steps of TK = 16 through two
@@ -578,7 +579,7 @@ override GSTAGES: u32 = select(1u, 2u, DB);
 @group(0) @binding(0) var<storage, read_write> sums4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> partials4: array<vec4<f32>>;
 // matmul_forward_g:         out4, inp, weight, bias, inp4, weight4 (matmul_forward_skinny: out, inp, weight, bias, inp4, weight4)
-// matmul_backward_input_g:  dinp4, dout, weight, dout4, weight4
+// matmul_backward_input_g:  dinp4, dout, weight, dout4, weight4 (matmul_backward_input_skinny: dinp4, dout, weight)
 // matmul_backward_weight_g: dweight4 (or partials), dout, saved_inp, dout4, saved_inp4
 @group(0) @binding(3) var<storage, read> dout4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> inp4: array<vec4<f32>>;
@@ -1087,6 +1088,62 @@ fn matmul_forward_skinny(@builtin(workgroup_id) wg: vec3u, @builtin(local_invoca
         if (ACCUMULATE) { v += out[idx]; }
         out[idx] = v;
       }
+    }
+  }
+}
+
+// ---- skinny input gradient (matmul_backward_input_skinny) ---------------------------------------
+// dinp (M, I) (+)= dout (M, O) · weight (O, I) for a reduction of at most 64 (x_proj's O = R + 2N =
+// 44): the same layer as the skinny forward, from the other side. A workgroup of SBQ × SBR
+// invocations covers SBR rows and SBC = 128 result columns; invocation (g, r) takes row
+// row0 + r and the column quads g + SBQ·q (q < 4). Each invocation reads its row of dout (O
+// floats) straight into registers (the SBQ invocations of a row read the same addresses); the
+// workgroup's O × 128 block of weight is staged once in workgroup memory (Wb[o·32 + jq]: columns
+// c0 + 4jq .. +3 of row o), so one barrier in all, and each vec4 read of it feeds 4 FMAs (the SBQ
+// groups of a warp read SBQ neighbouring vec4s). Results are stored as vec4s (dinp4): requires I,
+// LDI and INP_OFF multiples of 4. Rows past M are clamped to the last one (never stored).
+//   grid (⌈I/128⌉, ⌈M/SBR⌉); vim-tiny at batch 256 (M = 16 640, I = 384, O = 44): 1 560 workgroups of 256.
+
+const SBQ: u32 = 8u; // invocations a row
+const SBR: u32 = 32u; // rows a workgroup
+const SBJ: u32 = 4u; // column quads an invocation
+const SBC4: u32 = SBQ * SBJ; // column quads a workgroup (128 columns)
+
+var<workgroup> Wb: array<vec4<f32>, O * SBC4>;
+
+@compute @workgroup_size(SBQ, SBR)
+fn matmul_backward_input_skinny(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let g = lid.x;
+  let r = lid.y;
+  let t = r * SBQ + g;
+  let c0 = wg.x * SBC4 * 4u; // first result column of the workgroup
+  let row = wg.y * SBR + r;
+  let drow = OUT_OFF + min(row, M - 1u) * LDO;
+  var d: array<f32, 64>;
+  for (var o = 0u; o < O; o++) { d[o] = dout[drow + o]; }
+  for (var e = t; e < O * SBC4; e += SBQ * SBR) {
+    let o = e / SBC4;
+    let i = c0 + 4u * (e - o * SBC4);
+    var w = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+      if (i + c < I) { w[c] = weight[o * I + i + c]; }
+    }
+    Wb[e] = w;
+  }
+  workgroupBarrier();
+  var acc: array<vec4<f32>, SBJ>;
+  for (var o = 0u; o < O; o++) {
+    let x = vec4<f32>(d[o]);
+    for (var q = 0u; q < SBJ; q++) { acc[q] = fma(x, Wb[o * SBC4 + g + SBQ * q], acc[q]); }
+  }
+  if (row >= M) { return; }
+  for (var q = 0u; q < SBJ; q++) {
+    let i = c0 + 4u * (g + SBQ * q);
+    if (i < I) {
+      let idx = (INP_OFF + row * LDI + i) / 4u;
+      var v = acc[q];
+      if (ACCUMULATE) { v += dinp4[idx]; }
+      dinp4[idx] = v;
     }
   }
 }

@@ -644,7 +644,16 @@ const SKINNY_FORWARD: (Case & { bias?: boolean; accumulate?: boolean })[] = [
   { name: 'O = 1, one step of I', M: 65, I: 4, O: 1, bias: true },
 ];
 
-describe('skinny forward', () => {
+// The skinny input gradient: column blocks of 128 with a short last one, ragged rows, strides and
+// offsets, accumulation, reductions of 1 to 64.
+const SKINNY_INPUT: (Case & { accumulate?: boolean })[] = [
+  { name: 'x_proj-like (O = 44), three column blocks, the last short, ragged M', M: 70, I: 264, O: 44 },
+  { name: 'strided rows with offsets, accumulating, O not a multiple of 4', M: 37, I: 20, O: 13, ldi: 24, inpOffset: 4, ldo: 17, outOffset: 3, accumulate: true },
+  { name: 'O = 64 (the most), one row short of two workgroups', M: 63, I: 128, O: 64, accumulate: true },
+  { name: 'O = 1', M: 33, I: 4, O: 1 },
+];
+
+describe('skinny forward and input gradient', () => {
   it.each(SKINNY_FORWARD)('$name', async (c) => {
     const gpu = await testGpu();
     const n = { ...c, variant: 'skinny' };
@@ -662,16 +671,34 @@ describe('skinny forward', () => {
     });
   });
 
+  it.each(SKINNY_INPUT)('input gradient: $name', async (c) => {
+    const gpu = await testGpu();
+    const n = { ...c, variant: 'skinny' };
+    expect(kernelOf(gpu, 'backward_input', n)).toBe('skinny');
+    await gpuBackwardInput(gpu, n, c.accumulate ?? false, 93);
+  });
+
+  it('input gradient: one workgroup per 32 rows and 128 columns', async () => {
+    const gpu = await testGpu();
+    const t = zerosTensor(gpu, 20000);
+    const d = matmulBackwardInput(gpu, { dinp: t, dout: t, weight: t, M: 70, I: 264, O: 44, variant: 'skinny' });
+    expect(d.workgroups).toEqual([3, 3, 1]);
+  });
+
   it('refuses to run what it cannot, naming why', async () => {
     const gpu = await testGpu();
     const t = zerosTensor(gpu, 20000);
     const O = SKINNY_MAX_O + 1;
     expect(() => matmulForward(gpu, { out: t, inp: t, weight: t, bias: null, M: 37, I: 20, O, variant: 'skinny' }))
-      .toThrow(new RegExp(`variant skinny cannot run forward M=37 I=20 O=${O}: O = ${O} columns, at most ${SKINNY_MAX_O}`));
+      .toThrow(new RegExp(`variant skinny cannot run forward M=37 I=20 O=${O}: O = ${O} outputs, at most ${SKINNY_MAX_O}`));
     expect(() => matmulForward(gpu, { out: t, inp: t, weight: t, bias: null, M: 37, I: 18, O: 12, variant: 'skinny' }))
-      .toThrow(/variant skinny cannot run forward .*multiples of 4/);
-    expect(() => matmulBackwardInput(gpu, { dinp: t, dout: t, weight: t, M: 37, I: 20, O: 12, variant: 'skinny' }))
-      .toThrow(/variant skinny cannot run backward_input .*only the forward/);
+      .toThrow(/variant skinny cannot run forward .*inp is read as vec4s/);
+    expect(() => matmulBackwardInput(gpu, { dinp: t, dout: t, weight: t, M: 37, I: 18, O: 12, variant: 'skinny' }))
+      .toThrow(/variant skinny cannot run backward_input .*dinp is stored as vec4s/);
+    expect(() => matmulBackwardInput(gpu, { dinp: t, dout: t, weight: t, M: 37, I: 20, O, variant: 'skinny' }))
+      .toThrow(/variant skinny cannot run backward_input .*at most/);
+    expect(() => matmulBackwardWeight(gpu, { dweight: t, dout: t, inp: t, M: 37, I: 20, O: 12, variant: 'skinny' }))
+      .toThrow(/variant skinny cannot run backward_weight/);
     expect(() => matmulBackwardWeightPlan(37, 20, 12, undefined, 'skinny')).toThrow(/skinny cannot run backward_weight/);
   });
 });

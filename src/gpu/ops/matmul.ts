@@ -35,9 +35,10 @@
  * "128x64/8x8/k16/v4/db"). The input gradient has a fourth, 'narrow', for results of at most
  * NARROW_MAX_I columns (dt_proj's, I = R): the reduction over O split across the 256 invocations
  * of a workgroup of 16 rows, so that the narrow result still has hundreds of thousands of
- * invocations; the forward has 'skinny', for results of at most SKINNY_MAX_O columns (x_proj's):
- * each row of inp read straight into registers by the 4 invocations that share it, weight staged
- * in workgroup memory (a candidate for the in-model sweep, not a default).
+ * invocations; the forward and the input gradient of a layer of at most SKINNY_MAX_O outputs
+ * (x_proj's) have 'skinny': each row of inp or dout read straight into registers by the
+ * invocations that share it, weight staged in workgroup memory (a candidate for the in-model
+ * sweep, not a default).
  * Which one runs by default is decided in one place, `matmulDefault`
  * (the `MATMUL_TUNED` table, then the size rule `matmulTile`); `variant` (or the older `tile`)
  * forces one. scripts/bench/matmul.mjs times every variant of every matmul of a training step.
@@ -81,15 +82,18 @@ const NARROW_INVOCATIONS = 256;
 function narrowWorkgroupBytes(I: number): number {
   return 16 * Math.ceil(I / 4) * 256;
 }
-/** The skinny kernel (matmul_forward_skinny): the widest result it computes, in columns. */
+/** The skinny kernels: the most outputs O of the layer they run (the forward's result columns, the input gradient's reduction). */
 export const SKINNY_MAX_O = 64;
-/** Its rows per workgroup, invocations per workgroup and reduction indices per staged chunk (matmul.wgsl's SKR, SKG·SKR, SKC). */
-const SKINNY_ROWS = 64;
+/** Invocations a workgroup of either (matmul.wgsl's SKG·SKR, SBQ·SBR). */
 const SKINNY_INVOCATIONS = 256;
-const SKINNY_CHUNK = 64;
-/** Its workgroup memory: SKC rows of ⌈⌈O/4⌉/4⌉·4 vec4s (matmul.wgsl's Wk). */
-function skinnyWorkgroupBytes(O: number): number {
-  return 16 * SKINNY_CHUNK * Math.ceil(Math.ceil(O / 4) / 4) * 4;
+/**
+ * The result tile (rows × columns a workgroup) and the workgroup memory of each: the forward's
+ * SKR = 64 rows and all O columns, weight in chunks of SKC = 64 reduction indices × ⌈⌈O/4⌉/4⌉·4
+ * vec4s (Wk); the input gradient's SBR = 32 rows × 128 columns, an O × 32-vec4 block of weight (Wb).
+ */
+function skinnyShape(op: MatmulOp, O: number): { rows: number; cols: number; bytes: number } {
+  if (op === 'forward') return { rows: 64, cols: SKINNY_MAX_O, bytes: 16 * 64 * Math.ceil(Math.ceil(O / 4) / 4) * 4 };
+  return { rows: 32, cols: 128, bytes: 16 * O * 32 };
 }
 
 /** Which matmul of a linear layer. */
@@ -124,9 +128,10 @@ export interface NarrowVariant {
 }
 
 /**
- * The forward's kernel for results of at most SKINNY_MAX_O columns (matmul.wgsl's
- * matmul_forward_skinny, x_proj's R + 2N): 4 invocations a row, each a few column quads, the row
- * of inp read straight into registers (not staged), weight staged transposed in workgroup memory.
+ * The kernels of a layer with at most SKINNY_MAX_O outputs (x_proj's R + 2N), forward and input
+ * gradient (matmul.wgsl's matmul_forward_skinny and matmul_backward_input_skinny): each row of inp
+ * (forward) or dout (input gradient) read straight into registers by the few invocations that
+ * share it, not staged; weight staged in workgroup memory, one read of it feeding 4 FMAs.
  */
 export interface SkinnyVariant {
   kernel: 'skinny';
@@ -548,7 +553,7 @@ function tiledUnfit(gpu: Gpu, v: TiledVariant, p: Problem): string | null {
 }
 
 const NARROW_OP_ONLY = 'it computes only the input gradient (backward_input)';
-const SKINNY_OP_ONLY = 'it computes only the forward';
+const SKINNY_OP_ONLY = 'it computes only the forward and the input gradient';
 
 /**
  * Why a kernel of `invocations` a workgroup, `bytes` of workgroup memory and one workgroup per
@@ -576,12 +581,14 @@ function narrowUnfit(gpu: Gpu, p: Problem): string | null {
   return limitsUnfit(gpu, p.M, NARROW_INVOCATIONS, narrowWorkgroupBytes(p.I), NARROW_ROWS);
 }
 
-/** Why the skinny kernel cannot run problem `p` on this adapter, or null when it can. */
+/** Why a skinny kernel cannot run problem `p` on this adapter, or null when it can. */
 function skinnyUnfit(gpu: Gpu, p: Problem): string | null {
-  if (p.op !== 'forward') return SKINNY_OP_ONLY;
-  if (p.O > SKINNY_MAX_O) return `O = ${p.O} columns, at most ${SKINNY_MAX_O}`;
-  if (!vec4View(p.a)) return 'inp is read as vec4s: I, its row stride and offset must be multiples of 4';
-  return limitsUnfit(gpu, p.M, SKINNY_INVOCATIONS, skinnyWorkgroupBytes(p.O), SKINNY_ROWS);
+  if (p.op === 'backward_weight') return SKINNY_OP_ONLY;
+  if (p.O > SKINNY_MAX_O) return `O = ${p.O} outputs, at most ${SKINNY_MAX_O}`;
+  if (p.op === 'forward' && !vec4View(p.a)) return 'inp is read as vec4s: I, its row stride and offset must be multiples of 4';
+  if (p.op === 'backward_input' && !vec4View(p.result)) return 'dinp is stored as vec4s: I, its row stride and offset must be multiples of 4';
+  const { rows, bytes } = skinnyShape(p.op, p.O);
+  return limitsUnfit(gpu, p.M, SKINNY_INVOCATIONS, bytes, rows);
 }
 
 /** Why variant `v` cannot run problem `p` on this adapter, or null when it can (the fixed kernels run anything). */
@@ -680,11 +687,11 @@ function tiledConstants(k: Kernel, rows: number, cols: number, exactK: boolean):
   };
 }
 
-/** The tile (rows × columns of the result per workgroup) of a resolved kernel. */
-function tileOf(v: MatmulVariant): { rows: number; cols: number } {
+/** The tile (rows × columns of the result per workgroup) of a resolved kernel running `op` of a layer with O outputs. */
+function tileOf(v: MatmulVariant, op: MatmulOp, O: number): { rows: number; cols: number } {
   if (v.kernel === 'tiled') return { rows: v.rows, cols: v.cols };
   if (v.kernel === 'narrow') return { rows: NARROW_ROWS, cols: NARROW_MAX_I };
-  if (v.kernel === 'skinny') return { rows: SKINNY_ROWS, cols: SKINNY_MAX_O };
+  if (v.kernel === 'skinny') return skinnyShape(op, O);
   const e = v.kernel === 'tile128' ? 128 : 64;
   return { rows: e, cols: e };
 }
@@ -708,7 +715,7 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
   if (a.bias) checkTensor('bias', a.bias, 0, 1, O, O);
   const acc = a.accumulate ?? false;
   const k = resolveKernel(gpu, problemOf('forward', a), a);
-  const tile = tileOf(k.variant);
+  const tile = tileOf(k.variant, 'forward', O);
   const tiled = k.variant.kernel === 'tiled';
   // Without a bias the binding still needs a read-only tensor; the kernel never reads it.
   const skinny = k.variant.kernel === 'skinny'; // reads inp and weight only as vec4s: bindings 1 and 2 unused
@@ -732,7 +739,7 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
 
 /**
  * dinp (M, I) (+)= dout (M, O) · weight (O, I). One dispatch, grid (⌈I/Tc⌉, ⌈M/Tr⌉), Tr × Tc the
- * tile; the narrow kernel: grid (1, ⌈M/16⌉).
+ * tile; the narrow kernel: grid (1, ⌈M/16⌉); the skinny one: grid (⌈I/128⌉, ⌈M/32⌉).
  */
 export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispatch {
   const { M, I, O } = a;
@@ -742,7 +749,7 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
   checkTensor('weight', a.weight, 0, O, I, I);
   const acc = a.accumulate ?? false;
   const k = resolveKernel(gpu, problemOf('backward_input', a), a);
-  const tile = tileOf(k.variant);
+  const tile = tileOf(k.variant, 'backward_input', O);
   const tiled = k.variant.kernel === 'tiled';
   const bindings = [a.dinp, a.dout, a.weight];
   if (tiled) bindings.push(a.dout, a.weight); // the vec4 views (bindings 3, 4)
@@ -775,7 +782,7 @@ export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dis
   checkTensor('inp', a.inp, s.inpOffset, M, s.ldi, I);
   const { k, plan, sum } = weightSetup(gpu, a);
   const acc = a.accumulate ?? false;
-  const tile = tileOf(k.variant);
+  const tile = tileOf(k.variant, 'backward_weight', O);
   const tiled = k.variant.kernel === 'tiled';
   const label = { label: 'matmul_backward_weight', shape: `M=${M} I=${I} O=${O}${plan.splits > 1 ? ` S=${plan.splits}` : ''}` };
   const grid: [number, number, number] = [ceilDiv(I, tile.cols), ceilDiv(O, tile.rows), plan.splits];
