@@ -521,6 +521,10 @@ describe('parametrised tiles', () => {
       expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/tile96/);
       writeFileSync(bad, JSON.stringify({ forward: '128x64/8x4/k16/v4' }));
       expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: .*'forward' is not of the form/);
+      writeFileSync(bad, JSON.stringify({ 'backward_weight:384x44': { variant: 'tile64', sum: 'fast' } }));
+      expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: .*sum must be one of serial, vec4, lanes/);
+      writeFileSync(bad, JSON.stringify({ 'forward:192x768': { variant: 'tile64', splitRows: 64 } }));
+      expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: .*splitRows and sum are for weight gradients/);
       process.env.VIM_MATMUL_TUNED = join(dir, 'missing.json');
       expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: cannot read .*missing\.json/);
     } finally {

@@ -45,7 +45,6 @@ const BENCH_VIM = join(ROOT, 'dist/cli/bench-vim.js');
 const ON_GPU = join(ROOT, 'scripts/vkdev/on-gpu.sh');
 const DEFAULT_CANDIDATES = join(ROOT, 'scripts/bench/matmul-candidates.json');
 const KEY = /^(forward|backward_input|backward_weight):(\d+)x(\d+)$/;
-const SUMS = ['serial', 'vec4', 'lanes'];
 
 const USAGE = `usage:
   node scripts/bench/matmul-sweep.mjs gen DIR [--base FILE] [--candidates FILE]
@@ -131,58 +130,26 @@ function readJson(file, what) {
 }
 
 /**
- * Checks one table entry or candidate (a variant name, or { variant, splitRows?, sum? } for a weight
- * gradient) and returns it; `where` names it in the error.
+ * A table from a file (an object of entries, or scripts/bench/matmul.mjs's --json output): every
+ * entry checked by the op layer's checkMatmulTable, whose VimError becomes a UsageError.
  */
-function checkEntry(parseMatmulVariant, key, entry, where) {
-  const m = KEY.exec(key);
-  if (!m) throw new UsageError(`${where}: '${key}' is not a problem of the form 'op:IxO' (op forward, backward_input or backward_weight; e.g. 'forward:192x768')`);
-  const obj = typeof entry === 'object' && entry !== null && !Array.isArray(entry);
-  const variant = typeof entry === 'string' ? entry : obj ? entry.variant : undefined;
-  if (typeof variant !== 'string') {
-    throw new UsageError(`${where}: expected a variant name or { "variant", "splitRows" } but received ${JSON.stringify(entry)}`);
-  }
-  try {
-    parseMatmulVariant(variant);
-  } catch (e) {
-    throw new UsageError(`${where}: ${e.message}`);
-  }
-  if (obj) {
-    for (const f of Object.keys(entry)) {
-      if (!['variant', 'splitRows', 'sum'].includes(f)) throw new UsageError(`${where}: unknown field "${f}" in ${JSON.stringify(entry)} (an entry has variant, and for a weight gradient splitRows and sum)`);
-    }
-    if ((entry.splitRows !== undefined || entry.sum !== undefined) && m[1] !== 'backward_weight') {
-      throw new UsageError(`${where}: splitRows and sum are for weight gradients (backward_weight:…), not ${m[1]}`);
-    }
-    if (entry.splitRows !== undefined && !(Number.isInteger(entry.splitRows) && entry.splitRows >= 1)) {
-      throw new UsageError(`${where}: splitRows must be a positive integer (rows of M per split) but is ${JSON.stringify(entry.splitRows)}`);
-    }
-    if (entry.sum !== undefined && !SUMS.includes(entry.sum)) {
-      throw new UsageError(`${where}: sum must be one of ${SUMS.join(', ')} but is ${JSON.stringify(entry.sum)}`);
-    }
-  }
-  return entry;
+function readTable(file, what, checkMatmulTable) {
+  const json = readJson(file, what);
+  return asUsage(() => checkMatmulTable(json, `the ${what} ${file}`));
 }
 
-/** A table from a file: an object of entries, or scripts/bench/matmul.mjs's --json output (its `tuned`). */
-function readTable(file, what, parseMatmulVariant) {
-  const json = readJson(file, what);
-  const table = json?.tuned ?? json;
-  if (typeof table !== 'object' || table === null || Array.isArray(table)) {
-    throw new UsageError(`the ${what} ${file} holds no object of entries ('forward:192x768': '128x64/8x4/k16/v4', …)`);
+/** f(), with the op layer's VimError (a bad table or candidate) reported as a UsageError. */
+function asUsage(f) {
+  try {
+    return f();
+  } catch (e) {
+    if (e?.name === 'VimError') throw new UsageError(e.message);
+    throw e;
   }
-  for (const [key, entry] of Object.entries(table)) checkEntry(parseMatmulVariant, key, entry, `${file}: entry '${key}'`);
-  return table;
 }
 
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
-/** 'key': 'variant' or 'key': { variant: '…', splitRows: n }, as MATMUL_TUNED's source has them. */
-function entrySource(e) {
-  if (e === undefined) return '(the size rule)';
-  if (typeof e === 'string') return `'${e}'`;
-  return `{ ${Object.entries(e).map(([k, x]) => `${k}: ${typeof x === 'string' ? `'${x}'` : x}`).join(', ')} }`;
-}
 
 const candFiles = (dir) => readdirSync(dir).filter((f) => /^cand-\d+\.json$/.test(f));
 const RUN_FILE = /^run-(\d+)-g(\d+)(-again)?\.json$/;
@@ -190,8 +157,8 @@ const RUN_FILE = /^run-(\d+)-g(\d+)(-again)?\.json$/;
 // ---- gen ---------------------------------------------------------------------------------------------
 
 async function gen(opts) {
-  const { MATMUL_TUNED, parseMatmulVariant } = await matmulModule();
-  const base = opts.base ? readTable(opts.base, 'base table', parseMatmulVariant) : { ...MATMUL_TUNED };
+  const { MATMUL_TUNED, checkMatmulEntry, checkMatmulTable } = await matmulModule();
+  const base = opts.base ? readTable(opts.base, 'base table', checkMatmulTable) : { ...MATMUL_TUNED };
   const json = readJson(opts.candidates, 'candidates file');
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new UsageError(`the candidates file ${opts.candidates} must hold an object: problem ('forward:192x768') → list of candidates`);
@@ -202,7 +169,7 @@ async function gen(opts) {
     if (!Array.isArray(list) || list.length === 0) {
       throw new UsageError(`${opts.candidates}: problem '${key}' must have a non-empty list of candidates but has ${JSON.stringify(list)}`);
     }
-    list.forEach((c, i) => checkEntry(parseMatmulVariant, key, c, `${opts.candidates}: problem '${key}', candidate ${i + 1}`));
+    list.forEach((c, i) => asUsage(() => checkMatmulEntry(key, c, `${opts.candidates}: problem '${key}', candidate ${i + 1}`)));
     lists[key] = list;
   }
   const K = Math.max(0, ...Object.values(lists).map((l) => l.length));
@@ -326,10 +293,11 @@ function layerNames(cfg) {
 }
 
 async function pick(opts) {
-  const { parseMatmulVariant } = await matmulModule();
+  const { checkMatmulTable, matmulEntrySource } = await matmulModule();
+  const entrySource = (e) => (e === undefined ? '(the size rule)' : matmulEntrySource(e));
   if (!existsSync(opts.dir)) throw new UsageError(`${opts.dir} does not exist: run gen and run first`);
   const tables = {};
-  for (const f of candFiles(opts.dir)) tables[+/\d+/.exec(f)[0]] = readTable(join(opts.dir, f), 'table', parseMatmulVariant);
+  for (const f of candFiles(opts.dir)) tables[+/\d+/.exec(f)[0]] = readTable(join(opts.dir, f), 'table', checkMatmulTable);
   const base = tables[0];
   if (!base) throw new UsageError(`${opts.dir} has no cand-0.json: write the tables with \`node scripts/bench/matmul-sweep.mjs gen ${opts.dir}\``);
   // The listed problems: those whose entry differs between the tables.

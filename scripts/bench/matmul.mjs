@@ -30,8 +30,8 @@ import { acquireGpu, describeGpu } from '../../dist/gpu/device.js';
 import { compileCheck, encodeDispatches } from '../../dist/gpu/kernels.js';
 import { createTensor, download, upload } from '../../dist/gpu/tensor.js';
 import {
-  NARROW_MAX_I, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward, matmulKernelFor,
-  parseMatmulVariant,
+  NARROW_MAX_I, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightPlan, matmulEntrySource, matmulForward,
+  matmulKernelFor, parseMatmulVariant,
 } from '../../dist/gpu/ops/matmul.js';
 import { loadConfig } from '../../dist/model/config.js';
 import { VimGpu } from '../../dist/model/vim-gpu.js';
@@ -407,9 +407,7 @@ function tunedValue(p, r) {
 
 /** The same entry as TypeScript source, to paste into the table. */
 function tunedEntry(p, r) {
-  const e = tunedValue(p, r);
-  if (typeof e === 'string') return `'${e}'`;
-  return `{ ${Object.entries(e).map(([k, x]) => `${k}: ${typeof x === 'string' ? `'${x}'` : x}`).join(', ')} }`;
+  return matmulEntrySource(tunedValue(p, r));
 }
 
 function fmtRate(x) {

@@ -196,10 +196,65 @@ export const MATMUL_TUNED: Readonly<Record<string, MatmulTunedEntry>> = {
 
 let tunedOverride: { file: string; table: Record<string, MatmulTunedEntry> } | undefined;
 
+const MATMUL_SUMS: readonly MatmulSum[] = ['serial', 'vec4', 'lanes'];
+
+/** An entry as MATMUL_TUNED's source writes it ('variant' or { variant: '…', splitRows: n }), for the tuning scripts to print. */
+export function matmulEntrySource(e: MatmulTunedEntry): string {
+  if (typeof e === 'string') return `'${e}'`;
+  return `{ ${Object.entries(e).map(([k, x]) => `${k}: ${typeof x === 'string' ? `'${x}'` : x}`).join(', ')} }`;
+}
+
 /**
- * Entries from the JSON file named by $VIM_MATMUL_TUNED (an object of entries, or
- * scripts/bench/matmul.mjs's --json output, whose `tuned` holds them), which take the place of
- * MATMUL_TUNED's: so a tuning found on one machine can be measured inside the whole model
+ * One entry of a tuning table (or a candidate for one), checked: the key 'op:IxO', a variant name
+ * some kernel has, and for a weight gradient only, splitRows (a positive integer) and sum. Throws
+ * a VimError that begins with `where`.
+ */
+export function checkMatmulEntry(key: string, entry: unknown, where: string): MatmulTunedEntry {
+  const op = /^(forward|backward_input|backward_weight):\d+x\d+$/.exec(key)?.[1];
+  const obj = typeof entry === 'object' && entry !== null && !Array.isArray(entry) ? entry as Record<string, unknown> : null;
+  const variant = typeof entry === 'string' ? entry : obj?.variant;
+  if (op === undefined || typeof variant !== 'string') {
+    throw new VimError(`${where} is not of the form 'op:IxO': 'variant' or { variant, splitRows?, sum? }`);
+  }
+  try {
+    parseMatmulVariant(variant); // a name no kernel has
+  } catch (e) {
+    throw new VimError(`${where}: ${(e as Error).message}`);
+  }
+  if (obj) {
+    for (const f of Object.keys(obj)) {
+      if (!['variant', 'splitRows', 'sum'].includes(f)) throw new VimError(`${where}: unknown field "${f}" (an entry has variant, and for a weight gradient splitRows and sum)`);
+    }
+    if ((obj.splitRows !== undefined || obj.sum !== undefined) && op !== 'backward_weight') {
+      throw new VimError(`${where}: splitRows and sum are for weight gradients (backward_weight:…), not ${op}`);
+    }
+    if (obj.splitRows !== undefined && !(Number.isInteger(obj.splitRows) && (obj.splitRows as number) >= 1)) {
+      throw new VimError(`${where}: splitRows must be a positive integer (rows of M per split) but is ${JSON.stringify(obj.splitRows)}`);
+    }
+    if (obj.sum !== undefined && !MATMUL_SUMS.includes(obj.sum as MatmulSum)) {
+      throw new VimError(`${where}: sum must be one of ${MATMUL_SUMS.join(', ')} but is ${JSON.stringify(obj.sum)}`);
+    }
+  }
+  return entry as MatmulTunedEntry;
+}
+
+/**
+ * A tuning table as read from JSON (an object of entries, or scripts/bench/matmul.mjs's --json
+ * output, whose `tuned` holds them), every entry checked by checkMatmulEntry. `where` names the
+ * file in the errors.
+ */
+export function checkMatmulTable(json: unknown, where: string): Record<string, MatmulTunedEntry> {
+  const table = (json as { tuned?: unknown })?.tuned ?? json;
+  if (typeof table !== 'object' || table === null || Array.isArray(table)) {
+    throw new VimError(`${where} holds no object of entries ('forward:192x768': '128x64/8x4/k16/v4', …)`);
+  }
+  for (const [key, entry] of Object.entries(table)) checkMatmulEntry(key, entry, `${where}: entry '${key}'`);
+  return table as Record<string, MatmulTunedEntry>;
+}
+
+/**
+ * Entries from the JSON file named by $VIM_MATMUL_TUNED (see checkMatmulTable), which take the
+ * place of MATMUL_TUNED's: so a tuning found on one machine can be measured inside the whole model
  * (bench-vim, train-vim) before it is written into the table.
  */
 export function matmulTunedOverride(): Readonly<Record<string, MatmulTunedEntry>> | undefined {
@@ -212,18 +267,7 @@ export function matmulTunedOverride(): Readonly<Record<string, MatmulTunedEntry>
   } catch (e) {
     throw new VimError(`VIM_MATMUL_TUNED: cannot read ${file} as JSON (${(e as Error).message})`);
   }
-  const table = (json as { tuned?: unknown })?.tuned ?? json;
-  if (typeof table !== 'object' || table === null || Array.isArray(table)) {
-    throw new VimError(`VIM_MATMUL_TUNED: ${file} holds no object of entries ('forward:192x768': '128x64/8x4/k16/v4', …)`);
-  }
-  for (const [key, entry] of Object.entries(table)) {
-    const variant = typeof entry === 'string' ? entry : (entry as { variant?: unknown })?.variant;
-    if (!/^(forward|backward_input|backward_weight):\d+x\d+$/.test(key) || typeof variant !== 'string') {
-      throw new VimError(`VIM_MATMUL_TUNED: ${file}: entry '${key}' is not of the form 'op:IxO': 'variant' or { variant, splitRows?, sum? }`);
-    }
-    parseMatmulVariant(variant); // throws on a name no kernel has
-  }
-  tunedOverride = { file, table: table as Record<string, MatmulTunedEntry> };
+  tunedOverride = { file, table: checkMatmulTable(json, `VIM_MATMUL_TUNED: ${file}`) };
   return tunedOverride.table;
 }
 
