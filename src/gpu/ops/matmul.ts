@@ -173,9 +173,10 @@ export type MatmulTunedEntry = string | { variant: string; splitRows?: number; s
  */
 // H200 (Dawn, Vulkan), vim-tiny at batch 256. First from scripts/bench/matmul.mjs
 // (docs/bench/h200-matmul-harness-b256-2.txt; a training step 99.96 → 88.52 ms); then the entries
-// marked "then" from two rounds of candidates timed inside the whole model with exact timestamps
+// marked "then" from three rounds of candidates timed inside the whole model with exact timestamps
 // (scripts/bench/matmul-sweep.mjs, docs/bench/h200-matmul-inmodel-round*.txt; a step 54.40 → 51.1–51.4
-// ms, docs/performance.md change 21).
+// ms, docs/performance.md change 21; the weight gradients of in_proj, out_proj and dt_proj in round
+// 3, 51.36 → 49.30 ms, change 22).
 export const MATMUL_TUNED: Readonly<Record<string, MatmulTunedEntry>> = {
   'forward:192x768': '128x64/8x4/k16/v4', // in_proj (was tile128, the size rule, then this)
   'forward:48x192': '128x64/8x8/k16/v4', // patch_embed (was tile128)
@@ -187,10 +188,10 @@ export const MATMUL_TUNED: Readonly<Record<string, MatmulTunedEntry>> = {
   'backward_input:384x44': '64x64/4x4/k16/v4', // x_proj (was tile128)
   'backward_input:192x768': '64x64/8x4/k16/v4', // in_proj (was tile128, then 128x64/8x8/k16/v4)
   'backward_weight:192x10': '16x64/4x4/k16/v4', // head (was tile64)
-  'backward_weight:384x192': '128x64/8x4/k8/v4/db', // out_proj (was tile128, then 128x64/8x8/k16/v4)
-  'backward_weight:12x384': '128x16/4x4/k16/v4', // dt_proj (was tile64)
+  'backward_weight:384x192': '64x64/8x4/k8/v4/db', // out_proj (was tile128, then 128x64/8x8/k16/v4, then 128x64/8x4/k8/v4/db)
+  'backward_weight:12x384': { variant: '128x16/4x4/k16/v4', sum: 'lanes' }, // dt_proj (was tile64, then the serial sum)
   'backward_weight:384x44': '48x64/4x8/k8/v4/db', // x_proj (was tile64, then 48x64/4x8/k16/v4)
-  'backward_weight:192x768': '128x128/8x8/k8/v4/db', // in_proj (was tile128)
+  'backward_weight:192x768': '64x64/8x4/k16/v4', // in_proj (was tile128, then 128x128/8x8/k8/v4/db)
   'backward_weight:48x192': '64x48/4x4/k16/v4', // patch_embed (was tile64)
 };
 
