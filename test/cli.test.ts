@@ -202,6 +202,8 @@ describe('train-vim, eval-vim and predict-vim as a user runs them', () => {
       ['train-vim', ['--model', 'vim-enormous'], /unknown model "vim-enormous"/],
       ['train-vim', ['--epochs', '-3'], /--epochs: expected an? integer ≥ 1 but received "-3"/],
       ['train-vim', ['--lr', 'fast'], /--lr: expected a number > 0/],
+      ['train-vim', ['--mixup-alpha', '0.3'], /--mixup-alpha sets mixup, which the default augmentations here \(crop,flip\) do not have: add it, e\.g\. --augment crop,flip,mixup/],
+      ['train-vim', ['--augment', 'crop', '--erase-prob', '0.3'], /--erase-prob sets erase, which --augment does not have: add it, e\.g\. --augment crop,erase/],
       ['train-vim', ['--resume', join(TMP, 'no-run')], /holds no train-vim run/],
       ['train-vim', ['--out', run], /already holds a run: continue it with --resume/],
       ['predict-vim', ['--checkpoint', ck, 'notes.txt'], /notes\.txt: not an image/],

@@ -17,7 +17,7 @@ import { describeConfig } from '../model/checkpoint.js';
 import { paramCount } from '../model/params.js';
 import { TrainProgress, formatDuration, pct } from '../train/progress.js';
 import {
-  checkResumeOptions, defaultRecipe, describeRecipe, parseAugmentList, scaledLr, storedRecipe, validateRecipe,
+  augmentNames, checkResumeOptions, defaultRecipe, describeRecipe, MIX_ALPHA, parseAugmentList, scaledLr, storedRecipe, validateRecipe,
   type Recipe, type RecipeKind,
 } from '../train/recipe.js';
 import { describeHoldout } from '../train/holdout.js';
@@ -31,16 +31,16 @@ const spec: CommandSpec = {
   usage: 'train-vim [options]            (a new run in --out)\n       train-vim --resume runs/NAME   (continue a stopped run)',
   options: {
     model: { type: 'string', arg: 'NAME|FILE', help: 'model config: a name in models/ (vim-nano, vim-tiny) or a .json path (default: vim-tiny on a GPU, vim-nano on a CPU adapter)' },
-    epochs: { type: 'string', arg: 'N', help: 'training epochs (default: 77 on a GPU, 3 on a CPU adapter)' },
+    epochs: { type: 'string', arg: 'N', help: 'training epochs (default: 95 on a GPU, 3 on a CPU adapter)' },
     'batch-size': { type: 'string', arg: 'N', help: 'images per step (default: 256 on a GPU, 32 on a CPU adapter)' },
     lr: { type: 'string', arg: 'X', help: 'peak learning rate of AdamW (default: 1e-3 × batch-size / 256 on a GPU, 3e-3 on a CPU adapter)' },
     'min-lr': { type: 'string', arg: 'X', help: 'learning rate at the end of the cosine decay (default: 1e-5)' },
     'weight-decay': { type: 'string', arg: 'X', help: 'AdamW weight decay; never applied to A_log, D, biases, norms or embeddings (default: 0.05)' },
     warmup: { type: 'string', arg: 'EPOCHS', help: 'epochs of linear learning-rate warm-up, fractions allowed (default: 5 on a GPU, 0.5 on a CPU adapter)' },
     'label-smoothing': { type: 'string', arg: 'X', help: 'label smoothing of the targets, 0…0.99 (default: 0.1)' },
-    augment: { type: 'string', arg: 'LIST', help: 'comma list of crop (random crop, 4-px zero padding), flip (horizontal), mixup, cutmix, randaug (RandAugment), erase (random erasing); or none (default: crop,flip,randaug on a GPU, crop,flip on a CPU adapter)' },
-    'mixup-alpha': { type: 'string', arg: 'A', help: 'mixup\'s Beta(A, A) when --augment has mixup (default: 0.8)' },
-    'cutmix-alpha': { type: 'string', arg: 'A', help: 'cutmix\'s Beta(A, A) when --augment has cutmix (default: 1.0)' },
+    augment: { type: 'string', arg: 'LIST', help: 'comma list of crop (random crop, 4-px zero padding), flip (horizontal), mixup, cutmix (one of the two a batch where both are given), randaug (RandAugment), erase (random erasing); or none (default: crop,flip,randaug,mixup,cutmix on a GPU, crop,flip on a CPU adapter)' },
+    'mixup-alpha': { type: 'string', arg: 'A', help: 'mixup\'s Beta(A, A) when --augment has mixup (default: 0.2)' },
+    'cutmix-alpha': { type: 'string', arg: 'A', help: 'cutmix\'s Beta(A, A) when --augment has cutmix (default: 0.2)' },
     'randaug-ops': { type: 'string', arg: 'N', help: 'RandAugment\'s operations per image when --augment has randaug, 1…8 (default: 2)' },
     'randaug-magnitude': { type: 'string', arg: 'M', help: 'RandAugment\'s magnitude when --augment has randaug, 0…10 (default: 5)' },
     'erase-prob': { type: 'string', arg: 'P', help: 'the probability of random erasing per image when --augment has erase (default: 0.25)' },
@@ -97,29 +97,40 @@ function newRecipe(p: Parsed, kind: RecipeKind): Recipe {
   set('dropPath', numberOpt(p, 'drop-path', { min: 0, max: 0.9 }));
   set('testSubset', numberOpt(p, 'test-subset', { integer: true, min: 0 }));
   set('evalEvery', numberOpt(p, 'eval-every', { integer: true, min: 1 }));
-  const settings = {
-    mixup: numberOpt(p, 'mixup-alpha', { min: 0, exclusiveMin: true }) ?? 0.8,
-    cutmix: numberOpt(p, 'cutmix-alpha', { min: 0, exclusiveMin: true }) ?? 1.0,
+  const given = {
+    mixup: numberOpt(p, 'mixup-alpha', { min: 0, exclusiveMin: true }),
+    cutmix: numberOpt(p, 'cutmix-alpha', { min: 0, exclusiveMin: true }),
     randaugOps: numberOpt(p, 'randaug-ops', { integer: true, min: 1, max: 8 }),
     randaugMagnitude: numberOpt(p, 'randaug-magnitude', { min: 0, max: 10 }),
     eraseProb: numberOpt(p, 'erase-prob', { min: 0, max: 1, exclusiveMin: true }),
   };
   const list = stringOpt(p, 'augment');
   if (list !== undefined) {
-    r.augment = parseAugmentList(list, settings);
-    const needs = (opt: string, item: string, on: boolean) => {
-      if (stringOpt(p, opt) !== undefined && !on) throw new VimError(`--${opt} needs ${item} in --augment, e.g. --augment crop,flip,${item}`);
-    };
-    needs('randaug-ops', 'randaug', r.augment.randaugOps > 0);
-    needs('randaug-magnitude', 'randaug', r.augment.randaugOps > 0);
-    needs('erase-prob', 'erase', r.augment.eraseProb > 0);
+    r.augment = parseAugmentList(list, { ...given, mixup: given.mixup ?? MIX_ALPHA, cutmix: given.cutmix ?? MIX_ALPHA });
   } else {
-    for (const opt of ['mixup-alpha', 'cutmix-alpha', 'randaug-ops', 'randaug-magnitude', 'erase-prob']) {
-      if (stringOpt(p, opt) !== undefined) {
-        throw new VimError(`--${opt} needs --augment with the augmentation it sets, e.g. --augment crop,flip,${opt.split('-')[0]}`);
-      }
-    }
+    // The defaults' list, with the settings given for the augmentations it has.
+    const a = r.augment;
+    r.augment = {
+      ...a,
+      mixupAlpha: a.mixupAlpha > 0 ? given.mixup ?? a.mixupAlpha : 0,
+      cutmixAlpha: a.cutmixAlpha > 0 ? given.cutmix ?? a.cutmixAlpha : 0,
+      randaugOps: a.randaugOps > 0 ? given.randaugOps ?? a.randaugOps : 0,
+      randaugMagnitude: given.randaugMagnitude ?? a.randaugMagnitude,
+      eraseProb: a.eraseProb > 0 ? given.eraseProb ?? a.eraseProb : 0,
+    };
   }
+  const a = r.augment;
+  const needs = (opt: string, item: string, on: boolean) => {
+    if (stringOpt(p, opt) === undefined || on) return;
+    const names = augmentNames(a);
+    const had = list !== undefined ? '--augment does not have' : `the default augmentations here (${names}) do not have`;
+    throw new VimError(`--${opt} sets ${item}, which ${had}: add it, e.g. --augment ${names === 'none' ? item : `${names},${item}`}`);
+  };
+  needs('mixup-alpha', 'mixup', a.mixupAlpha > 0);
+  needs('cutmix-alpha', 'cutmix', a.cutmixAlpha > 0);
+  needs('randaug-ops', 'randaug', a.randaugOps > 0);
+  needs('randaug-magnitude', 'randaug', a.randaugOps > 0);
+  needs('erase-prob', 'erase', a.eraseProb > 0);
   return validateRecipe(r);
 }
 
