@@ -198,6 +198,7 @@ describe('train-vim, eval-vim and predict-vim as a user runs them', () => {
       ['eval-vim', ['--checkpoint', join(TMP, 'missing.safetensors')], /missing\.safetensors: no such file/],
       ['eval-vim', ['--checkpoint', corrupt], /corrupt\.safetensors: .*truncated/],
       ['eval-vim', ['--checkpoint', ck, '--model', 'vim-nano'], /was trained for vim-test .* but the model is vim-nano/],
+      ['eval-vim', ['--checkpoint', ck, '--workers', '0'], /--workers: expected an integer ≥ 1 and ≤ 64 but received "0"/],
       ['predict-vim', ['--checkpoint', ck, '--model', 'vim-nano', 'cat.png'], /was trained for vim-test/],
       ['train-vim', ['--model', 'vim-enormous'], /unknown model "vim-enormous"/],
       ['train-vim', ['--epochs', '-3'], /--epochs: expected an? integer ≥ 1 but received "-3"/],

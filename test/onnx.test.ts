@@ -25,7 +25,8 @@ import { buildVimOnnx, exportVimOnnx, INPUT_NAME, OUTPUT_NAME } from '../src/onn
 import { DataType, decodeModel, encodeMessage, encodeModel, type Graph, type Model, type Tensor } from '../src/onnx/proto.js';
 import { benchOnnx, imagesToPixels, OnnxVim, readOnnxMetadata } from '../src/onnx/runtime.js';
 import { VimGpu } from '../src/model/vim-gpu.js';
-import { onnxFromCheckpoint } from '../src/onnx/classify.js';
+import { evaluateOnnx, onnxFromCheckpoint } from '../src/onnx/classify.js';
+import { OnnxWorkerPool } from '../src/onnx/pool.js';
 import { vimForward } from '../src/reference/vim.js';
 import { testGpu } from './helpers/gpu.js';
 
@@ -344,6 +345,36 @@ describe('export of vim-nano with random weights', () => {
     }
     expect(() => buildVimOnnx(cfg, params, { opset: 16 })).toThrow(VimError);
     await expect(exportCli(['--checkpoint', 'x.safetensors', '--out', 'x.onnx', '--opset', '12'])).rejects.toThrow(/--opset/);
+  });
+
+  it('evaluates the same on 2 sessions at once in worker threads as on one (evaluateOnnx, OnnxWorkerPool)', async () => {
+    const one = await OnnxVim.load(path);
+    try {
+      const data = { images: testImages, labels: Uint8Array.from(loadCifar10Split(undefined, 'test', { verify: false }).labels.subarray(0, 16)), n: 16 };
+      const seen: number[] = [];
+      for (const flip of [false, true]) {
+        const a = await evaluateOnnx(one, data, 5, { flip }); // runs of 5, 5, 5 and 1
+        const b = await evaluateOnnx(one, data, 5, { flip, workers: 2, onProgress: (done) => seen.push(done) });
+        expect(b.confusion).toEqual(a.confusion);
+        expect([b.top1, b.top5]).toEqual([a.top1, a.top5]);
+        expect(Math.abs(b.loss - a.loss)).toBeLessThan(1e-6);
+      }
+      expect(seen.slice(-1)).toEqual([16]);
+      // the pool's logits, batch by batch, against the float64 reference
+      const pool = await OnnxWorkerPool.open(one.bytes, path, 32, 2, 1);
+      try {
+        const runs = await Promise.all([0, 7].map((from) => pool.run(testImages.subarray(from * IMG, (from + 7) * IMG), 7)));
+        const ref = reference(params, testImages.subarray(0, 14 * IMG), 14);
+        expect(maxAbsDiff([...runs[0]!, ...runs[1]!], ref)).toBeLessThan(TOL);
+        await expect(pool.run(testImages.subarray(0, 10), 1)).rejects.toThrow(/expected 3072 bytes for a \(1, 3, 32, 32\) u8 batch/);
+      } finally {
+        await pool.release();
+      }
+      await expect(pool.run(testImages.subarray(0, IMG), 1)).rejects.toThrow(/workers were released/);
+      await expect(OnnxWorkerPool.open(new Uint8Array([1, 2, 3]), 'junk.onnx', 32, 2)).rejects.toThrow(/junk\.onnx could not be loaded by onnxruntime in a worker/);
+    } finally {
+      await one.release();
+    }
   });
 
   it('measures load time and throughput (benchOnnx)', async () => {

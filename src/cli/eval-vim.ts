@@ -15,6 +15,7 @@ import { loadConfig, type VimConfig } from '../model/config.js';
 import { describeConfig, loadCheckpoint } from '../model/checkpoint.js';
 import { VimGpu } from '../model/vim-gpu.js';
 import { chooseModelSource, checkpointEngine, evaluateOnnx, ONNX_DEFAULT_BATCH, onnxFromCheckpoint, openOnnxModel } from '../onnx/classify.js';
+import { defaultOnnxWorkers, threadsPerWorker } from '../onnx/pool.js';
 import { describeOnnxRuntime, type OnnxVim } from '../onnx/runtime.js';
 import { evaluate, imageRange, type LabelledImages } from '../train/evaluate.js';
 import { CIFAR10_TRAIN_IMAGES, describeHoldout, holdoutSplit } from '../train/holdout.js';
@@ -40,17 +41,27 @@ const spec: CommandSpec = {
       help: 'evaluate on held-out training images instead of the test images: the last N of the 50,000, those train-vim --holdout N kept out of training (to choose settings such as --flip without the test set)',
     },
     flip: { type: 'boolean', help: 'test-time flip: classify each image and its left–right mirror and average the two logits (twice the work)' },
+    workers: {
+      type: 'string', arg: 'N',
+      help: `through onnxruntime: run N sessions at once, each in a worker thread with its share of the cores (default: ${defaultOnnxWorkers()} here; 2 where there are 2 cores or more); 1 runs one session on all cores`,
+    },
     plot: { type: 'string', arg: 'FILE', help: 'also draw the confusion matrix as a PNG into FILE' },
     json: { type: 'boolean', help: 'print the results as one JSON object (and nothing else) on stdout' },
   },
   epilog: 'Accuracy is over the test images (or with --holdout the held-out ones) in their file order; the last partial batch is padded and its padding ignored.',
 };
 
+/** describeOnnxRuntime's arguments for `workers` sessions at once (one session: onnxruntime's own thread count). */
+function onnxThreads(workers: number): [number?, number?] {
+  return workers > 1 ? [threadsPerWorker(workers), workers] : [];
+}
+
 async function main(p: Parsed): Promise<void> {
   const source = chooseModelSource(stringOpt(p, 'checkpoint'), stringOpt(p, 'onnx'), boolOpt(p, 'use-onnx'), 'eval-vim', 'evaluate', boolOpt(p, 'webgpu'));
   const modelOpt = stringOpt(p, 'model');
   const expected = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
   const limit = numberOpt(p, 'limit', { integer: true, min: 1 });
+  const workersOpt = numberOpt(p, 'workers', { integer: true, min: 1, max: 64 });
   const holdout = numberOpt(p, 'holdout', { integer: true, min: 1 });
   // with --holdout, the record range of the training set to evaluate (refuses 50,000 or more)
   const held = holdout !== undefined ? holdoutSplit(CIFAR10_TRAIN_IMAGES, holdout, 0).val : undefined;
@@ -79,12 +90,13 @@ async function main(p: Parsed): Promise<void> {
     return imageRange(train, held.start, held.end, train.images.length / train.n);
   };
   let test: LabelledImages;
+  const workers = workersOpt ?? defaultOnnxWorkers(); // sessions at once, where onnxruntime runs the model
   if (source.onnx !== undefined) {
     onnx = await openOnnxModel(source.onnx, expected);
     cfg = onnx.cfg;
     names = onnx.classNames;
     header.push(`model: ${source.onnx}: ${describeConfig(cfg)} (ONNX, opset ${onnx.meta.opset})`);
-    header.push(`engine: ${describeOnnxRuntime()}, session created in ${onnx.sessionMs.toFixed(0)} ms`);
+    header.push(`engine: ${describeOnnxRuntime(...onnxThreads(workers))}, session created in ${onnx.sessionMs.toFixed(0)} ms`);
     test = await loadImages();
     B = Math.min(batchOpt ?? ONNX_DEFAULT_BATCH, limit ?? test.n);
   } else {
@@ -105,7 +117,7 @@ async function main(p: Parsed): Promise<void> {
     if (gpu === undefined) {
       const r = await onnxFromCheckpoint(cfg, params, path, { checkpointMeta: meta });
       onnx = r.model;
-      header.push(`engine: ${describeOnnxRuntime()}: exported to ONNX in memory in ${r.exportMs.toFixed(0)} ms, ` +
+      header.push(`engine: ${describeOnnxRuntime(...onnxThreads(workers))}: exported to ONNX in memory in ${r.exportMs.toFixed(0)} ms, ` +
         `session created in ${onnx.sessionMs.toFixed(0)} ms`);
       B = Math.min(batchOpt ?? ONNX_DEFAULT_BATCH, limit ?? test.n);
     } else {
@@ -133,7 +145,7 @@ async function main(p: Parsed): Promise<void> {
   let result: ClassificationResult;
   try {
     result = onnx !== undefined
-      ? await evaluateOnnx(onnx, test, B, { limit, onProgress, flip })
+      ? await evaluateOnnx(onnx, test, B, { limit, onProgress, flip, workers })
       : (await evaluate(gpuModel!, test, { limit, onProgress, flip }))!;
   } finally {
     bar?.stop();

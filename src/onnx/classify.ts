@@ -13,6 +13,7 @@ import type { ParamSet } from '../model/params.js';
 import { firstImages, meanLogits, mirrorImages, type EvaluateOptions, type LabelledImages } from '../train/evaluate.js';
 import { ClassificationTally, type ClassificationResult } from '../train/metrics.js';
 import { buildVimOnnx } from './export.js';
+import { OnnxWorkerPool } from './pool.js';
 import { OnnxVim, type OnnxVimOptions } from './runtime.js';
 
 /** Images per onnxruntime run when the user gives no batch size. */
@@ -118,22 +119,43 @@ export async function onnxFromCheckpoint(
 /**
  * Top-1, top-5, loss, per-class accuracy and the confusion matrix of an ONNX model on `data`, in
  * runs of `batch` images (the last one smaller: the batch axis is dynamic, so nothing is padded).
+ * With `workers` > 1 the runs go to that many sessions of the model at once, each in a worker
+ * thread (OnnxWorkerPool) with its share of the cores: the same counts, the logits the same up to
+ * float rounding.
  */
 export async function evaluateOnnx(
-  model: OnnxVim, data: LabelledImages, batch: number, opts: Omit<EvaluateOptions, 'shouldStop'> = {},
+  model: OnnxVim, data: LabelledImages, batch: number, opts: Omit<EvaluateOptions, 'shouldStop'> & { workers?: number } = {},
 ): Promise<ClassificationResult> {
   if (!Number.isInteger(batch) || batch < 1) throw new VimError(`expected a positive integer batch size but received ${batch}`);
   const { imgSize, C } = model.cfg;
   const per = 3 * imgSize * imgSize;
   const set = firstImages(data, opts.limit, per);
   const tally = new ClassificationTally(C);
-  for (let start = 0; start < set.n; start += batch) {
+  const workers = opts.workers ?? 1;
+  const pool = workers > 1 ? await OnnxWorkerPool.open(model.bytes, model.path, imgSize, workers) : undefined;
+  const run = (images: Uint8Array, n: number) => (pool ? pool.run(images, n) : model.run(images, n));
+  let done = 0;
+  const one = async (start: number) => {
     const n = Math.min(batch, set.n - start);
     const images = set.images.subarray(start * per, (start + n) * per);
-    let logits: ArrayLike<number> = await model.run(images, n); // (n, C)
-    if (opts.flip) logits = meanLogits(logits, await model.run(mirrorImages(images, n, imgSize), n), n * C);
+    const [plain, mirrored] = await Promise.all([run(images, n), opts.flip ? run(mirrorImages(images, n, imgSize), n) : undefined]);
+    const logits: ArrayLike<number> = mirrored ? meanLogits(plain, mirrored, n * C) : plain; // (n, C)
     tally.add(logits, set.labels.subarray(start, start + n), n);
-    opts.onProgress?.(start + n, set.n);
+    done += n;
+    opts.onProgress?.(done, set.n);
+  };
+  try {
+    // up to `workers` batches in flight; each one's counts are added as it ends
+    const inFlight = new Set<Promise<void>>();
+    for (let start = 0; start < set.n; start += batch) {
+      const p: Promise<void> = one(start).finally(() => inFlight.delete(p));
+      p.catch(() => undefined); // a failure is thrown by the race or the final wait, not left unhandled
+      inFlight.add(p);
+      if (inFlight.size >= workers) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+  } finally {
+    await pool?.release();
   }
   return tally.result();
 }

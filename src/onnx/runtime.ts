@@ -104,10 +104,16 @@ function ort(): typeof Ort {
   return ortModule;
 }
 
-/** "onnxruntime-node 1.30.0 on the CPU (2 cores)", for logs. */
-export function describeOnnxRuntime(threads?: number): string {
+/**
+ * "onnxruntime-node 1.30.0 on the CPU (2 cores)", for logs; with `workers` sessions at once of
+ * `threads` threads each, "… (2 cores: 2 sessions at once, 1 thread each)".
+ */
+export function describeOnnxRuntime(threads?: number, workers?: number): string {
   const n = availableParallelism();
-  const how = threads !== undefined ? `${threads} thread${threads === 1 ? '' : 's'} of ${n} cores` : `${n} core${n === 1 ? '' : 's'}`;
+  const plural = (k: number, what: string) => `${k} ${what}${k === 1 ? '' : 's'}`;
+  const how = workers !== undefined && workers > 1
+    ? `${plural(n, 'core')}: ${workers} sessions at once, ${plural(threads ?? 1, 'thread')} each`
+    : threads !== undefined ? `${plural(threads, 'thread')} of ${n} cores` : plural(n, 'core');
   const v = ortModule ? ` ${ortModule.env.versions.node ?? ortModule.env.versions.common}` : '';
   return `onnxruntime-node${v} on the CPU (${how})`;
 }
@@ -136,6 +142,8 @@ export class OnnxVim {
     readonly sessionMs: number,
     /** Milliseconds for the whole load: read the file, its metadata, and the session. */
     readonly loadMs: number,
+    /** The model file's bytes, for more sessions of it (OnnxWorkerPool). */
+    readonly bytes: Uint8Array,
   ) {}
 
   get cfg(): VimConfig {
@@ -191,7 +199,7 @@ export class OnnxVim {
       await session.release();
       throw new VimError(`${path}: its metadata says format "${meta.props.format}", not "${ONNX_FORMAT}"; export it again with export-vim`);
     }
-    return new OnnxVim(path, session, meta, t2 - t1, t2 - t0);
+    return new OnnxVim(path, session, meta, t2 - t1, t2 - t0, bytes);
   }
 
   /** Logits (B, C) for float32 pixels (B, 3, H, W) in 0…1. */
