@@ -15,19 +15,16 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { VimError } from '../errors.js';
 import { INPUT_NAME, OUTPUT_NAME } from './export.js';
+import { sessionOptions, u8BatchPixels } from './runtime.js';
 
-/** The worker: one session; each message a batch of u8 images, each answer its logits (or an error). */
+/** The worker: one session; each message a batch of float32 pixels, each answer its logits (or an error). */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const ort = require(workerData.ortPath);
-const { input, output, side, threads } = workerData;
-ort.InferenceSession.create(workerData.bytes, {
-  executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1,
-}).then((session) => {
+const { input, output, side } = workerData;
+ort.InferenceSession.create(workerData.bytes, workerData.options).then((session) => {
   parentPort.on('message', (job) => {
-    const px = new Float32Array(job.images.length);
-    for (let i = 0; i < px.length; i++) px[i] = job.images[i] / 255;
-    session.run({ [input]: new ort.Tensor('float32', px, [job.n, 3, side, side]) }).then((out) => {
+    session.run({ [input]: new ort.Tensor('float32', job.pixels, [job.n, 3, side, side]) }).then((out) => {
       const logits = Float32Array.from(out[output].data);
       parentPort.postMessage({ id: job.id, logits }, [logits.buffer]);
     }, (e) => parentPort.postMessage({ id: job.id, error: String(e && e.message || e) }));
@@ -58,7 +55,7 @@ export function threadsPerWorker(workers: number): number {
 }
 
 export class OnnxWorkerPool {
-  private readonly waiting: { images: Uint8Array; n: number; job: Job }[] = [];
+  private readonly waiting: { pixels: Float32Array; n: number; job: Job }[] = [];
   private nextId = 0;
   private failure: Error | undefined;
 
@@ -66,7 +63,6 @@ export class OnnxWorkerPool {
     private readonly label: string,
     private readonly slots: Slot[],
     private readonly side: number,
-    readonly threads: number,
   ) {
     for (const slot of slots) {
       slot.worker.on('message', (m: { id: number; logits?: Float32Array; error?: string }) => this.answer(slot, m));
@@ -86,7 +82,8 @@ export class OnnxWorkerPool {
     } catch (e) {
       throw new VimError(`onnxruntime-node could not be found (${(e as Error).message.split('\n')[0]}); install the project's packages with npm ci`);
     }
-    const workerData = { ortPath, bytes, input: INPUT_NAME, output: OUTPUT_NAME, side, threads };
+    const options = { ...sessionOptions({ threads }), interOpNumThreads: 1 };
+    const workerData = { ortPath, bytes, options, input: INPUT_NAME, output: OUTPUT_NAME, side };
     const started = Array.from({ length: workers }, () => new Worker(WORKER_SOURCE, { eval: true, workerData }));
     try {
       await Promise.all(started.map((w) => new Promise<void>((resolve, reject) => {
@@ -100,22 +97,15 @@ export class OnnxWorkerPool {
       await Promise.all(started.map((w) => w.terminate()));
       throw e;
     }
-    return new OnnxWorkerPool(label, started.map((worker) => ({ worker })), side, threads);
-  }
-
-  get size(): number {
-    return this.slots.length;
+    return new OnnxWorkerPool(label, started.map((worker) => ({ worker })), side);
   }
 
   /** Logits (n, C) of n u8 images (n, 3, H, W), from the first session free. */
-  run(images: Uint8Array, n: number): Promise<Float32Array> {
-    if (this.failure) return Promise.reject(this.failure);
-    if (!Number.isInteger(n) || n < 1) return Promise.reject(new VimError(`expected a positive integer batch size but received ${n}`));
-    if (images.length !== n * 3 * this.side * this.side) {
-      return Promise.reject(new VimError(`expected ${n * 3 * this.side * this.side} bytes for a (${n}, 3, ${this.side}, ${this.side}) u8 batch but received ${images.length}`));
-    }
+  async run(images: Uint8Array, n: number): Promise<Float32Array> {
+    if (this.failure) throw this.failure;
+    const pixels = u8BatchPixels(images, n, this.side); // a new array, moved to the worker
     return new Promise((resolve, reject) => {
-      this.waiting.push({ images: images.slice(), n, job: { id: this.nextId++, resolve, reject } });
+      this.waiting.push({ pixels, n, job: { id: this.nextId++, resolve, reject } });
       this.dispatch();
     });
   }
@@ -129,9 +119,9 @@ export class OnnxWorkerPool {
   private dispatch(): void {
     for (const slot of this.slots) {
       if (slot.job || this.waiting.length === 0) continue;
-      const { images, n, job } = this.waiting.shift()!;
+      const { pixels, n, job } = this.waiting.shift()!;
       slot.job = job;
-      slot.worker.postMessage({ id: job.id, images, n }, [images.buffer as ArrayBuffer]); // a copy made by run(): moved, not copied again
+      slot.worker.postMessage({ id: job.id, pixels, n }, [pixels.buffer as ArrayBuffer]);
     }
   }
 

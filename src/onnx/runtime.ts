@@ -125,11 +125,35 @@ export function imagesToPixels(images: Uint8Array): Float32Array {
   return out;
 }
 
+/** A batch of B u8 images (B, 3, H, H), checked, as the model's float32 input (a new array). */
+export function u8BatchPixels(images: Uint8Array, B: number, H: number): Float32Array {
+  if (!Number.isInteger(B) || B < 1) throw new VimError(`expected a positive integer batch size but received ${B}`);
+  if (images.length !== B * 3 * H * H) {
+    throw new VimError(`expected ${B * 3 * H * H} bytes for a (${B}, 3, ${H}, ${H}) u8 batch but received ${images.length}`);
+  }
+  return imagesToPixels(images);
+}
+
 export interface OnnxVimOptions {
   /** Threads for one run (default: onnxruntime's choice, all cores). */
   threads?: number;
   /** onnxruntime graph optimisation level (default 'all'). */
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+}
+
+/** The onnxruntime session options of an OnnxVim (and of each OnnxWorkerPool session): plain data. */
+export function sessionOptions(opts: OnnxVimOptions): Ort.InferenceSession.SessionOptions {
+  const options: Ort.InferenceSession.SessionOptions = {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: opts.optimization ?? 'all',
+  };
+  if (opts.threads !== undefined) {
+    if (!Number.isInteger(opts.threads) || opts.threads < 1) {
+      throw new VimError(`expected a positive integer for threads but received ${opts.threads}`);
+    }
+    options.intraOpNumThreads = opts.threads;
+  }
+  return options;
 }
 
 /** An exported Vim loaded in onnxruntime-node. */
@@ -170,16 +194,7 @@ export class OnnxVim {
   private static async create(bytes: Uint8Array, path: string, opts: OnnxVimOptions, t0: number): Promise<OnnxVim> {
     const meta = readOnnxMetadata(bytes, path);
     const ort = await loadOrt();
-    const options: Ort.InferenceSession.SessionOptions = {
-      executionProviders: ['cpu'],
-      graphOptimizationLevel: opts.optimization ?? 'all',
-    };
-    if (opts.threads !== undefined) {
-      if (!Number.isInteger(opts.threads) || opts.threads < 1) {
-        throw new VimError(`expected a positive integer for threads but received ${opts.threads}`);
-      }
-      options.intraOpNumThreads = opts.threads;
-    }
+    const options = sessionOptions(opts);
     const t1 = performance.now();
     let session: Ort.InferenceSession;
     try {
@@ -220,11 +235,7 @@ export class OnnxVim {
 
   /** Logits (B, C) for u8 images (B, 3, H, W) CHW. */
   async run(images: Uint8Array, B: number): Promise<Float32Array> {
-    const { imgSize: H } = this.meta.cfg;
-    if (images.length !== B * 3 * H * H) {
-      throw new VimError(`expected ${B * 3 * H * H} bytes for a (${B}, 3, ${H}, ${H}) u8 batch but received ${images.length}`);
-    }
-    return this.runPixels(imagesToPixels(images), B);
+    return this.runPixels(u8BatchPixels(images, B, this.meta.cfg.imgSize), B);
   }
 
   /** The most likely class of each image and its logits. */
