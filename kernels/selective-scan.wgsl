@@ -25,10 +25,13 @@
 //   from there (as vec4 broadcasts). Nothing but out is stored. With FUSE_DT (dt_proj fused) it
 //   stages the token's dt_low = xdbl[t, 0…R−1] with them and computes Δraw_t = dt_low · dt_weight[e]
 //   itself (R FMAs a token, against a dt_proj matmul dispatch writing Δraw and the scan reading it);
-//   WRITE_DELTA also stores Δraw for the backward.
+//   WRITE_DELTA also stores Δraw for the backward. With CKPT_S > 0 (training) it also writes the
+//   state entering each segment of CKPT_S tokens to ckpt, in the backward's layout, so that the
+//   backward (CKPT_IN, the same S) skips its pass 1.
 // selective_scan_backward: same grid; segments of S = TC tokens, NSEG = ceil(L / S).
 //   Pass 1 walks the tokens of segments 0…NSEG−2 forward, KB at a time, and writes the state
-//   entering each following segment to ckpt (the only state that leaves the chip).
+//   entering each following segment to ckpt (the only state that leaves the chip); with CKPT_IN
+//   the forward wrote them and pass 1 is skipped (in all three backward kernels).
 //   Pass 2 takes the segments last to first: it recomputes the segment's states from its
 //   checkpoint into workgroup memory (each invocation its own column [token][vec4][lane], so no
 //   barrier guards them), then walks the segment backward with the carry a_{t+1} ⊙ gh_{t+1} in
@@ -93,6 +96,8 @@ override SH_ROWS: u32 = TC * NV * WG;          // vec4 rows of s_h (backward_str
 // holds dt_proj's weight (E, R) instead of Δraw, and R ≤ 4·RVMAX
 override FUSE_DT: bool = false;
 override WRITE_DELTA: bool = false;   // forward with FUSE_DT: also write Δraw to f_delta_out (for the backward)
+override CKPT_S: u32 = 0u;            // forward: write the state entering every segment of CKPT_S tokens to f_ckpt (0: none)
+override CKPT_IN: bool = false;        // backward: the forward wrote the checkpoints (CKPT_S = TC): no pass 1
 override RV: u32 = (R + 3u) / 4u;     // vec4 of dt_low values staged per token with FUSE_DT
 override BCW: u32 = 2u * NV;          // vec4 staged per token in s_bc: B_t, C_t (and with FUSE_DT, RV of dt_low)
 
@@ -113,6 +118,7 @@ const SPLIT_ITEMS = 16u; // backward_split: most items of one shuffle sum (gB an
 @group(0) @binding(6) var<storage, read> f_Dskip: array<f32>;      // (E)
 @group(0) @binding(7) var<storage, read> f_xz: array<f32>;         // (B, L, 2E)
 @group(0) @binding(8) var<storage, read_write> f_delta_out: array<f32>; // (B, L, E) with WRITE_DELTA; else a placeholder
+@group(0) @binding(9) var<storage, read_write> f_ckpt: array<vec4<f32>>;    // (B, NSEG−1, NV, E) with CKPT_S > 0; else a placeholder
 
 // ---- backward bindings ----
 @group(0) @binding(0) var<storage, read_write> g_du: array<f32>;            // (B, L, E)
@@ -250,6 +256,12 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
       for (var i = 0u; i < NV; i++) {
         h[i] = exp(delta * A[i]) * h[i] + du * s_bc[tt * BCW + i];
         y4 += s_bc[tt * BCW + NV + i] * h[i];
+      }
+      let cs = max(CKPT_S, 1u); // (no division by a constant 0 where CKPT_S is)
+      if (CKPT_S > 0u && live && (t + 1u) % cs == 0u && t + 1u < L) { // h entering segment (t+1)/S: the backward's pass 1, done here
+        let nseg = (L + cs - 1u) / cs;
+        let slot = (t + 1u) / cs - 1u;
+        for (var i = 0u; i < NV; i++) { f_ckpt[((b * (nseg - 1u) + slot) * NV + i) * E + e] = h[i]; }
       }
       let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
       if (live) { f_out[(b * L + t) * E + e] = y * z * sigmoid(z); }
@@ -412,7 +424,7 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
 
   // Pass 1: the forward recurrence over the tokens of segments 0 … NSEG−2, KB tokens at a time,
   // keeping the state entering each following segment.
-  let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u);
+  let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u || CKPT_IN);
   for (var t0 = 0u; t0 < T1; t0 += KB) {
     let tn = min(KB, T1 - t0);
     load_bc_backward(b, t0, tn, lid);
@@ -602,7 +614,7 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
 
   // Pass 1: the forward recurrence over segments 0 … NSEG−2 in blocks of KB tokens, the next
   // block's u, Δraw loaded while this one is computed (KB = 1: one token ahead).
-  let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u);
+  let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u || CKPT_IN);
   var next = load_token_block(b, 0u, max(min(KB, T1), 1u), ec); // the next block's inputs
   for (var t0 = 0u; t0 < T1; t0 += KB) {
     let cur = next;
@@ -904,7 +916,7 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
 
   // Pass 1: the forward recurrence over segments 0 … NSEG−2 in blocks of KB tokens, the next
   // block's u, Δraw loaded while this one is computed.
-  let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u);
+  let T1 = select((nseg - 1u) * S, 0u, (DIAG & 2u) != 0u || CKPT_IN);
   var next = load_token_block(b, 0u, max(min(KB, T1), 1u), ec);
   for (var t0 = 0u; t0 < T1; t0 += KB) {
     let cur = next;

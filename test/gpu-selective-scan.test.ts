@@ -10,7 +10,7 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  describeScanBackwardPlan, scanGeometryFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
+  describeScanBackwardPlan, scanCheckpointElements, scanCheckpointsInForward, scanGeometryFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
   selectiveScanForward, selectiveScanScratch, type ScanTuning,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
@@ -204,7 +204,9 @@ function scratchFor(gpu: Gpu, c: Case, tuning: ScanTuning): { bcPartials: GpuTen
  * One direction's backward. Overwriting runs start from random garbage on the GPU (to be
  * overwritten) and zeros in the reference; accumulating ones from the same random values in both.
  */
-async function checkBackward(c: Case, reverse: boolean, accumulate: boolean, tuning: ScanTuning = {}): Promise<void> {
+async function checkBackward(
+  c: Case, reverse: boolean, accumulate: boolean, tuning: ScanTuning = {}, opts: { forwardCheckpoints?: boolean } = {},
+): Promise<void> {
   const gpu = await testGpu();
   const { B, L, E, N, R } = c;
   const rng = new Rng(1000 + c.E + (reverse ? 1 : 0));
@@ -220,10 +222,22 @@ async function checkBackward(c: Case, reverse: boolean, accumulate: boolean, tun
   }
   refBackward(ref, dout, c, reverse);
   const t = gradTensors(gpu, init);
-  await run(gpu, selectiveScanBackward(gpu, {
-    ...upload(gpu, c), ...t, dout: tensorFrom(gpu, dout, 'dout'), scratch: scratchFor(gpu, c, tuning),
-    B, L, E, N, R, reverse, accumulate, ...tuning,
-  }));
+  const inp = upload(gpu, c);
+  // with forwardCheckpoints the forward writes the checkpoints (over garbage) and the backward
+  // reads them: its scratch's checkpoint region stays zero, so reading that instead would fail
+  let checkpoints: GpuTensor | undefined;
+  const pre = [];
+  if (opts.forwardCheckpoints) {
+    const segment = selectiveScanBackwardPlan(c, tuning).segment;
+    checkpoints = tensorFrom(gpu, randArray(rng, Math.max(4, scanCheckpointElements(c, segment)), -9, 9), 'checkpoints');
+    pre.push(selectiveScanForward(gpu, {
+      ...inp, out: zerosTensor(gpu, B * L * E, 'out'), B, L, E, N, R, reverse, checkpoints: { out: checkpoints, segment },
+    }));
+  }
+  await run(gpu, [...pre, ...selectiveScanBackward(gpu, {
+    ...inp, ...t, dout: tensorFrom(gpu, dout, 'dout'), scratch: scratchFor(gpu, c, tuning),
+    B, L, E, N, R, reverse, accumulate, ...tuning, checkpoints,
+  })]);
   await compareGrads(gpu, t, ref, init, c);
 }
 
@@ -393,6 +407,58 @@ describe('selective scan backward (split)', () => {
     const t = await split(1, 3);
     expect(selectiveScanBackwardPlan(c, { ...t, split: undefined })).toMatchObject({ kernel: 'split', split: 1 });
     await checkBackward(c, false, false, planned(c, t, 1));
+  });
+});
+
+/**
+ * The forward writes the checkpoints (the state entering each segment) and the backward skips its
+ * pass 1, for each backward kernel; segments that end exactly at L (no checkpoint past the last).
+ */
+describe('checkpoints written by the forward', () => {
+  const sg = async (): Promise<number> => scanSubgroupSize(await testGpu());
+  it('split, the default geometry: B=2 L=65 E=40 N=16, segments of 4 (reverse, accumulating)', async () => {
+    const c = makeCase(61, 2, 65, 40, 16, 12);
+    await checkBackward(c, true, true, { kernel: 'split', subgroupSize: await sg() }, { forwardCheckpoints: true });
+  });
+  it('split, 2 lanes a channel, segments of 3: L=13 E=37 N=16; segments of 4 ending at L=8 (forward)', async () => {
+    const s = await sg();
+    await checkBackward(makeCase(62, 2, 13, 37, 16, 3), false, false,
+      { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s }, { forwardCheckpoints: true });
+    await checkBackward(makeCase(63, 2, 8, 37, 16, 3), false, false,
+      { kernel: 'split', subgroupSize: s, segment: 4, workgroupSize: 2 * s }, { forwardCheckpoints: true });
+  });
+  it('stream, segments of 3 (3+3+1), and segmented, segments of 2 with a partial workgroup (reverse)', async () => {
+    await checkBackward(makeCase(64, 3, 7, 37, 5, 2), true, false, { kernel: 'stream', subgroupSize: await sg(), segment: 3 }, { forwardCheckpoints: true });
+    await checkBackward(makeCase(65, 3, 7, 13, 5, 2), true, true, { kernel: 'segmented', segment: 2 }, { forwardCheckpoints: true });
+  });
+  it('refuses checkpoints too small for the segment, and a segment that is not a positive integer', async () => {
+    const gpu = await testGpu();
+    const c = makeCase(66, 2, 13, 8, 4, 2);
+    const inp = upload(gpu, c);
+    const out = zerosTensor(gpu, 2 * 13 * 8, 'out');
+    const short = zerosTensor(gpu, scanCheckpointElements(c, 4) - 1, 'short');
+    expect(() => selectiveScanForward(gpu, { ...inp, B: 2, L: 13, E: 8, N: 4, R: 2, out, reverse: false, checkpoints: { out: short, segment: 4 } }))
+      .toThrow(/checkpoints\.out \(short\) holds 191 elements, needs 192/);
+    expect(() => selectiveScanForward(gpu, { ...inp, B: 2, L: 13, E: 8, N: 4, R: 2, out, reverse: false, checkpoints: { out: short, segment: 0 } }))
+      .toThrow(/checkpoints\.segment must be a positive integer; received 0/);
+  });
+  it('VIM_SCAN_CHECKPOINTS chooses where they are written; by default the forward where segments hold 2 tokens or more', () => {
+    const plan = (segment: number) => ({ ...selectiveScanBackwardPlan(makeCase(67, 1, 9, 8, 4, 2), { kernel: 'segmented', segment }) });
+    const saved = process.env.VIM_SCAN_CHECKPOINTS;
+    try {
+      delete process.env.VIM_SCAN_CHECKPOINTS;
+      expect(scanCheckpointsInForward(plan(4))).toBe(true);
+      expect(scanCheckpointsInForward(plan(1))).toBe(false);
+      process.env.VIM_SCAN_CHECKPOINTS = 'backward';
+      expect(scanCheckpointsInForward(plan(4))).toBe(false);
+      process.env.VIM_SCAN_CHECKPOINTS = 'forward';
+      expect(scanCheckpointsInForward(plan(1))).toBe(true);
+      process.env.VIM_SCAN_CHECKPOINTS = 'both';
+      expect(() => scanCheckpointsInForward(plan(4))).toThrow("VIM_SCAN_CHECKPOINTS must be 'forward' or 'backward'; it is 'both'");
+    } finally {
+      if (saved === undefined) delete process.env.VIM_SCAN_CHECKPOINTS;
+      else process.env.VIM_SCAN_CHECKPOINTS = saved;
+    }
   });
 });
 

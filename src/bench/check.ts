@@ -20,7 +20,10 @@ import {
   conv1dBackward2ScratchElements, conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluBackward2, conv1dSiluForward,
   conv1dSiluForward2,
 } from '../gpu/ops/conv1d.js';
-import { scanTuning, selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../gpu/ops/selective-scan.js';
+import {
+  scanCheckpointElements, scanCheckpointsInForward, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
+  selectiveScanScratch,
+} from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyForward } from '../gpu/ops/cross-entropy.js';
 import {
@@ -297,12 +300,15 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
         const dA = c.t(E * N), dD = c.t(E), dbias = c.t(E);
         const st = scanTuning(c.gpu);
         const sc = selectiveScanScratch({ B, L, E, N, R }, st);
+        // as the model trains: the forward writes the backward's checkpoints where that pays
+        const plan = selectiveScanBackwardPlan({ B, L, E, N, R }, st);
+        const ck = scanCheckpointsInForward(plan) ? c.t(Math.max(4, scanCheckpointElements({ B, L, E, N, R }, plan.segment))) : undefined;
         await c.run([
-          selectiveScanForward(c.gpu, { out, ...ins, B, L, E, N, R, reverse }),
+          selectiveScanForward(c.gpu, { out, ...ins, B, L, E, N, R, reverse, ...(ck ? { checkpoints: { out: ck, segment: plan.segment } } : {}) }),
           ...selectiveScanBackward(c.gpu, {
             du, ddelta_raw: dd, dxz, dxdbl, dA_log: dA, dDskip: dD, ddt_bias: dbias, dout: c.t(g), ...ins,
             B, L, E, N, R, reverse, scratch: { bcPartials: c.t(Math.max(1, sc.bcPartials)), paramPartials: c.t(Math.max(1, sc.paramPartials)) },
-            ...st,
+            ...st, checkpoints: ck,
           }),
         ]);
         const Bm = cols(xdbl, BL, S, R, N), Cm = cols(xdbl, BL, S, R + N, N);

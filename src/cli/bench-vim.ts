@@ -12,7 +12,7 @@ import { acquireGpu, describeGpu } from '../gpu/device.js';
 import { loadConfig } from '../model/config.js';
 import { runKernelChecks, CHECK_TOLERANCE, type CheckRow } from '../bench/check.js';
 import { benchTiming, type KernelTiming } from '../bench/timing.js';
-import { describeScanBackwardPlan, scanTuning, selectiveScanBackwardPlan } from '../gpu/ops/selective-scan.js';
+import { describeScanBackwardPlan, scanCheckpointsInForward, scanTuning, selectiveScanBackwardPlan } from '../gpu/ops/selective-scan.js';
 import { VimError } from '../errors.js';
 import { describeConfig } from '../model/checkpoint.js';
 import { initParams } from '../model/init.js';
@@ -115,7 +115,8 @@ runCli(spec, async (p) => {
   console.log(`adapter: ${describeGpu(gpu)}`);
   console.log(`model: ${cfg.name} (D=${cfg.D}, depth ${cfg.depth}, E=${cfg.E}, N=${cfg.N}, L=${cfg.L}), batch ${batch}`);
   const scanPlan = selectiveScanBackwardPlan({ B: batch, L: cfg.L, E: cfg.E, N: cfg.N, R: cfg.R }, scanTuning(gpu));
-  console.log(`scan backward: ${describeScanBackwardPlan(scanPlan)}`);
+  const ckFrom = scanCheckpointsInForward(scanPlan) ? 'written by the forward' : 'written by the backward\'s pass 1';
+  console.log(`scan backward: ${describeScanBackwardPlan(scanPlan)}; checkpoints ${ckFrom}`);
 
   if (check) {
     const filterText = stringOpt(p, 'filter');

@@ -33,7 +33,10 @@ import {
 } from '../gpu/ops/matmul.js';
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
 import { conv1dBackward2ScratchElements, conv1dSiluBackward2, conv1dSiluForward2 } from '../gpu/ops/conv1d.js';
-import { scanTuning, selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../gpu/ops/selective-scan.js';
+import {
+  scanCheckpointElements, scanCheckpointsInForward, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
+  selectiveScanScratch,
+} from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyForward } from '../gpu/ops/cross-entropy.js';
 import {
@@ -93,6 +96,7 @@ interface DirActs {
   u: GpuTensor; // (BL, E) conv1d + SiLU output, direction order
   xdbl: GpuTensor; // (BL, R+2N) x_proj output
   delta: GpuTensor | null; // (BL, E) dt_proj output without its bias (written by the scan forward; training only)
+  ckpt: GpuTensor | null; // (B, ⌈L/S⌉−1, 4⌈N/4⌉, E) the scan's states entering each segment (written by the forward; training only)
 }
 
 /** The activations of one block (in inference, one set shared by every block). */
@@ -177,10 +181,16 @@ export class VimGpu {
     const tokens = t('tokens', BL * D); // (BL, D)
     const hbuf = t('block output', BL * D); // (BL, D) H_i, read by the next block's residual add
     const yDir = [t('y forward', BL * E), t('y backward', BL * E)]; // (BL, E)
+    // the scan backward's plan; in training, where it pays, the forward writes its checkpoints
+    const scanT = scanTuning(gpu); // the backward kernel and the adapter's subgroup size
+    const scanPlan = selectiveScanBackwardPlan({ B, L, E, N, R }, scanT);
+    const fwdCkpt = opts.training && scanCheckpointsInForward(scanPlan);
+    const ckElems = Math.max(4, scanCheckpointElements({ B, L, E, N, R }, scanPlan.segment));
     const newLayer = (i: number | string): LayerActs => {
       const dir = (d: string): DirActs => ({
         u: t(`${i}.${d}.u`, BL * E), xdbl: t(`${i}.${d}.xdbl`, BL * (R + 2 * N)),
         delta: opts.training ? t(`${i}.${d}.delta`, BL * E) : null,
+        ckpt: fwdCkpt ? t(`${i}.${d}.scan checkpoints`, ckElems) : null,
       });
       return {
         r: t(`${i}.r`, BL * D), rstd: t(`${i}.rstd`, BL), hn: t(`${i}.hn`, BL * D), xz: t(`${i}.xz`, BL * 2 * E),
@@ -204,7 +214,6 @@ export class VimGpu {
     // ---- scratch shared by every op (dispatches run in order, so one op's partials never overlap another's)
     const mm = (M: number, I: number, O: number) => Math.max(
       matmulBackwardWeightPlan(M, I, O).scratchElements, biasBackwardPlan(M, O).scratchElements);
-    const scanT = scanTuning(gpu); // the backward kernel and the adapter's subgroup size
     const scanScratch = selectiveScanScratch({ B, L, E, N, R }, scanT);
     const scratchElems = Math.max(
       mm(BL, D, 2 * E), mm(BL, E, R + 2 * N), mm(BL, R, E), mm(BL, E, D), mm(B * Np, 3 * P * P, D), mm(B, D, C),
@@ -246,7 +255,7 @@ export class VimGpu {
           out: yDir[d], u: da.u, dtWeight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), delta_raw: da.delta ?? undefined,
           dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]),
           A_log: mix(i, DIRECTION_NAMES.ALog[d]), xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
-          B, L, E, N, R, reverse,
+          B, L, E, N, R, reverse, ...(da.ckpt ? { checkpoints: { out: da.ckpt, segment: scanPlan.segment } } : {}),
         }));
       }
       F.push(combineForward(gpu, { out: a.cmb, yF: yDir[0], yB: yDir[1], B, L, E, ...dropRow(i) }));
@@ -307,7 +316,7 @@ export class VimGpu {
           u: da.u, delta_raw: da.delta as GpuTensor, dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
           xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
           B, L, E, N, R, reverse, scratch: { bcPartials: scratch, paramPartials: scratch2 },
-          accumulate: { dz: d === 1 }, ...scanT,
+          accumulate: { dz: d === 1 }, ...scanT, ...(da.ckpt ? { checkpoints: da.ckpt } : {}),
         }));
         // dt_proj: Δraw = dt_low · Wdtᵀ, dt_low = xdbl[:, 0…R−1]
         W.push(matmulBackwardInput(gpu, { dinp: dxdbl, dout: ddelta, weight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), M: BL, I: R, O: E, ldi: R + 2 * N }));

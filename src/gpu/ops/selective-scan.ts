@@ -498,7 +498,29 @@ function splitPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefin
 }
 
 function checkpointElements(s: ScanShape, p: ScanBackwardPlan): number {
-  return s.B * (p.segments - 1) * 4 * Math.ceil(s.N / 4) * s.E;
+  return scanCheckpointElements(s, p.segment);
+}
+
+/**
+ * Whether a training forward writes the backward's checkpoints (ScanForwardArgs.checkpoints), so
+ * that the backward skips its pass 1: $VIM_SCAN_CHECKPOINTS ('forward' or 'backward') where set;
+ * else where the plan's segments hold two tokens or more. The checkpoints then stay allocated from
+ * the forward to the backward, one set per block and direction: (L/S)·N floats a channel, about
+ * four times u at S = 4, N = 16 (vim-tiny at batch 256: 101 MB a block and direction, 4.8 GB in
+ * all). With the stream kernel's one-token segments they would be 16 times u, so there the
+ * backward keeps writing them into its scratch (docs/performance.md, change 23).
+ */
+export function scanCheckpointsInForward(plan: ScanBackwardPlan): boolean {
+  const v = process.env.VIM_SCAN_CHECKPOINTS;
+  if (v === 'forward') return true;
+  if (v === 'backward') return false;
+  if (v !== undefined && v !== '') throw new VimError(`VIM_SCAN_CHECKPOINTS must be 'forward' or 'backward'; it is '${v}'`);
+  return plan.segment >= 2;
+}
+
+/** Elements of the state checkpoints for segments of S tokens: (B, ⌈L/S⌉−1, 4·⌈N/4⌉, E). */
+export function scanCheckpointElements(s: ScanShape, S: number): number {
+  return s.B * (Math.ceil(s.L / S) - 1) * 4 * Math.ceil(s.N / 4) * s.E;
 }
 
 /**
@@ -548,20 +570,27 @@ export interface ScanForwardArgs extends Omit<ScanInputs, 'delta_raw'>, ScanShap
    * scan instead of read (R ≤ 32).
    */
   dtWeight?: GpuTensor;
+  /**
+   * Training: the state entering every segment of `segment` tokens, written to `out`
+   * (scanCheckpointElements of the backward's plan) for a backward with the same plan, which then
+   * skips its pass 1 (ScanBackwardArgs.checkpoints).
+   */
+  checkpoints?: { out: GpuTensor; segment: number };
 }
 
 /** Largest Δ rank the forward's fused dt_proj holds (RVMAX = 8 vec4). */
 export const SCAN_FUSED_MAX_R = 32;
 
-/** A 16-byte storage buffer per device, bound where a kernel's optional output is not written. */
-const placeholders = new WeakMap<GPUDevice, GpuTensor>();
-function placeholder(gpu: Gpu): GpuTensor {
-  let t = placeholders.get(gpu.device);
-  if (!t) {
-    t = createTensor(gpu, 4, 'scan placeholder');
-    placeholders.set(gpu.device, t);
-  }
-  return t;
+/**
+ * 16-byte storage buffers per device, bound where a kernel's optional output is not written; one
+ * per slot, since two writable bindings of one dispatch may not share a buffer.
+ */
+const placeholders = new WeakMap<GPUDevice, GpuTensor[]>();
+function placeholder(gpu: Gpu, slot = 0): GpuTensor {
+  let list = placeholders.get(gpu.device);
+  if (!list) placeholders.set(gpu.device, (list = []));
+  list[slot] ??= createTensor(gpu, 4, `scan placeholder ${slot}`);
+  return list[slot];
 }
 
 /** The inputs both directions of the scan read, delta_raw aside (the forward may compute it). */
@@ -604,14 +633,29 @@ export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
   }
   const n = B * L * E;
   const writeDelta = fused && a.delta_raw !== undefined;
+  const ck = a.checkpoints;
+  let ckElems = 0;
+  if (ck) {
+    if (!Number.isInteger(ck.segment) || ck.segment < 1) {
+      throw new Error(`${where}: checkpoints.segment must be a positive integer; received ${ck.segment}`);
+    }
+    ckElems = scanCheckpointElements(a, ck.segment);
+    need(where, 'checkpoints.out', ck.out, Math.max(4, ckElems));
+  }
+  if (gpu.limits.maxStorageBuffersPerShaderStage < 10) {
+    throw new Error(`${where}: needs 10 storage buffers per shader stage; the adapter allows ${gpu.limits.maxStorageBuffersPerShaderStage}`);
+  }
   return makeDispatch(gpu, 'selective-scan', 'selective_scan_forward',
-    { L, E, N, R, WG: wg, TC: chunk, REVERSE: a.reverse ? 1 : 0, ...(fused ? { FUSE_DT: 1, BCW: bcw, WRITE_DELTA: writeDelta ? 1 : 0 } : {}) },
+    {
+      L, E, N, R, WG: wg, TC: chunk, REVERSE: a.reverse ? 1 : 0, ...(fused ? { FUSE_DT: 1, BCW: bcw, WRITE_DELTA: writeDelta ? 1 : 0 } : {}),
+      ...(ck ? { CKPT_S: ck.segment } : {}),
+    },
     [a.out, a.u, fused ? a.dtWeight as GpuTensor : a.delta_raw as GpuTensor, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz,
-      writeDelta ? a.delta_raw as GpuTensor : placeholder(gpu)],
+      writeDelta ? a.delta_raw as GpuTensor : placeholder(gpu, 0), ck ? ck.out : placeholder(gpu, 1)],
     scanGrid(gpu, where, B, ceilDiv(E, wg)),
     {
-      // reads u, delta_raw (or dt_low), z, B_t, C_t and the parameters; writes out (and delta_raw)
-      bytes: 4 * ((fused ? 3 + (writeDelta ? 1 : 0) : 4) * n + (2 * N + (fused ? R : 0)) * B * L + E * (N + 2 + (fused ? R : 0))),
+      // reads u, delta_raw (or dt_low), z, B_t, C_t and the parameters; writes out (and delta_raw, the checkpoints)
+      bytes: 4 * ((fused ? 3 + (writeDelta ? 1 : 0) : 4) * n + (2 * N + (fused ? R : 0)) * B * L + E * (N + 2 + (fused ? R : 0)) + ckElems),
       // per state and token: exp, multiply, 2 FMA (h), FMA (y); per token the softplus, gate (and 2R for Δraw)
       flops: n * (6 * N + 30 + (fused ? 2 * R : 0)),
       prelude: scanPrelude(0),
@@ -644,6 +688,11 @@ export interface ScanBackwardArgs extends ScanInputs, ScanShape, ScanTuning {
   reverse: boolean;
   /** true: every output accumulates; or per output (default: all overwrite). */
   accumulate?: boolean | ScanAccumulate;
+  /**
+   * The checkpoints the forward wrote (ScanForwardArgs.checkpoints) with this plan's segment: the
+   * scan skips its pass 1 and reads them instead of the scratch's checkpoint region.
+   */
+  checkpoints?: GpuTensor;
 }
 
 /**
@@ -688,7 +737,9 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
     throw new Error(`${where}: the ${(ckSize / 2 ** 20).toFixed(1)} MiB of state checkpoints (${plan.segments - 1} per channel) exceed ` +
       `the adapter's ${(maxBinding / 2 ** 20).toFixed(1)} MiB per storage binding; pass a longer segment or a smaller batch`);
   }
-  const ckView: GpuTensor = { ...sc, offset: sc.offset + 4 * sizes.bcPartials - ckSize, size: ckSize, label: `${sc.label} (scan checkpoints)` };
+  const ckView: GpuTensor = a.checkpoints
+    ?? { ...sc, offset: sc.offset + 4 * sizes.bcPartials - ckSize, size: ckSize, label: `${sc.label} (scan checkpoints)` };
+  if (a.checkpoints) need(where, 'checkpoints', a.checkpoints, Math.max(4, ckElems));
 
   const kb = a.tokenBlock ?? (gpu.info.isCpu ? 1 : plan.kernel !== 'segmented' ? SCAN_STREAM_TOKEN_BLOCK : SCAN_TOKEN_BLOCK);
   if (!Number.isInteger(kb) || kb < 1 || kb > SCAN_TOKEN_BLOCK) {
@@ -709,6 +760,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const common = {
     L, E, N, R, WG: wg, TC: plan.segment, NWG: np, REVERSE: b01(a.reverse),
     ACC_DU: b01(acc.du), ACC_DDELTA: b01(acc.ddelta_raw), ACC_DZ: b01(acc.dz), ...(a.diag ? { DIAG: a.diag } : {}),
+    ...(a.checkpoints ? { CKPT_IN: 1 } : {}),
   };
   const stream = plan.kernel === 'stream';
   const split = plan.kernel === 'split';
@@ -737,8 +789,8 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
       // reads them when accumulating). The checkpoints and partials this design adds are not
       // counted, so GB/s against `bytes` measures the distance to the floor.
       bytes: 4 * ((7 + accOuts) * n + 2 * B * L * N + E * (N + 2)),
-      // three forward steps (pass 1, recomputation, walk) and the backward step per state and token
-      flops: n * N * 30 + n * 60,
+      // three forward steps (pass 1, recomputation, walk; two with the forward's checkpoints) and the backward step per state and token
+      flops: n * N * (a.checkpoints ? 26 : 30) + n * 60,
       prelude,
     });
   const nbc = B * L * Q;
