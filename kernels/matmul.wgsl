@@ -21,9 +21,9 @@
 // most 16 columns (matmul_backward_input_narrow, last in the file: the reduction over O split
 // across the invocations of a workgroup, weight staged in workgroup memory, the same bindings as
 // matmul_backward_input), and a layer with at most 64 outputs (x_proj's) a fifth for its forward
-// and its input gradient (matmul_forward_skinny and matmul_backward_input_skinny, last: each row of
-// inp or dout read straight into registers, weight staged in workgroup memory; the forward binds
-// as matmul_forward_g, the input gradient dinp4, dout, weight).
+// and its input gradient (matmul_forward_skinny and matmul_backward_input_skinny, last: blocks of
+// rows of inp or dout and chunks of weight staged in workgroup memory by coalesced loads; the
+// forward binds out, bias, inp4, weight4, the input gradient dinp4, dout, weight4_bi).
 // The 64×64 tiling: a workgroup of 16×16 invocations computes a 64×64 tile of the result (TM × TN),
 // each invocation a 4×4 register block at rows ty + 16r and columns tx + 16c (so neighbouring
 // invocations store neighbouring columns), walking the reduction in steps of TK = 16 through two
@@ -578,8 +578,8 @@ override GSTAGES: u32 = select(1u, 2u, DB);
 @group(0) @binding(0) var<storage, read_write> dweight4: array<vec4<f32>>;
 @group(0) @binding(0) var<storage, read_write> sums4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> partials4: array<vec4<f32>>;
-// matmul_forward_g:         out4, inp, weight, bias, inp4, weight4 (matmul_forward_skinny: out, inp, weight, bias, inp4, weight4)
-// matmul_backward_input_g:  dinp4, dout, weight, dout4, weight4 (matmul_backward_input_skinny: dinp4, dout, weight)
+// matmul_forward_g:         out4, inp, weight, bias, inp4, weight4 (matmul_forward_skinny: out, -, -, bias, inp4, weight4)
+// matmul_backward_input_g:  dinp4, dout, weight, dout4, weight4 (matmul_backward_input_skinny: dinp4, dout, -, -, weight4_bi)
 // matmul_backward_weight_g: dweight4 (or partials), dout, saved_inp, dout4, saved_inp4
 @group(0) @binding(3) var<storage, read> dout4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> inp4: array<vec4<f32>>;
@@ -1016,132 +1016,209 @@ fn matmul_backward_input_narrow(@builtin(workgroup_id) wg: vec3u, @builtin(local
 
 // ---- skinny forward (matmul_forward_skinny) -----------------------------------------------------
 // out (M, O) (+)= inp (M, I) · weight (O, I)ᵀ (+ bias) for results of at most 64 columns (x_proj's
-// R + 2N = 44): a reduction long next to a result a few quads wide, where a tile of the parametrised
-// kernel stages rows of inp through workgroup memory for few columns and waits at a barrier every
-// step. Here inp is not staged: a workgroup of SKG × SKR invocations covers SKR rows, invocation
-// (g, r) row row0 + r and the column quads j ≡ g (mod SKG), j < SKQ = ⌈O/4⌉ (at most SKJ = 4 each).
-// The SKG invocations of a row read the same vec4s of it (neighbours in a warp, one load), a whole
-// chunk of SKC reduction indices at once into registers (SKC/4 vec4 loads in flight). weight goes
-// through workgroup memory in chunks of SKC indices, transposed to Wk[k·SKQP + j] (the quads of
-// index k side by side, zeros past O), so one vec4 read from it feeds 4 FMAs and the SKG groups of
-// a warp read SKG neighbouring vec4s; two barriers a chunk. Every workgroup reads all of weight
-// (O·I floats, 68 KiB for x_proj) from the L2 cache. Requires I, LDI and INP_OFF multiples of 4
-// (inp read through inp4) and O·I a multiple of 4 (weight4). Rows past M are clamped to the last
-// one (never stored).
-//   grid (1, ⌈M/SKR⌉); vim-tiny at batch 256 (M = 16 640, I = 384, O = 44): 260 workgroups of 256.
+// R + 2N = 44): a reduction long next to a result a few quads wide.
+// A workgroup of 256 invocations covers SKR = 64 rows and all O columns, walking I in chunks of
+// SKC = 64 indices. Each chunk of inp (64 rows × 16 vec4s) and of weight (O rows × 16 vec4s) goes
+// through workgroup memory, both copied as they lie: consecutive invocations load consecutive vec4s
+// of a row (16 invocations a row, two rows a warp: coalesced), the next chunk loaded into registers
+// while the current one is reduced. Rows are stored XOR-swizzled, Xs[r·16 + (kq ^ (r & 7))], so
+// that eight rows read at one kq, or eight written along kq, hit eight different bank quads.
+// Invocation (g, rg, ks), g = t % 4, rg = t / 4 % 16, ks = t / 64 (uniform in a warp): rows
+// rg + 16i (i < 4), outputs o = g + 4j (j < ⌈O/4⌉: 11 for O = 44, 44 accumulators), and slice ks
+// of each chunk (its vec4s 4ks .. 4ks+3). For each vec4 kq it reads one vec4 of each of its 4 rows
+// (transposed in registers to 4 vec4s over rows) and one vec4 of each of its outputs' weight rows,
+// then 4 vec4 FMAs an output: 4 + 11 reads for 176 FMAs, in 11 independent vec4 chains. In a warp
+// the row reads are 8 addresses (broadcast over g), the weight reads 4 (broadcast over rows).
+// At the end the four slices' partial sums are added in order through workgroup memory (Xs reused)
+// and the 64 × O results stored with consecutive invocations on consecutive columns. Requires I,
+// LDI and INP_OFF multiples of 4 (inp read through inp4, weight through weight4). Rows past M
+// are clamped to the last one (never stored).
+//   grid (1, ⌈M/64⌉); workgroup memory 16 KiB (Xs) + 1 KiB·⌈O/4⌉ (Wk): 27 KiB for O = 44.
+// Prediction, vim-tiny at batch 256 on an H200 (M = B·L = 16 640, I = E = 384, O = R + 2N = 44;
+// 260 workgroups, two an SM, one wave): 0.56 GFLOP is 16 µs at 35 TFLOP/s; inp and out from
+// memory, 28.5 MB, 7 µs at 4.1 TB/s, overlapped; weight from L2 (260 × 68 KB); workgroup memory:
+// 15 vec4 reads per 176 FMAs an invocation, a warp's 15 reads 15 wavefronts against 44 SM clocks of
+// its FMAs, so not the bound. With 6 chunks of two barriers and the slice sums: about 20 µs
+// (17–24) a dispatch against 38 for the tiles.
 
-const SKG: u32 = 4u; // invocations a row
 const SKR: u32 = 64u; // rows a workgroup
-const SKC: u32 = 64u; // reduction indices a chunk of weight
-override SKQ: u32 = (O + 3u) / 4u; // column quads of the result
-override SKJ: u32 = (SKQ + SKG - 1u) / SKG; // quads an invocation (O ≤ 64: at most 4)
-override SKQP: u32 = SKJ * SKG; // quads a row of Wk
+const SKCQ: u32 = 16u; // vec4s of a chunk of the reduction (SKC = 64 indices)
+const SKG: u32 = 4u; // output groups: outputs o ≡ g (mod 4)
+const SKRG: u32 = 16u; // row groups: rows rg + 16i, i < 4
+const SKT: u32 = 256u; // invocations (SKG · SKRG · 4 slices)
+override SKJ: u32 = (O + 3u) / 4u; // outputs an invocation (O ≤ 64: at most 16)
 
-var<workgroup> Wk: array<vec4<f32>, SKC * SKQP>;
+// Xs[r·16 + (kq ^ (r & 7))]: inp[row0 + r, k0 + 4kq .. +3]; at the end the slices' sums (64, O)
+var<workgroup> Xs: array<vec4<f32>, SKR * SKCQ>;
+// Wk[o·16 + (kq ^ (o & 7))]: weight[o, k0 + 4kq .. +3] (rows past O unused)
+var<workgroup> Wk: array<vec4<f32>, SKG * SKJ * SKCQ>;
 
-@compute @workgroup_size(SKG, SKR)
+@compute @workgroup_size(256)
 fn matmul_forward_skinny(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let g = lid.x;
-  let r = lid.y;
-  let t = r * SKG + g;
-  let row = wg.y * SKR + r;
-  let arow = (INP_OFF + min(row, M - 1u) * LDI) / 4u;
-  var acc: array<vec4<f32>, 4>; // acc[q]: columns 4(g + SKG·q) .. +3
-  var a: array<vec4<f32>, SKC / 4u>;
-  for (var k0 = 0u; k0 < I; k0 += SKC) {
-    let nq = min(SKC, I - k0) / 4u; // vec4s of the chunk
-    for (var kq = 0u; kq < SKC / 4u; kq++) {
-      if (kq < nq) { a[kq] = inp4[arow + k0 / 4u + kq]; }
+  let t = lid.x;
+  let g = t % SKG;
+  let rg = (t / SKG) % SKRG;
+  let ks = t / (SKG * SKRG);
+  let row0 = wg.y * SKR;
+  let iq = I / 4u; // vec4s of a row
+  let nch = (iq + SKCQ - 1u) / SKCQ;
+  // Copying a chunk: items t + 256p, p < 4, are vec4 sq of row (or weight row) sr + 16p.
+  let sq = t % SKCQ;
+  let sr = t / SKCQ;
+  var xa: array<vec4<f32>, 4>;
+  var wa: array<vec4<f32>, 4>;
+  var arow: array<u32, 4>; // first vec4 of each copied row of inp
+  for (var p = 0u; p < 4u; p++) { arow[p] = (INP_OFF + min(row0 + sr + 16u * p, M - 1u) * LDI) / 4u; }
+  // chunk 0 into registers
+  if (sq < iq) {
+    for (var p = 0u; p < 4u; p++) {
+      xa[p] = inp4[arow[p] + sq];
+      let o = sr + 16u * p;
+      if (o < O) { wa[p] = weight4[o * iq + sq]; }
     }
-    workgroupBarrier(); // the previous chunk of Wk has been read
-    // item (kq, j): weight[4j .. 4j+3, k0 + 4kq .. +3], stored as Wk[(4kq + d)·SKQP + j][c] = weight[4j + c, k0 + 4kq + d]
-    for (var e = t; e < nq * SKQP; e += SKG * SKR) {
-      let kq = e / SKQP;
-      let j = e - kq * SKQP;
-      var w: array<vec4<f32>, 4>;
-      for (var c = 0u; c < 4u; c++) {
-        let o = 4u * j + c;
-        if (o < O) { w[c] = weight4[(o * I + k0) / 4u + kq]; } else { w[c] = vec4<f32>(0.0); }
-      }
-      for (var d = 0u; d < 4u; d++) {
-        Wk[(4u * kq + d) * SKQP + j] = vec4<f32>(w[0][d], w[1][d], w[2][d], w[3][d]);
-      }
+  }
+  var acc: array<vec4<f32>, 16>; // acc[j][i]: row rg + 16i, output g + 4j, this slice's part
+  for (var c = 0u; c < nch; c++) {
+    let kq0 = c * SKCQ;
+    workgroupBarrier(); // the previous chunk has been read
+    for (var p = 0u; p < 4u; p++) {
+      let r = sr + 16u * p;
+      Xs[r * SKCQ + (sq ^ (r & 7u))] = xa[p];
+      if (r < O) { Wk[r * SKCQ + (sq ^ (r & 7u))] = wa[p]; }
     }
     workgroupBarrier();
-    for (var kq = 0u; kq < nq; kq++) {
-      for (var d = 0u; d < 4u; d++) {
-        let x = vec4<f32>(a[kq][d]);
-        let k = (4u * kq + d) * SKQP + g;
-        for (var q = 0u; q < SKJ; q++) { acc[q] = fma(x, Wk[k + SKG * q], acc[q]); }
+    if (c + 1u < nch && kq0 + SKCQ + sq < iq) { // the next chunk, in flight while this one is reduced
+      for (var p = 0u; p < 4u; p++) {
+        xa[p] = inp4[arow[p] + kq0 + SKCQ + sq];
+        let o = sr + 16u * p;
+        if (o < O) { wa[p] = weight4[o * iq + kq0 + SKCQ + sq]; }
+      }
+    }
+    let nq = min(SKCQ, iq - kq0); // vec4s in this chunk
+    for (var s = 0u; s < 4u; s++) {
+      let kq = 4u * ks + s;
+      if (kq < nq) {
+        var a: array<vec4<f32>, 4>;
+        for (var i = 0u; i < 4u; i++) { a[i] = Xs[(rg + 16u * i) * SKCQ + (kq ^ (rg & 7u))]; }
+        let a0 = vec4<f32>(a[0].x, a[1].x, a[2].x, a[3].x);
+        let a1 = vec4<f32>(a[0].y, a[1].y, a[2].y, a[3].y);
+        let a2 = vec4<f32>(a[0].z, a[1].z, a[2].z, a[3].z);
+        let a3 = vec4<f32>(a[0].w, a[1].w, a[2].w, a[3].w);
+        // row o = g + 4j at Wk[16o + (kq ^ (o & 7))], o & 7 = g + 4(j & 1): constant offsets from two bases
+        let w0 = SKCQ * g + (kq ^ g);
+        let w1 = SKCQ * g + (kq ^ g ^ 4u);
+        for (var j = 0u; j < SKJ; j++) {
+          let w = Wk[select(w0, w1, (j & 1u) == 1u) + SKCQ * SKG * j]; // past O: stale, never stored
+          var v = fma(a0, vec4<f32>(w.x), acc[j]);
+          v = fma(a1, vec4<f32>(w.y), v);
+          v = fma(a2, vec4<f32>(w.z), v);
+          acc[j] = fma(a3, vec4<f32>(w.w), v);
+        }
       }
     }
   }
-  if (row >= M) { return; }
-  for (var q = 0u; q < SKJ; q++) {
-    let j = g + SKG * q;
-    for (var c = 0u; c < 4u; c++) {
-      let o = 4u * j + c;
-      if (o < O) {
-        var v = acc[q][c];
-        if (HAS_BIAS) { v += bias[o]; }
-        let idx = OUT_OFF + row * LDO + o;
-        if (ACCUMULATE) { v += out[idx]; }
-        out[idx] = v;
+  // The slices' sums, slice 0 first, into Xs as (64, O) floats.
+  for (var step = 0u; step < 4u; step++) {
+    workgroupBarrier();
+    if (ks == step) {
+      for (var j = 0u; j < SKJ; j++) {
+        let o = g + SKG * j;
+        if (o < O) {
+          for (var i = 0u; i < 4u; i++) {
+            let e = (rg + 16u * i) * O + o;
+            var v = acc[j][i];
+            if (step > 0u) { v += Xs[e / 4u][e % 4u]; }
+            Xs[e / 4u][e % 4u] = v;
+          }
+        }
       }
+    }
+  }
+  workgroupBarrier();
+  for (var e = t; e < SKR * O; e += SKT) {
+    let r = e / O;
+    let o = e - r * O;
+    let m = row0 + r;
+    if (m < M) {
+      var v = Xs[e / 4u][e % 4u];
+      if (HAS_BIAS) { v += bias[o]; }
+      let idx = OUT_OFF + m * LDO + o;
+      if (ACCUMULATE) { v += out[idx]; }
+      out[idx] = v;
     }
   }
 }
 
 // ---- skinny input gradient (matmul_backward_input_skinny) ---------------------------------------
 // dinp (M, I) (+)= dout (M, O) · weight (O, I) for a reduction of at most 64 (x_proj's O = R + 2N =
-// 44): the same layer as the skinny forward, from the other side. A workgroup of SBQ × SBR
-// invocations covers SBR rows and SBC = 128 result columns; invocation (g, r) takes row
-// row0 + r and the column quads g + SBQ·q (q < 4). Each invocation reads its row of dout (O
-// floats) straight into registers (the SBQ invocations of a row read the same addresses); the
-// workgroup's O × 128 block of weight is staged once in workgroup memory (Wb[o·32 + jq]: columns
-// c0 + 4jq .. +3 of row o), so one barrier in all, and each vec4 read of it feeds 4 FMAs (the SBQ
-// groups of a warp read SBQ neighbouring vec4s). Results are stored as vec4s (dinp4): requires I,
-// LDI and INP_OFF multiples of 4. Rows past M are clamped to the last one (never stored).
-//   grid (⌈I/128⌉, ⌈M/SBR⌉); vim-tiny at batch 256 (M = 16 640, I = 384, O = 44): 1 560 workgroups of 256.
+// 44): the same layer as the skinny forward, from the other side.
+// A workgroup of 128 invocations covers SBR = 64 rows and the SBC = 64 columns from c0 = 64·wg.x.
+// It stages, once, the block's rows of dout (64 × O floats, contiguous rows: consecutive
+// invocations load consecutive floats; Ds[r·⌈O/4⌉ + oq], zeros past O) and the O × 64 block of
+// weight (Wb[o·16 + jq]: consecutive invocations load consecutive vec4s of a row; zeros past O),
+// one barrier in all. Invocation (jq, rg), jq = t % 16, rg = t / 16: the vec4 of columns
+// c0 + 4jq .. +3 of rows rg + 8i (i < 8), 8 vec4 accumulators. For each quad of O it reads 8 vec4s
+// of dout (the 4 values of each of its rows; 2 addresses a warp, broadcast over jq, in different
+// banks unless ⌈O/4⌉ is a multiple of 8) and 4 vec4s of weight (16 consecutive vec4s a warp), then
+// 32 vec4 FMAs in 8 independent chains. Results are stored (read and added first when
+// accumulating) as vec4s, 16 consecutive vec4s of a row a half warp: coalesced. Requires I, LDI
+// and INP_OFF multiples of 4 (dinp4, weight4_bi). Rows past M are clamped to the last one (never
+// stored).
+//   grid (⌈I/64⌉, ⌈M/64⌉); workgroup memory 2 KiB·⌈O/4⌉ (Ds, Wb): 22 KiB for O = 44.
+// Prediction, vim-tiny at batch 256 on an H200 (M = B·L = 16 640, I = E = 384, O = R + 2N = 44,
+// accumulating as the model does; 1 560 workgroups of 128, about 6 an SM): 0.56 GFLOP is 16 µs at
+// 35 TFLOP/s; dinp read and written and dout read, 54 MB, 13 µs at 4.1 TB/s (7 µs without the
+// accumulate), overlapped with the FMAs of other workgroups; dout and weight staged from L2;
+// workgroup memory: 12 vec4 reads per 128 FMAs an invocation, a warp's 16 wavefronts against 32 SM
+// clocks of its FMAs, not the bound. About 20 µs (18–25) a dispatch against 38 for the tiles.
 
-const SBQ: u32 = 8u; // invocations a row
-const SBR: u32 = 32u; // rows a workgroup
-const SBJ: u32 = 4u; // column quads an invocation
-const SBC4: u32 = SBQ * SBJ; // column quads a workgroup (128 columns)
+const SBR: u32 = 64u; // rows a workgroup
+const SBQ: u32 = 16u; // column quads a workgroup (64 columns), one an invocation
+const SBG: u32 = 8u; // row groups: rows rg + 8i, i < 8
+const SBT: u32 = SBQ * SBG; // invocations (128)
+override SBO: u32 = (O + 3u) / 4u; // quads of a row of dout
 
-var<workgroup> Wb: array<vec4<f32>, O * SBC4>;
+var<workgroup> Ds: array<vec4<f32>, SBR * SBO>; // Ds[r·SBO + oq]: dout[row0 + r, 4oq .. +3], zeros past O
+var<workgroup> Wb: array<vec4<f32>, 4u * SBO * SBQ>; // Wb[o·16 + jq]: weight[o, c0 + 4jq .. +3], 0 past O
 
-@compute @workgroup_size(SBQ, SBR)
+@compute @workgroup_size(128)
 fn matmul_backward_input_skinny(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let g = lid.x;
-  let r = lid.y;
-  let t = r * SBQ + g;
-  let c0 = wg.x * SBC4 * 4u; // first result column of the workgroup
-  let row = wg.y * SBR + r;
-  let drow = OUT_OFF + min(row, M - 1u) * LDO;
-  var d: array<f32, 64>;
-  for (var o = 0u; o < O; o++) { d[o] = dout[drow + o]; }
-  for (var e = t; e < O * SBC4; e += SBQ * SBR) {
-    let o = e / SBC4;
-    let i = c0 + 4u * (e - o * SBC4);
+  let t = lid.x;
+  let jq = t % SBQ;
+  let rg = t / SBQ;
+  let iq = I / 4u; // vec4s of a row of dinp and of weight
+  let cq = wg.x * SBQ + jq; // this invocation's column quad
+  let row0 = wg.y * SBR;
+  for (var e = t; e < SBR * 4u * SBO; e += SBT) {
+    let r = e / (4u * SBO);
+    let o = e - r * 4u * SBO;
+    var v = 0.0;
+    if (o < O) { v = dout[OUT_OFF + min(row0 + r, M - 1u) * LDO + o]; }
+    Ds[e / 4u][e % 4u] = v;
+  }
+  for (var e = t; e < 4u * SBO * SBQ; e += SBT) {
+    let o = e / SBQ;
+    let q = wg.x * SBQ + (e - o * SBQ);
     var w = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-      if (i + c < I) { w[c] = weight[o * I + i + c]; }
-    }
+    if (o < O && q < iq) { w = weight4_bi[o * iq + q]; }
     Wb[e] = w;
   }
   workgroupBarrier();
-  var acc: array<vec4<f32>, SBJ>;
-  for (var o = 0u; o < O; o++) {
-    let x = vec4<f32>(d[o]);
-    for (var q = 0u; q < SBJ; q++) { acc[q] = fma(x, Wb[o * SBC4 + g + SBQ * q], acc[q]); }
+  var acc: array<vec4<f32>, 8>; // acc[i]: row rg + 8i
+  for (var oq = 0u; oq < SBO; oq++) {
+    var d: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) { d[i] = Ds[(rg + SBG * i) * SBO + oq]; }
+    for (var c = 0u; c < 4u; c++) {
+      let w = Wb[(4u * oq + c) * SBQ + jq];
+      for (var i = 0u; i < 8u; i++) { acc[i] = fma(vec4<f32>(d[i][c]), w, acc[i]); }
+    }
   }
-  if (row >= M) { return; }
-  for (var q = 0u; q < SBJ; q++) {
-    let i = c0 + 4u * (g + SBQ * q);
-    if (i < I) {
-      let idx = (INP_OFF + row * LDI + i) / 4u;
-      var v = acc[q];
+  if (cq >= iq) { return; }
+  for (var i = 0u; i < 8u; i++) {
+    let m = row0 + rg + SBG * i;
+    if (m < M) {
+      let idx = (INP_OFF + m * LDI) / 4u + cq;
+      var v = acc[i];
       if (ACCUMULATE) { v += dinp4[idx]; }
       dinp4[idx] = v;
     }

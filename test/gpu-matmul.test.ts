@@ -4,8 +4,9 @@
  * tiles (both fixed kernels of each matmul) nor of the parametrised kernel's tiles (every load
  * path, register block, step, double buffering, exact and ragged edges), with
  * row strides wider than the rows, base offsets (the head's class-token rows), the split
- * reductions over M, and the accumulate variants; and the input gradient's narrow kernel (results
- * of at most 16 columns). Strided operands live in wider buffers filled with noise: the kernels
+ * reductions over M, and the accumulate variants; the input gradient's narrow kernel (results
+ * of at most 16 columns) and the skinny forward and input gradient (layers of at most 64 outputs,
+ * x_proj's). Strided operands live in wider buffers filled with noise: the kernels
  * must read only the addressed elements and write nothing else.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -641,24 +642,43 @@ describe('narrow input gradient', () => {
   });
 });
 
-// The skinny forward (x_proj's R + 2N = 44 columns): chunks of 64 reduction indices with a short
-// last one, ragged rows (clamped, never stored), strides and offsets, bias and accumulation,
-// results of 1 to 64 columns (column quads shared unevenly by the 4 invocations of a row).
+// The skinny forward (x_proj's R + 2N = 44 columns): 64-row blocks, chunks of 16 vec4s of I split
+// in four slices of 4 (a short last chunk leaves slices partly or wholly idle), ragged rows
+// (clamped, never stored), strides and offsets, bias and accumulation, results of 1 to 64 columns
+// (outputs o ≡ g mod 4 shared unevenly by the 4 output groups; weight rows copied 16 a pass).
 const SKINNY_FORWARD: (Case & { bias?: boolean; accumulate?: boolean })[] = [
   { name: 'x_proj-like (O = 44), two chunks of I, the last short, ragged M, bias', M: 70, I: 88, O: 44, bias: true },
+  { name: "x_proj's I = 384 (six full chunks), O = 44, M = 1, bias, accumulating", M: 1, I: 384, O: 44, bias: true, accumulate: true },
   { name: 'strided rows with offsets, accumulating, O not a multiple of 4', M: 37, I: 20, O: 13, ldi: 24, inpOffset: 4, ldo: 17, outOffset: 3, accumulate: true },
+  { name: 'O = 40, strided, two chunks, the last one vec4, one row past two workgroups', M: 129, I: 68, O: 40, ldi: 76, inpOffset: 8, ldo: 41, outOffset: 5 },
+  { name: 'O = 12, I one vec4 short of a chunk, accumulating', M: 50, I: 60, O: 12, accumulate: true },
   { name: 'O = 64 (the widest), three chunks, one row short of two workgroups', M: 127, I: 132, O: 64 },
   { name: 'O = 1, one step of I', M: 65, I: 4, O: 1, bias: true },
 ];
 
-// The skinny input gradient: column blocks of 128 with a short last one, ragged rows, strides and
-// offsets, accumulation, reductions of 1 to 64.
+// The skinny input gradient: 64-row × 64-column blocks with a short last column block, ragged
+// rows, strides and offsets, accumulation, reductions of 1 to 64 (O not a multiple of 4: dout's
+// last quad padded with zeros).
 const SKINNY_INPUT: (Case & { accumulate?: boolean })[] = [
-  { name: 'x_proj-like (O = 44), three column blocks, the last short, ragged M', M: 70, I: 264, O: 44 },
+  { name: 'x_proj-like (O = 44), five column blocks, the last short, ragged M', M: 70, I: 264, O: 44 },
+  { name: "x_proj's I = 384 (six column blocks), O = 44, M = 1, accumulating", M: 1, I: 384, O: 44, accumulate: true },
   { name: 'strided rows with offsets, accumulating, O not a multiple of 4', M: 37, I: 20, O: 13, ldi: 24, inpOffset: 4, ldo: 17, outOffset: 3, accumulate: true },
-  { name: 'O = 64 (the most), one row short of two workgroups', M: 63, I: 128, O: 64, accumulate: true },
+  { name: 'O = 40, strided, one row short of two workgroups, a column block of one vec4', M: 127, I: 68, O: 40, ldi: 76, inpOffset: 8, ldo: 41, outOffset: 5 },
+  { name: 'O = 12, one row past a workgroup, accumulating', M: 65, I: 36, O: 12, accumulate: true },
+  { name: 'O = 64 (the most), one row short of a workgroup', M: 63, I: 128, O: 64, accumulate: true },
   { name: 'O = 1', M: 33, I: 4, O: 1 },
 ];
+
+/** gpu with its workgroup-memory limit replaced (for what the skinny kernels ask of an adapter). */
+function withWorkgroupBytes(gpu: Gpu, bytes: number): Gpu {
+  const l = gpu.limits;
+  const limits = {
+    maxComputeWorkgroupStorageSize: bytes,
+    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+  } as GPUSupportedLimits;
+  return { ...gpu, limits };
+}
 
 describe('skinny forward and input gradient', () => {
   it.each(SKINNY_FORWARD)('$name', async (c) => {
@@ -685,11 +705,25 @@ describe('skinny forward and input gradient', () => {
     await gpuBackwardInput(gpu, n, c.accumulate ?? false, 93);
   });
 
-  it('input gradient: one workgroup per 32 rows and 128 columns', async () => {
+  it('input gradient: one workgroup per 64 rows and 64 columns', async () => {
     const gpu = await testGpu();
     const t = zerosTensor(gpu, 20000);
     const d = matmulBackwardInput(gpu, { dinp: t, dout: t, weight: t, M: 70, I: 264, O: 44, variant: 'skinny' });
-    expect(d.workgroups).toEqual([3, 3, 1]);
+    expect(d.workgroups).toEqual([5, 2, 1]);
+  });
+
+  it('fits 32 KiB of workgroup memory up to SKINNY_MAX_O, and names its need where less', async () => {
+    const gpu = await testGpu();
+    const t = zerosTensor(gpu, 40000);
+    const fwd = (g: Gpu, O: number) => matmulKernelFor(g, 'forward', { out: t, inp: t, weight: t, bias: null, M: 64, I: 384, O, variant: 'skinny' }).name;
+    const bwd = (g: Gpu, O: number) => matmulKernelFor(g, 'backward_input', { dinp: t, dout: t, weight: t, M: 64, I: 384, O, variant: 'skinny' }).name;
+    const k32 = withWorkgroupBytes(gpu, 32768);
+    expect(fwd(k32, SKINNY_MAX_O)).toBe('skinny');
+    expect(bwd(k32, SKINNY_MAX_O)).toBe('skinny');
+    // x_proj's O = 44: 16 KiB of inp and 44 · 256 bytes of weight; 11 KiB of dout and 11 KiB of weight
+    const k16 = withWorkgroupBytes(gpu, 16384);
+    expect(() => fwd(k16, 44)).toThrow(/27648 bytes of workgroup memory exceed the adapter's 16384/);
+    expect(() => bwd(k16, 44)).toThrow(/22528 bytes of workgroup memory exceed the adapter's 16384/);
   });
 
   it('refuses to run what it cannot, naming why', async () => {

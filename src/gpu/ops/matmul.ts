@@ -36,9 +36,9 @@
  * NARROW_MAX_I columns (dt_proj's, I = R): the reduction over O split across the 256 invocations
  * of a workgroup of 16 rows, so that the narrow result still has hundreds of thousands of
  * invocations; the forward and the input gradient of a layer of at most SKINNY_MAX_O outputs
- * (x_proj's) have 'skinny': each row of inp or dout read straight into registers by the
- * invocations that share it, weight staged in workgroup memory (a candidate for the in-model
- * sweep, not a default).
+ * (x_proj's) have 'skinny': blocks of 64 rows of inp (or dout) and chunks of weight staged in
+ * workgroup memory by coalesced loads, a few accumulators of (rows, columns) an invocation (a
+ * candidate for the in-model sweep, not a default).
  * Which one runs by default is decided in one place, `matmulDefault`
  * (the `MATMUL_TUNED` table, then the size rule `matmulTile`); `variant` (or the older `tile`)
  * forces one. scripts/bench/matmul.mjs times every variant of every matmul of a training step.
@@ -84,16 +84,17 @@ function narrowWorkgroupBytes(I: number): number {
 }
 /** The skinny kernels: the most outputs O of the layer they run (the forward's result columns, the input gradient's reduction). */
 export const SKINNY_MAX_O = 64;
-/** Invocations a workgroup of either (matmul.wgsl's SKG·SKR, SBQ·SBR). */
-const SKINNY_INVOCATIONS = 256;
 /**
- * The result tile (rows × columns a workgroup) and the workgroup memory of each: the forward's
- * SKR = 64 rows and all O columns, weight in chunks of SKC = 64 reduction indices × ⌈⌈O/4⌉/4⌉·4
- * vec4s (Wk); the input gradient's SBR = 32 rows × 128 columns, an O × 32-vec4 block of weight (Wb).
+ * The result tile (rows × columns a workgroup), the invocations and the workgroup memory of each
+ * (at most 32 KiB for O ≤ SKINNY_MAX_O): the forward's SKR = 64 rows and all O columns, 256
+ * invocations, chunks of 64 reduction indices of inp (64 rows × 16 vec4s, Xs) and of weight
+ * (4⌈O/4⌉ rows × 16 vec4s, Wk); the input gradient's SBR = 64 rows × 64 columns, 128 invocations,
+ * the block's rows of dout (64 × ⌈O/4⌉ vec4s, Ds) and a 4⌈O/4⌉ × 16-vec4 block of weight (Wb).
  */
-function skinnyShape(op: MatmulOp, O: number): { rows: number; cols: number; bytes: number } {
-  if (op === 'forward') return { rows: 64, cols: SKINNY_MAX_O, bytes: 16 * 64 * Math.ceil(Math.ceil(O / 4) / 4) * 4 };
-  return { rows: 32, cols: 128, bytes: 16 * O * 32 };
+function skinnyShape(op: MatmulOp, O: number): { rows: number; cols: number; invocations: number; bytes: number } {
+  const quads = Math.ceil(O / 4);
+  if (op === 'forward') return { rows: 64, cols: SKINNY_MAX_O, invocations: 256, bytes: 16 * 64 * 16 + 16 * 4 * quads * 16 };
+  return { rows: 64, cols: 64, invocations: 128, bytes: 16 * 64 * quads + 16 * 4 * quads * 16 };
 }
 
 /** Which matmul of a linear layer. */
@@ -129,9 +130,11 @@ export interface NarrowVariant {
 
 /**
  * The kernels of a layer with at most SKINNY_MAX_O outputs (x_proj's R + 2N), forward and input
- * gradient (matmul.wgsl's matmul_forward_skinny and matmul_backward_input_skinny): each row of inp
- * (forward) or dout (input gradient) read straight into registers by the few invocations that
- * share it, not staged; weight staged in workgroup memory, one read of it feeding 4 FMAs.
+ * gradient (matmul.wgsl's matmul_forward_skinny and matmul_backward_input_skinny): the forward
+ * stages 64 rows of inp and O rows of weight in chunks of 64 reduction indices, each invocation 4
+ * rows × ⌈O/4⌉ outputs of a quarter of each chunk (the quarters added at the end); the input
+ * gradient stages 64 rows of dout and an O × 64 block of weight once, each invocation one vec4 of
+ * columns of 8 rows. Both load and store the (M, I) operand a row's consecutive vec4s at a time.
  */
 export interface SkinnyVariant {
   kernel: 'skinny';
@@ -632,8 +635,8 @@ function skinnyUnfit(gpu: Gpu, p: Problem): string | null {
   if (p.O > SKINNY_MAX_O) return `O = ${p.O} outputs, at most ${SKINNY_MAX_O}`;
   if (p.op === 'forward' && !vec4View(p.a)) return 'inp is read as vec4s: I, its row stride and offset must be multiples of 4';
   if (p.op === 'backward_input' && !vec4View(p.result)) return 'dinp is stored as vec4s: I, its row stride and offset must be multiples of 4';
-  const { rows, bytes } = skinnyShape(p.op, p.O);
-  return limitsUnfit(gpu, p.M, SKINNY_INVOCATIONS, bytes, rows);
+  const { rows, invocations, bytes } = skinnyShape(p.op, p.O);
+  return limitsUnfit(gpu, p.M, invocations, bytes, rows);
 }
 
 /** Why variant `v` cannot run problem `p` on this adapter, or null when it can (the fixed kernels run anything). */
@@ -736,7 +739,10 @@ function tiledConstants(k: Kernel, rows: number, cols: number, exactK: boolean):
 function tileOf(v: MatmulVariant, op: MatmulOp, O: number): { rows: number; cols: number } {
   if (v.kernel === 'tiled') return { rows: v.rows, cols: v.cols };
   if (v.kernel === 'narrow') return { rows: NARROW_ROWS, cols: NARROW_MAX_I };
-  if (v.kernel === 'skinny') return skinnyShape(op, O);
+  if (v.kernel === 'skinny') {
+    const { rows, cols } = skinnyShape(op, O);
+    return { rows, cols };
+  }
   const e = v.kernel === 'tile128' ? 128 : 64;
   return { rows: e, cols: e };
 }
@@ -784,7 +790,7 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
 
 /**
  * dinp (M, I) (+)= dout (M, O) · weight (O, I). One dispatch, grid (⌈I/Tc⌉, ⌈M/Tr⌉), Tr × Tc the
- * tile; the narrow kernel: grid (1, ⌈M/16⌉); the skinny one: grid (⌈I/128⌉, ⌈M/32⌉).
+ * tile; the narrow kernel: grid (1, ⌈M/16⌉); the skinny one: grid (⌈I/64⌉, ⌈M/64⌉).
  */
 export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispatch {
   const { M, I, O } = a;
@@ -796,8 +802,10 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
   const k = resolveKernel(gpu, problemOf('backward_input', a), a);
   const tile = tileOf(k.variant, 'backward_input', O);
   const tiled = k.variant.kernel === 'tiled';
-  const bindings = [a.dinp, a.dout, a.weight];
+  const skinny = k.variant.kernel === 'skinny'; // reads weight only as vec4s (binding 4)
+  const bindings = [a.dinp, a.dout, skinny ? null : a.weight];
   if (tiled) bindings.push(a.dout, a.weight); // the vec4 views (bindings 3, 4)
+  if (skinny) bindings.push(null, a.weight);
   return makeDispatch(
     gpu, FILE, entryOf('matmul_backward_input', k.variant),
     {
