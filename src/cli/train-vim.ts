@@ -35,7 +35,7 @@ const spec: CommandSpec = {
     'batch-size': { type: 'string', arg: 'N', help: 'images per step (default: 256 on a GPU, 32 on a CPU adapter)' },
     lr: { type: 'string', arg: 'X', help: 'peak learning rate of AdamW (default: 1e-3 × batch-size / 256 on a GPU, 3e-3 on a CPU adapter)' },
     'min-lr': { type: 'string', arg: 'X', help: 'learning rate at the end of the cosine decay (default: 1e-5)' },
-    'weight-decay': { type: 'string', arg: 'X', help: 'AdamW weight decay; never applied to A_log, D, biases, norms or embeddings (default: 0.05)' },
+    'weight-decay': { type: 'string', arg: 'X', help: 'AdamW weight decay; never applied to A_log, D, biases, norms or embeddings (default: 0.1 on a GPU, 0.05 on a CPU adapter)' },
     warmup: { type: 'string', arg: 'EPOCHS', help: 'epochs of linear learning-rate warm-up, fractions allowed (default: 5 on a GPU, 0.5 on a CPU adapter)' },
     'label-smoothing': { type: 'string', arg: 'X', help: 'label smoothing of the targets, 0…0.99 (default: 0.1)' },
     augment: { type: 'string', arg: 'LIST', help: 'comma list of crop (random crop, 4-px zero padding), flip (horizontal), mixup, cutmix (one of the two a batch where both are given), randaug (RandAugment), erase (random erasing); or none (default: crop,flip,randaug,mixup,cutmix on a GPU, crop,flip on a CPU adapter)' },
