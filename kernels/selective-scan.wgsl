@@ -27,11 +27,19 @@
 //   itself (R FMAs a token, against a dt_proj matmul dispatch writing Δraw and the scan reading it);
 //   WRITE_DELTA also stores Δraw for the backward. With CKPT_S > 0 (training) it also writes the
 //   state entering each segment of CKPT_S tokens to ckpt, in the backward's layout, so that the
-//   backward (CKPT_IN, the same S) skips its pass 1.
+//   backward (CKPT_IN, the same S) skips its pass 1. With COMBINE the combine of the two
+//   directions is fused in: out holds, on entry, the other direction's output (B, L, E) in original
+//   token order, and token t's output lands at its original token t' = (REVERSE ? L−1−t : t) as
+//   out[b,t'] = (out[b,t'] + y_t ⊙ SiLU(z_t)) · 0.5 (· scale[SCALE_OFFSET + b] with SCALED), the
+//   order of combine_forward(_scaled) in combine.wgsl; the model's backward direction writes its
+//   block's combined output this way, with no y_b buffer and no combine dispatch.
 // selective_scan_backward: same grid; segments of S = TC tokens, NSEG = ceil(L / S).
 //   Pass 1 walks the tokens of segments 0…NSEG−2 forward, KB at a time, and writes the state
 //   entering each following segment to ckpt (the only state that leaves the chip); with CKPT_IN
-//   the forward wrote them and pass 1 is skipped (in all three backward kernels).
+//   the forward wrote them and pass 1 is skipped (in all three backward kernels). With
+//   DOUT_COMBINED (all three kernels) dout is the gradient of the COMBINED output (B, L, E) in
+//   original token order, and token t's gradient is dout[b,t'] · 0.5 (· scale[SCALE_OFFSET + b]
+//   with SCALED), t' its original token: combine_backward fused into the read (scan_dout).
 //   Pass 2 takes the segments last to first: it recomputes the segment's states from its
 //   checkpoint into workgroup memory (each invocation its own column [token][vec4][lane], so no
 //   barrier guards them), then walks the segment backward with the carry a_{t+1} ⊙ gh_{t+1} in
@@ -100,6 +108,10 @@ override CKPT_S: u32 = 0u;            // forward: write the state entering every
 override CKPT_IN: bool = false;        // backward: the forward wrote the checkpoints (CKPT_S = TC): no pass 1
 override RV: u32 = (R + 3u) / 4u;     // vec4 of dt_low values staged per token with FUSE_DT
 override BCW: u32 = 2u * NV;          // vec4 staged per token in s_bc: B_t, C_t (and with FUSE_DT, RV of dt_low)
+override COMBINE: bool = false;        // forward: out = (out + this direction's output at the original token) · 0.5 (· scale)
+override DOUT_COMBINED: bool = false;  // backward: dout is the combined output's gradient, original order; read · 0.5 (· scale)
+override SCALED: bool = false;         // with COMBINE or DOUT_COMBINED: × scale[SCALE_OFFSET + b] (the drop path)
+override SCALE_OFFSET: u32 = 0u;       // this block's row of the (rows, B) factors
 
 const NVMAX = 8u; // N ≤ 32
 const KBMAX = 8u; // largest KB
@@ -119,6 +131,7 @@ const SPLIT_ITEMS = 16u; // backward_split: most items of one shuffle sum (gB an
 @group(0) @binding(7) var<storage, read> f_xz: array<f32>;         // (B, L, 2E)
 @group(0) @binding(8) var<storage, read_write> f_delta_out: array<f32>; // (B, L, E) with WRITE_DELTA; else a placeholder
 @group(0) @binding(9) var<storage, read_write> f_ckpt: array<vec4<f32>>;    // (B, NSEG−1, NV, E) with CKPT_S > 0; else a placeholder
+@group(0) @binding(10) var<storage, read> f_scale: array<f32>;             // (rows, B) with COMBINE and SCALED; else a placeholder
 
 // ---- backward bindings ----
 @group(0) @binding(0) var<storage, read_write> g_du: array<f32>;            // (B, L, E)
@@ -135,6 +148,7 @@ const SPLIT_ITEMS = 16u; // backward_split: most items of one shuffle sum (gB an
 @group(0) @binding(11) var<storage, read> g_xdbl: array<f32>;               // (B, L, R+2N)
 @group(0) @binding(12) var<storage, read> g_Dskip: array<f32>;              // (E)
 @group(0) @binding(13) var<storage, read> g_xz: array<f32>;                 // (B, L, 2E)
+@group(0) @binding(14) var<storage, read> g_scale: array<f32>;              // (rows, B) with DOUT_COMBINED and SCALED; else a placeholder
 
 // ---- reduce bindings ----
 @group(0) @binding(0) var<storage, read_write> r_dxdbl: array<f32>;    // (B, L, R+2N)
@@ -213,6 +227,14 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
   var nd = 0.0;
   if (!FUSE_DT) { nd = f_delta_raw[b * L * E + ec]; }
   var nz = f_xz[(b * L + select(0u, L - 1u, REVERSE)) * 2u * E + zcol];
+  // with COMBINE: the other direction's output at the next token's original position, loaded
+  // one token ahead like the inputs (live invocations only: the column is theirs to write)
+  var ncmb = 0.0;
+  var cscale = 1.0;
+  if (COMBINE && live) {
+    ncmb = f_out[(b * L + select(0u, L - 1u, REVERSE)) * E + e];
+    if (SCALED) { cscale = f_scale[SCALE_OFFSET + b]; }
+  }
 
   for (var t0 = 0u; t0 < L; t0 += TC) {
     let tn = min(TC, L - t0);
@@ -237,12 +259,14 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
       let uu = nu;
       var draw = nd;
       let z = nz;
+      let other = ncmb;
       if (t + 1u < L) {
         let row = (b * L + t + 1u) * E + ec;
         nu = f_u[row];
         if (!FUSE_DT) { nd = f_delta_raw[row]; }
         let tz = select(t + 1u, L - 2u - t, REVERSE);
         nz = f_xz[(b * L + tz) * 2u * E + zcol];
+        if (COMBINE && live) { ncmb = f_out[(b * L + tz) * E + e]; }
       }
       if (FUSE_DT) {
         var d4 = vec4<f32>(0.0);
@@ -264,7 +288,16 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
         for (var i = 0u; i < NV; i++) { f_ckpt[((b * (nseg - 1u) + slot) * NV + i) * E + e] = h[i]; }
       }
       let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
-      if (live) { f_out[(b * L + t) * E + e] = y * z * sigmoid(z); }
+      let yo = y * z * sigmoid(z);
+      if (live) {
+        if (COMBINE) {
+          var cmb = (other + yo) * 0.5;
+          if (SCALED) { cmb = cmb * cscale; }
+          f_out[(b * L + select(t, L - 1u - t, REVERSE)) * E + e] = cmb;
+        } else {
+          f_out[(b * L + t) * E + e] = yo;
+        }
+      }
     }
   }
 }
@@ -300,6 +333,16 @@ fn load_bc_backward(b: u32, t0: u32, tn: u32, lid: u32) {
     }
   }
   workgroupBarrier();
+}
+
+// The gradient of this direction's output at token t (direction order) of sample b, channel ec:
+// dout's, or with DOUT_COMBINED the combined output's at the original token, · 0.5 (· scale), as
+// combine_backward(_scaled) computes it (the combine's backward fused into the read).
+fn scan_dout(b: u32, t: u32, ec: u32) -> f32 {
+  if (!DOUT_COMBINED) { return g_dout[(b * L + t) * E + ec]; }
+  let g = g_dout[(b * L + select(t, L - 1u - t, REVERSE)) * E + ec] * 0.5;
+  if (SCALED) { return g * g_scale[SCALE_OFFSET + b]; }
+  return g;
 }
 
 // A[e, :] = −exp(A_log[e, :]) for the backward kernels (padding states −1).
@@ -474,7 +517,7 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
         let row = (b * L + t) * E + ec;
         pu[j] = g_u[row];
         pd[j] = g_delta_raw[row];
-        pg[j] = g_dout[row];
+        pg[j] = scan_dout(b, t, ec);
         pz[j] = g_xz[(b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec];
       }
       for (var j = 0u; j < KB; j++) {
@@ -650,7 +693,7 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
         let row = (b * L + t) * E + ec;
         qu[j] = g_u[row];
         qd[j] = g_delta_raw[row];
-        qg[j] = g_dout[row];
+        qg[j] = scan_dout(b, t, ec);
         qz[j] = g_xz[(b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec];
       }
       for (var i = 0u; i < NV; i++) {
@@ -954,7 +997,7 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
         let row = (b * L + t) * E + ec;
         qu[j] = g_u[row];
         qd[j] = g_delta_raw[row];
-        qg[j] = g_dout[row];
+        qg[j] = scan_dout(b, t, ec);
         qz[j] = g_xz[(b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec];
       }
       for (var i = 0u; i < NVL; i++) {

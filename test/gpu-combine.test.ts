@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { combine_backward, combine_forward } from '../src/reference/combine.js';
 import { combineBackward, combineForward } from '../src/gpu/ops/combine.js';
+import { selectiveScanBackward, selectiveScanForward, selectiveScanScratch } from '../src/gpu/ops/selective-scan.js';
+import type { GpuTensor } from '../src/gpu/tensor.js';
 import { Rng } from '../src/rng.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
@@ -77,4 +79,72 @@ describe('combine kernels with per-sample factors (drop path)', () => {
     const scale = { t: tensorFrom(gpu, table, 'scale'), offset: 3 * B + 1 };
     expect(() => combineForward(gpu, { out: t, yF: t, yB: t, B, L, E, scale })).toThrow(/scale/);
   });
+});
+
+/**
+ * The combine fused into the selective scans (the model's default) against these dispatches: the
+ * same arithmetic in the same order, (y_f + y_b) · 0.5 then · the factor, and dout · 0.5 then ·
+ * the factor, so the combined output and the scans' gradients agree to the last bits (a compiler
+ * may still contract an add and a multiply differently in the two kernels: compared to 1e-6).
+ */
+describe('the combine fused into the selective scans', () => {
+  const [Bs, Ls, Es, N, R] = [3, 9, 21, 4, 2];
+  const ns = Bs * Ls * Es;
+  const table = new Float64Array(2 * Bs).fill(5);
+  table.set([1 / 0.9, 0, 1 / 0.7], Bs);
+
+  /** One direction's scan inputs (xz shared by both directions). */
+  function scanInputs(gpu: Awaited<ReturnType<typeof testGpu>>, rng: Rng, xz: GpuTensor) {
+    const A_log = new Float64Array(Es * N);
+    for (let i = 0; i < A_log.length; i++) A_log[i] = Math.fround(Math.log(1 + (i % N)) + 0.1 * rng.uniform());
+    return {
+      u: tensorFrom(gpu, randArray(rng, ns)), delta_raw: tensorFrom(gpu, randArray(rng, ns, -2, 1)),
+      dt_bias: tensorFrom(gpu, randArray(rng, Es, -2, 0)), A_log: tensorFrom(gpu, A_log),
+      xdbl: tensorFrom(gpu, randArray(rng, Bs * Ls * (R + 2 * N))), Dskip: tensorFrom(gpu, randArray(rng, Es, 0.5, 1.5)), xz,
+    };
+  }
+
+  for (const scaled of [false, true]) {
+    it(`forward and backward${scaled ? ' with per-sample factors' : ''}`, async () => {
+      const gpu = await testGpu();
+      const rng = new Rng(scaled ? 41 : 40);
+      const shape = { B: Bs, L: Ls, E: Es, N, R };
+      const xz = tensorFrom(gpu, randArray(rng, 2 * ns, -2, 2));
+      const dirs = [scanInputs(gpu, rng, xz), scanInputs(gpu, rng, xz)];
+      const scale = scaled ? { scale: { t: tensorFrom(gpu, table, 'factors'), offset: Bs } } : {};
+      // forward: separate (y_f, y_b, combine) and fused (y_f into cmb, the backward direction adds)
+      const yF = zerosTensor(gpu, ns), yB = zerosTensor(gpu, ns), sep = zerosTensor(gpu, ns), fused = zerosTensor(gpu, ns);
+      await run(gpu, [
+        selectiveScanForward(gpu, { ...dirs[0], ...shape, out: yF, reverse: false }),
+        selectiveScanForward(gpu, { ...dirs[1], ...shape, out: yB, reverse: true }),
+        combineForward(gpu, { out: sep, yF, yB, B: Bs, L: Ls, E: Es, ...scale }),
+        selectiveScanForward(gpu, { ...dirs[0], ...shape, out: fused, reverse: false }),
+        selectiveScanForward(gpu, { ...dirs[1], ...shape, out: fused, reverse: true, combine: scale }),
+      ]);
+      expect(relErr(await read(gpu, fused), await read(gpu, sep))).toBeLessThan(1e-6);
+      // backward: each direction's scan fed combineBackward's dy, and fed dcmb directly
+      const dcmb = tensorFrom(gpu, randArray(rng, ns));
+      const dy = [zerosTensor(gpu, ns), zerosTensor(gpu, ns)];
+      const tuning = { kernel: 'stream' as const };
+      const sizes = selectiveScanScratch(shape, tuning);
+      const scratch = { bcPartials: zerosTensor(gpu, sizes.bcPartials), paramPartials: zerosTensor(gpu, sizes.paramPartials) };
+      const grads = () => ({
+        du: zerosTensor(gpu, ns), ddelta_raw: zerosTensor(gpu, ns), dxz: zerosTensor(gpu, 2 * ns), dxdbl: zerosTensor(gpu, Bs * Ls * (R + 2 * N)),
+        dA_log: zerosTensor(gpu, Es * N), dDskip: zerosTensor(gpu, Es), ddt_bias: zerosTensor(gpu, Es),
+      });
+      const gSep = [grads(), grads()], gFused = [grads(), grads()];
+      const list = [combineBackward(gpu, { dyF: dy[0], dyB: dy[1], dout: dcmb, B: Bs, L: Ls, E: Es, ...scale })];
+      for (let d = 0; d < 2; d++) {
+        const common = { ...dirs[d], ...shape, reverse: d === 1, scratch, ...tuning };
+        list.push(...selectiveScanBackward(gpu, { ...common, ...gSep[d], dout: dy[d] }));
+        list.push(...selectiveScanBackward(gpu, { ...common, ...gFused[d], dout: dcmb, doutCombined: scale }));
+      }
+      await run(gpu, list);
+      for (let d = 0; d < 2; d++) {
+        for (const k of Object.keys(gSep[d]) as (keyof ReturnType<typeof grads>)[]) {
+          expect(relErr(await read(gpu, gFused[d][k]), await read(gpu, gSep[d][k])), `${k} of direction ${d}`).toBeLessThan(1e-6);
+        }
+      }
+    });
+  }
 });

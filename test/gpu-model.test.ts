@@ -1,12 +1,14 @@
 /**
  * The whole Vim on the GPU against the float64 reference: logits and every parameter gradient
- * for real CIFAR-10 images; a training step's submits and read-backs; overfitting one batch.
+ * for real CIFAR-10 images (the combine of the two directions fused into the scans, and with
+ * drop path also through the separate combine dispatches); a training step's submits and
+ * read-backs; overfitting one batch.
  */
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/model/config.js';
 import { initParams } from '../src/model/init.js';
 import { ParamSet, paramSpecs } from '../src/model/params.js';
-import { VimGpu } from '../src/model/vim-gpu.js';
+import { fuseCombineDefault, VimGpu } from '../src/model/vim-gpu.js';
 import { vimLoss } from '../src/reference/vim.js';
 import { smooth_targets } from '../src/reference/cross-entropy.js';
 import { loadCifar10Split } from '../src/data/cifar10.js';
@@ -56,7 +58,11 @@ describe('Vim on the GPU (vim-nano)', () => {
     model.destroy();
   });
 
-  it('with drop path: logits and every parameter gradient match the float64 reference', async () => {
+  /**
+   * Drop path: logits (through the loss) and every parameter gradient against the reference;
+   * `separate`: the model runs the combine dispatches (else none: fused into the scans).
+   */
+  async function checkDropPath(separate: boolean): Promise<void> {
     const gpu = await testGpu();
     const B = 3;
     const p64 = initParams(cfg, 9).toFloat64();
@@ -71,6 +77,8 @@ describe('Vim on the GPU (vim-nano)', () => {
     model.setParams(p64);
     model.setBatch(images, B, Float32Array.from(targets));
     model.setDropScales(Float32Array.from(scales));
+    expect(model.forwardList.filter((d) => d.label === 'combine_forward').length).toBe(separate ? cfg.depth : 0);
+    expect(model.backwardList.filter((d) => d.label === 'combine_backward').length).toBe(separate ? cfg.depth : 0);
     const loss = await model.computeGradients();
     expect(Math.abs(loss - ref.loss) / ref.loss).toBeLessThan(1e-4);
     const grads = await model.getGrads();
@@ -82,6 +90,24 @@ describe('Vim on the GPU (vim-nano)', () => {
     expect(worst[1], `worst gradient: ${worst[0]}`).toBeLessThan(1e-4);
     expect(() => model.setDropScales(new Float32Array(2))).toThrow(/drop-path factors/);
     model.destroy();
+  }
+
+  it('with drop path: logits and every parameter gradient match the float64 reference', () => checkDropPath(false));
+
+  it('with drop path and the separate combine dispatches (VIM_FUSE_COMBINE=0): the same', async () => {
+    const saved = process.env.VIM_FUSE_COMBINE;
+    try {
+      process.env.VIM_FUSE_COMBINE = '0';
+      expect(fuseCombineDefault()).toBe(false);
+      await checkDropPath(true);
+      process.env.VIM_FUSE_COMBINE = 'yes';
+      expect(() => fuseCombineDefault()).toThrow(/VIM_FUSE_COMBINE must be '0' \(separate combine dispatches\) or '1'/);
+      delete process.env.VIM_FUSE_COMBINE;
+      expect(fuseCombineDefault(), 'fused by default').toBe(true);
+    } finally {
+      if (saved === undefined) delete process.env.VIM_FUSE_COMBINE;
+      else process.env.VIM_FUSE_COMBINE = saved;
+    }
   });
 
   it('a training step submits once and reads back only the loss', async () => {

@@ -3,7 +3,9 @@
  * directions, at sizes that fill workgroups partially (E = 13, 37, 40) with one and several
  * workgroups per sample, partial backward segments, N = 5 and the model's N = 16 with L = 65,
  * and the accumulate variants (dz of both directions adding into one dxz); the split backward
- * for each lanes-per-channel and segment length it takes.
+ * for each lanes-per-channel and segment length it takes; the combine of the two directions fused
+ * into the forward (combine) and into each backward kernel (doutCombined), with and without the
+ * drop-path factors.
  */
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/rng.js';
@@ -14,6 +16,7 @@ import {
   selectiveScanForward, selectiveScanScratch, type ScanTuning,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
+import { combine_forward } from '../src/reference/combine.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
 const TOL = 1e-5;
@@ -69,6 +72,40 @@ function upload(gpu: Gpu, c: Case): GpuInputs {
     Dskip: tensorFrom(gpu, c.Dskip, 'Dskip'),
     xz: tensorFrom(gpu, c.xz, 'xz'),
   };
+}
+
+/** Per-sample factors of the combine (drop path): `row` (B) at `offset` of a (rows, B) `table`. */
+interface Drop { table: Float64Array; offset: number; row: number[] }
+
+/** Row 1 of a (3, B) table: sample 0 dropped (0), the others kept (1/(1 − p), p varying); 7 elsewhere. */
+function dropRow(B: number): Drop {
+  const row = Array.from({ length: B }, (_, b) => (b === 0 ? 0 : Math.fround(1 / (1 - 0.1 * b))));
+  const table = new Float64Array(3 * B).fill(7);
+  table.set(row, B);
+  return { table, offset: B, row };
+}
+
+/** The combine's scale argument on the GPU (absent without `drop`). */
+function scaleArg(gpu: Gpu, drop: Drop | undefined): { scale?: { t: GpuTensor; offset: number } } {
+  return drop ? { scale: { t: tensorFrom(gpu, drop.table, 'drop-path factors'), offset: drop.offset } } : {};
+}
+
+/**
+ * What one direction's backward reads as its dout when fed the combined output's gradient dcmb
+ * (B, L, E, original order): dcmb at the direction's token (flipped with `reverse`) · 0.5 · the
+ * sample's factor, in float64.
+ */
+function combinedDout(dcmb: Float64Array, c: { B: number; L: number; E: number }, reverse: boolean, drop?: Drop): Float64Array {
+  const { B, L, E } = c;
+  const out = new Float64Array(B * L * E);
+  for (let b = 0; b < B; b++) {
+    const s = drop ? drop.row[b] : 1;
+    for (let t = 0; t < L; t++) {
+      const src = (b * L + (reverse ? L - 1 - t : t)) * E;
+      for (let e = 0; e < E; e++) out[(b * L + t) * E + e] = dcmb[src + e] * 0.5 * s;
+    }
+  }
+  return out;
 }
 
 async function checkForward(c: Case, reverse: boolean, tuning: ScanTuning = {}): Promise<void> {
@@ -205,12 +242,16 @@ function scratchFor(gpu: Gpu, c: Case, tuning: ScanTuning): { bcPartials: GpuTen
  * overwritten) and zeros in the reference; accumulating ones from the same random values in both.
  */
 async function checkBackward(
-  c: Case, reverse: boolean, accumulate: boolean, tuning: ScanTuning = {}, opts: { forwardCheckpoints?: boolean } = {},
+  c: Case, reverse: boolean, accumulate: boolean, tuning: ScanTuning = {},
+  opts: { forwardCheckpoints?: boolean; combined?: { drop?: Drop } } = {},
 ): Promise<void> {
   const gpu = await testGpu();
   const { B, L, E, N, R } = c;
   const rng = new Rng(1000 + c.E + (reverse ? 1 : 0));
+  // with `combined` these are the combined output's gradients (original order); the reference
+  // direction sees them flipped, halved and scaled
   const dout = randArray(rng, B * L * E, -1, 1);
+  const cmb = opts.combined && scaleArg(gpu, opts.combined.drop);
   const init = gradArrays(rng, c);
   const ref = gradArrays(null, c);
   if (accumulate) {
@@ -220,7 +261,7 @@ async function checkBackward(
       for (let e = 0; e < E; e++) ref.dxz[bt * 2 * E + e] = init.dxz[bt * 2 * E + e]; // the x half stays
     }
   }
-  refBackward(ref, dout, c, reverse);
+  refBackward(ref, opts.combined ? combinedDout(dout, c, reverse, opts.combined.drop) : dout, c, reverse);
   const t = gradTensors(gpu, init);
   const inp = upload(gpu, c);
   // with forwardCheckpoints the forward writes the checkpoints (over garbage) and the backward
@@ -230,13 +271,15 @@ async function checkBackward(
   if (opts.forwardCheckpoints) {
     const segment = selectiveScanBackwardPlan(c, tuning).segment;
     checkpoints = tensorFrom(gpu, randArray(rng, Math.max(4, scanCheckpointElements(c, segment)), -9, 9), 'checkpoints');
+    // the model's forward (with `combined`, the combine fused in too) writes the checkpoints
     pre.push(selectiveScanForward(gpu, {
       ...inp, out: zerosTensor(gpu, B * L * E, 'out'), B, L, E, N, R, reverse, checkpoints: { out: checkpoints, segment },
+      ...(cmb ? { combine: cmb } : {}),
     }));
   }
   await run(gpu, [...pre, ...selectiveScanBackward(gpu, {
     ...inp, ...t, dout: tensorFrom(gpu, dout, 'dout'), scratch: scratchFor(gpu, c, tuning),
-    B, L, E, N, R, reverse, accumulate, ...tuning, checkpoints,
+    B, L, E, N, R, reverse, accumulate, ...tuning, checkpoints, ...(cmb ? { doutCombined: cmb } : {}),
   })]);
   await compareGrads(gpu, t, ref, init, c);
 }
@@ -246,7 +289,9 @@ async function checkBackward(
  * gradients (the GPU buffers start as garbage), then the backward direction accumulates into
  * its own (starting from random values) and into the SAME dxz, whose z half then holds the sum.
  */
-async function checkBothDirections(seed: number, B: number, L: number, E: number, N: number, R: number, tuning: ScanTuning): Promise<void> {
+async function checkBothDirections(
+  seed: number, B: number, L: number, E: number, N: number, R: number, tuning: ScanTuning, opts: { combined?: { drop?: Drop } } = {},
+): Promise<void> {
   const gpu = await testGpu();
   const fwd = makeCase(seed, B, L, E, N, R);
   const bwd = makeCase(seed + 1, B, L, E, N, R);
@@ -265,17 +310,23 @@ async function checkBothDirections(seed: number, B: number, L: number, E: number
   const refB = gradArrays(null, bwd);
   for (const k of Object.keys(initB) as (keyof Grads)[]) refB[k].set(initB[k]);
   refB.dxz = refF.dxz;
-  refBackward(refF, doutF, fwd, false);
-  refBackward(refB, doutB, bwd, true);
+  // with `combined`, as the model runs it: both directions read one dcmb (doutF), original order
+  const comb = opts.combined;
+  refBackward(refF, comb ? combinedDout(doutF, fwd, false, comb.drop) : doutF, fwd, false);
+  refBackward(refB, comb ? combinedDout(doutF, bwd, true, comb.drop) : doutB, bwd, true);
 
   const tF = gradTensors(gpu, garbage);
   const tB = { ...gradTensors(gpu, initB), dxz: tF.dxz };
   const inF = upload(gpu, fwd);
   const inB = { ...upload(gpu, bwd), xz: inF.xz };
   const scratch = scratchFor(gpu, fwd, tuning); // one scratch serves both, dispatches run in order
+  const dF = tensorFrom(gpu, doutF);
+  const c = comb && { doutCombined: scaleArg(gpu, comb.drop) };
   await run(gpu, [
-    ...selectiveScanBackward(gpu, { ...inF, ...tF, dout: tensorFrom(gpu, doutF), scratch, B, L, E, N, R, reverse: false, ...tuning }),
-    ...selectiveScanBackward(gpu, { ...inB, ...tB, dout: tensorFrom(gpu, doutB), scratch, B, L, E, N, R, reverse: true, accumulate: true, ...tuning }),
+    ...selectiveScanBackward(gpu, { ...inF, ...tF, dout: dF, scratch, B, L, E, N, R, reverse: false, ...tuning, ...c }),
+    ...selectiveScanBackward(gpu, {
+      ...inB, ...tB, dout: c ? dF : tensorFrom(gpu, doutB), scratch, B, L, E, N, R, reverse: true, accumulate: true, ...tuning, ...c,
+    }),
   ]);
   await compareGrads(gpu, tF, refF, garbage, fwd, { skip: ['dz'] }); // dz: checked as the sum below
   await compareGrads(gpu, tB, refB, initB, bwd);
@@ -648,5 +699,159 @@ describe('VIM_SCAN_WORKGROUP and VIM_SCAN_SEGMENT', () => {
       restore('VIM_SCAN_WORKGROUP', saved.wg);
       restore('VIM_SCAN_SEGMENT', saved.seg);
     }
+  });
+});
+
+/**
+ * The combine fused into the backward direction's forward, as the model runs it: the forward
+ * direction's scan writes y_f into `out` (which starts as garbage), then the backward direction's
+ * scan adds its output there at the original tokens · 0.5 (· the factors). Against both
+ * directions of the float64 reference combined in float64. With `model`, the backward direction
+ * also computes Δraw from dt_proj's weight, writes it and writes its checkpoints (the training
+ * forward): those against a forward without the combine, bit for bit.
+ */
+async function checkForwardCombined(
+  seed: number, B: number, L: number, E: number, N: number, R: number, tuning: ScanTuning, drop?: Drop, model = false,
+): Promise<void> {
+  const gpu = await testGpu();
+  const fwd = makeCase(seed, B, L, E, N, R);
+  const bwd = makeCase(seed + 1, B, L, E, N, R);
+  bwd.xz.set(fwd.xz); // one in_proj output feeds both directions
+  const inF = upload(gpu, fwd);
+  const inB = { ...upload(gpu, bwd), xz: inF.xz };
+  const out = tensorFrom(gpu, randArray(new Rng(seed + 2), B * L * E, -9, 9), 'cmb');
+  const shape = { B, L, E, N, R };
+  const extra: Parameters<typeof selectiveScanForward>[1][] = [];
+  let deltaB = bwd.delta_raw;
+  let bwdArgs: Partial<Parameters<typeof selectiveScanForward>[1]> = {};
+  if (model) {
+    const W = randArray(new Rng(seed + 3), E * R, -0.5, 0.5); // dt_proj's weight (E, R)
+    deltaB = new Float64Array(B * L * E);
+    for (let bt = 0; bt < B * L; bt++) {
+      for (let e = 0; e < E; e++) {
+        let s = 0;
+        for (let r = 0; r < R; r++) s += bwd.xdbl[bt * (R + 2 * N) + r] * W[e * R + r];
+        deltaB[bt * E + e] = s;
+      }
+    }
+    const segment = 4;
+    const ckN = Math.max(4, scanCheckpointElements(shape, segment));
+    const w = tensorFrom(gpu, W, 'dt weight');
+    bwdArgs = {
+      dtWeight: w, delta_raw: zerosTensor(gpu, B * L * E, 'delta_raw out'), checkpoints: { out: zerosTensor(gpu, ckN, 'ckpt'), segment },
+    };
+    // the same forward without the combine, for its checkpoints
+    extra.push({
+      ...inB, ...shape, reverse: true, ...tuning, out: zerosTensor(gpu, B * L * E, 'y_b'), dtWeight: w,
+      delta_raw: zerosTensor(gpu, B * L * E, 'delta_raw out 2'), checkpoints: { out: zerosTensor(gpu, ckN, 'ckpt 2'), segment },
+    });
+  }
+  await run(gpu, [
+    selectiveScanForward(gpu, { ...inF, ...shape, out, reverse: false, ...tuning }),
+    selectiveScanForward(gpu, { ...inB, ...shape, ...bwdArgs, out, reverse: true, combine: scaleArg(gpu, drop), ...tuning }),
+    ...extra.map((a) => selectiveScanForward(gpu, a)),
+  ]);
+  const yF = new Float64Array(B * L * E);
+  const yB = new Float64Array(B * L * E);
+  selective_scan_forward(yF, fwd.u, fwd.delta_raw, fwd.dt_bias, fwd.A_log, fwd.Bm, fwd.Cm, fwd.Dskip, fwd.xz, B, L, E, N, false);
+  selective_scan_forward(yB, bwd.u, deltaB, bwd.dt_bias, bwd.A_log, bwd.Bm, bwd.Cm, bwd.Dskip, bwd.xz, B, L, E, N, true);
+  const want = new Float64Array(B * L * E);
+  combine_forward(want, yF, yB, B, L, E, drop?.row ?? null);
+  const got = await read(gpu, out);
+  expect(relErr(got, want)).toBeLessThan(TOL);
+  if (drop) expect(got.subarray(0, L * E).every((v) => v === 0), 'the dropped sample').toBe(true);
+  if (model) {
+    expect(relErr(await read(gpu, bwdArgs.delta_raw as GpuTensor), deltaB)).toBeLessThan(TOL);
+    const plain = extra[0];
+    expect(await read(gpu, bwdArgs.checkpoints!.out), 'checkpoints as without the combine').toEqual(await read(gpu, plain.checkpoints!.out));
+  }
+}
+
+describe('the combine fused into the scan forward', () => {
+  for (const drop of [undefined, dropRow(3)]) {
+    const how = drop ? 'with drop-path factors' : 'without factors';
+    it(`B=3 L=7 E=13 N=5, one partial workgroup per sample (${how})`, () => checkForwardCombined(21, 3, 7, 13, 5, 3, {}, drop));
+    it(`B=3 L=7 E=37 N=5, three workgroups of 16, chunks of 3 tokens (${how})`,
+      () => checkForwardCombined(23, 3, 7, 37, 5, 3, { workgroupSize: 16, chunk: 3 }, drop));
+  }
+  it('B=2 L=65 E=40 N=16, two workgroups of 32, as the training forward: dt_proj fused, Δraw and checkpoints written (drop path)',
+    () => checkForwardCombined(25, 2, 65, 40, 16, 12, { workgroupSize: 32 }, dropRow(2), true));
+  it('the forward direction may combine too: into the other direction\'s output already in original order', async () => {
+    const gpu = await testGpu();
+    const c = makeCase(27, 3, 9, 13, 5, 3);
+    const { B, L, E, N, R } = c;
+    const other = randArray(new Rng(28), B * L * E, -1, 1);
+    const drop = dropRow(B);
+    const out = tensorFrom(gpu, other, 'other');
+    await run(gpu, [selectiveScanForward(gpu, { ...upload(gpu, c), B, L, E, N, R, out, reverse: false, combine: scaleArg(gpu, drop) })]);
+    const y = new Float64Array(B * L * E);
+    selective_scan_forward(y, c.u, c.delta_raw, c.dt_bias, c.A_log, c.Bm, c.Cm, c.Dskip, c.xz, B, L, E, N, false);
+    const want = new Float64Array(B * L * E); // (other + y_f) / 2 · factor, all in original order
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < L; t++) {
+        for (let e = 0; e < E; e++) {
+          const i = (b * L + t) * E + e;
+          want[i] = ((other[i] + y[i]) / 2) * drop.row[b];
+        }
+      }
+    }
+    expect(relErr(await read(gpu, out), want)).toBeLessThan(TOL);
+  });
+  it('refuses a factor table too short for the batch', async () => {
+    const gpu = await testGpu();
+    const c = makeCase(29, 2, 5, 8, 4, 2);
+    const out = zerosTensor(gpu, 2 * 5 * 8, 'out');
+    const scale = { t: zerosTensor(gpu, 3, 'factors'), offset: 2 };
+    expect(() => selectiveScanForward(gpu, { ...upload(gpu, c), B: 2, L: 5, E: 8, N: 4, R: 2, out, reverse: true, combine: { scale } }))
+      .toThrow(/selectiveScanForward \(combine\): scale \(factors\) holds 3 elements, needs 4/);
+  });
+});
+
+/**
+ * The combine's backward fused into each backward kernel: dout is the combined output's gradient,
+ * each direction reads it flipped (reverse), halved and scaled. Four runs a kernel cover every
+ * pair of {forward, reverse} × {with, without factors} × {checkpoints from the backward, from the
+ * (combined) forward}; then both directions of a block reading one dcmb, dz adding into one dxz.
+ */
+const COMBINED_FORMS: [string, (gpu: Gpu) => ScanTuning][] = [
+  ['segmented', () => ({ kernel: 'segmented' })],
+  ['stream', (gpu) => ({ kernel: 'stream', subgroupSize: scanSubgroupSize(gpu) })],
+  ['split', (gpu) => {
+    const sg = scanSubgroupSize(gpu);
+    return { kernel: 'split', subgroupSize: sg, segment: 3, workgroupSize: 2 * sg };
+  }],
+];
+
+for (const [form, tuneFor] of COMBINED_FORMS) {
+  describe(`the combine's backward fused into the scan backward (${form})`, () => {
+    const tuning = async (c: { B: number; L: number; E: number; N: number; R: number }): Promise<ScanTuning> => {
+      const t = tuneFor(await testGpu());
+      expect(selectiveScanBackwardPlan(c, t).kernel, 'the kernel under test, not a fallback').toBe(form);
+      return t;
+    };
+    const c = makeCase(71, 3, 7, 37, 8, 3);
+    const drop = dropRow(3);
+    it('B=3 L=7 E=37 N=8, forward direction, no factors', async () => checkBackward(c, false, false, await tuning(c), { combined: {} }));
+    it('reverse direction, with factors', async () => checkBackward(c, true, false, await tuning(c), { combined: { drop } }));
+    it('forward direction, with factors, checkpoints from the forward', async () =>
+      checkBackward(c, false, false, await tuning(c), { combined: { drop }, forwardCheckpoints: true }));
+    it('reverse direction, no factors, checkpoints from the forward, accumulating', async () =>
+      checkBackward(c, true, true, await tuning(c), { combined: {}, forwardCheckpoints: true }));
+    it('both directions reading one dcmb, dz adding into one dxz (with factors)', async () =>
+      checkBothDirections(73, 3, 7, 37, 8, 3, { ...(await tuning(c)), ...(form === 'split' ? {} : { workgroupSize: 16 }) }, { combined: { drop } }));
+  });
+}
+
+describe('the combine\'s backward fused: arguments', () => {
+  it('refuses a factor table too short for the batch', async () => {
+    const gpu = await testGpu();
+    const c = makeCase(75, 2, 5, 8, 4, 2);
+    const z = zerosTensor(gpu, 2 * 5 * 16 + 64, 'g');
+    const t = { kernel: 'segmented' as const };
+    expect(() => selectiveScanBackward(gpu, {
+      ...upload(gpu, c), du: z, ddelta_raw: z, dxz: z, dxdbl: z, dA_log: z, dDskip: z, ddt_bias: z, dout: z,
+      scratch: scratchFor(gpu, c, t), B: 2, L: 5, E: 8, N: 4, R: 2, reverse: false, ...t,
+      doutCombined: { scale: { t: zerosTensor(gpu, 2, 'factors'), offset: 1 } },
+    })).toThrow(/selectiveScanBackward \(doutCombined\): scale \(factors\) holds 2 elements, needs 3/);
   });
 });

@@ -25,6 +25,7 @@ import {
   selectiveScanScratch,
 } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
+import { fuseCombineDefault } from '../model/vim-gpu.js';
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyForward } from '../gpu/ops/cross-entropy.js';
 import {
   adamwUpdate, createAdamwUniform, decayMaskWords, packDecayMask, uploadDecayMask, writeAdamwUniform,
@@ -284,19 +285,32 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
       };
     },
   });
+  // As the model runs them: by default the combine fused in (the backward direction's forward adds
+  // its output into y_f, both backwards read the combined output's gradient), with drop-path
+  // factors; with VIM_FUSE_COMBINE=0 the plain scans (the combine check below covers the rest).
+  const fuse = fuseCombineDefault();
   for (const reverse of [false, true]) {
+    const how = !fuse ? '' : reverse ? ', the combine fused both ways, drop path' : ', the combine\'s backward fused, drop path';
     checks.push({
-      kernel: `selective scan ${reverse ? 'backward direction' : 'forward direction'}`, shapes: `B=${B} L=${L} E=${E} N=${N}`,
+      kernel: `selective scan ${reverse ? 'backward direction' : 'forward direction'}${how}`, shapes: `B=${B} L=${L} E=${E} N=${N}`,
       run: async (c) => {
         const S = R + 2 * N;
         const u = c.rand(BL * E), delta = c.rand(BL * E, -3, 1), dtb = c.rand(E, -4, -2);
         const alog = new Float64Array(E * N);
         for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) alog[e * N + n] = Math.fround(Math.log(n + 1) + 0.1 * c.rng.uniform());
         const xdbl = c.rand(BL * S), dsk = c.rand(E, 0.5, 1.5), xz = c.rand(BL * 2 * E, -2, 2), g = c.rand(BL * E);
+        // fused: g is the combined output's gradient (original order); drop-path factors in row 1
+        // of a (2, B) table, about one sample in ten dropped; y_f (in the combined output's buffer
+        // before the backward direction's scan adds its output there)
+        const drop = fuse ? Array.from({ length: B }, () => (c.rng.uniform() < 0.1 ? 0 : Math.fround(1 / 0.9))) : null;
+        const table = new Float64Array(2 * B).fill(3);
+        if (drop) table.set(drop, B);
+        const scale = drop ? { scale: { t: c.t(table), offset: B } } : {};
+        const yf = fuse && reverse ? c.rand(BL * E) : null;
         const ins = {
           u: c.t(u), delta_raw: c.t(delta), dt_bias: c.t(dtb), A_log: c.t(alog), xdbl: c.t(xdbl), Dskip: c.t(dsk), xz: c.t(xz),
         };
-        const out = c.t(BL * E), du = c.t(BL * E), dd = c.t(BL * E), dxz = c.t(BL * 2 * E), dxdbl = c.t(BL * S);
+        const out = yf ? c.t(yf) : c.t(BL * E), du = c.t(BL * E), dd = c.t(BL * E), dxz = c.t(BL * 2 * E), dxdbl = c.t(BL * S);
         const dA = c.t(E * N), dD = c.t(E), dbias = c.t(E);
         const st = scanTuning(c.gpu);
         const sc = selectiveScanScratch({ B, L, E, N, R }, st);
@@ -304,22 +318,41 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
         const plan = selectiveScanBackwardPlan({ B, L, E, N, R }, st);
         const ck = scanCheckpointsInForward(plan) ? c.t(Math.max(4, scanCheckpointElements({ B, L, E, N, R }, plan.segment))) : undefined;
         await c.run([
-          selectiveScanForward(c.gpu, { out, ...ins, B, L, E, N, R, reverse, ...(ck ? { checkpoints: { out: ck, segment: plan.segment } } : {}) }),
+          selectiveScanForward(c.gpu, {
+            out, ...ins, B, L, E, N, R, reverse, ...(ck ? { checkpoints: { out: ck, segment: plan.segment } } : {}),
+            ...(yf ? { combine: scale } : {}),
+          }),
           ...selectiveScanBackward(c.gpu, {
             du, ddelta_raw: dd, dxz, dxdbl, dA_log: dA, dDskip: dD, ddt_bias: dbias, dout: c.t(g), ...ins,
             B, L, E, N, R, reverse, scratch: { bcPartials: c.t(Math.max(1, sc.bcPartials)), paramPartials: c.t(Math.max(1, sc.paramPartials)) },
-            ...st, checkpoints: ck,
+            ...st, checkpoints: ck, ...(fuse ? { doutCombined: scale } : {}),
           }),
         ]);
         const Bm = cols(xdbl, BL, S, R, N), Cm = cols(xdbl, BL, S, R + N, N);
         const r = new Float64Array(BL * E);
         ref.selective_scan_forward(r, u, delta, dtb, alog, Bm, Cm, dsk, xz, B, L, E, N, reverse);
+        let rOut = r;
+        if (yf) {
+          rOut = new Float64Array(BL * E);
+          ref.combine_forward(rOut, yf, r, B, L, E, drop);
+        }
+        // the direction's dout: fused, the combined output's gradient at its tokens · 0.5 · factor
+        let gd = g;
+        if (drop) {
+          gd = new Float64Array(BL * E);
+          for (let b = 0; b < B; b++) {
+            for (let t = 0; t < L; t++) {
+              const src = (b * L + (reverse ? L - 1 - t : t)) * E;
+              for (let e = 0; e < E; e++) gd[(b * L + t) * E + e] = g[src + e] * 0.5 * drop[b];
+            }
+          }
+        }
         const rdu = new Float64Array(BL * E), rdd = new Float64Array(BL * E), rdb = new Float64Array(E), rdA = new Float64Array(E * N);
         const rdB = new Float64Array(BL * N), rdC = new Float64Array(BL * N), rdD = new Float64Array(E), rdxz = new Float64Array(BL * 2 * E);
-        ref.selective_scan_backward(rdu, rdd, rdb, rdA, rdB, rdC, rdD, rdxz, g, u, delta, dtb, alog, Bm, Cm, dsk, xz, B, L, E, N, reverse);
+        ref.selective_scan_backward(rdu, rdd, rdb, rdA, rdB, rdC, rdD, rdxz, gd, u, delta, dtb, alog, Bm, Cm, dsk, xz, B, L, E, N, reverse);
         const gx = await c.read(dxdbl), gz = await c.read(dxz);
         return {
-          out: relErr(await c.read(out), r), du: relErr(await c.read(du), rdu), ddelta_raw: relErr(await c.read(dd), rdd),
+          [yf ? 'combined out' : 'out']: relErr(await c.read(out), rOut), du: relErr(await c.read(du), rdu), ddelta_raw: relErr(await c.read(dd), rdd),
           dz: relErr(cols(gz, BL, 2 * E, E, E), cols(rdxz, BL, 2 * E, E, E)),
           dB: relErr(cols(gx, BL, S, R, N), rdB), dC: relErr(cols(gx, BL, S, R + N, N), rdC),
           dA_log: relErr(await c.read(dA), rdA), dD: relErr(await c.read(dD), rdD), ddt_bias: relErr(await c.read(dbias), rdb),

@@ -18,15 +18,17 @@
  *            per direction d: xdbl_d = u_d·x_projᵀ                        (B, L, R+2N)
  *                             Δraw_d = dt_low·dt_projᵀ, y_d = scan(…) ⊙ SiLU(z)
  *            cmb_i = (y_f + reverse(y_b))/2;  H_i = cmb_i · out_projᵀ      (B, L, E), (B, L, D)
+ *            (the combine is fused into the backward direction's scan, and its backward into
+ *            both directions' scan backwards, unless VIM_FUSE_COMBINE=0: fuseCombineDefault)
  *   final:   R_f = R_{depth−1} + H_{depth−1}; xf = RMSNorm(R_f)·norm_f on the class-token rows (B, D)
  *   logits = xf · headᵀ + b                                               (B, C)
  */
 import { VimError } from '../errors.js';
 import type { Gpu } from '../gpu/device.js';
 import { checkGpu } from '../gpu/device.js';
-import { Arena, FlatTensors, flatLayout } from '../gpu/arena.js';
+import { Arena, FLAT_ALIGN, FlatTensors, flatLayout } from '../gpu/arena.js';
 import { compileCheck, encodeDispatches, type Dispatch } from '../gpu/kernels.js';
-import { download, mapRead, upload, type GpuTensor } from '../gpu/tensor.js';
+import { align, download, mapRead, upload, type GpuTensor } from '../gpu/tensor.js';
 import { imageWords, normalizePatches, tokensBackward, tokensForward, uploadImages } from '../gpu/ops/embed.js';
 import {
   biasBackward, biasBackwardPlan, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward,
@@ -87,6 +89,34 @@ export interface StepResult {
   logits?: Float32Array;
 }
 
+/**
+ * Whether the model fuses the combine of the two directions into the selective scans (the
+ * default): the backward direction's scan forward writes the block's combined output itself
+ * (ScanForwardArgs.combine) and both scan backwards read its gradient directly
+ * (ScanBackwardArgs.doutCombined), so a block runs no combine dispatch either way and keeps no
+ * y_f, y_b, dy_f, dy_b buffers. VIM_FUSE_COMBINE=0 selects the separate combine dispatches
+ * (combine.ts), for measurements; 1 or unset, the fused form.
+ *
+ * Expected on an H200 at vim-tiny batch 256 (B=256, L=65, E=384, 24 blocks; n = B·L·E = 6.39 M),
+ * where the combine dispatches took 0.94 ms (forward) and 0.79 ms (backward) a step: per block
+ * the separate forward moves 4n floats for the combine (the backward direction's scan writes y_b;
+ * the combine reads y_f, y_b and writes cmb), the fused one 2n (that scan reads y_f and writes
+ * cmb); the separate backward moves 5n (the combine reads dcmb and writes dy_f, dy_b; the scans
+ * read dy_f, dy_b), the fused one 2n (the scans read dcmb). 5n floats fewer a block is 128 MB,
+ * 3.07 GB a step: 0.30 ms (forward) + 0.45 ms (backward) = 0.75 ms at 4.1 TB/s, the least the step
+ * saves. The combine dispatches ran at about half that bandwidth (1.84 GB each way in 0.94 and
+ * 0.79 ms), and the scan backwards read as many values as before, so the step should save close
+ * to their 1.73 ms less what the extra y_f read costs the scan forward (n floats a block, at most
+ * 0.15 ms a step at 4.1 TB/s; less where its one-token-ahead load hides behind the compute):
+ * about 1.6 ms. Memory: the four (B, L, E) buffers y_f, y_b, dy_f, dy_b (102 MB) are gone.
+ */
+export function fuseCombineDefault(): boolean {
+  const v = process.env.VIM_FUSE_COMBINE;
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new VimError(`VIM_FUSE_COMBINE must be '0' (separate combine dispatches) or '1' (fused into the scans); it is '${v}'`);
+}
+
 /** Bytes of the step read-back buffer before the logits: loss at 0, the gradient stats at 16. */
 const READBACK_STATS_OFFSET = 16;
 const READBACK_LOGITS_OFFSET = 32;
@@ -128,7 +158,8 @@ export class VimGpu {
   private readonly clipUniform: GPUBuffer | null;
   private readonly emaUniform: GPUBuffer | null;
   private readonly gradStats: GpuTensor | null; // (4) [‖g‖, clip scale, non-finite flag, Σ g²]
-  private readonly dropScales: GpuTensor | null; // (depth, B) drop-path factors of the blocks' outputs
+  private readonly dropScales: GpuTensor | null; // (depth, dropStride) drop-path factors of the blocks' outputs, B a row
+  private readonly dropStride: number; // elements between rows of dropScales: B rounded up to 256 bytes
   private nextStep: { key: string; cb: GPUCommandBuffer } | null = null; // the next step's commands, recorded ahead
   private clipNorm = -1; // the max norm the clip uniform holds (−1: not written yet)
   /** Dispatch lists, built once. */
@@ -171,16 +202,23 @@ export class VimGpu {
     this.clipUniform = opts.training ? createClipUniform(gpu) : null;
     this.emaUniform = opts.ema ? createEmaUniform(gpu) : null;
     this.gradStats = opts.training ? t('gradient stats', GRAD_STATS_WORDS) : null;
-    this.dropScales = opts.dropPath ? t('drop-path factors', depth * B) : null; // (depth, B)
-    if (this.dropScales) upload(gpu, this.dropScales, new Float32Array(depth * B).fill(1));
-    const dropRow = (i: number) => (this.dropScales ? { scale: { t: this.dropScales, offset: i * B } } : {});
+    // Each block's row starts at a 256-byte boundary and is bound on its own (offset 0), so that
+    // every block's scan and combine pipelines are the same ones (the row is not a constant of them).
+    const dropStride = (this.dropStride = align(B, FLAT_ALIGN));
+    const drops = (this.dropScales = opts.dropPath ? t('drop-path factors', depth * dropStride) : null);
+    if (drops) upload(gpu, drops, new Float32Array(depth * dropStride).fill(1));
+    const dropRow = (i: number) => (drops
+      ? { scale: { t: { ...drops, offset: drops.offset + 4 * i * dropStride, size: 4 * B, label: `${drops.label} of block ${i}` }, offset: 0 } }
+      : {});
+    const fuseCombine = fuseCombineDefault();
 
     // ---- activations
     const patches = t('patches', B * Np * 3 * P * P); // (B·Np, 3P²)
     const pe = t('patch embeddings', B * Np * D); // (B·Np, D)
     const tokens = t('tokens', BL * D); // (BL, D)
     const hbuf = t('block output', BL * D); // (BL, D) H_i, read by the next block's residual add
-    const yDir = [t('y forward', BL * E), t('y backward', BL * E)]; // (BL, E)
+    // (BL, E) each: the directions' outputs before the separate combine (fused: none)
+    const yDir = fuseCombine ? null : [t('y forward', BL * E), t('y backward', BL * E)];
     // the scan backward's plan; in training, where it pays, the forward writes its checkpoints
     const scanT = scanTuning(gpu); // the backward kernel and the adapter's subgroup size
     const scanPlan = selectiveScanBackwardPlan({ B, L, E, N, R }, scanT);
@@ -251,14 +289,16 @@ export class VimGpu {
         const reverse = d === 1;
         F.push(matmulForward(gpu, { out: da.xdbl, inp: da.u, weight: mix(i, DIRECTION_NAMES.xProj[d]), bias: null, M: BL, I: E, O: R + 2 * N }));
         // dt_proj fused into the scan: Δraw = xdbl[:, 0…R−1] · dt_projᵀ, stored only for the backward
+        // fused: the forward direction writes y_f into cmb, the backward direction adds its output
+        // there at the original tokens (· 0.5, · the drop-path factor), leaving the combined output
         F.push(selectiveScanForward(gpu, {
-          out: yDir[d], u: da.u, dtWeight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), delta_raw: da.delta ?? undefined,
+          out: yDir ? yDir[d] : a.cmb, ...(!yDir && reverse ? { combine: dropRow(i) } : {}), u: da.u, dtWeight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), delta_raw: da.delta ?? undefined,
           dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]),
           A_log: mix(i, DIRECTION_NAMES.ALog[d]), xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
           B, L, E, N, R, reverse, ...(da.ckpt ? { checkpoints: { out: da.ckpt, segment: scanPlan.segment } } : {}),
         }));
       }
-      F.push(combineForward(gpu, { out: a.cmb, yF: yDir[0], yB: yDir[1], B, L, E, ...dropRow(i) }));
+      if (yDir) F.push(combineForward(gpu, { out: a.cmb, yF: yDir[0], yB: yDir[1], B, L, E, ...dropRow(i) }));
       F.push(matmulForward(gpu, { out: hbuf, inp: a.cmb, weight: mix(i, 'out_proj.weight'), bias: null, M: BL, I: E, O: D }));
     }
     const clsRows = { count: B, stride: L, offset: cfg.clsPos };
@@ -281,7 +321,8 @@ export class VimGpu {
     const drPing = [t('dr ping', BL * D), t('dr pong', BL * D)];
     const dhn = t('dhn', BL * D);
     const dcmb = t('dcmb', BL * E);
-    const dy = [t('dy forward', BL * E), t('dy backward', BL * E)];
+    // (BL, E) each: the directions' output gradients of the separate combine (fused: the scans read dcmb)
+    const dy = fuseCombine ? null : [t('dy forward', BL * E), t('dy backward', BL * E)];
     const dxz = t('dxz', BL * 2 * E);
     const du = [t('du forward', BL * E), t('du backward', BL * E)]; // (BL, E) each, direction order
     const ddelta = t('ddelta', BL * E);
@@ -305,14 +346,14 @@ export class VimGpu {
       // out_proj: H_i = cmb · Woutᵀ
       W.push(matmulBackwardInput(gpu, { dinp: dcmb, dout: gIn, weight: mix(i, 'out_proj.weight'), M: BL, I: E, O: D }));
       W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'out_proj.weight'), dout: gIn, inp: a.cmb, M: BL, I: E, O: D, scratch }));
-      W.push(combineBackward(gpu, { dyF: dy[0], dyB: dy[1], dout: dcmb, B, L, E, ...dropRow(i) }));
+      if (dy) W.push(combineBackward(gpu, { dyF: dy[0], dyB: dy[1], dout: dcmb, B, L, E, ...dropRow(i) }));
       for (let d = 0; d < 2; d++) {
         const da = a.dirs[d];
         const reverse = d === 1;
         // the scan writes du, ddelta, the B/C columns of dxdbl, the z half of dxz (both directions add) and its parameters
         W.push(...selectiveScanBackward(gpu, {
           du: du[d], ddelta_raw: ddelta, dxz, dxdbl, dA_log: gm(i, DIRECTION_NAMES.ALog[d]), dDskip: gm(i, DIRECTION_NAMES.D[d]),
-          ddt_bias: gm(i, DIRECTION_NAMES.dtProjBias[d]), dout: dy[d],
+          ddt_bias: gm(i, DIRECTION_NAMES.dtProjBias[d]), ...(dy ? { dout: dy[d] } : { dout: dcmb, doutCombined: dropRow(i) }),
           u: da.u, delta_raw: da.delta as GpuTensor, dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
           xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
           B, L, E, N, R, reverse, scratch: { bcPartials: scratch, paramPartials: scratch2 },
@@ -468,9 +509,13 @@ export class VimGpu {
   /** The drop-path factors (depth, B) of the next steps: block i's output for sample b × scales[i·B + b]. */
   setDropScales(scales: Float32Array): void {
     if (!this.dropScales) throw new Error('VimGpu.setDropScales: the model was built without dropPath');
-    const n = this.cfg.depth * this.B;
-    if (scales.length !== n) throw new VimError(`expected ${n} drop-path factors (depth ${this.cfg.depth} × batch ${this.B}) but received ${scales.length}`);
-    upload(this.gpu, this.dropScales, scales);
+    const { depth } = this.cfg;
+    const B = this.B;
+    const n = depth * B;
+    if (scales.length !== n) throw new VimError(`expected ${n} drop-path factors (depth ${depth} × batch ${B}) but received ${scales.length}`);
+    const rows = new Float32Array(depth * this.dropStride); // each block's row at its 256-byte boundary
+    for (let i = 0; i < depth; i++) rows.set(scales.subarray(i * B, (i + 1) * B), i * this.dropStride);
+    upload(this.gpu, this.dropScales, rows);
   }
 
   setBatch(images: Uint8Array, n: number, targets?: Float32Array): void {

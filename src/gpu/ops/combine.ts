@@ -6,6 +6,10 @@
  *
  * y_b and dy_b are in the backward direction's (reversed) token order. With `scale`, sample b's
  * values are multiplied by scale.t[scale.offset + b] both ways (the training-time drop path).
+ *
+ * The model fuses both into the selective scan by default (ScanForwardArgs.combine,
+ * ScanBackwardArgs.doutCombined, same arithmetic order); these dispatches are the separate path
+ * that VIM_FUSE_COMBINE=0 selects.
  */
 import type { Gpu } from '../device.js';
 import { makeDispatch, type Dispatch } from '../kernels.js';
@@ -18,7 +22,8 @@ export interface CombineScale {
   offset: number;
 }
 
-function checkScale(where: string, scale: CombineScale | undefined, B: number): void {
+/** Checks that `scale` (when given) holds rows `offset` … `offset` + B − 1. */
+export function checkCombineScale(where: string, scale: CombineScale | undefined, B: number): void {
   if (!scale) return;
   if (!Number.isInteger(scale.offset) || scale.offset < 0) throw new Error(`${where}: scale.offset must be a non-negative integer; received ${scale.offset}`);
   need(where, 'scale', scale.t, scale.offset + B);
@@ -41,7 +46,7 @@ export function combineForward(gpu: Gpu, a: CombineForwardArgs): Dispatch {
   checkPositive('combineForward', { B, L, E });
   const n = B * L * E;
   for (const [k, t] of [['out', a.out], ['yF', a.yF], ['yB', a.yB]] as const) need('combineForward', k, t, n);
-  checkScale('combineForward', a.scale, B);
+  checkCombineScale('combineForward', a.scale, B);
   if (a.scale) {
     return makeDispatch(gpu, 'combine', 'combine_forward_scaled', { B, L, E, SCALE_OFFSET: a.scale.offset },
       [a.out, a.yF, a.yB, a.scale.t], grid1d(gpu, n), { bytes: 12 * n, flops: 3 * n, label: 'combine_forward' });
@@ -69,7 +74,7 @@ export function combineBackward(gpu: Gpu, a: CombineBackwardArgs): Dispatch {
   checkPositive('combineBackward', { B, L, E });
   const n = B * L * E;
   for (const [k, t] of [['dyF', a.dyF], ['dyB', a.dyB], ['dout', a.dout]] as const) need('combineBackward', k, t, n);
-  checkScale('combineBackward', a.scale, B);
+  checkCombineScale('combineBackward', a.scale, B);
   const acc = a.accumulate ? 1 : 0;
   const cost = { bytes: 4 * n * (3 + 2 * acc), flops: n * (a.scale ? 2 : 1), label: 'combine_backward' };
   if (a.scale) {

@@ -16,12 +16,19 @@
  * scanTuning(gpu) picks the one measured fastest for the adapter, docs/performance.md changes 9
  * and 20).
  * The forward can take dt_proj's weight instead of Δraw and compute Δraw itself (dtWeight).
+ *
+ * The combine of the two directions (combine.ts) can be fused into both: the forward's `combine`
+ * adds this direction's output into the other's, already in `out`, at the original tokens (· 0.5,
+ * · the drop-path factor), and the backward's `doutCombined` reads the combined output's gradient
+ * in original order (· 0.5, · the factor) as its dout. The model does both by default: per block
+ * no combine dispatches, no y_b, dy_f, dy_b buffers.
  */
 import { VimError } from '../../errors.js';
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
 import { createTensor, type GpuTensor } from '../tensor.js';
 import { checkPositive, grid1d, need } from './reduce.js';
+import { checkCombineScale, type CombineScale } from './combine.js';
 
 /** Largest state size the kernels hold (NVMAX = 8 vec4 of states). */
 export const SCAN_MAX_N = 32;
@@ -576,14 +583,23 @@ export interface ScanForwardArgs extends Omit<ScanInputs, 'delta_raw'>, ScanShap
    * skips its pass 1 (ScanBackwardArgs.checkpoints).
    */
   checkpoints?: { out: GpuTensor; segment: number };
+  /**
+   * The combine of the two directions fused in (the model's backward direction): `out` holds, on
+   * entry, the other direction's output (B, L, E) in original token order, and each element is
+   * replaced by (it + this direction's output at that original token) · 0.5 (· scale.t[scale.offset
+   * + b]), the order of combineForward: `out` ends as the combined (B, L, E), original order. Read
+   * and written in place (the invocation that reads an element writes it), so no other binding.
+   */
+  combine?: { scale?: CombineScale };
 }
 
 /** Largest Δ rank the forward's fused dt_proj holds (RVMAX = 8 vec4). */
 export const SCAN_FUSED_MAX_R = 32;
 
 /**
- * 16-byte storage buffers per device, bound where a kernel's optional output is not written; one
- * per slot, since two writable bindings of one dispatch may not share a buffer.
+ * 16-byte storage buffers per device, bound where a kernel's optional output is not written (slots
+ * 0, 1) or its optional drop-path factors are not read (slot 2, read-only); one per slot, since a
+ * writable binding may not share its buffer with another binding of the same dispatch.
  */
 const placeholders = new WeakMap<GPUDevice, GpuTensor[]>();
 function placeholder(gpu: Gpu, slot = 0): GpuTensor {
@@ -642,22 +658,29 @@ export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
     ckElems = scanCheckpointElements(a, ck.segment);
     need(where, 'checkpoints.out', ck.out, Math.max(4, ckElems));
   }
-  if (gpu.limits.maxStorageBuffersPerShaderStage < 10) {
-    throw new Error(`${where}: needs 10 storage buffers per shader stage; the adapter allows ${gpu.limits.maxStorageBuffersPerShaderStage}`);
+  const cmb = a.combine;
+  checkCombineScale(`${where} (combine)`, cmb?.scale, B);
+  if (gpu.limits.maxStorageBuffersPerShaderStage < 11) {
+    throw new Error(`${where}: needs 11 storage buffers per shader stage; the adapter allows ${gpu.limits.maxStorageBuffersPerShaderStage}`);
   }
   return makeDispatch(gpu, 'selective-scan', 'selective_scan_forward',
     {
       L, E, N, R, WG: wg, TC: chunk, REVERSE: a.reverse ? 1 : 0, ...(fused ? { FUSE_DT: 1, BCW: bcw, WRITE_DELTA: writeDelta ? 1 : 0 } : {}),
       ...(ck ? { CKPT_S: ck.segment } : {}),
+      ...(cmb ? { COMBINE: 1, ...(cmb.scale ? { SCALED: 1, SCALE_OFFSET: cmb.scale.offset } : {}) } : {}),
     },
     [a.out, a.u, fused ? a.dtWeight as GpuTensor : a.delta_raw as GpuTensor, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz,
-      writeDelta ? a.delta_raw as GpuTensor : placeholder(gpu, 0), ck ? ck.out : placeholder(gpu, 1)],
+      writeDelta ? a.delta_raw as GpuTensor : placeholder(gpu, 0), ck ? ck.out : placeholder(gpu, 1),
+      cmb?.scale ? cmb.scale.t : placeholder(gpu, 2)],
     scanGrid(gpu, where, B, ceilDiv(E, wg)),
     {
-      // reads u, delta_raw (or dt_low), z, B_t, C_t and the parameters; writes out (and delta_raw, the checkpoints)
-      bytes: 4 * ((fused ? 3 + (writeDelta ? 1 : 0) : 4) * n + (2 * N + (fused ? R : 0)) * B * L + E * (N + 2 + (fused ? R : 0)) + ckElems),
-      // per state and token: exp, multiply, 2 FMA (h), FMA (y); per token the softplus, gate (and 2R for Δraw)
-      flops: n * (6 * N + 30 + (fused ? 2 * R : 0)),
+      // reads u, delta_raw (or dt_low), z, B_t, C_t and the parameters (with the combine the other
+      // direction's output and the B factors too); writes out (and delta_raw, the checkpoints)
+      bytes: 4 * ((fused ? 3 + (writeDelta ? 1 : 0) : 4) * n + (2 * N + (fused ? R : 0)) * B * L + E * (N + 2 + (fused ? R : 0)) + ckElems +
+        (cmb ? n + (cmb.scale ? B : 0) : 0)),
+      // per state and token: exp, multiply, 2 FMA (h), FMA (y); per token the softplus, gate (and 2R
+      // for Δraw; the combine's add, halving and factor)
+      flops: n * (6 * N + 30 + (fused ? 2 * R : 0) + (cmb ? (cmb.scale ? 3 : 2) : 0)),
       prelude: scanPrelude(0),
     });
 }
@@ -682,7 +705,8 @@ export interface ScanBackwardArgs extends ScanInputs, ScanShape, ScanTuning {
   dA_log: GpuTensor; // (E, N) summed over the batch
   dDskip: GpuTensor; // (E)
   ddt_bias: GpuTensor; // (E)
-  dout: GpuTensor; // (B, L, E) gradient of out, direction order
+  /** (B, L, E) gradient of out, direction order; with doutCombined the combined output's, original order. */
+  dout: GpuTensor;
   /** Scratch of selectiveScanScratch(...) elements each; never aliases another tensor here. */
   scratch: { bcPartials: GpuTensor; paramPartials: GpuTensor };
   reverse: boolean;
@@ -693,6 +717,14 @@ export interface ScanBackwardArgs extends ScanInputs, ScanShape, ScanTuning {
    * scan skips its pass 1 and reads them instead of the scratch's checkpoint region.
    */
   checkpoints?: GpuTensor;
+  /**
+   * The combine's backward fused in: `dout` is the gradient of the COMBINED output (B, L, E) in
+   * original token order (ScanForwardArgs.combine), and this direction's gradient at its token t
+   * is dout[b, t'] · 0.5 (· scale.t[scale.offset + b]), t' = L−1−t with `reverse`, else t: what
+   * combineBackward would have written to dy_f or dy_b, in the same order of operations. Both
+   * directions' backwards read the one dout.
+   */
+  doutCombined?: { scale?: CombineScale };
 }
 
 /**
@@ -715,6 +747,8 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   need(where, 'dDskip', a.dDskip, E);
   need(where, 'ddt_bias', a.ddt_bias, E);
   need(where, 'dout', a.dout, n);
+  const dc = a.doutCombined;
+  checkCombineScale(`${where} (doutCombined)`, dc?.scale, B);
   const plan = selectiveScanBackwardPlan(a, a);
   if (plan.workgroupBytes > gpu.limits.maxComputeWorkgroupStorageSize) {
     throw new Error(`${where}: ${plan.workgroupBytes} bytes of workgroup memory (workgroupSize ${plan.workgroupSize}, segment ` +
@@ -725,7 +759,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   need(where, 'scratch.bcPartials', a.scratch.bcPartials, sizes.bcPartials);
   need(where, 'scratch.paramPartials', a.scratch.paramPartials, sizes.paramPartials);
   const stor = gpu.limits.maxStorageBuffersPerShaderStage;
-  if (stor < 14) throw new Error(`${where}: needs 14 storage buffers per shader stage; the adapter allows ${stor}`);
+  if (stor < 15) throw new Error(`${where}: needs 15 storage buffers per shader stage; the adapter allows ${stor}`);
   // the two regions of scratch.bcPartials: partials, then the checkpoints (16 unused bytes when there are none)
   const sc = a.scratch.bcPartials;
   const partialsElems = B * plan.partialsPerSample * L * 2 * N;
@@ -761,6 +795,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
     L, E, N, R, WG: wg, TC: plan.segment, NWG: np, REVERSE: b01(a.reverse),
     ACC_DU: b01(acc.du), ACC_DDELTA: b01(acc.ddelta_raw), ACC_DZ: b01(acc.dz), ...(a.diag ? { DIAG: a.diag } : {}),
     ...(a.checkpoints ? { CKPT_IN: 1 } : {}),
+    ...(dc ? { DOUT_COMBINED: 1, ...(dc.scale ? { SCALED: 1, SCALE_OFFSET: dc.scale.offset } : {}) } : {}),
   };
   const stream = plan.kernel === 'stream';
   const split = plan.kernel === 'split';
@@ -780,17 +815,19 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
       ? { ...walk, QP: shuffleItems(N), SH_ROWS: streamStateRows(N, wg, plan.segment), ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
       : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
     [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, ckView,
-      a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz],
+      a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz, dc?.scale ? dc.scale.t : placeholder(gpu, 2)],
     scanGrid(gpu, where, B, nwg),
     {
       label: 'selective_scan_backward',
       // the op's memory floor, less the dB/dC and parameter outputs (counted by the reduces):
       // reads u, delta_raw, z, dout, B_t, C_t, the parameters; writes du, ddelta_raw, dz (and
       // reads them when accumulating). The checkpoints and partials this design adds are not
-      // counted, so GB/s against `bytes` measures the distance to the floor.
-      bytes: 4 * ((7 + accOuts) * n + 2 * B * L * N + E * (N + 2)),
-      // three forward steps (pass 1, recomputation, walk; two with the forward's checkpoints) and the backward step per state and token
-      flops: n * N * (a.checkpoints ? 26 : 30) + n * 60,
+      // counted, so GB/s against `bytes` measures the distance to the floor. doutCombined reads
+      // as many dout values (other rows) and the B factors.
+      bytes: 4 * ((7 + accOuts) * n + 2 * B * L * N + E * (N + 2) + (dc?.scale ? B : 0)),
+      // three forward steps (pass 1, recomputation, walk; two with the forward's checkpoints) and
+      // the backward step per state and token (doutCombined: the halving and the factor)
+      flops: n * N * (a.checkpoints ? 26 : 30) + n * 60 + (dc ? n * (dc.scale ? 2 : 1) : 0),
       prelude,
     });
   const nbc = B * L * Q;
