@@ -14,6 +14,7 @@ import { smooth_targets } from '../src/reference/cross-entropy.js';
 import { loadCifar10Split } from '../src/data/cifar10.js';
 import { VimError } from '../src/errors.js';
 import { countSubmitsAndMaps, relErr, testGpu } from './helpers/gpu.js';
+import { scanCheckpointElements, scanTuning, selectiveScanBackwardPlan } from '../src/gpu/ops/selective-scan.js';
 
 const test = loadCifar10Split(undefined, 'test', { verify: false });
 const train = loadCifar10Split(undefined, 'train', { verify: false });
@@ -123,6 +124,34 @@ describe('Vim on the GPU (vim-nano)', () => {
     expect(submits).toBe(1);
     expect(maps).toBe(1);
     model.destroy();
+  });
+
+  it("the scan's checkpoints from the forward or from the backward's pass 1: the same step, 2·depth checkpoint tensors apart", async () => {
+    const gpu = await testGpu();
+    const B = 4;
+    const { images, targets } = batch(train, 8, B, cfg.C);
+    const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
+    const run = async (where: 'forward' | 'backward') => {
+      const model = await VimGpu.create(gpu, cfg, { batch: B, training: true, scanCheckpoints: where });
+      model.setParams(initParams(cfg, 5));
+      model.setBatch(images, B, Float32Array.from(targets));
+      const loss = await model.trainStep(hyper);
+      const out = { where: model.scanCheckpoints, note: model.note, bytes: model.activationBytes, loss, params: await model.getParams() };
+      model.destroy();
+      return out;
+    };
+    const f = await run('forward');
+    const b = await run('backward');
+    expect([f.where, b.where, f.note, b.note]).toEqual(['forward', 'backward', null, null]);
+    const shape = { B, L: cfg.L, E: cfg.E, N: cfg.N, R: cfg.R };
+    const ck = 4 * scanCheckpointElements(shape, selectiveScanBackwardPlan(shape, scanTuning(gpu)).segment);
+    expect(f.bytes - b.bytes).toBeGreaterThanOrEqual(2 * cfg.depth * ck);
+    expect(f.bytes - b.bytes).toBeLessThan(2 * cfg.depth * (ck + 256));
+    expect(Math.abs(f.loss - b.loss)).toBeLessThan(1e-6 * Math.abs(b.loss));
+    expect(relErr(f.params.flat, b.params.flat)).toBeLessThan(1e-6);
+    const inference = await VimGpu.create(gpu, cfg, { batch: B, training: false });
+    expect(inference.scanCheckpoints).toBeNull();
+    inference.destroy();
   });
 
   it('30 AdamW steps on one batch of 16 drive the loss below 10% of its start', async () => {

@@ -144,6 +144,7 @@ export async function benchTiming(gpu: Gpu, cfg: VimConfig, batch: number, opts:
 
   log(`building ${cfg.name} for training at batch ${batch}`);
   const model = await VimGpu.create(gpu, cfg, { batch, training: true, ema: true });
+  if (model.note) log(`note: ${model.note}`);
   model.setParams(params);
   model.setBatch(images, batch, targets);
   const trainList = [...model.forwardList, ...model.lossList, ...model.backwardList, ...model.optimizerList];

@@ -210,6 +210,7 @@ async function main(p: Parsed): Promise<void> {
   });
   progress.plan(recipe.epochs, recipe.evalEvery);
   console.log(`model: ${describeConfig(cfg)}, ${paramCount(cfg).toLocaleString('en-US')} parameters`);
+  if (trainer.model.note) console.log(`note: ${trainer.model.note}`);
   console.log(`recipe: ${describeRecipe(recipe, trainer.train.n, trainer.test.n)}`);
   console.log(`${trainer.stepsPerEpoch} steps per epoch, ${trainer.totalSteps} in all`);
   const st = trainer.sampler.state;

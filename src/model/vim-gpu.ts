@@ -61,6 +61,13 @@ export interface VimGpuOptions {
    * setDropScales sets before each step (0 to drop, 1/(1 − p) to keep); 1 until then.
    */
   dropPath?: boolean;
+  /**
+   * Training: where the scan backward's checkpoints are written: 'forward' (kept from the forward
+   * to the backward, one set a block and direction) or 'backward' (its pass 1, into scratch).
+   * Default: scanCheckpointsInForward's choice; where that is 'forward' and the build does not fit
+   * GPU memory, create() builds again with 'backward' and says so in `note`.
+   */
+  scanCheckpoints?: 'forward' | 'backward';
 }
 
 export interface OptimizerHyper {
@@ -142,6 +149,10 @@ interface LayerActs {
 export class VimGpu {
   readonly B: number;
   readonly training: boolean;
+  /** Training: where the scan backward's checkpoints are written (null in inference). */
+  readonly scanCheckpoints: 'forward' | 'backward' | null;
+  /** A line for the user about a choice create() made for them (e.g. a fallback for memory), or null. */
+  note: string | null = null;
   readonly params: FlatTensors;
   readonly grads: FlatTensors | null;
   private readonly m: FlatTensors | null;
@@ -222,7 +233,8 @@ export class VimGpu {
     // the scan backward's plan; in training, where it pays, the forward writes its checkpoints
     const scanT = scanTuning(gpu); // the backward kernel and the adapter's subgroup size
     const scanPlan = selectiveScanBackwardPlan({ B, L, E, N, R }, scanT);
-    const fwdCkpt = opts.training && scanCheckpointsInForward(scanPlan);
+    const fwdCkpt = opts.training && (opts.scanCheckpoints ? opts.scanCheckpoints === 'forward' : scanCheckpointsInForward(scanPlan));
+    this.scanCheckpoints = opts.training ? (fwdCkpt ? 'forward' : 'backward') : null;
     const ckElems = Math.max(4, scanCheckpointElements({ B, L, E, N, R }, scanPlan.segment));
     const newLayer = (i: number | string): LayerActs => {
       const dir = (d: string): DirActs => ({
@@ -417,19 +429,41 @@ export class VimGpu {
 
   /** Allocate every buffer and build every pipeline for this config and batch size. */
   static async create(gpu: Gpu, cfg: VimConfig, opts: VimGpuOptions): Promise<VimGpu> {
-    let model: VimGpu;
-    gpu.device.pushErrorScope('out-of-memory');
-    try {
-      model = new VimGpu(gpu, cfg, opts);
-    } finally {
-      const oom = await gpu.device.popErrorScope();
-      if (oom) {
-        throw new VimError(`the GPU ran out of memory allocating ${cfg.name} at batch ${opts.batch}: use a smaller --batch-size (${oom.message})`);
+    let model = await VimGpu.allocate(gpu, cfg, opts);
+    if (typeof model === 'string' && opts.training && opts.scanCheckpoints === undefined && !process.env.VIM_SCAN_CHECKPOINTS) {
+      // the forward's checkpoints are the one large option: without them the step is a few % slower
+      const again = await VimGpu.allocate(gpu, cfg, { ...opts, scanCheckpoints: 'backward' });
+      if (typeof again !== 'string') {
+        again.note = `the scan's checkpoints kept from the forward to the backward did not fit GPU memory at batch ${opts.batch}: ` +
+          'the backward writes them itself (a few % slower a step; a smaller --batch-size keeps them)';
       }
+      model = again;
+    }
+    if (typeof model === 'string') {
+      throw new VimError(`the GPU ran out of memory allocating ${cfg.name} at batch ${opts.batch}: use a smaller --batch-size (${model})`);
     }
     await compileCheck();
     checkGpu(gpu, `building ${cfg.name}`);
     return model;
+  }
+
+  /** A model with every buffer allocated, or the out-of-memory message (its buffers released). */
+  private static async allocate(gpu: Gpu, cfg: VimConfig, opts: VimGpuOptions): Promise<VimGpu | string> {
+    gpu.device.pushErrorScope('out-of-memory');
+    let model: VimGpu | undefined;
+    let failed: unknown;
+    try {
+      model = new VimGpu(gpu, cfg, opts);
+    } catch (e) {
+      failed = e;
+    }
+    const oom = await gpu.device.popErrorScope(); // the scope is closed whatever happened
+    if (failed !== undefined) throw failed;
+    if (oom) {
+      model?.destroy();
+      return oom.message;
+    }
+    return model as VimGpu;
   }
 
   /** Bytes of GPU memory held by activations and scratch (parameters and optimizer state excluded). */
