@@ -16,7 +16,7 @@ import {
   selectiveScanForward, selectiveScanScratch, type ScanTuning,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
-import { combine_forward } from '../src/reference/combine.js';
+import { combine_backward, combine_forward } from '../src/reference/combine.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
 const TOL = 1e-5;
@@ -92,20 +92,14 @@ function scaleArg(gpu: Gpu, drop: Drop | undefined): { scale?: { t: GpuTensor; o
 
 /**
  * What one direction's backward reads as its dout when fed the combined output's gradient dcmb
- * (B, L, E, original order): dcmb at the direction's token (flipped with `reverse`) · 0.5 · the
- * sample's factor, in float64.
+ * (B, L, E, original order): the float64 combine backward's dy_f, or dy_b with `reverse`.
  */
 function combinedDout(dcmb: Float64Array, c: { B: number; L: number; E: number }, reverse: boolean, drop?: Drop): Float64Array {
   const { B, L, E } = c;
-  const out = new Float64Array(B * L * E);
-  for (let b = 0; b < B; b++) {
-    const s = drop ? drop.row[b] : 1;
-    for (let t = 0; t < L; t++) {
-      const src = (b * L + (reverse ? L - 1 - t : t)) * E;
-      for (let e = 0; e < E; e++) out[(b * L + t) * E + e] = dcmb[src + e] * 0.5 * s;
-    }
-  }
-  return out;
+  const dyF = new Float64Array(B * L * E);
+  const dyB = new Float64Array(B * L * E);
+  combine_backward(dyF, dyB, dcmb, B, L, E, drop ? drop.row : null);
+  return reverse ? dyB : dyF;
 }
 
 async function checkForward(c: Case, reverse: boolean, tuning: ScanTuning = {}): Promise<void> {

@@ -336,16 +336,12 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
           rOut = new Float64Array(BL * E);
           ref.combine_forward(rOut, yf, r, B, L, E, drop);
         }
-        // the direction's dout: fused, the combined output's gradient at its tokens · 0.5 · factor
+        // the direction's dout: fused, what the combine's backward gives it from the combined output's gradient
         let gd = g;
         if (drop) {
-          gd = new Float64Array(BL * E);
-          for (let b = 0; b < B; b++) {
-            for (let t = 0; t < L; t++) {
-              const src = (b * L + (reverse ? L - 1 - t : t)) * E;
-              for (let e = 0; e < E; e++) gd[(b * L + t) * E + e] = g[src + e] * 0.5 * drop[b];
-            }
-          }
+          const dyF = new Float64Array(BL * E), dyB = new Float64Array(BL * E);
+          ref.combine_backward(dyF, dyB, g, B, L, E, drop);
+          gd = reverse ? dyB : dyF;
         }
         const rdu = new Float64Array(BL * E), rdd = new Float64Array(BL * E), rdb = new Float64Array(E), rdA = new Float64Array(E * N);
         const rdB = new Float64Array(BL * N), rdC = new Float64Array(BL * N), rdD = new Float64Array(E), rdxz = new Float64Array(BL * 2 * E);
