@@ -429,41 +429,35 @@ export class VimGpu {
 
   /** Allocate every buffer and build every pipeline for this config and batch size. */
   static async create(gpu: Gpu, cfg: VimConfig, opts: VimGpuOptions): Promise<VimGpu> {
-    let model = await VimGpu.allocate(gpu, cfg, opts);
-    if (typeof model === 'string' && opts.training && opts.scanCheckpoints === undefined && !process.env.VIM_SCAN_CHECKPOINTS) {
-      // the forward's checkpoints are the one large option: without them the step is a few % slower
-      const again = await VimGpu.allocate(gpu, cfg, { ...opts, scanCheckpoints: 'backward' });
-      if (typeof again !== 'string') {
-        again.note = `the scan's checkpoints kept from the forward to the backward did not fit GPU memory at batch ${opts.batch}: ` +
+    let { model, oom } = await VimGpu.allocate(gpu, cfg, opts);
+    if (oom && model.scanCheckpoints === 'forward' && opts.scanCheckpoints === undefined && !process.env.VIM_SCAN_CHECKPOINTS) {
+      // the forward's checkpoints, chosen by default, are the one large option: without them the step is a few % slower
+      ({ model, oom } = await VimGpu.allocate(gpu, cfg, { ...opts, scanCheckpoints: 'backward' }));
+      if (!oom) {
+        model.note = `the scan's checkpoints kept from the forward to the backward did not fit GPU memory at batch ${opts.batch}: ` +
           'the backward writes them itself (a few % slower a step; a smaller --batch-size keeps them)';
       }
-      model = again;
     }
-    if (typeof model === 'string') {
-      throw new VimError(`the GPU ran out of memory allocating ${cfg.name} at batch ${opts.batch}: use a smaller --batch-size (${model})`);
+    if (oom) {
+      throw new VimError(`the GPU ran out of memory allocating ${cfg.name} at batch ${opts.batch}: use a smaller --batch-size (${oom})`);
     }
     await compileCheck();
     checkGpu(gpu, `building ${cfg.name}`);
     return model;
   }
 
-  /** A model with every buffer allocated, or the out-of-memory message (its buffers released). */
-  private static async allocate(gpu: Gpu, cfg: VimConfig, opts: VimGpuOptions): Promise<VimGpu | string> {
+  /** A model with every buffer allocated; or, with the out-of-memory message, one whose buffers are released. */
+  private static async allocate(gpu: Gpu, cfg: VimConfig, opts: VimGpuOptions): Promise<{ model: VimGpu; oom: string | null }> {
     gpu.device.pushErrorScope('out-of-memory');
-    let model: VimGpu | undefined;
-    let failed: unknown;
+    let model: VimGpu;
+    let error: GPUError | null;
     try {
       model = new VimGpu(gpu, cfg, opts);
-    } catch (e) {
-      failed = e;
+    } finally {
+      error = await gpu.device.popErrorScope(); // the scope is closed whatever happened
     }
-    const oom = await gpu.device.popErrorScope(); // the scope is closed whatever happened
-    if (failed !== undefined) throw failed;
-    if (oom) {
-      model?.destroy();
-      return oom.message;
-    }
-    return model as VimGpu;
+    if (error) model.destroy();
+    return { model, oom: error ? error.message : null };
   }
 
   /** Bytes of GPU memory held by activations and scratch (parameters and optimizer state excluded). */
