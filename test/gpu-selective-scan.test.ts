@@ -222,9 +222,9 @@ async function compareGrads(
   for (const [k, v] of Object.entries(errs)) expect(v, `${k} rel err ${v}`).toBeLessThan(TOL);
 }
 
-/** Scratch tensors for one backward plan. */
-function scratchFor(gpu: Gpu, c: Case, tuning: ScanTuning): { bcPartials: GpuTensor; paramPartials: GpuTensor } {
-  const sizes = selectiveScanScratch(c, tuning);
+/** Scratch tensors for one backward plan (without a checkpoint region where the forward writes them). */
+function scratchFor(gpu: Gpu, c: Case, tuning: ScanTuning, forwardCheckpoints = false): { bcPartials: GpuTensor; paramPartials: GpuTensor } {
+  const sizes = selectiveScanScratch(c, tuning, { forwardCheckpoints });
   return {
     bcPartials: zerosTensor(gpu, sizes.bcPartials, 'bcPartials'),
     paramPartials: zerosTensor(gpu, sizes.paramPartials, 'paramPartials'),
@@ -259,7 +259,7 @@ async function checkBackward(
   const t = gradTensors(gpu, init);
   const inp = upload(gpu, c);
   // with forwardCheckpoints the forward writes the checkpoints (over garbage) and the backward
-  // reads them: its scratch's checkpoint region stays zero, so reading that instead would fail
+  // reads them, with a scratch sized without a checkpoint region of its own
   let checkpoints: GpuTensor | undefined;
   const pre = [];
   if (opts.forwardCheckpoints) {
@@ -272,7 +272,7 @@ async function checkBackward(
     }));
   }
   await run(gpu, [...pre, ...selectiveScanBackward(gpu, {
-    ...inp, ...t, dout: tensorFrom(gpu, dout, 'dout'), scratch: scratchFor(gpu, c, tuning),
+    ...inp, ...t, dout: tensorFrom(gpu, dout, 'dout'), scratch: scratchFor(gpu, c, tuning, checkpoints !== undefined),
     B, L, E, N, R, reverse, accumulate, ...tuning, checkpoints, ...(cmb ? { doutCombined: cmb } : {}),
   })]);
   await compareGrads(gpu, t, ref, init, c);
@@ -475,6 +475,12 @@ describe('checkpoints written by the forward', () => {
   it('stream, segments of 3 (3+3+1), and segmented, segments of 2 with a partial workgroup (reverse)', async () => {
     await checkBackward(makeCase(64, 3, 7, 37, 5, 2), true, false, { kernel: 'stream', subgroupSize: await sg(), segment: 3 }, { forwardCheckpoints: true });
     await checkBackward(makeCase(65, 3, 7, 13, 5, 2), true, true, { kernel: 'segmented', segment: 2 }, { forwardCheckpoints: true });
+  });
+  it('the scratch holds no checkpoint region where the forward writes them', () => {
+    const c = makeCase(68, 2, 13, 8, 4, 2);
+    const t: ScanTuning = { kernel: 'segmented', segment: 4 };
+    expect(selectiveScanScratch(c, t).bcPartials - selectiveScanScratch(c, t, { forwardCheckpoints: true }).bcPartials)
+      .toBe(scanCheckpointElements(c, 4));
   });
   it('refuses checkpoints too small for the segment, and a segment that is not a positive integer', async () => {
     const gpu = await testGpu();

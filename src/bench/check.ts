@@ -313,10 +313,10 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
         const out = yf ? c.t(yf) : c.t(BL * E), du = c.t(BL * E), dd = c.t(BL * E), dxz = c.t(BL * 2 * E), dxdbl = c.t(BL * S);
         const dA = c.t(E * N), dD = c.t(E), dbias = c.t(E);
         const st = scanTuning(c.gpu);
-        const sc = selectiveScanScratch({ B, L, E, N, R }, st);
         // as the model trains: the forward writes the backward's checkpoints where that pays
         const plan = selectiveScanBackwardPlan({ B, L, E, N, R }, st);
         const ck = scanCheckpointsInForward(plan) ? c.t(Math.max(4, scanCheckpointElements({ B, L, E, N, R }, plan.segment))) : undefined;
+        const sc = selectiveScanScratch({ B, L, E, N, R }, st, { forwardCheckpoints: ck !== undefined });
         await c.run([
           selectiveScanForward(c.gpu, {
             out, ...ins, B, L, E, N, R, reverse, ...(ck ? { checkpoints: { out: ck, segment: plan.segment } } : {}),

@@ -264,7 +264,7 @@ export class VimGpu {
     // ---- scratch shared by every op (dispatches run in order, so one op's partials never overlap another's)
     const mm = (M: number, I: number, O: number) => Math.max(
       matmulBackwardWeightPlan(M, I, O).scratchElements, biasBackwardPlan(M, O).scratchElements);
-    const scanScratch = selectiveScanScratch({ B, L, E, N, R }, scanT);
+    const scanScratch = selectiveScanScratch({ B, L, E, N, R }, scanT, { forwardCheckpoints: fwdCkpt });
     const scratchElems = Math.max(
       mm(BL, D, 2 * E), mm(BL, E, R + 2 * N), mm(BL, R, E), mm(BL, E, D), mm(B * Np, 3 * P * P, D), mm(B, D, C),
       rmsnormBackwardScratchElements(BL, D), rmsnormBackwardScratchElements(B, D),

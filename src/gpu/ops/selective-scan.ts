@@ -533,14 +533,17 @@ export function scanCheckpointElements(s: ScanShape, S: number): number {
 /**
  * Elements of the two scratch tensors selectiveScanBackward needs (reusable across layers and
  * by other ops between its dispatches). bcPartials also holds the checkpoints, after the
- * partials at a 256-byte boundary.
+ * partials at a 256-byte boundary, unless the forward writes them (`forwardCheckpoints`).
  */
-export function selectiveScanScratch(s: ScanShape, tuning: ScanTuning = {}): ScanScratchSizes {
+export function selectiveScanScratch(
+  s: ScanShape, tuning: ScanTuning = {}, opts: { forwardCheckpoints?: boolean } = {},
+): ScanScratchSizes {
   const p = selectiveScanBackwardPlan(s, tuning);
   const partials = s.B * p.partialsPerSample * s.L * 2 * s.N;
-  const ck = checkpointElements(s, p);
+  // with the forward's checkpoints (ScanBackwardArgs.checkpoints) the scratch holds none
+  const ck = opts.forwardCheckpoints ? 0 : Math.max(4, checkpointElements(s, p));
   return {
-    bcPartials: Math.ceil((4 * partials) / REGION_ALIGN) * (REGION_ALIGN / 4) + Math.max(4, ck),
+    bcPartials: Math.ceil((4 * partials) / REGION_ALIGN) * (REGION_ALIGN / 4) + ck,
     paramPartials: s.B * (s.N + 2) * s.E,
   };
 }
@@ -755,7 +758,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
       `${plan.segment}) exceed the adapter's ${gpu.limits.maxComputeWorkgroupStorageSize}; choose a smaller workgroupSize or segment`);
   }
   checkWorkgroup(where, gpu, plan.workgroupSize);
-  const sizes = selectiveScanScratch(a, a);
+  const sizes = selectiveScanScratch(a, a, { forwardCheckpoints: a.checkpoints !== undefined });
   need(where, 'scratch.bcPartials', a.scratch.bcPartials, sizes.bcPartials);
   need(where, 'scratch.paramPartials', a.scratch.paramPartials, sizes.paramPartials);
   const stor = gpu.limits.maxStorageBuffersPerShaderStage;
