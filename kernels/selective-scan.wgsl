@@ -112,6 +112,11 @@ override COMBINE: bool = false;        // forward: out = (out + this direction's
 override DOUT_COMBINED: bool = false;  // backward: dout is the combined output's gradient, original order; read · 0.5 (· scale)
 override SCALED: bool = false;         // with COMBINE or DOUT_COMBINED: × scale[SCALE_OFFSET + b] (the drop path)
 override SCALE_OFFSET: u32 = 0u;       // this block's row of the (rows, B) factors
+// backward_split: per-lane arrays held in workgroup memory instead of registers, each lane its own
+// slots (no lane reads another's, so no barrier guards them): bit 0 A, bit 1 the gA sums, bit 2 the
+// carry; LM_ROWS = (bits set) · NV/SPLIT · WG vec4 rows (1 where none)
+override LANE_MEM: u32 = 0u;
+override LM_ROWS: u32 = 1u;
 
 const NVMAX = 8u; // N ≤ 32
 const KBMAX = 8u; // largest KB
@@ -167,6 +172,8 @@ var<workgroup> s_h: array<vec4<f32>, SH_ROWS>;
 var<workgroup> s_red: array<vec4<f32>, RED_ROWS>;
 // reduce_params: [lane][output]
 var<workgroup> s_lane: array<f32, 256>;
+// backward_split with LANE_MEM: [array][vec4 i][lane] (lm_row)
+var<workgroup> s_lm: array<vec4<f32>, LM_ROWS>;
 
 fn sigmoid(x: f32) -> f32 {
   if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
@@ -799,6 +806,18 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
 // Backward, split form
 // ============================================================================================
 
+// The s_lm row of this lane's vec4 i of per-lane array `bit` (1 A, 2 gA, 4 carry): the arrays
+// LANE_MEM holds, in bit order, NV/SPLIT rows of WG lanes each.
+fn lm_row(bit: u32, i: u32, lid: u32) -> u32 {
+  return (countOneBits(LANE_MEM & (bit - 1u)) * (NV / SPLIT) + i) * WG + lid;
+}
+
+// vec4 i of this lane's A: from s_lm with LANE_MEM bit 0, else from the register array.
+fn lane_A(A: ptr<function, array<vec4<f32>, NVMAX>>, i: u32, lid: u32) -> vec4<f32> {
+  if ((LANE_MEM & 1u) != 0u) { return s_lm[lm_row(1u, i, lid)]; }
+  return (*A)[i];
+}
+
 // This lane's part of A[e, :] = −exp(A_log[e, :]): state vec4 v0 … v0 + NV/SPLIT − 1 of the
 // channel, at 0 … NV/SPLIT − 1 (padding states −1).
 fn split_A(ec: u32, v0: u32) -> array<vec4<f32>, NVMAX> {
@@ -946,10 +965,15 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
   let lane = lid % SGR;
   let part = wid.x * (WG / SGR) + lid / SGR; // this lane's subgroup's partial row of part_bc
 
-  let A = split_A(ec, v0);
+  var A = split_A(ec, v0);            // with LANE_MEM bit 0 only until it is in s_lm (lane_A)
   var h: array<vec4<f32>, NVMAX>;     // running state, then h_t in the walk (zero-initialised, as the others)
-  var carry: array<vec4<f32>, NVMAX>; // a_{t+1} ⊙ gh_{t+1}
-  var gA: array<vec4<f32>, NVMAX>;    // Σ_t gh_t ⊙ a_t ⊙ h_{t−1} ⊙ Δ_t
+  var carry: array<vec4<f32>, NVMAX>; // a_{t+1} ⊙ gh_{t+1} (with LANE_MEM bit 2 in s_lm)
+  var gA: array<vec4<f32>, NVMAX>;    // Σ_t gh_t ⊙ a_t ⊙ h_{t−1} ⊙ Δ_t (with LANE_MEM bit 1 in s_lm)
+  for (var i = 0u; i < NVL; i++) {
+    if ((LANE_MEM & 1u) != 0u) { s_lm[lm_row(1u, i, lid)] = A[i]; }
+    if ((LANE_MEM & 2u) != 0u) { s_lm[lm_row(2u, i, lid)] = vec4<f32>(0.0); }
+    if ((LANE_MEM & 4u) != 0u) { s_lm[lm_row(4u, i, lid)] = vec4<f32>(0.0); }
+  }
   let bias = g_dt_bias[ec];
   let Dv = g_Dskip[ec];
   var gD = 0.0;
@@ -1025,7 +1049,7 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
       if (j < tn && (DIAG & 4u) == 0u) {
         let du = cdel[j] * cu[j];
         for (var i = 0u; i < NVL; i++) {
-          h[i] = exp(cdel[j] * A[i]) * h[i] + du * s_bc[(t0 + j) * 2u * NV + v0 + i];
+          h[i] = exp(cdel[j] * lane_A(&A, i, lid)) * h[i] + du * s_bc[(t0 + j) * 2u * NV + v0 + i];
           if (j + 1u < S) { sh[j + 1u][i] = h[i]; }
         }
       }
@@ -1057,16 +1081,19 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
         var itC: array<vec4<f32>, SPLIT_ITEMS>; // gC_t contributions
         for (var i = 0u; i < NVL; i++) {
           let hPrev = sh[tt][i];
-          let a = exp(delta * A[i]);
+          let Ai = lane_A(&A, i, lid);
+          let a = exp(delta * Ai);
           let Bv = s_bc[bct + i];
-          let gh = gy * s_bc[bct + NV + i] + carry[i];
+          var cin = carry[i];
+          if ((LANE_MEM & 4u) != 0u) { cin = s_lm[lm_row(4u, i, lid)]; }
+          let gh = gy * s_bc[bct + NV + i] + cin;
           itB[i] = select(vec4<f32>(0.0), gh * du, live);
           itC[i] = select(vec4<f32>(0.0), gy * h[i], live);
           gu4 += gh * Bv;
           let ahp = a * hPrev; // a_t ⊙ h_{t−1}
-          gdelta4 += gh * (uu * Bv + A[i] * ahp);
-          gA[i] += gh * ahp * delta;
-          carry[i] = a * gh;
+          gdelta4 += gh * (uu * Bv + Ai * ahp);
+          if ((LANE_MEM & 2u) != 0u) { s_lm[lm_row(2u, i, lid)] += gh * ahp * delta; } else { gA[i] += gh * ahp * delta; }
+          if ((LANE_MEM & 4u) != 0u) { s_lm[lm_row(4u, i, lid)] = a * gh; } else { carry[i] = a * gh; }
           h[i] = hPrev;
         }
         let sums = split_channel_sum(vec4<f32>((gu4.x + gu4.y) + (gu4.z + gu4.w), (gdelta4.x + gdelta4.y) + (gdelta4.z + gdelta4.w), 0.0, 0.0));
@@ -1088,7 +1115,16 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
     }
   }
 
-  if (live) { split_param_partials(b, e, q, gA, A, gD, gbias); }
+  if (live) {
+    var gAo: array<vec4<f32>, NVMAX>;
+    var Ao: array<vec4<f32>, NVMAX>;
+    for (var i = 0u; i < NVL; i++) {
+      gAo[i] = gA[i];
+      if ((LANE_MEM & 2u) != 0u) { gAo[i] = s_lm[lm_row(2u, i, lid)]; }
+      Ao[i] = lane_A(&A, i, lid);
+    }
+    split_param_partials(b, e, q, gAo, Ao, gD, gbias);
+  }
 }
 
 // ============================================================================================

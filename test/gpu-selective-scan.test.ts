@@ -472,6 +472,22 @@ describe('checkpoints written by the forward', () => {
     await checkBackward(makeCase(63, 2, 8, 37, 16, 3), false, false,
       { kernel: 'split', subgroupSize: s, segment: 4, workgroupSize: 2 * s }, { forwardCheckpoints: true });
   });
+  it('split with per-lane arrays in workgroup memory: A, gA and carry on 1 lane a channel (reverse, accumulating); A alone and gA with carry on 2 lanes, segments of 3 (forward)', async () => {
+    const s = await sg();
+    const splitPlanned = (c: Case, t: ScanTuning, P: number, rows: number): ScanTuning => {
+      expect(selectiveScanBackwardPlan(c, t)).toMatchObject({ kernel: 'split', split: P, workgroupBytes: 16 * (c.L * 8 + rows) });
+      return t;
+    };
+    const c1 = makeCase(69, 2, 65, 40, 16, 12);
+    await checkBackward(c1, true, true, splitPlanned(c1,
+      { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s, laneMemory: ['A', 'gA', 'carry'] }, 1, 3 * 4 * 4 * s), { forwardCheckpoints: true });
+    const c2 = makeCase(70, 2, 13, 37, 16, 3);
+    await checkBackward(c2, false, false, splitPlanned(c2,
+      { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s, laneMemory: ['A'] }, 2, 2 * 2 * s), { forwardCheckpoints: true });
+    const c3 = makeCase(71, 2, 13, 37, 16, 3);
+    await checkBackward(c3, false, false, splitPlanned(c3,
+      { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s, laneMemory: ['gA', 'carry'], lookahead: false }, 2, 2 * 2 * 2 * s));
+  });
   it('stream, segments of 3 (3+3+1), and segmented, segments of 2 with a partial workgroup (reverse)', async () => {
     await checkBackward(makeCase(64, 3, 7, 37, 5, 2), true, false, { kernel: 'stream', subgroupSize: await sg(), segment: 3 }, { forwardCheckpoints: true });
     await checkBackward(makeCase(65, 3, 7, 13, 5, 2), true, true, { kernel: 'segmented', segment: 2 }, { forwardCheckpoints: true });
@@ -586,6 +602,10 @@ describe('the backward plan', () => {
     const long = { B: 2, L: 300, E: 40, N: 32, R: 12 };
     expect(selectiveScanBackwardPlan(long, t).kernel).toBe('segmented');
     expect(selectiveScanBackwardPlan(long, { ...t, maxWorkgroupBytes: 98304 })).toMatchObject({ kernel: 'split', workgroupBytes: 16 * 300 * 16 });
+    expect(selectiveScanBackwardPlan(tiny, { ...t, laneMemory: ['A', 'gA'], maxWorkgroupBytes: 49152 }), 'two per-lane arrays of 4 vec4 for 192 lanes')
+      .toMatchObject({ kernel: 'split', workgroupBytes: 16 * (65 * 8 + 2 * 4 * 192) });
+    expect(selectiveScanBackwardPlan(tiny, { ...t, laneMemory: ['A', 'gA'] }).kernel, 'beyond 32 KiB where the adapter has no more').toBe('stream');
+    expect(() => selectiveScanBackwardPlan(tiny, { ...t, laneMemory: ['h'] as never })).toThrow(/laneMemory entries must be A, gA, carry; received 'h'/);
     expect(() => selectiveScanBackwardPlan(tiny, { ...t, split: 3 })).toThrow(/split \(lanes per channel\) must be 1, 2 or 4; received 3/);
     expect(() => selectiveScanBackwardPlan(tiny, { ...t, segment: 5 })).toThrow(/the split kernel's segment must be an integer in 1…4; received 5/);
     expect(() => selectiveScanBackwardPlan(tiny, { ...t, segment: 0 })).toThrow(/the split kernel's segment must be an integer in 1…4; received 0/);
@@ -670,6 +690,30 @@ describe('VIM_SCAN_SPLIT', () => {
       expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_SPLIT must be 1, 2 or 4; it is '3'/);
       process.env.VIM_SCAN_SPLIT = '8';
       expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_SPLIT must be an integer in 1…4; it is '8'/);
+    } finally {
+      keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
+    }
+  });
+});
+
+describe('VIM_SCAN_LOOKAHEAD and VIM_SCAN_LANE_MEMORY', () => {
+  it('set the split backward\'s lookahead and its per-lane arrays in workgroup memory, and refuse other values', () => {
+    const keys = ['VIM_SCAN_LOOKAHEAD', 'VIM_SCAN_LANE_MEMORY'];
+    const saved = keys.map((k) => process.env[k]);
+    try {
+      for (const k of keys) delete process.env[k];
+      expect(scanGeometryFromEnv()).toEqual({});
+      process.env.VIM_SCAN_LOOKAHEAD = '0';
+      process.env.VIM_SCAN_LANE_MEMORY = 'A, carry';
+      expect(scanGeometryFromEnv()).toEqual({ lookahead: false, laneMemory: ['A', 'carry'] });
+      process.env.VIM_SCAN_LANE_MEMORY = 'none';
+      process.env.VIM_SCAN_LOOKAHEAD = '1';
+      expect(scanGeometryFromEnv()).toEqual({ lookahead: true });
+      process.env.VIM_SCAN_LOOKAHEAD = 'yes';
+      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_LOOKAHEAD must be 0 or 1; it is 'yes'/);
+      delete process.env.VIM_SCAN_LOOKAHEAD;
+      process.env.VIM_SCAN_LANE_MEMORY = 'A,h';
+      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_LANE_MEMORY must be a comma list of A, gA, carry \(or none\); it is 'A,h'/);
     } finally {
       keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
     }

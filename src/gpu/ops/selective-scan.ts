@@ -103,6 +103,13 @@ export interface ScanTuning {
   /** Backward 'stream' and 'split': load each segment's inputs one segment ahead (default true). */
   lookahead?: boolean;
   /**
+   * Backward 'split': per-lane arrays held in workgroup memory instead of registers, each lane its
+   * own slots: 'A' (the channel's −exp(A_log)), 'gA' (the dA_log sums) and 'carry' (a_{t+1} ⊙
+   * gh_{t+1}); ⌈N/4⌉/split vec4 a lane each. Fewer registers an invocation, more workgroup memory
+   * (default: none).
+   */
+  laneMemory?: readonly ScanLaneArray[];
+  /**
    * Backward 'stream', where neither workgroupSize nor segment is given: try the wide geometry
    * first (segments of one token on 192 channels a workgroup where that divides E, else on 128:
    * SCAN_STREAM_WIDE_LARGE, SCAN_STREAM_WIDE), kept where its workgroup memory is within 32 KiB and
@@ -121,6 +128,27 @@ export interface ScanTuning {
 }
 
 export type ScanBackwardKernel = 'segmented' | 'stream' | 'split';
+
+/** The split backward's per-lane arrays that ScanTuning.laneMemory can move to workgroup memory, in LANE_MEM's bit order. */
+export const SCAN_LANE_ARRAYS = ['A', 'gA', 'carry'] as const;
+export type ScanLaneArray = (typeof SCAN_LANE_ARRAYS)[number];
+
+/** LANE_MEM's bits for a list of per-lane arrays (checked). */
+function laneMemoryBits(where: string, list: readonly string[] | undefined): number {
+  let bits = 0;
+  for (const a of list ?? []) {
+    const k = (SCAN_LANE_ARRAYS as readonly string[]).indexOf(a);
+    if (k < 0) throw new Error(`${where}: laneMemory entries must be ${SCAN_LANE_ARRAYS.join(', ')}; received '${a}'`);
+    bits |= 1 << k;
+  }
+  return bits;
+}
+
+function bitCount(v: number): number {
+  let c = 0;
+  for (; v; v &= v - 1) c++;
+  return c;
+}
 
 /**
  * The backward kernel when a call does not choose one: $VIM_SCAN_KERNEL where set; else, for an
@@ -165,8 +193,21 @@ function envPositiveInt(name: string, max: number): number | undefined {
  * (tokens per segment) and $VIM_SCAN_SPLIT ('split': lanes per channel, 1, 2 or 4), each pinned
  * where set; where unset, the plan chooses (selectiveScanBackwardPlan).
  */
-export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split'> {
-  const out: Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split'> = {};
+export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory'> {
+  const out: Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory'> = {};
+  const la = process.env.VIM_SCAN_LOOKAHEAD;
+  if (la === '0' || la === '1') out.lookahead = la === '1';
+  else if (la !== undefined && la !== '') throw new VimError(`VIM_SCAN_LOOKAHEAD must be 0 or 1; it is '${la}'`);
+  const lm = process.env.VIM_SCAN_LANE_MEMORY;
+  if (lm !== undefined && lm !== '' && lm !== 'none') {
+    const list = lm.split(',').map((x) => x.trim()).filter(Boolean);
+    for (const x of list) {
+      if (!(SCAN_LANE_ARRAYS as readonly string[]).includes(x)) {
+        throw new VimError(`VIM_SCAN_LANE_MEMORY must be a comma list of ${SCAN_LANE_ARRAYS.join(', ')} (or none); it is '${lm}'`);
+      }
+    }
+    out.laneMemory = list as ScanLaneArray[];
+  }
   const wg = envPositiveInt('VIM_SCAN_WORKGROUP', 1024);
   const seg = envPositiveInt('VIM_SCAN_SEGMENT', 1024);
   const split = envPositiveInt('VIM_SCAN_SPLIT', 4);
@@ -332,9 +373,17 @@ function splitFits(N: number, P: number, sgr: number): boolean {
   return sgr >= P && Math.ceil(N / 4) % P === 0 && shuffleItems(N, P) <= sgr / P;
 }
 
-/** Workgroup memory of the split backward: all L tokens' B, C (the segment's states stay in registers). */
-function splitBytes(L: number, N: number): number {
-  return 16 * L * 2 * Math.ceil(N / 4);
+/**
+ * Workgroup memory of the split backward: all L tokens' B, C (the segment's states stay in
+ * registers), and the per-lane arrays of `laneArrays` (⌈N/4⌉/P vec4 a lane each).
+ */
+function splitBytes(L: number, N: number, wg = 0, P = 1, laneArrays = 0): number {
+  return 16 * (L * 2 * Math.ceil(N / 4) + laneMemoryRows(N, wg, P, laneArrays));
+}
+
+/** vec4 rows of the split backward's s_lm: `laneArrays` arrays of ⌈N/4⌉/P vec4 for each of `wg` lanes. */
+function laneMemoryRows(N: number, wg: number, P: number, laneArrays: number): number {
+  return laneArrays * (Math.ceil(N / 4) / P) * wg;
 }
 
 /** Workgroup memory the backward's default plan stays within (what lavapipe and most GPUs offer). */
@@ -492,7 +541,7 @@ function splitPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefin
   const sg = tuningSubgroupSize(tuning);
   if (sg === 0 || wg % sg !== 0) return undefined;
   if (!splitFits(s.N, P, sg)) return undefined;
-  const bytes = splitBytes(s.L, s.N);
+  const bytes = splitBytes(s.L, s.N, wg, P, bitCount(laneMemoryBits(where, tuning.laneMemory)));
   if (bytes > Math.max(SCAN_BACKWARD_WORKGROUP_BYTES, tuning.maxWorkgroupBytes ?? 0)) return undefined;
   const S = Math.min(s.L, S0);
   const nwg = ceilDiv(s.E * P, wg);
@@ -809,11 +858,13 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const qs = shuffleItems(N, lanes);
   // the stream and split kernels' common constants: all L tokens' B, C staged, shuffle sums
   const walk = { ...common, KB: kb, BCT: L, SGR: sgr, LOOKAHEAD: a.lookahead === false ? 0 : 1 };
+  const lmBits = split ? laneMemoryBits(where, a.laneMemory) : 0;
+  const laneMem: Record<string, number> = lmBits ? { LANE_MEM: lmBits, LM_ROWS: laneMemoryRows(N, wg, lanes, bitCount(lmBits)) } : {};
 
   const scan = makeDispatch(gpu, 'selective-scan',
     split ? 'selective_scan_backward_split' : stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
     split
-      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0 }
+      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0, ...laneMem }
       : stream
       ? { ...walk, QP: shuffleItems(N), SH_ROWS: streamStateRows(N, wg, plan.segment), ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
       : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
