@@ -422,8 +422,8 @@ describe('selective scan backward (split)', () => {
       const L = (S + pi) % 2 === 1 ? 7 : 13;
       const way = ways[(S + pi) % 3];
       const R = 3;
-      it(`${P} lane${P > 1 ? 's' : ''} a channel, segments of ${S}: L=${L} E=37 N=16 (${way})`, async () => {
-        const t = planned(makeCase(40 + L, 2, L, 37, 16, R), await split(P, S, L === 13 ? { tokenBlock: 4 } : {}), P);
+      it(`${P} lane${P > 1 ? 's' : ''} a channel, segments of ${S}: L=${L} E=37 N=16 (${way}${L === 13 ? '; each segment loaded one ahead' : ''})`, async () => {
+        const t = planned(makeCase(40 + L, 2, L, 37, 16, R), await split(P, S, L === 13 ? { tokenBlock: 4, lookahead: true } : {}), P);
         if (way === 'both directions') await checkBothDirections(40 + L, 2, L, 37, 16, R, t);
         else await checkBackward(makeCase(40 + L, 2, L, 37, 16, R), way !== 'forward', way !== 'forward', t);
       });
@@ -435,7 +435,7 @@ describe('selective scan backward (split)', () => {
     expect(selectiveScanBackwardPlan(c, t)).toMatchObject({ kernel: 'split', split: 1, workgroupSize: 128, segment: 4, segments: 17 });
     await checkBackward(c, true, true, t);
   });
-  it('L=65, segments of 4, inputs loaded 4 tokens at a time, each segment loaded when it is computed (forward)', async () => {
+  it('L=65, segments of 4, inputs loaded 4 tokens at a time, each segment loaded when it is computed (the default; forward)', async () => {
     const c = makeCase(34, 2, 65, 40, 16, 12);
     await checkBackward(c, false, false, planned(c, await split(4, 4, { tokenBlock: 4, lookahead: false }), 4));
   });

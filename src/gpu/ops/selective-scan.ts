@@ -100,7 +100,11 @@ export interface ScanTuning {
    * serves). scanTuning(gpu) gives the adapter's.
    */
   subgroupSize?: number;
-  /** Backward 'stream' and 'split': load each segment's inputs one segment ahead (default true). */
+  /**
+   * Backward 'stream' and 'split': load each segment's inputs one segment ahead (default: true for
+   * 'stream'; false for 'split', whose backward took 14.9 ms a step with it off against 15.5 with
+   * it on, vim-tiny at batch 256 on an H200, docs/performance.md change 26).
+   */
   lookahead?: boolean;
   /**
    * Backward 'split': per-lane arrays held in workgroup memory instead of registers, each lane its
@@ -857,7 +861,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const lanes = plan.split ?? 1;
   const qs = shuffleItems(N, lanes);
   // the stream and split kernels' common constants: all L tokens' B, C staged, shuffle sums
-  const walk = { ...common, KB: kb, BCT: L, SGR: sgr, LOOKAHEAD: a.lookahead === false ? 0 : 1 };
+  const walk = { ...common, KB: kb, BCT: L, SGR: sgr, LOOKAHEAD: (a.lookahead ?? !split) ? 1 : 0 };
   const lmBits = split ? laneMemoryBits(where, a.laneMemory) : 0;
   const laneMem: Record<string, number> = lmBits ? { LANE_MEM: lmBits, LM_ROWS: laneMemoryRows(N, wg, lanes, bitCount(lmBits)) } : {};
 
