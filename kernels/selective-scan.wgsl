@@ -117,6 +117,15 @@ override SCALE_OFFSET: u32 = 0u;       // this block's row of the (rows, B) fact
 // carry; LM_ROWS = (bits set) · NV/SPLIT · WG vec4 rows (1 where none)
 override LANE_MEM: u32 = 0u;
 override LM_ROWS: u32 = 1u;
+// backward_split's walk: bit 0 ("lean") sums gh ⊙ a_t ⊙ h_{t−1} once for both dΔ and dA_log and
+// takes dΔ's u_t B_t term from the du sum (Σ gh (u B + A a h) = u Σ gh B + Σ A (gh a h)): two
+// operations a state and token fewer, the same sums rounded in another order; bit 1 ("keep-a")
+// keeps a_t = exp(Δ_t A) from the segment's recomputation for the walk: one exp a state and token
+// fewer, S·NV/SPLIT vec4 more registers
+override WALK: u32 = 0u;
+// backward_split: every channel of every workgroup is one of the E (E a multiple of WG / SPLIT), so
+// no lane needs its [gB | gC] items zeroed
+override ALL_LIVE: bool = false;
 
 const NVMAX = 8u; // N ≤ 32
 const KBMAX = 8u; // largest KB
@@ -1044,12 +1053,15 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
     // the segment's states from its checkpoint: sh[j] for j ≥ 1, and h ends as the last token's
     for (var i = 0u; i < NVL; i++) { h[i] = sh[0][i]; }
     var cdel: array<f32, SPLIT_SMAX>; // Δ_t of the segment's tokens
+    var sa: array<array<vec4<f32>, NVMAX>, SPLIT_SMAX>; // with WALK bit 1: a_t of the segment's tokens
     for (var j = 0u; j < S; j++) {
       cdel[j] = softplus(cd[j] + bias);
       if (j < tn && (DIAG & 4u) == 0u) {
         let du = cdel[j] * cu[j];
         for (var i = 0u; i < NVL; i++) {
-          h[i] = exp(cdel[j] * lane_A(&A, i, lid)) * h[i] + du * s_bc[(t0 + j) * 2u * NV + v0 + i];
+          let aj = exp(cdel[j] * lane_A(&A, i, lid));
+          if ((WALK & 2u) != 0u) { sa[j][i] = aj; }
+          h[i] = aj * h[i] + du * s_bc[(t0 + j) * 2u * NV + v0 + i];
           if (j + 1u < S) { sh[j + 1u][i] = h[i]; }
         }
       }
@@ -1082,23 +1094,33 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
         for (var i = 0u; i < NVL; i++) {
           let hPrev = sh[tt][i];
           let Ai = lane_A(&A, i, lid);
-          let a = exp(delta * Ai);
+          var a: vec4<f32>;
+          if ((WALK & 2u) != 0u) { a = sa[tt][i]; } else { a = exp(delta * Ai); }
           let Bv = s_bc[bct + i];
           var cin = carry[i];
           if ((LANE_MEM & 4u) != 0u) { cin = s_lm[lm_row(4u, i, lid)]; }
           let gh = gy * s_bc[bct + NV + i] + cin;
-          itB[i] = select(vec4<f32>(0.0), gh * du, live);
-          itC[i] = select(vec4<f32>(0.0), gy * h[i], live);
+          itB[i] = select(vec4<f32>(0.0), gh * du, ALL_LIVE || live);
+          itC[i] = select(vec4<f32>(0.0), gy * h[i], ALL_LIVE || live);
           gu4 += gh * Bv;
           let ahp = a * hPrev; // a_t ⊙ h_{t−1}
-          gdelta4 += gh * (uu * Bv + Ai * ahp);
-          if ((LANE_MEM & 2u) != 0u) { s_lm[lm_row(2u, i, lid)] += gh * ahp * delta; } else { gA[i] += gh * ahp * delta; }
+          var gAt: vec4<f32>; // this token's term of gA
+          if ((WALK & 1u) != 0u) {
+            let p = gh * ahp;
+            gdelta4 += Ai * p; // the u_t B_t term is added from the du sum below
+            gAt = p * delta;
+          } else {
+            gdelta4 += gh * (uu * Bv + Ai * ahp);
+            gAt = gh * ahp * delta;
+          }
+          if ((LANE_MEM & 2u) != 0u) { s_lm[lm_row(2u, i, lid)] += gAt; } else { gA[i] += gAt; }
           if ((LANE_MEM & 4u) != 0u) { s_lm[lm_row(4u, i, lid)] = a * gh; } else { carry[i] = a * gh; }
           h[i] = hPrev;
         }
         let sums = split_channel_sum(vec4<f32>((gu4.x + gu4.y) + (gu4.z + gu4.w), (gdelta4.x + gdelta4.y) + (gdelta4.z + gdelta4.w), 0.0, 0.0));
         let gu = Dv * gy + delta * sums.x;
-        let gdr = sums.y * sigmoid(cd[tt] + bias);
+        let gdsum = select(sums.y, sums.y + uu * sums.x, (WALK & 1u) != 0u); // Σ over the channel's states
+        let gdr = gdsum * sigmoid(cd[tt] + bias);
         gbias += gdr;
         if (live && q == 0u) { store_token_grads(rowT, ziT, gu, gdr, gz); }
         if ((DIAG & 1u) == 0u) {

@@ -488,6 +488,23 @@ describe('checkpoints written by the forward', () => {
     await checkBackward(c3, false, false, splitPlanned(c3,
       { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s, laneMemory: ['gA', 'carry'], lookahead: false }, 2, 2 * 2 * 2 * s));
   });
+  it('split with the lean walk, a_t kept from the recomputation, and both: 1 lane a channel with every channel live (E=64), 2 lanes with idle ones (E=37), segments of 4 and 3', async () => {
+    const s = await sg();
+    const split = (c: Case, t: ScanTuning): ScanTuning => {
+      expect(selectiveScanBackwardPlan(c, t).kernel).toBe('split');
+      return t;
+    };
+    const c1 = makeCase(72, 2, 65, 64, 16, 12);
+    const t1: ScanTuning = { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s };
+    await checkBackward(c1, true, true, split(c1, { ...t1, walk: ['lean', 'keep-a'] }), { forwardCheckpoints: true });
+    await checkBackward(c1, false, false, split(c1, { ...t1, walk: ['keep-a'] }), { forwardCheckpoints: true });
+    const c2 = makeCase(73, 2, 13, 37, 16, 3);
+    const t2: ScanTuning = { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s };
+    await checkBackward(c2, false, false, split(c2, { ...t2, walk: ['lean'] }), { forwardCheckpoints: true });
+    await checkBackward(c2, true, true, split(c2, { ...t2, walk: ['lean', 'keep-a'] }));
+    await expect(checkBackward(c2, true, true, split(c2, { ...t2, walk: ['fast'] as never })))
+      .rejects.toThrow(/walk entries must be lean, keep-a; received 'fast'/);
+  });
   it('stream, segments of 3 (3+3+1), and segmented, segments of 2 with a partial workgroup (reverse)', async () => {
     await checkBackward(makeCase(64, 3, 7, 37, 5, 2), true, false, { kernel: 'stream', subgroupSize: await sg(), segment: 3 }, { forwardCheckpoints: true });
     await checkBackward(makeCase(65, 3, 7, 13, 5, 2), true, true, { kernel: 'segmented', segment: 2 }, { forwardCheckpoints: true });
@@ -716,6 +733,23 @@ describe('VIM_SCAN_LOOKAHEAD and VIM_SCAN_LANE_MEMORY', () => {
       expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_LANE_MEMORY must be a comma list of A, gA, carry \(or none\); it is 'A,h'/);
     } finally {
       keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
+    }
+  });
+});
+
+describe('VIM_SCAN_WALK', () => {
+  it('sets the split backward\'s forms of the walk, and refuses other values', () => {
+    const saved = process.env.VIM_SCAN_WALK;
+    try {
+      process.env.VIM_SCAN_WALK = 'lean, keep-a';
+      expect(scanGeometryFromEnv()).toEqual({ walk: ['lean', 'keep-a'] });
+      process.env.VIM_SCAN_WALK = 'none';
+      expect(scanGeometryFromEnv()).toEqual({});
+      process.env.VIM_SCAN_WALK = 'fast';
+      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_WALK must be a comma list of lean, keep-a \(or none\); it is 'fast'/);
+    } finally {
+      if (saved === undefined) delete process.env.VIM_SCAN_WALK;
+      else process.env.VIM_SCAN_WALK = saved;
     }
   });
 });

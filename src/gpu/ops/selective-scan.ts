@@ -114,6 +114,13 @@ export interface ScanTuning {
    */
   laneMemory?: readonly ScanLaneArray[];
   /**
+   * Backward 'split': forms of the walk (default: none), each fewer operations a state and token:
+   * 'lean' sums gh ⊙ a_t ⊙ h_{t−1} once for both dΔ and dA_log and takes dΔ's u_t B_t term from the
+   * du sum (the same sums, rounded in another order); 'keep-a' keeps a_t = exp(Δ_t A) from the
+   * segment's recomputation for the walk (one exp fewer, S·⌈N/4⌉/split vec4 more registers).
+   */
+  walk?: readonly ScanWalkForm[];
+  /**
    * Backward 'stream', where neither workgroupSize nor segment is given: try the wide geometry
    * first (segments of one token on 192 channels a workgroup where that divides E, else on 128:
    * SCAN_STREAM_WIDE_LARGE, SCAN_STREAM_WIDE), kept where its workgroup memory is within 32 KiB and
@@ -136,6 +143,21 @@ export type ScanBackwardKernel = 'segmented' | 'stream' | 'split';
 /** The split backward's per-lane arrays that ScanTuning.laneMemory can move to workgroup memory, in LANE_MEM's bit order. */
 export const SCAN_LANE_ARRAYS = ['A', 'gA', 'carry'] as const;
 export type ScanLaneArray = (typeof SCAN_LANE_ARRAYS)[number];
+
+/** The split backward's forms of the walk (ScanTuning.walk), in WALK's bit order. */
+export const SCAN_WALK_FORMS = ['lean', 'keep-a'] as const;
+export type ScanWalkForm = (typeof SCAN_WALK_FORMS)[number];
+
+/** WALK's bits for a list of walk forms (checked). */
+function walkBits(where: string, list: readonly string[] | undefined): number {
+  let bits = 0;
+  for (const a of list ?? []) {
+    const k = (SCAN_WALK_FORMS as readonly string[]).indexOf(a);
+    if (k < 0) throw new Error(`${where}: walk entries must be ${SCAN_WALK_FORMS.join(', ')}; received '${a}'`);
+    bits |= 1 << k;
+  }
+  return bits;
+}
 
 /** LANE_MEM's bits for a list of per-lane arrays (checked). */
 function laneMemoryBits(where: string, list: readonly string[] | undefined): number {
@@ -197,8 +219,18 @@ function envPositiveInt(name: string, max: number): number | undefined {
  * (tokens per segment) and $VIM_SCAN_SPLIT ('split': lanes per channel, 1, 2 or 4), each pinned
  * where set; where unset, the plan chooses (selectiveScanBackwardPlan).
  */
-export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory'> {
-  const out: Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory'> = {};
+export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk'> {
+  const out: Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk'> = {};
+  const wk = process.env.VIM_SCAN_WALK;
+  if (wk !== undefined && wk !== '' && wk !== 'none') {
+    const list = wk.split(',').map((x) => x.trim()).filter(Boolean);
+    for (const x of list) {
+      if (!(SCAN_WALK_FORMS as readonly string[]).includes(x)) {
+        throw new VimError(`VIM_SCAN_WALK must be a comma list of ${SCAN_WALK_FORMS.join(', ')} (or none); it is '${wk}'`);
+      }
+    }
+    out.walk = list as ScanWalkForm[];
+  }
   const la = process.env.VIM_SCAN_LOOKAHEAD;
   if (la === '0' || la === '1') out.lookahead = la === '1';
   else if (la !== undefined && la !== '') throw new VimError(`VIM_SCAN_LOOKAHEAD must be 0 or 1; it is '${la}'`);
@@ -863,12 +895,14 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   // the stream and split kernels' common constants: all L tokens' B, C staged, shuffle sums
   const walk = { ...common, KB: kb, BCT: L, SGR: sgr, LOOKAHEAD: (a.lookahead ?? !split) ? 1 : 0 };
   const lmBits = split ? laneMemoryBits(where, a.laneMemory) : 0;
+  const wBits = split ? walkBits(where, a.walk) : 0;
+  const allLive = split && E % (wg / lanes) === 0;
   const laneMem: Record<string, number> = lmBits ? { LANE_MEM: lmBits, LM_ROWS: laneMemoryRows(N, wg, lanes, bitCount(lmBits)) } : {};
 
   const scan = makeDispatch(gpu, 'selective-scan',
     split ? 'selective_scan_backward_split' : stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
     split
-      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0, ...laneMem }
+      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0, ...laneMem, ...(wBits ? { WALK: wBits } : {}), ...(allLive ? { ALL_LIVE: 1 } : {}) }
       : stream
       ? { ...walk, QP: shuffleItems(N), SH_ROWS: streamStateRows(N, wg, plan.segment), ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
       : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
