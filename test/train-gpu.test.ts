@@ -2,7 +2,8 @@
  * The GPU side of training beyond forward and backward: the global gradient norm and clip scale,
  * AdamW with clipped gradients (and skipped on a non-finite norm), the EMA of the weights, each
  * against a float64 reference; then the same inside VimGpu (a tiny config), where a step still
- * submits once and maps once while returning the loss, the gradient norm and the logits; and a
+ * submits once and maps once while returning the loss, the gradient norm and the logits, and two
+ * steps in flight give the results of one at a time, bit for bit; and a
  * one-epoch run with a held-out validation set (--holdout) that never trains on it.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -167,6 +168,51 @@ describe('VimGpu training extras (a tiny config)', () => {
     const ema = (await model.getEma()).flat;
     expect(relErr(ema, Array.from(p0f, (x, i) => 0.75 * x + 0.25 * got[i]))).toBeLessThan(1e-6);
     model.destroy();
+  });
+
+  it('runs two steps in flight (each batch queued before the step before it is read) with the results of one at a time, bit for bit, and refuses a third', async () => {
+    const gpu = await testGpu();
+    const hyper = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05, maxGradNorm: 1, emaDecay: 0.75 };
+    // four batches: the test images rolled by one image a step, each with its own targets
+    const batches = [0, 1, 2, 3].map((k) => {
+      const im = test.images.slice(k * 3 * 32 * 32, (k + B) * 3 * 32 * 32);
+      const tg = new Float32Array(B * cfg.C);
+      for (let b = 0; b < B; b++) tg[b * cfg.C + test.labels[k + b]] = 1;
+      return { im, tg };
+    });
+    const build = async () => {
+      const m = await VimGpu.create(gpu, cfg, { batch: B, training: true, ema: true });
+      m.setParams(initParams(cfg, 6));
+      m.resetEma();
+      return m;
+    };
+    const one = await build();
+    const alone: { loss: number; gradNorm: number; logits?: Float32Array }[] = [];
+    for (const { im, tg } of batches) {
+      one.setBatch(im, B, tg);
+      alone.push(await one.trainStepFull(hyper, { logits: true }));
+    }
+    const two = await build();
+    const flowing: Promise<{ loss: number; gradNorm: number; logits?: Float32Array }>[] = [];
+    two.setBatch(batches[0].im, B, batches[0].tg);
+    flowing.push(two.trainStepFull(hyper, { logits: true }));
+    for (let k = 1; k < batches.length; k++) {
+      two.setBatch(batches[k].im, B, batches[k].tg); // queued behind step k − 1, which is still in flight
+      flowing.push(two.trainStepFull(hyper, { logits: true }));
+      if (k === 1) expect(() => two.trainStepFull(hyper), 'a third step in flight').toThrow(/at most two steps may be in flight/);
+      await flowing[k - 1];
+    }
+    const got = await Promise.all(flowing);
+    got.forEach((r, k) => {
+      expect(r.loss, `step ${k + 1}`).toBe(alone[k].loss);
+      expect(r.gradNorm).toBe(alone[k].gradNorm);
+      expect(r.logits).toEqual(alone[k].logits);
+    });
+    expect((await two.getParams()).flat).toEqual((await one.getParams()).flat);
+    expect((await two.getEma()).flat).toEqual((await one.getEma()).flat);
+    expect(two.step).toBe(one.step);
+    one.destroy();
+    two.destroy();
   });
 
   it('an inference build evaluates the weights or the EMA of a training build copied on the GPU', async () => {

@@ -135,8 +135,9 @@ runCli(spec, async (p) => {
     return;
   }
 
+  const steps = numberOpt(p, 'steps', { integer: true, min: 1 }) ?? 10;
   const res = await benchTiming(gpu, cfg, batch, {
-    steps: numberOpt(p, 'steps', { integer: true, min: 1 }), warmup: numberOpt(p, 'warmup', { integer: true, min: 0 }),
+    steps, warmup: numberOpt(p, 'warmup', { integer: true, min: 0 }),
     byShape: boolOpt(p, 'by-shape'),
     onProgress: (m) => console.log(m),
   });
@@ -145,6 +146,8 @@ runCli(spec, async (p) => {
   console.log('');
   console.log(`training:  ${res.train.imagesPerSecond.toFixed(0)} images/s  (${res.train.stepMs.toFixed(2)} ms a step of ${batch}, median; ` +
     `${res.train.dispatches} dispatches${res.train.gpuMs !== null ? `; GPU time ${res.train.gpuMs.toFixed(2)} ms when profiled` : ''})`);
+  console.log(`           ${res.train.flowImagesPerSecond.toFixed(0)} images/s with two steps in flight, as train-vim runs them ` +
+    `(${res.train.flowMs.toFixed(2)} ms a step, the mean of ${steps})`);
   console.log(`inference: ${res.infer.imagesPerSecond.toFixed(0)} images/s  (${res.infer.batchMs.toFixed(2)} ms a batch, median; ` +
     `${res.infer.dispatches} dispatches${res.infer.gpuMs !== null ? `; GPU time ${res.infer.gpuMs.toFixed(2)} ms when profiled` : ''})`);
   const heads = ['kernel', 'count', 'ms', 'share', 'MB', 'GFLOP', 'GB/s', 'GFLOP/s', 'floor ms'];

@@ -164,14 +164,17 @@ export class VimGpu {
   private readonly targets: GpuTensor; // (B, C) soft targets
   readonly logits: GpuTensor; // (B, C)
   private readonly loss: GpuTensor; // (1)
-  private readonly stepStaging: GPUBuffer;
+  /** Two read-back buffers, used by turns, so that a step can be submitted before the one before it is read. */
+  private readonly stepStaging: [GPUBuffer, GPUBuffer];
+  private stagingTurn = 0; // the read-back buffer of the next step
+  private readonly stagingBusy = [false, false]; // whose read-back is still pending
   private readonly adamUniform: GPUBuffer | null;
   private readonly clipUniform: GPUBuffer | null;
   private readonly emaUniform: GPUBuffer | null;
   private readonly gradStats: GpuTensor | null; // (4) [‖g‖, clip scale, non-finite flag, Σ g²]
   private readonly dropScales: GpuTensor | null; // (depth, dropStride) drop-path factors of the blocks' outputs, B a row
   private readonly dropStride: number; // elements between rows of dropScales: B rounded up to 256 bytes
-  private nextStep: { key: string; cb: GPUCommandBuffer } | null = null; // the next step's commands, recorded ahead
+  private nextStep: { key: string; cb: GPUCommandBuffer } | null = null; // the next step's commands, recorded ahead (they name its read-back buffer)
   private clipNorm = -1; // the max norm the clip uniform holds (−1: not written yet)
   /** Dispatch lists, built once. */
   readonly forwardList: Dispatch[] = [];
@@ -206,9 +209,10 @@ export class VimGpu {
     this.loss = t('loss', 1);
     const losses = t('losses', B);
     const probs = t('probs', B * C);
-    this.stepStaging = gpu.device.createBuffer({
-      size: READBACK_LOGITS_OFFSET + 4 * B * C, usage: 0x0001 /* MAP_READ */ | 0x0008 /* COPY_DST */, label: 'step readback',
+    const staging = (k: number) => gpu.device.createBuffer({
+      size: READBACK_LOGITS_OFFSET + 4 * B * C, usage: 0x0001 /* MAP_READ */ | 0x0008 /* COPY_DST */, label: `step readback ${k}`,
     });
+    this.stepStaging = [staging(0), staging(1)];
     this.adamUniform = opts.training ? createAdamwUniform(gpu) : null;
     this.clipUniform = opts.training ? createClipUniform(gpu) : null;
     this.emaUniform = opts.ema ? createEmaUniform(gpu) : null;
@@ -595,10 +599,13 @@ export class VimGpu {
   /**
    * trainStep that also reports the gradient norm and, with `logits`, the batch's logits (B, C),
    * all read back with the loss in one mapAsync. The submit happens before this returns its
-   * promise, so the caller may queue the next batch (setBatch) before awaiting it.
+   * promise, so the caller may queue the next batch (setBatch) and submit the next step before
+   * awaiting it: two steps may be in flight (their read-backs take turns between two buffers), and
+   * their results are those of the same steps one at a time, bit for bit.
    */
   trainStepFull(h: OptimizerHyper, opts: { logits?: boolean } = {}): Promise<StepResult> {
     if (!this.adamUniform || !this.clipUniform) throw new Error('trainStep: this model was built for inference');
+    this.checkTurn(); // before the optimizer's uniforms are written
     const hyper: AdamwHyper = { ...h, step: this.step + 1 };
     writeAdamwUniform(this.gpu, this.adamUniform, hyper);
     const maxNorm = h.maxGradNorm ?? 0;
@@ -612,15 +619,20 @@ export class VimGpu {
     return result;
   }
 
-  /** One training step's command buffer: every dispatch, then the copies the read-back needs. */
-  private encodeStep(update: boolean, withLogits: boolean): GPUCommandBuffer {
+  /** One training step's command buffer: every dispatch, then the copies the read-back needs (into read-back buffer `turn`). */
+  private encodeStep(update: boolean, withLogits: boolean, turn: number): GPUCommandBuffer {
     const enc = this.gpu.device.createCommandEncoder();
     encodeDispatches(enc, [...this.forwardList, ...this.lossList, ...this.backwardList, ...(update ? this.optimizerList : [])]);
-    const staging = this.stepStaging;
+    const staging = this.stepStaging[turn];
     enc.copyBufferToBuffer(this.loss.buffer, this.loss.offset, staging, 0, 4);
     if (update) enc.copyBufferToBuffer(this.gradStats!.buffer, this.gradStats!.offset, staging, READBACK_STATS_OFFSET, 4 * GRAD_STATS_WORDS);
     if (withLogits) enc.copyBufferToBuffer(this.logits.buffer, this.logits.offset, staging, READBACK_LOGITS_OFFSET, this.logits.size);
     return enc.finish();
+  }
+
+  /** Throws where the next step's read-back buffer is still being read (a third step in flight). */
+  private checkTurn(): void {
+    if (this.stagingBusy[this.stagingTurn]) throw new Error('VimGpu: at most two steps may be in flight; await the older one first');
   }
 
   private submitStep(update: boolean, withLogits: boolean): Promise<StepResult> {
@@ -629,16 +641,25 @@ export class VimGpu {
     // optimizer's uniforms, goes through queue writes, which take effect in queue order), so the
     // next step's command buffer is recorded right after this one is submitted, while the GPU
     // works, instead of while it waits: about a thousand dispatches take milliseconds to record.
-    const key = `${update}|${withLogits}`;
-    const cb = this.nextStep?.key === key ? this.nextStep.cb : this.encodeStep(update, withLogits);
+    // The read-back buffers take turns, so a caller may submit step t + 1 before it awaits step t's
+    // result (the GPU then never waits for the CPU between steps); a third step in flight would
+    // reuse a buffer that is still being read.
+    const turn = this.stagingTurn;
+    this.checkTurn();
+    const key = `${update}|${withLogits}|${turn}`;
+    const cb = this.nextStep?.key === key ? this.nextStep.cb : this.encodeStep(update, withLogits, turn);
     this.nextStep = null;
     this.gpu.queue.submit([cb]);
-    this.nextStep = { key, cb: this.encodeStep(update, withLogits) };
-    const staging = this.stepStaging;
+    this.stagingTurn = 1 - turn;
+    this.nextStep = { key: `${update}|${withLogits}|${1 - turn}`, cb: this.encodeStep(update, withLogits, 1 - turn) };
+    const staging = this.stepStaging[turn];
+    this.stagingBusy[turn] = true;
     const bytes = withLogits ? READBACK_LOGITS_OFFSET + this.logits.size : READBACK_LOGITS_OFFSET;
+    const free = () => { this.stagingBusy[turn] = false; };
     return mapRead(this.gpu, staging, 'training step').then(() => {
       const words = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
       staging.unmap();
+      free();
       const s = READBACK_STATS_OFFSET / 4;
       return {
         loss: words[0],
@@ -647,13 +668,16 @@ export class VimGpu {
         skipped: update ? words[s + 2] !== 0 : false,
         logits: withLogits ? words.slice(READBACK_LOGITS_OFFSET / 4) : undefined,
       };
+    }, (e: unknown) => {
+      free();
+      throw e;
     });
   }
 
   destroy(): void {
     this.arena.destroy();
     for (const f of [this.params, this.grads, this.m, this.v, this.ema]) f?.buffer.destroy();
-    this.stepStaging.destroy();
+    for (const b of this.stepStaging) b.destroy();
     this.adamUniform?.destroy();
     this.clipUniform?.destroy();
     this.emaUniform?.destroy();

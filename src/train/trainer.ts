@@ -1,5 +1,5 @@
 /**
- * The training loop: epochs of augmented batches through VimGpu.trainStep (one submit and one
+ * The training loop: epochs of augmented batches through VimGpu.trainStepFull (one submit and one
  * read-back per step), evaluation on the test images (and, with a recipe's `holdout`, on the
  * held-out validation images: see holdout.ts), checkpoints, metrics and plots in the run folder
  * (see run-dir.ts), and a training state from which a stopped run continues exactly.
@@ -9,9 +9,11 @@
  * saved; the augmentation RNG's four words are saved. Every kernel sums in a fixed order, so the
  * resumed run computes the same losses as an uninterrupted one.
  *
- * While the GPU runs step t the CPU prepares batch t + 1 (sampling, crop, flip, mixing); when a
- * stop is requested after step t, the sampler and RNG are put back to before that preparation,
- * so the saved state is the state after step t.
+ * Two steps are in flight: step t + 1 is submitted before step t's result (loss, gradient norm,
+ * logits) is awaited, and while the GPU runs them the CPU prepares batch t + 2 (sampling, crop,
+ * flip, RandAugment, mixing), so the GPU does not wait for the CPU between steps. When a stop is
+ * requested, the step in flight is finished too and the sampler and RNG are put back to before the
+ * batch prepared after it, so the saved state is the state after the last step run.
  *
  * At the end of an epoch the weights, the AdamW moments and the EMA are read back once (for
  * last/best.safetensors and state.safetensors alike) and the files are queued to be written in
@@ -31,7 +33,7 @@ import { checkpointChunks, loadCheckpoint } from '../model/checkpoint.js';
 import { configToJson, resolveConfig, sameArchitecture, type VimConfig } from '../model/config.js';
 import { initParams } from '../model/init.js';
 import { ParamSet } from '../model/params.js';
-import { VimGpu, type OptimizerHyper } from '../model/vim-gpu.js';
+import { VimGpu, type OptimizerHyper, type StepResult } from '../model/vim-gpu.js';
 import { Rng, type RngState } from '../rng.js';
 import { makeTrainBatch, type TrainBatch } from './augment.js';
 import { evaluate, firstImages, imageRange, type LabelledImages } from './evaluate.js';
@@ -116,6 +118,16 @@ export interface TrainOutcome {
 interface Prepared {
   batch: TrainBatch;
   before: { sampler: SamplerState; rng: RngState };
+}
+
+/** A submitted training step whose result has not been taken yet. */
+interface InFlight {
+  pending: Promise<StepResult>;
+  prepared: Prepared;
+  step: number;
+  lr: number;
+  /** Batches of the epoch done once this step is (the progress bar's position). */
+  index: number;
 }
 
 /** What the training state holds of the GPU, read back once for the state and the checkpoints. */
@@ -376,47 +388,76 @@ export class Trainer {
       const epochStart = performance.now() - this.totals.trainS * 1000;
       if (!this.sampler.epochDone) {
         events?.epochStart?.({ epoch, epochs: r.epochs, done: this.sampler.state.cursor, stepsPerEpoch: spe });
-        let prepared = this.prepare();
+        // Two steps in flight: step t + 1 is submitted (its batch prepared while step t ran) before
+        // step t's result is awaited, so the GPU never waits for the CPU between steps; the results
+        // are taken in order, one step behind.
+        let prepared: Prepared | null = this.prepare();
+        let inFlight: InFlight | null = null;
+        let mark = performance.now();
         for (;;) {
-          const t0 = performance.now();
-          const step = this.model.step + 1;
-          const hyper = this.hyper(step);
-          this.model.setBatch(prepared.batch.images, B, prepared.batch.targets);
-          if (r.dropPath > 0) this.model.setDropScales(dropPathFactors(this.cfg.depth, B, r.dropPath, r.seed, step));
-          const pending = this.model.trainStepFull(hyper, { logits: true });
-          const next = this.sampler.epochDone ? null : this.prepare(); // overlaps the GPU's work
-          const res = await pending;
-          let correct = 0;
-          for (let b = 0; b < B; b++) if (argmaxRow(res.logits!, b, this.cfg.C) === prepared.batch.labels[b]) correct++;
-          this.steps.push({ step, epoch, lr: hyper.lr, loss: res.loss, grad_norm: res.gradNorm });
-          if (!Number.isFinite(res.loss) || res.skipped) {
-            this.queueLogs(); // run() writes them before the error propagates
-            throw this.diverged(step, epoch, Number.isFinite(res.loss) ? res.gradNorm : res.loss);
+          let submitted: InFlight | null = null;
+          let next: Prepared | null = null;
+          if (prepared) {
+            const step = this.model.step + 1;
+            const hyper = this.hyper(step);
+            this.model.setBatch(prepared.batch.images, B, prepared.batch.targets);
+            if (r.dropPath > 0) this.model.setDropScales(dropPathFactors(this.cfg.depth, B, r.dropPath, r.seed, step));
+            const pending = this.model.trainStepFull(hyper, { logits: true });
+            pending.catch(() => undefined); // awaited below, one step later; an error then propagates from there
+            submitted = { pending, prepared, step, lr: hyper.lr, index: this.sampler.state.cursor };
+            next = this.sampler.epochDone ? null : this.prepare(); // overlaps the GPU's work
           }
-          const tt = this.totals;
-          tt.steps += 1;
-          tt.lossSum += res.loss;
-          tt.correct += correct;
-          tt.seen += B;
-          tt.gradNormSum += res.gradNorm;
-          tt.clipped += res.clipScale < 1 ? 1 : 0;
-          tt.trainS += (performance.now() - t0) / 1000;
-          tt.lastLr = hyper.lr;
-          events?.step?.({
-            step, epoch, epochs: r.epochs, index: this.sampler.state.cursor - (next ? 1 : 0), stepsPerEpoch: spe,
-            totalSteps: this.totalSteps, loss: res.loss, lr: hyper.lr, gradNorm: res.gradNorm,
-            epochLoss: tt.lossSum / tt.steps, epochAcc: tt.correct / tt.seen, imagesPerS: tt.seen / tt.trainS, stepS: tt.trainS / tt.steps,
-          });
-          if (this.stopRequested) {
-            if (next) {
-              this.sampler.state = next.before.sampler;
-              this.rng = new Rng(next.before.rng);
+          if (inFlight) {
+            const res = await inFlight.pending;
+            const { step, lr, index } = inFlight;
+            const labels = inFlight.prepared.batch.labels;
+            let correct = 0;
+            for (let b = 0; b < B; b++) if (argmaxRow(res.logits!, b, this.cfg.C) === labels[b]) correct++;
+            this.steps.push({ step, epoch, lr, loss: res.loss, grad_norm: res.gradNorm });
+            if (!Number.isFinite(res.loss) || res.skipped) {
+              if (submitted) await submitted.pending.catch(() => undefined); // let the step after it finish before the error
+              this.queueLogs(); // run() writes them before the error propagates
+              throw this.diverged(step, epoch, Number.isFinite(res.loss) ? res.gradNorm : res.loss);
             }
-            await this.saveState();
-            return 'stopped';
+            const now = performance.now();
+            const tt = this.totals;
+            tt.steps += 1;
+            tt.lossSum += res.loss;
+            tt.correct += correct;
+            tt.seen += B;
+            tt.gradNormSum += res.gradNorm;
+            tt.clipped += res.clipScale < 1 ? 1 : 0;
+            tt.trainS += (now - mark) / 1000;
+            mark = now;
+            tt.lastLr = lr;
+            events?.step?.({
+              step, epoch, epochs: r.epochs, index, stepsPerEpoch: spe,
+              totalSteps: this.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm,
+              epochLoss: tt.lossSum / tt.steps, epochAcc: tt.correct / tt.seen, imagesPerS: tt.seen / tt.trainS, stepS: tt.trainS / tt.steps,
+            });
+            if (this.stopRequested && submitted) {
+              // take the step in flight too, then put back the batch prepared after it
+              inFlight = submitted;
+              if (next) {
+                this.sampler.state = next.before.sampler;
+                this.rng = new Rng(next.before.rng);
+              }
+              next = null;
+              prepared = null;
+              continue;
+            }
+            if (this.stopRequested) {
+              if (next) {
+                this.sampler.state = next.before.sampler;
+                this.rng = new Rng(next.before.rng);
+              }
+              await this.saveState();
+              return 'stopped';
+            }
+            this.writes.check(); // a failed save of the previous epoch stops the run
           }
-          this.writes.check(); // a failed save of the previous epoch stops the run
-          if (!next) break;
+          if (!submitted) break;
+          inFlight = submitted;
           prepared = next;
         }
       }
