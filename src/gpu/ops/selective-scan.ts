@@ -148,26 +148,26 @@ export type ScanLaneArray = (typeof SCAN_LANE_ARRAYS)[number];
 export const SCAN_WALK_FORMS = ['lean', 'keep-a'] as const;
 export type ScanWalkForm = (typeof SCAN_WALK_FORMS)[number];
 
-/** WALK's bits for a list of walk forms (checked). */
-function walkBits(where: string, list: readonly string[] | undefined): number {
+/** Bits of a pipeline constant for a list of names (bit k: allowed[k]), checked; `what` names the option. */
+function nameBits(where: string, what: string, allowed: readonly string[], list: readonly string[] | undefined): number {
   let bits = 0;
   for (const a of list ?? []) {
-    const k = (SCAN_WALK_FORMS as readonly string[]).indexOf(a);
-    if (k < 0) throw new Error(`${where}: walk entries must be ${SCAN_WALK_FORMS.join(', ')}; received '${a}'`);
+    const k = allowed.indexOf(a);
+    if (k < 0) throw new Error(`${where}: ${what} entries must be ${allowed.join(', ')}; received '${a}'`);
     bits |= 1 << k;
   }
   return bits;
 }
 
-/** LANE_MEM's bits for a list of per-lane arrays (checked). */
-function laneMemoryBits(where: string, list: readonly string[] | undefined): number {
-  let bits = 0;
-  for (const a of list ?? []) {
-    const k = (SCAN_LANE_ARRAYS as readonly string[]).indexOf(a);
-    if (k < 0) throw new Error(`${where}: laneMemory entries must be ${SCAN_LANE_ARRAYS.join(', ')}; received '${a}'`);
-    bits |= 1 << k;
+/** A comma list of names from the environment variable `name` (each one of `allowed`); undefined where unset, empty or 'none'. */
+function envNameList<T extends string>(name: string, allowed: readonly T[]): T[] | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === '' || v === 'none') return undefined;
+  const list = v.split(',').map((x) => x.trim()).filter(Boolean);
+  if (!list.every((x) => (allowed as readonly string[]).includes(x))) {
+    throw new VimError(`${name} must be a comma list of ${allowed.join(', ')} (or none); it is '${v}'`);
   }
-  return bits;
+  return list as T[];
 }
 
 function bitCount(v: number): number {
@@ -221,29 +221,13 @@ function envPositiveInt(name: string, max: number): number | undefined {
  */
 export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk'> {
   const out: Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk'> = {};
-  const wk = process.env.VIM_SCAN_WALK;
-  if (wk !== undefined && wk !== '' && wk !== 'none') {
-    const list = wk.split(',').map((x) => x.trim()).filter(Boolean);
-    for (const x of list) {
-      if (!(SCAN_WALK_FORMS as readonly string[]).includes(x)) {
-        throw new VimError(`VIM_SCAN_WALK must be a comma list of ${SCAN_WALK_FORMS.join(', ')} (or none); it is '${wk}'`);
-      }
-    }
-    out.walk = list as ScanWalkForm[];
-  }
+  const walk = envNameList('VIM_SCAN_WALK', SCAN_WALK_FORMS);
+  if (walk) out.walk = walk;
   const la = process.env.VIM_SCAN_LOOKAHEAD;
   if (la === '0' || la === '1') out.lookahead = la === '1';
   else if (la !== undefined && la !== '') throw new VimError(`VIM_SCAN_LOOKAHEAD must be 0 or 1; it is '${la}'`);
-  const lm = process.env.VIM_SCAN_LANE_MEMORY;
-  if (lm !== undefined && lm !== '' && lm !== 'none') {
-    const list = lm.split(',').map((x) => x.trim()).filter(Boolean);
-    for (const x of list) {
-      if (!(SCAN_LANE_ARRAYS as readonly string[]).includes(x)) {
-        throw new VimError(`VIM_SCAN_LANE_MEMORY must be a comma list of ${SCAN_LANE_ARRAYS.join(', ')} (or none); it is '${lm}'`);
-      }
-    }
-    out.laneMemory = list as ScanLaneArray[];
-  }
+  const lm = envNameList('VIM_SCAN_LANE_MEMORY', SCAN_LANE_ARRAYS);
+  if (lm) out.laneMemory = lm;
   const wg = envPositiveInt('VIM_SCAN_WORKGROUP', 1024);
   const seg = envPositiveInt('VIM_SCAN_SEGMENT', 1024);
   const split = envPositiveInt('VIM_SCAN_SPLIT', 4);
@@ -577,7 +561,7 @@ function splitPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefin
   const sg = tuningSubgroupSize(tuning);
   if (sg === 0 || wg % sg !== 0) return undefined;
   if (!splitFits(s.N, P, sg)) return undefined;
-  const bytes = splitBytes(s.L, s.N, wg, P, bitCount(laneMemoryBits(where, tuning.laneMemory)));
+  const bytes = splitBytes(s.L, s.N, wg, P, bitCount(nameBits(where, 'laneMemory', SCAN_LANE_ARRAYS, tuning.laneMemory)));
   if (bytes > Math.max(SCAN_BACKWARD_WORKGROUP_BYTES, tuning.maxWorkgroupBytes ?? 0)) return undefined;
   const S = Math.min(s.L, S0);
   const nwg = ceilDiv(s.E * P, wg);
@@ -894,8 +878,8 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const qs = shuffleItems(N, lanes);
   // the stream and split kernels' common constants: all L tokens' B, C staged, shuffle sums
   const walk = { ...common, KB: kb, BCT: L, SGR: sgr, LOOKAHEAD: (a.lookahead ?? !split) ? 1 : 0 };
-  const lmBits = split ? laneMemoryBits(where, a.laneMemory) : 0;
-  const wBits = split ? walkBits(where, a.walk) : 0;
+  const lmBits = split ? nameBits(where, 'laneMemory', SCAN_LANE_ARRAYS, a.laneMemory) : 0;
+  const wBits = split ? nameBits(where, 'walk', SCAN_WALK_FORMS, a.walk) : 0;
   const allLive = split && E % (wg / lanes) === 0;
   const laneMem: Record<string, number> = lmBits ? { LANE_MEM: lmBits, LM_ROWS: laneMemoryRows(N, wg, lanes, bitCount(lmBits)) } : {};
 
