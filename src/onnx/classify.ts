@@ -16,8 +16,13 @@ import { buildVimOnnx } from './export.js';
 import { OnnxWorkerPool } from './pool.js';
 import { OnnxVim, type OnnxVimOptions } from './runtime.js';
 
-/** Images per onnxruntime run when the user gives no batch size. */
-export const ONNX_DEFAULT_BATCH = 64;
+/**
+ * Images per onnxruntime run when the user gives no batch size. With one single-threaded session a
+ * core (OnnxWorkerPool), 16 images a run keep each Scan step's (B, 2, N, E) tensors near the
+ * core's caches: the released vim-tiny took 42–43 s for 2,048 test images at 8, 16 or 32, against
+ * 49–52 s at 64, on a 2-core VM (docs/performance.md, "ONNX on a CPU").
+ */
+export const ONNX_DEFAULT_BATCH = 16;
 
 /**
  * The one line eval-vim and predict-vim print where a --checkpoint would run on a WebGPU adapter
