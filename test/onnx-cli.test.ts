@@ -103,7 +103,7 @@ describe('eval-vim and predict-vim on ONNX', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^model: .*small\.onnx: vim-small \(D=16, depth 1.*\(ONNX, opset 17\)$/m);
     expect(r.stdout).toMatch(/^engine: onnxruntime-node [\d.]+ on the CPU/m);
-    expect(r.stdout).toMatch(/evaluated 32 test images in [\d.]+ s \([\d.]+ images\/s, batch 32\)/);
+    expect(r.stdout).toMatch(/evaluated 32 test images in [\d.]+ s \([\d.]+ images\/s, batch 16\)/); // onnxruntime's default batch (ONNX_DEFAULT_BATCH), under --limit
     expect(r.stdout).toMatch(/top-1 accuracy +[\d.]+%/);
     expect(r.stdout).toMatch(/top-5 accuracy +[\d.]+%/);
     expect(r.stdout).toMatch(/ {2}grenouille +[\d.–%]+/);
