@@ -26,6 +26,8 @@ import { loadCheckpoint } from '../src/model/checkpoint.js';
 import { Rng } from '../src/rng.js';
 import { defaultRecipe } from '../src/train/recipe.js';
 import { Trainer, type EvalSet } from '../src/train/trainer.js';
+import { evaluate } from '../src/train/evaluate.js';
+import { ClassificationTally } from '../src/train/metrics.js';
 import type { EpochRecord } from '../src/train/run-dir.js';
 import { countSubmitsAndMaps, flatSpecs, randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
@@ -213,6 +215,38 @@ describe('VimGpu training extras (a tiny config)', () => {
     expect(two.step).toBe(one.step);
     one.destroy();
     two.destroy();
+  });
+
+  it('evaluate submits each batch before it counts the one before: the tally of one batch at a time, with and without the flip', async () => {
+    const gpu = await testGpu();
+    const Bi = 4;
+    const model = await VimGpu.create(gpu, cfg, { batch: Bi, training: false });
+    model.setParams(initParams(cfg, 7));
+    const n = 10; // two full batches and a partial one
+    const data = { images: test.images.subarray(0, n * 3 * 32 * 32), labels: test.labels.subarray(0, n), n };
+    const mirror = (im: Uint8Array, k: number) => {
+      const out = new Uint8Array(im.length);
+      for (let i = 0; i < k * 3 * 32; i++) for (let x = 0; x < 32; x++) out[i * 32 + x] = im[i * 32 + 31 - x];
+      return out;
+    };
+    for (const flip of [false, true]) {
+      const want = new ClassificationTally(cfg.C);
+      for (let start = 0; start < n; start += Bi) {
+        const k = Math.min(Bi, n - start);
+        const im = data.images.subarray(start * 3072, (start + k) * 3072);
+        model.setBatch(im, k);
+        let logits = await model.forward();
+        if (flip) {
+          model.setBatch(mirror(im, k), k);
+          const m = await model.forward();
+          logits = logits.map((v, i) => (v + m[i]) / 2);
+        }
+        want.add(logits, data.labels.subarray(start, start + k), k);
+      }
+      const got = await evaluate(model, data, { flip });
+      expect(got, `flip ${flip}`).toEqual(want.result());
+    }
+    model.destroy();
   });
 
   it('an inference build evaluates the weights or the EMA of a training build copied on the GPU', async () => {

@@ -69,18 +69,38 @@ export async function evaluate(model: VimGpu, data: LabelledImages, opts: Evalua
   const set = firstImages(data, opts.limit, per);
   const tally = new ClassificationTally(C);
   const B = model.B;
-  for (let start = 0; start < set.n; start += B) {
-    if (opts.shouldStop?.()) return null;
-    const n = Math.min(B, set.n - start);
-    const images = set.images.subarray(start * per, (start + n) * per);
-    model.setBatch(images, n);
-    let logits: ArrayLike<number> = await model.forward(); // (B, C); rows ≥ n are padding; a fresh array
-    if (opts.flip) {
-      model.setBatch(mirrorImages(images, n, imgSize), n);
-      logits = meanLogits(logits, await model.forward(), n * C);
+  // Each batch is submitted (forward() records, submits and queues the copy of its logits before it
+  // returns its promise) before the one before it is tallied, so the GPU runs batch i + 1 while the
+  // CPU waits for and counts batch i; the logits of each come from its own copy, in queue order.
+  type Pending = { start: number; n: number; logits: Promise<Float32Array>; mirrored: Promise<Float32Array> | null };
+  const take = async (q: Pending): Promise<void> => {
+    const [a, m] = await Promise.all([q.logits, q.mirrored]); // (B, C) each; rows ≥ n are padding; fresh arrays
+    tally.add(m ? meanLogits(a, m, q.n * C) : a, set.labels.subarray(q.start, q.start + q.n), q.n);
+    opts.onProgress?.(q.start + q.n, set.n);
+  };
+  let inFlight: Pending | null = null;
+  try {
+    for (let start = 0; start < set.n; start += B) {
+      if (opts.shouldStop?.()) return null;
+      const n = Math.min(B, set.n - start);
+      const images = set.images.subarray(start * per, (start + n) * per);
+      model.setBatch(images, n);
+      const logits = model.forward();
+      let mirrored: Promise<Float32Array> | null = null;
+      if (opts.flip) {
+        model.setBatch(mirrorImages(images, n, imgSize), n);
+        mirrored = model.forward();
+      }
+      const q: Pending = { start, n, logits, mirrored };
+      for (const pr of [logits, mirrored]) pr?.catch(() => undefined); // awaited one batch later; a failure surfaces there
+      if (inFlight) await take(inFlight);
+      inFlight = q;
     }
-    tally.add(logits, set.labels.subarray(start, start + n), n);
-    opts.onProgress?.(start + n, set.n);
+    if (inFlight) await take(inFlight);
+    inFlight = null;
+  } finally {
+    // a batch still in flight (a stop, an error) is awaited so that no read-back is left pending
+    if (inFlight) await Promise.allSettled([inFlight.logits, inFlight.mirrored]);
   }
   return tally.result();
 }
