@@ -821,10 +821,11 @@ fn lm_row(bit: u32, i: u32, lid: u32) -> u32 {
   return (countOneBits(LANE_MEM & (bit - 1u)) * (NV / SPLIT) + i) * WG + lid;
 }
 
-// vec4 i of this lane's A: from s_lm with LANE_MEM bit 0, else from the register array.
-fn lane_A(A: ptr<function, array<vec4<f32>, NVMAX>>, i: u32, lid: u32) -> vec4<f32> {
-  if ((LANE_MEM & 1u) != 0u) { return s_lm[lm_row(1u, i, lid)]; }
-  return (*A)[i];
+// vec4 i of this lane's per-lane array `bit` (1 A, 2 gA, 4 carry): from s_lm where LANE_MEM holds
+// it, else from its register array `reg`.
+fn lane_get(bit: u32, reg: ptr<function, array<vec4<f32>, NVMAX>>, i: u32, lid: u32) -> vec4<f32> {
+  if ((LANE_MEM & bit) != 0u) { return s_lm[lm_row(bit, i, lid)]; }
+  return (*reg)[i];
 }
 
 // This lane's part of A[e, :] = −exp(A_log[e, :]): state vec4 v0 … v0 + NV/SPLIT − 1 of the
@@ -974,7 +975,7 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
   let lane = lid % SGR;
   let part = wid.x * (WG / SGR) + lid / SGR; // this lane's subgroup's partial row of part_bc
 
-  var A = split_A(ec, v0);            // with LANE_MEM bit 0 only until it is in s_lm (lane_A)
+  var A = split_A(ec, v0);            // with LANE_MEM bit 0 only until it is in s_lm (lane_get)
   var h: array<vec4<f32>, NVMAX>;     // running state, then h_t in the walk (zero-initialised, as the others)
   var carry: array<vec4<f32>, NVMAX>; // a_{t+1} ⊙ gh_{t+1} (with LANE_MEM bit 2 in s_lm)
   var gA: array<vec4<f32>, NVMAX>;    // Σ_t gh_t ⊙ a_t ⊙ h_{t−1} ⊙ Δ_t (with LANE_MEM bit 1 in s_lm)
@@ -1059,7 +1060,7 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
       if (j < tn && (DIAG & 4u) == 0u) {
         let du = cdel[j] * cu[j];
         for (var i = 0u; i < NVL; i++) {
-          let aj = exp(cdel[j] * lane_A(&A, i, lid));
+          let aj = exp(cdel[j] * lane_get(1u, &A, i, lid));
           if ((WALK & 2u) != 0u) { sa[j][i] = aj; }
           h[i] = aj * h[i] + du * s_bc[(t0 + j) * 2u * NV + v0 + i];
           if (j + 1u < S) { sh[j + 1u][i] = h[i]; }
@@ -1093,13 +1094,11 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
         var itC: array<vec4<f32>, SPLIT_ITEMS>; // gC_t contributions
         for (var i = 0u; i < NVL; i++) {
           let hPrev = sh[tt][i];
-          let Ai = lane_A(&A, i, lid);
+          let Ai = lane_get(1u, &A, i, lid);
           var a: vec4<f32>;
           if ((WALK & 2u) != 0u) { a = sa[tt][i]; } else { a = exp(delta * Ai); }
           let Bv = s_bc[bct + i];
-          var cin = carry[i];
-          if ((LANE_MEM & 4u) != 0u) { cin = s_lm[lm_row(4u, i, lid)]; }
-          let gh = gy * s_bc[bct + NV + i] + cin;
+          let gh = gy * s_bc[bct + NV + i] + lane_get(4u, &carry, i, lid);
           itB[i] = select(vec4<f32>(0.0), gh * du, ALL_LIVE || live);
           itC[i] = select(vec4<f32>(0.0), gy * h[i], ALL_LIVE || live);
           gu4 += gh * Bv;
@@ -1141,9 +1140,8 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
     var gAo: array<vec4<f32>, NVMAX>;
     var Ao: array<vec4<f32>, NVMAX>;
     for (var i = 0u; i < NVL; i++) {
-      gAo[i] = gA[i];
-      if ((LANE_MEM & 2u) != 0u) { gAo[i] = s_lm[lm_row(2u, i, lid)]; }
-      Ao[i] = lane_A(&A, i, lid);
+      gAo[i] = lane_get(2u, &gA, i, lid);
+      Ao[i] = lane_get(1u, &A, i, lid);
     }
     split_param_partials(b, e, q, gAo, Ao, gD, gbias);
   }

@@ -12,7 +12,7 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  describeScanBackwardPlan, scanCheckpointElements, scanCheckpointsInForward, scanGeometryFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
+  describeScanBackwardPlan, scanCheckpointElements, scanCheckpointsInForward, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
   selectiveScanForward, selectiveScanScratch, type ScanTuning,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
@@ -700,13 +700,13 @@ describe('VIM_SCAN_SPLIT', () => {
       process.env.VIM_SCAN_SPLIT = '2';
       process.env.VIM_SCAN_SEGMENT = '3';
       process.env.VIM_SCAN_WORKGROUP = '64';
-      expect(scanGeometryFromEnv()).toEqual({ workgroupSize: 64, segment: 3, split: 2 });
+      expect(scanTuningFromEnv()).toEqual({ workgroupSize: 64, segment: 3, split: 2 });
       expect(selectiveScanBackwardPlan(shape, scanTuning(gpu)))
         .toMatchObject({ kernel: 'split', split: 2, workgroupSize: 64, segment: 3, segments: 22, workgroupsPerSample: 2 });
       process.env.VIM_SCAN_SPLIT = '3';
-      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_SPLIT must be 1, 2 or 4; it is '3'/);
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_SPLIT must be 1, 2 or 4; it is '3'/);
       process.env.VIM_SCAN_SPLIT = '8';
-      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_SPLIT must be an integer in 1…4; it is '8'/);
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_SPLIT must be an integer in 1…4; it is '8'/);
     } finally {
       keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
     }
@@ -719,18 +719,18 @@ describe('VIM_SCAN_LOOKAHEAD and VIM_SCAN_LANE_MEMORY', () => {
     const saved = keys.map((k) => process.env[k]);
     try {
       for (const k of keys) delete process.env[k];
-      expect(scanGeometryFromEnv()).toEqual({});
+      expect(scanTuningFromEnv()).toEqual({});
       process.env.VIM_SCAN_LOOKAHEAD = '0';
       process.env.VIM_SCAN_LANE_MEMORY = 'A, carry';
-      expect(scanGeometryFromEnv()).toEqual({ lookahead: false, laneMemory: ['A', 'carry'] });
+      expect(scanTuningFromEnv()).toEqual({ lookahead: false, laneMemory: ['A', 'carry'] });
       process.env.VIM_SCAN_LANE_MEMORY = 'none';
       process.env.VIM_SCAN_LOOKAHEAD = '1';
-      expect(scanGeometryFromEnv()).toEqual({ lookahead: true });
+      expect(scanTuningFromEnv()).toEqual({ lookahead: true });
       process.env.VIM_SCAN_LOOKAHEAD = 'yes';
-      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_LOOKAHEAD must be 0 or 1; it is 'yes'/);
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_LOOKAHEAD must be 0 or 1; it is 'yes'/);
       delete process.env.VIM_SCAN_LOOKAHEAD;
       process.env.VIM_SCAN_LANE_MEMORY = 'A,h';
-      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_LANE_MEMORY must be a comma list of A, gA, carry \(or none\); it is 'A,h'/);
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_LANE_MEMORY must be a comma list of A, gA, carry \(or none\); it is 'A,h'/);
     } finally {
       keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
     }
@@ -742,11 +742,11 @@ describe('VIM_SCAN_WALK', () => {
     const saved = process.env.VIM_SCAN_WALK;
     try {
       process.env.VIM_SCAN_WALK = 'lean, keep-a';
-      expect(scanGeometryFromEnv()).toEqual({ walk: ['lean', 'keep-a'] });
+      expect(scanTuningFromEnv()).toEqual({ walk: ['lean', 'keep-a'] });
       process.env.VIM_SCAN_WALK = 'none';
-      expect(scanGeometryFromEnv()).toEqual({});
+      expect(scanTuningFromEnv()).toEqual({});
       process.env.VIM_SCAN_WALK = 'fast';
-      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_WALK must be a comma list of lean, keep-a \(or none\); it is 'fast'/);
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_WALK must be a comma list of lean, keep-a \(or none\); it is 'fast'/);
     } finally {
       if (saved === undefined) delete process.env.VIM_SCAN_WALK;
       else process.env.VIM_SCAN_WALK = saved;
@@ -761,18 +761,18 @@ describe('VIM_SCAN_WORKGROUP and VIM_SCAN_SEGMENT', () => {
     try {
       delete process.env.VIM_SCAN_WORKGROUP;
       delete process.env.VIM_SCAN_SEGMENT;
-      expect(scanGeometryFromEnv()).toEqual({});
+      expect(scanTuningFromEnv()).toEqual({});
       process.env.VIM_SCAN_WORKGROUP = '128';
       process.env.VIM_SCAN_SEGMENT = '1';
-      const g = scanGeometryFromEnv();
+      const g = scanTuningFromEnv();
       expect(g).toEqual({ workgroupSize: 128, segment: 1 });
       const plan = selectiveScanBackwardPlan({ B: 2, L: 65, E: 384, N: 16, R: 12 }, { kernel: 'stream', ...g });
       expect([plan.kernel, plan.workgroupSize, plan.segment, plan.segments]).toEqual(['stream', 128, 1, 65]);
       process.env.VIM_SCAN_SEGMENT = '0';
-      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_SEGMENT must be an integer in 1…1024; it is '0'/);
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_SEGMENT must be an integer in 1…1024; it is '0'/);
       process.env.VIM_SCAN_SEGMENT = '';
       process.env.VIM_SCAN_WORKGROUP = '64x';
-      expect(() => scanGeometryFromEnv()).toThrow(/VIM_SCAN_WORKGROUP must be an integer/);
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_WORKGROUP must be an integer/);
     } finally {
       restore('VIM_SCAN_WORKGROUP', saved.wg);
       restore('VIM_SCAN_SEGMENT', saved.seg);

@@ -167,7 +167,6 @@ export class VimGpu {
   /** Two read-back buffers, used by turns, so that a step can be submitted before the one before it is read. */
   private readonly stepStaging: [GPUBuffer, GPUBuffer];
   private stagingTurn = 0; // the read-back buffer of the next step
-  private readonly stagingBusy = [false, false]; // whose read-back is still pending
   private readonly adamUniform: GPUBuffer | null;
   private readonly clipUniform: GPUBuffer | null;
   private readonly emaUniform: GPUBuffer | null;
@@ -632,7 +631,9 @@ export class VimGpu {
 
   /** Throws where the next step's read-back buffer is still being read (a third step in flight). */
   private checkTurn(): void {
-    if (this.stagingBusy[this.stagingTurn]) throw new Error('VimGpu: at most two steps may be in flight; await the older one first');
+    if (this.stepStaging[this.stagingTurn].mapState !== 'unmapped') {
+      throw new Error('VimGpu: at most two steps may be in flight; await the older one first');
+    }
   }
 
   private submitStep(update: boolean, withLogits: boolean): Promise<StepResult> {
@@ -653,13 +654,10 @@ export class VimGpu {
     this.stagingTurn = 1 - turn;
     this.nextStep = { key: `${update}|${withLogits}|${1 - turn}`, cb: this.encodeStep(update, withLogits, 1 - turn) };
     const staging = this.stepStaging[turn];
-    this.stagingBusy[turn] = true;
     const bytes = withLogits ? READBACK_LOGITS_OFFSET + this.logits.size : READBACK_LOGITS_OFFSET;
-    const free = () => { this.stagingBusy[turn] = false; };
     return mapRead(this.gpu, staging, 'training step').then(() => {
       const words = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
       staging.unmap();
-      free();
       const s = READBACK_STATS_OFFSET / 4;
       return {
         loss: words[0],
@@ -668,9 +666,6 @@ export class VimGpu {
         skipped: update ? words[s + 2] !== 0 : false,
         logits: withLogits ? words.slice(READBACK_LOGITS_OFFSET / 4) : undefined,
       };
-    }, (e: unknown) => {
-      free();
-      throw e;
     });
   }
 

@@ -435,21 +435,16 @@ export class Trainer {
               totalSteps: this.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm,
               epochLoss: tt.lossSum / tt.steps, epochAcc: tt.correct / tt.seen, imagesPerS: tt.seen / tt.trainS, stepS: tt.trainS / tt.steps,
             });
-            if (this.stopRequested && submitted) {
-              // take the step in flight too, then put back the batch prepared after it
-              inFlight = submitted;
+            if (this.stopRequested) {
+              // put back the batch prepared after the step in flight, take that step, then save
               if (next) {
                 this.sampler.state = next.before.sampler;
                 this.rng = new Rng(next.before.rng);
               }
-              next = null;
-              prepared = null;
-              continue;
-            }
-            if (this.stopRequested) {
-              if (next) {
-                this.sampler.state = next.before.sampler;
-                this.rng = new Rng(next.before.rng);
+              if (submitted) {
+                inFlight = submitted;
+                prepared = null;
+                continue;
               }
               await this.saveState();
               return 'stopped';

@@ -213,14 +213,19 @@ function envPositiveInt(name: string, max: number): number | undefined {
   return n;
 }
 
+/** What scanTuningFromEnv can pin. */
+export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk'>;
+
 /**
- * The backward's geometry from the environment, for measurements in the whole model:
+ * The backward's tuning from the environment, for measurements in the whole model:
  * $VIM_SCAN_WORKGROUP (channels per workgroup; for 'split' invocations), $VIM_SCAN_SEGMENT
- * (tokens per segment) and $VIM_SCAN_SPLIT ('split': lanes per channel, 1, 2 or 4), each pinned
- * where set; where unset, the plan chooses (selectiveScanBackwardPlan).
+ * (tokens per segment), $VIM_SCAN_SPLIT ('split': lanes per channel, 1, 2 or 4),
+ * $VIM_SCAN_LOOKAHEAD (0 or 1), $VIM_SCAN_LANE_MEMORY and $VIM_SCAN_WALK ('split': comma lists of
+ * ScanTuning.laneMemory's and .walk's names), each pinned where set; where unset, the plan and the
+ * kernel's defaults choose (selectiveScanBackwardPlan).
  */
-export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk'> {
-  const out: Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk'> = {};
+export function scanTuningFromEnv(): ScanEnvTuning {
+  const out: ScanEnvTuning = {};
   const walk = envNameList('VIM_SCAN_WALK', SCAN_WALK_FORMS);
   if (walk) out.walk = walk;
   const la = process.env.VIM_SCAN_LOOKAHEAD;
@@ -242,16 +247,15 @@ export function scanGeometryFromEnv(): Pick<ScanTuning, 'workgroupSize' | 'segme
 
 /**
  * The scan's tuning for an adapter: its subgroup size, the default backward kernel, on a GPU the
- * stream backward's wide geometry (within the adapter's storage binding), and the geometry
- * $VIM_SCAN_WORKGROUP / $VIM_SCAN_SEGMENT / $VIM_SCAN_SPLIT pin (scanGeometryFromEnv), which takes
- * precedence.
+ * stream backward's wide geometry (within the adapter's storage binding), and what the
+ * environment pins (scanTuningFromEnv), which takes precedence.
  */
 export function scanTuning(gpu: Gpu): ScanTuning {
   return {
     subgroupSize: scanSubgroupSize(gpu), kernel: scanKernelDefault(gpu),
     wide: !gpu.info.isCpu, maxCheckpointBytes: gpu.limits.maxStorageBufferBindingSize,
     maxWorkgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
-    ...scanGeometryFromEnv(),
+    ...scanTuningFromEnv(),
   };
 }
 
@@ -397,7 +401,7 @@ function splitFits(N: number, P: number, sgr: number): boolean {
  * Workgroup memory of the split backward: all L tokens' B, C (the segment's states stay in
  * registers), and the per-lane arrays of `laneArrays` (⌈N/4⌉/P vec4 a lane each).
  */
-function splitBytes(L: number, N: number, wg = 0, P = 1, laneArrays = 0): number {
+function splitBytes(L: number, N: number, wg: number, P: number, laneArrays: number): number {
   return 16 * (L * 2 * Math.ceil(N / 4) + laneMemoryRows(N, wg, P, laneArrays));
 }
 
