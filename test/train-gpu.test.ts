@@ -26,7 +26,7 @@ import { loadCheckpoint } from '../src/model/checkpoint.js';
 import { Rng } from '../src/rng.js';
 import { defaultRecipe } from '../src/train/recipe.js';
 import { Trainer, type EvalSet } from '../src/train/trainer.js';
-import { evaluate } from '../src/train/evaluate.js';
+import { evaluate, meanLogits, mirrorImages } from '../src/train/evaluate.js';
 import { ClassificationTally } from '../src/train/metrics.js';
 import type { EpochRecord } from '../src/train/run-dir.js';
 import { countSubmitsAndMaps, flatSpecs, randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
@@ -224,11 +224,6 @@ describe('VimGpu training extras (a tiny config)', () => {
     model.setParams(initParams(cfg, 7));
     const n = 10; // two full batches and a partial one
     const data = { images: test.images.subarray(0, n * 3 * 32 * 32), labels: test.labels.subarray(0, n), n };
-    const mirror = (im: Uint8Array, k: number) => {
-      const out = new Uint8Array(im.length);
-      for (let i = 0; i < k * 3 * 32; i++) for (let x = 0; x < 32; x++) out[i * 32 + x] = im[i * 32 + 31 - x];
-      return out;
-    };
     for (const flip of [false, true]) {
       const want = new ClassificationTally(cfg.C);
       for (let start = 0; start < n; start += Bi) {
@@ -237,9 +232,8 @@ describe('VimGpu training extras (a tiny config)', () => {
         model.setBatch(im, k);
         let logits = await model.forward();
         if (flip) {
-          model.setBatch(mirror(im, k), k);
-          const m = await model.forward();
-          logits = logits.map((v, i) => (v + m[i]) / 2);
+          model.setBatch(mirrorImages(im, k, 32), k);
+          logits = meanLogits(logits, await model.forward(), k * cfg.C);
         }
         want.add(logits, data.labels.subarray(start, start + k), k);
       }
