@@ -3,7 +3,7 @@
  * `train-vim`: train a Vim on CIFAR-10 and leave the run in runs/NAME/ (see src/train/run-dir.ts).
  *
  * The defaults fit the adapter (src/train/recipe.ts): the full Vim-Ti recipe on a GPU, a
- * 10-minute vim-nano run on a CPU fallback adapter such as lavapipe. Ctrl-C finishes the current
+ * 10-minute vim-nano run on a CPU fallback adapter such as lavapipe. Ctrl-C (or SIGTERM) finishes the current
  * step, saves the training state and says how to resume; --resume continues exactly.
  */
 import { existsSync } from 'node:fs';
@@ -64,7 +64,7 @@ const spec: CommandSpec = {
     'EMA when there is one), state.safetensors (everything --resume needs), curves.png and confusion.png.',
     'With --holdout, metrics.jsonl has val_loss, val_acc, val_top5 and val_images next to the test figures,',
     'and best.safetensors is the epoch best on those validation images (without, the epoch best on the test set).',
-    'Ctrl-C finishes the current step, saves the state and prints the command that resumes the run.',
+    'Ctrl-C (or SIGTERM) finishes the current step, saves the state and prints the command that resumes the run.',
   ].join('\n'),
 };
 
@@ -225,25 +225,32 @@ async function main(p: Parsed): Promise<void> {
     console.log(`run folder: ${shown}`);
   }
 
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts++;
-    if (interrupts === 1) {
+  // The first SIGINT (Ctrl-C) or SIGTERM (a scheduler's stop, `timeout`, `kill`) finishes the step
+  // and saves; another more than a second later quits at once. A signal that arrives twice within a
+  // second counts once: `timeout` sends it to the process and then to its whole process group.
+  let stopSignal: NodeJS.Signals | null = null;
+  let stopAt = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopSignal === null) {
+      stopSignal = signal;
+      stopAt = Date.now();
       progress.stopBar();
-      console.log('\nstopping after the current step and saving the training state… (Ctrl-C again quits at once, without saving)');
+      console.log(`\n${signal === 'SIGINT' ? '' : `${signal}: `}stopping after the current step and saving the training state… (Ctrl-C again quits at once, without saving)`);
       trainer.requestStop();
-    } else {
+    } else if (Date.now() - stopAt >= 1000) {
       console.error('train-vim: quit without saving; the last saved state (end of the previous epoch or stop) is kept');
       removePendingTemps(); // files being written in the background keep their previous contents
-      process.exit(130);
+      process.exit(signal === 'SIGTERM' ? 143 : 130);
     }
   };
-  process.on('SIGINT', onSigint);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   let outcome;
   try {
     outcome = await trainer.run();
   } finally {
-    process.off('SIGINT', onSigint);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     progress.stopBar();
     trainer.destroy();
   }
@@ -263,7 +270,7 @@ async function main(p: Parsed): Promise<void> {
       `stopped at step ${outcome.step} (epoch ${s.epoch + 1}, batch ${s.cursor} of ${trainer.stepsPerEpoch}); ${best}. ` +
       `The training state is saved in ${runPath(shown, 'state')}.\nresume with: train-vim --resume ${shown}`,
     );
-    process.exitCode = 130;
+    process.exitCode = stopSignal === 'SIGTERM' ? 143 : 130;
     return;
   }
   const elapsed = outcome.last ? formatDuration(outcome.last.elapsed_s) : '';

@@ -19,7 +19,11 @@ export interface Ran {
 }
 
 /** Run `node dist/cli/<cmd>.js args…` in `cwd`; `onStdout` may return true to send SIGINT once. */
-export function runCommand(cwd: string, cmd: string, args: string[], onStdout?: (text: string) => boolean): Promise<Ran> {
+/**
+ * Runs dist/cli/CMD.js in cwd. When onStdout first returns true for the output so far, the child is
+ * sent each of `signals` at once (default: one SIGINT, as Ctrl-C sends).
+ */
+export function runCommand(cwd: string, cmd: string, args: string[], onStdout?: (text: string) => boolean, signals: NodeJS.Signals[] = ['SIGINT']): Promise<Ran> {
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli', `${cmd}.js`), ...args], {
       cwd, env: { ...process.env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'],
@@ -31,7 +35,7 @@ export function runCommand(cwd: string, cmd: string, args: string[], onStdout?: 
       stdout += d.toString();
       if (!signalled && onStdout?.(stdout)) {
         signalled = true;
-        child.kill('SIGINT');
+        for (const signal of signals) child.kill(signal);
       }
     });
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
