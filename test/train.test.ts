@@ -201,7 +201,7 @@ describe('metrics', () => {
 describe('recipes', () => {
   it('GPU defaults follow the linear scaling rule; CPU defaults are the short run', () => {
     const g = defaultRecipe('gpu');
-    expect([g.model, g.epochs, g.batchSize, g.lr, g.warmupEpochs, g.weightDecay, g.labelSmoothing, g.dropPath]).toEqual(['vim-tiny', 95, 256, 1e-3, 5, 0.1, 0.1, 0.1]);
+    expect([g.model, g.epochs, g.batchSize, g.lr, g.warmupEpochs, g.weightDecay, g.labelSmoothing, g.dropPath, g.evalEvery]).toEqual(['vim-tiny', 115, 256, 1e-3, 5, 0.1, 0.1, 0.1, 5]);
     expect(g.augment).toEqual({ crop: true, padding: 4, flip: true, mixupAlpha: 0.2, cutmixAlpha: 0.2, randaugOps: 2, randaugMagnitude: 5, eraseProb: 0 });
     expect(augmentList(g.augment)).toBe('crop,flip,mixup (α 0.2),cutmix (α 0.2),randaug (2 ops at magnitude 5)');
     expect(defaultRecipe('gpu', 512).lr).toBe(2e-3);

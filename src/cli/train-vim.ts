@@ -3,8 +3,8 @@
  * `train-vim`: train a Vim on CIFAR-10 and leave the run in runs/NAME/ (see src/train/run-dir.ts).
  *
  * The defaults fit the adapter (src/train/recipe.ts): the full Vim-Ti recipe on a GPU, a
- * 10-minute vim-nano run on a CPU fallback adapter such as lavapipe. Ctrl-C (or SIGTERM) finishes the current
- * step, saves the training state and says how to resume; --resume continues exactly.
+ * 10-minute vim-nano run on a CPU fallback adapter such as lavapipe. Ctrl-C (or SIGTERM) finishes
+ * the current step, saves the training state and says how to resume; --resume continues exactly.
  */
 import { existsSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
@@ -31,7 +31,7 @@ const spec: CommandSpec = {
   usage: 'train-vim [options]            (a new run in --out)\n       train-vim --resume runs/NAME   (continue a stopped run)',
   options: {
     model: { type: 'string', arg: 'NAME|FILE', help: 'model config: a name in models/ (vim-nano, vim-tiny) or a .json path (default: vim-tiny on a GPU, vim-nano on a CPU adapter)' },
-    epochs: { type: 'string', arg: 'N', help: 'training epochs (default: 95 on a GPU, 3 on a CPU adapter)' },
+    epochs: { type: 'string', arg: 'N', help: 'training epochs (default: 115 on a GPU, 3 on a CPU adapter)' },
     'batch-size': { type: 'string', arg: 'N', help: 'images per step (default: 256 on a GPU, 32 on a CPU adapter)' },
     lr: { type: 'string', arg: 'X', help: 'peak learning rate of AdamW (default: 1e-3 × batch-size / 256 on a GPU, 3e-3 on a CPU adapter)' },
     'min-lr': { type: 'string', arg: 'X', help: 'learning rate at the end of the cosine decay (default: 1e-5)' },
@@ -50,7 +50,7 @@ const spec: CommandSpec = {
     'data-dir': { type: 'string', arg: 'DIR', help: 'where CIFAR-10 is, or is fetched to (default: $VIM_DATA_DIR, else datasets/)' },
     out: { type: 'string', arg: 'DIR', help: 'run folder for checkpoints, metrics and plots (default: runs/MODEL-DATE-TIME)' },
     resume: { type: 'string', arg: 'DIR', help: 'continue the run in DIR where it stopped (its recipe; --epochs, --eval-every, --lr, --min-lr, --grad-clip and --log-every may change)' },
-    'eval-every': { type: 'string', arg: 'N', help: 'evaluate on the test images (and the --holdout images) every N epochs, and after the last (default: 1)' },
+    'eval-every': { type: 'string', arg: 'N', help: 'evaluate on the test images (and the --holdout images) every N epochs, and after the last (default: 5 on a GPU, 1 on a CPU adapter)' },
     subset: { type: 'string', arg: 'N', help: 'train on the first N training images (of those --holdout leaves); 0 = all (default: 0 on a GPU, 1600 on a CPU adapter)' },
     'drop-path': { type: 'string', arg: 'RATE', help: 'drop path (stochastic depth): drop each block\'s output per sample with probability rising linearly over the blocks to RATE (as Vim does), 0…0.9; 0 = off (default: 0.1 on a GPU, 0 on a CPU adapter)' },
     holdout: { type: 'string', arg: 'N', help: 'a validation set for choosing a recipe without the test set: keep the last N of the 50,000 training images (in file order: the end of data_batch_5, then data_batch_4, …; the same images in every run) out of training and evaluate on them next to the test images; fixed for a run; 0 = off (default: 0)' },
