@@ -14,8 +14,12 @@ CIFAR-sized bytes and labels already on the device (data loading is not timed, a
 model normalises the bytes itself, as ours does.
 
 Each step is timed from an idle GPU (synchronize, then CUDA events around the step, then wait),
-after warm-up steps; the median is reported. Without CUDA it runs on the CPU with wall-clock
-timers and says so (for checking that it runs, at small sizes).
+after warm-up steps; the median is reported. Then the same number of training steps runs back to
+back, with no wait between them, CUDA events around all of them: their mean is `flowMs` (the
+figure our `bench-vim` prints as "with two steps in flight", the way `train-vim` runs its steps;
+here the host queues each step while the GPU runs the one before, as far as PyTorch lets it).
+Without CUDA it runs on the CPU with wall-clock timers and says so (for checking that it runs, at
+small sizes).
 
 Precisions: fp32 (TF32 off everywhere: plain f32 matmuls and convolutions), tf32-bf16 (TF32 on and
 torch.autocast to bfloat16; the scan, norms, softmax and the residual stream stay f32). --compile
@@ -25,7 +29,7 @@ fails the error text goes into the JSON.
 
 An out-of-memory or compile error in one phase is recorded in the JSON ("error", and per phase in
 "errors") and the other phase still runs. The JSON (--json FILE):
-  {config, batch, precision, scan, compile, train: {stepMs, imagesPerSecond, ...} | null,
+  {config, batch, precision, scan, compile, train: {stepMs, imagesPerSecond, flowMs, flowImagesPerSecond, ...} | null,
    infer: {batchMs, imagesPerSecond, ...} | null, device, torch, error?, errors?, step, ...}
 """
 from __future__ import annotations
@@ -118,6 +122,22 @@ class Timer:
         t0 = time.perf_counter()
         fn()
         return (time.perf_counter() - t0) * 1e3
+
+    def back_to_back(self, fn, n: int) -> float:
+        """Milliseconds a call of n calls of fn run back to back, from an idle device to the end of the last."""
+        self.sync()
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(n):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / n
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / n
 
 
 def run_phase(name: str, fn, timer: Timer, warmup: int, steps: int, batch: int, log) -> dict:
@@ -271,6 +291,8 @@ def main() -> int:
                 torch.cuda.reset_peak_memory_stats(device)
             r = run_phase('training', train_step, timer, args.warmup, args.steps, args.batch_size, log)
             r = {'stepMs': statistics.median(r['allMs']), **r}
+            flow = timer.back_to_back(train_step, args.steps)
+            r.update(flowMs=flow, flowImagesPerSecond=args.batch_size / flow * 1e3)
             if device.type == 'cuda':
                 r['peakMemoryGiB'] = torch.cuda.max_memory_allocated(device) / 2**30
             result['train'] = r
@@ -314,7 +336,8 @@ def main() -> int:
     t, i = result['train'], result['infer']
     variant = f'{args.precision} {args.scan}{" compiled" if args.compile else ""}'
     parts = [f'peer {result["config"]} batch {args.batch_size} {variant}:']
-    parts.append(f'training {t["imagesPerSecond"]:.0f} images/s ({t["stepMs"]:.2f} ms a step, median of {t["steps"]})'
+    parts.append(f'training {t["imagesPerSecond"]:.0f} images/s ({t["stepMs"]:.2f} ms a step, median of {t["steps"]}; '
+                 f'{t["flowImagesPerSecond"]:.0f} back to back, {t["flowMs"]:.2f} ms a step)'
                  if t else 'training —')
     parts.append(f'inference {i["imagesPerSecond"]:.0f} images/s ({i["batchMs"]:.2f} ms a batch, median of {i["steps"]})'
                  if i else 'inference —')

@@ -8,8 +8,9 @@ table.py: the Markdown table of a side-by-side run, from its JSON files.
 
 Reads every *.json in DIR: our `bench-vim --json` results (they carry "adapter" and "kernels") and
 bench_peer.py's ("implementation": "pytorch"), or the stubs side_by_side.sh writes for a run that
-produced none ("error"). Rows: implementation/variant; columns: training and inference images/s at
-each batch size found. Then the ratio ours / best PyTorch fp32 variant (eager or compiled; each
+produced none ("error"). Rows: implementation/variant; columns: training images/s one step at a
+time, training images/s with the steps back to back (ours: two in flight, as train-vim runs them),
+and inference images/s, at each batch size found. Then the ratio ours / best PyTorch fp32 variant (eager or compiled; each
 column's best) for training and for inference, and below the table which variant was best, the
 devices, and every error.
 """
@@ -42,16 +43,23 @@ def load(dir_: Path):
     return ours, peer, bad
 
 
+PHASES = ('train', 'flow', 'infer')
+PHASE_HEAD = {'train': 'train img/s', 'flow': 'train back to back', 'infer': 'infer img/s'}
+
+
 def ips(d, phase):
-    """images/s of one phase, or None."""
-    r = d.get(phase) if isinstance(d, dict) else None
-    v = r.get('imagesPerSecond') if isinstance(r, dict) else None
+    """images/s of one phase ('flow': the training steps run back to back), or None."""
+    r = d.get('train' if phase == 'flow' else phase) if isinstance(d, dict) else None
+    v = r.get('flowImagesPerSecond' if phase == 'flow' else 'imagesPerSecond') if isinstance(r, dict) else None
     return float(v) if isinstance(v, (int, float)) and v > 0 else None
 
 
 def why(d, phase):
     """A short cell for a missing result: OOM, compile error, timeout, error."""
     errs = d.get('errors') or {}
+    if phase == 'flow' and ips(d, 'train') is not None:
+        return '—'  # a result from before the back-to-back figure existed
+    phase = 'train' if phase == 'flow' else phase
     text = str(errs.get(phase) or errs.get('compile') or errs.get('setup') or d.get('error') or '')
     low = text.lower()
     if 'out of memory' in low:
@@ -83,12 +91,12 @@ def table(dir_: Path) -> str:
     batches = sorted(set(ours) | {b for v in peer.values() for b in v})
     if not batches:
         return f'no bench results in {dir_}\n'
-    heads = ['implementation / variant'] + [f'train img/s, B={b}' for b in batches] + [f'infer img/s, B={b}' for b in batches]
+    heads = ['implementation / variant'] + [f'{PHASE_HEAD[p]}, B={b}' for p in PHASES for b in batches]
     rows, notes = [], []
 
     def cells(by_batch):
         out = []
-        for phase in ('train', 'infer'):
+        for phase in PHASES:
             for b in batches:
                 if b not in by_batch:
                     out.append('—')
@@ -104,7 +112,7 @@ def table(dir_: Path) -> str:
 
     # ours / best PyTorch fp32, per column
     ratio = ['**ours / best PyTorch fp32**']
-    for phase in ('train', 'infer'):
+    for phase in PHASES:
         for b in batches:
             best = None
             for key, by_batch in peer.items():
@@ -116,7 +124,7 @@ def table(dir_: Path) -> str:
             o = ips(ours[b][0], phase) if b in ours else None
             if best is not None and o is not None:
                 ratio.append(f'**{o / best[0]:.2f}×**')
-                notes.append(f'best PyTorch fp32 for {phase} at batch {b}: {variant_name(best[1])} ({fmt(best[0])} images/s)')
+                notes.append(f'best PyTorch fp32 for {PHASE_HEAD[phase]} at batch {b}: {variant_name(best[1])} ({fmt(best[0])} images/s)')
             else:
                 ratio.append('—')
     rows.append(ratio)
