@@ -230,6 +230,7 @@ async function main(p: Parsed): Promise<void> {
   // second counts once: `timeout` sends it to the process and then to its whole process group.
   let stopSignal: NodeJS.Signals | null = null;
   let stopAt = 0;
+  const exitCode = (signal: NodeJS.Signals) => (signal === 'SIGTERM' ? 143 : 130); // 128 + the signal's number
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopSignal === null) {
       stopSignal = signal;
@@ -240,7 +241,7 @@ async function main(p: Parsed): Promise<void> {
     } else if (Date.now() - stopAt >= 1000) {
       console.error('train-vim: quit without saving; the last saved state (end of the previous epoch or stop) is kept');
       removePendingTemps(); // files being written in the background keep their previous contents
-      process.exit(signal === 'SIGTERM' ? 143 : 130);
+      process.exit(exitCode(signal));
     }
   };
   process.on('SIGINT', onSignal);
@@ -270,7 +271,7 @@ async function main(p: Parsed): Promise<void> {
       `stopped at step ${outcome.step} (epoch ${s.epoch + 1}, batch ${s.cursor} of ${trainer.stepsPerEpoch}); ${best}. ` +
       `The training state is saved in ${runPath(shown, 'state')}.\nresume with: train-vim --resume ${shown}`,
     );
-    process.exitCode = stopSignal === 'SIGTERM' ? 143 : 130;
+    process.exitCode = exitCode(stopSignal ?? 'SIGINT');
     return;
   }
   const elapsed = outcome.last ? formatDuration(outcome.last.elapsed_s) : '';
