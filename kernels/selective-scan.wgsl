@@ -19,8 +19,8 @@
 // B_t and C_t are 0, so they stay 0).
 //
 // selective_scan_forward: grid (NWG = ceil(E / WG), B) of WG invocations; invocation = (b, e)
-//   holds its states in registers and walks the L tokens, loading the next token's u, Δraw, z
-//   while it computes the current one. The workgroup covers WG channels of ONE sample and stages
+//   holds its states in registers and walks the L tokens, loading the u, Δraw, z of the token FA
+//   ahead while it computes the current one (with EXP2 the decay is exp2 of Δ·A log2 e). The workgroup covers WG channels of ONE sample and stages
 //   that sample's B_t, C_t in workgroup memory, TC tokens at a time, so every channel reads them
 //   from there (as vec4 broadcasts). Nothing but out is stored. With FUSE_DT (dt_proj fused) it
 //   stages the token's dt_low = xdbl[t, 0…R−1] with them and computes Δraw_t = dt_low · dt_weight[e]
@@ -57,10 +57,13 @@
 //   holds its state vec4 q·NV/SPLIT … (q+1)·NV/SPLIT−1, so each lane carries 1/SPLIT of the state
 //   arrays; per-token sums over the channel's states (C·h for y, the du and dΔ sums) are lane
 //   partials added by shuffles across the channel's lanes, the same bits in every lane. A segment's
-//   S ≤ 4 recomputed states stay in registers (no s_h), so longer segments cut the checkpoints
-//   without workgroup memory. Per token the [gB | gC] sums over a subgroup's channels are shuffles
-//   between the lanes that hold the same states, one partial row per subgroup as with SGR above.
-//   Workgroup memory: the sample's B, C (L·2NV vec4).
+//   S ≤ 4 recomputed states are held by the invocation (no s_h; with LANE_MEM's "states" in its own
+//   slots of workgroup memory), so longer segments cut the checkpoints. A segment's loads,
+//   recomputation and walk are per-token functions, called with constant token indices (UNROLL:
+//   every token-indexed array can stay in registers) or in loops (the driver may keep those arrays
+//   in local memory, and fewer registers). Per token the [gB | gC] sums over a subgroup's channels
+//   are shuffles between the lanes that hold the same states, one partial row per subgroup as with
+//   SGR above. Workgroup memory: the sample's B, C (L·2NV vec4), and LANE_MEM's arrays.
 // selective_scan_reduce_bc: ceil(B·L·2N / 256) workgroups of 256 (folded into y past the grid
 //   limit); dxdbl[b, t, R + c] (= or +=) Σ_w part_bc[b, w, t, c], w in order.
 // selective_scan_reduce_params: grid (ceil((N+2)·E / 16)), 16 outputs × 16 batch lanes; lane y sums
@@ -75,6 +78,7 @@ override N: u32;              // states, at most 4·NVMAX
 override R: u32;              // Δ rank: B_t starts at column R of xdbl, whose rows hold R + 2N
 override WG: u32 = 64u;       // channels (invocations) per workgroup of the scan kernels
 override TC: u32;             // forward: tokens of B, C staged at once; backward: segment length S
+override FA: u32 = 1u;        // forward: tokens whose u, Δraw, z (and combine input) are loaded ahead (≤ FAMAX)
 override NWG: u32 = 1u;       // workgroups per sample of the scan (reduce_bc)
 override REVERSE: bool = false;
 override ACC_DU: bool = false;      // du += instead of =
@@ -114,23 +118,46 @@ override SCALED: bool = false;         // with COMBINE or DOUT_COMBINED: × scal
 override SCALE_OFFSET: u32 = 0u;       // this block's row of the (rows, B) factors
 // backward_split: per-lane arrays held in workgroup memory instead of registers, each lane its own
 // slots (no lane reads another's, so no barrier guards them): bit 0 A, bit 1 the gA sums, bit 2 the
-// carry; LM_ROWS = (bits set) · NV/SPLIT · WG vec4 rows (1 where none)
+// carry, bit 3 (8) the segment's states after its first token (sh[1 … S−1]); LM_ROWS = (bits set
+// among the first three) · NV/SPLIT · WG vec4 rows, plus (S−1) · NV/SPLIT · WG with bit 3 (1 where none)
 override LANE_MEM: u32 = 0u;
 override LM_ROWS: u32 = 1u;
 // backward_split's walk: bit 0 ("lean") sums gh ⊙ a_t ⊙ h_{t−1} once for both dΔ and dA_log and
 // takes dΔ's u_t B_t term from the du sum (Σ gh (u B + A a h) = u Σ gh B + Σ A (gh a h)): two
 // operations a state and token fewer, the same sums rounded in another order; bit 1 ("keep-a")
 // keeps a_t = exp(Δ_t A) from the segment's recomputation for the walk: one exp a state and token
-// fewer, S·NV/SPLIT vec4 more registers
+// fewer, S·NV/SPLIT vec4 more registers; bit 2 ("fold", with BCJ) takes the first halving of the
+// [gB | gC] sum (gB_i with gC_i, at lane distance SGR/2) inside the walk, as each state vec4's items
+// are computed, so QS vec4 of items are live across the walk instead of 2·QS (the same exchanges
+// and adds: the same bits)
 override WALK: u32 = 0u;
 // backward_split: every channel of every workgroup is one of the E (E a multiple of WG / SPLIT), so
 // no lane needs its [gB | gC] items zeroed
 override ALL_LIVE: bool = false;
+// forward and backward_split: a_t = exp(Δ_t A) taken as exp2(Δ_t A log2(e)), A held pre-scaled by
+// log2(e) (A_SCALE), so that the decay is one base-2 exponential; where A itself is a factor (dΔ,
+// dA_log) the sums are scaled back by ln 2
+override EXP2: bool = false;
+const LOG2E = 1.4426950408889634;
+const LN2 = 0.6931471805599453;
+override A_SCALE: f32 = select(1.0, LOG2E, EXP2);
+
+// exp(x), or with EXP2 exp2(x) for an x already scaled by log2(e)
+fn decay(x: vec4<f32>) -> vec4<f32> {
+  if (EXP2) { return exp2(x); }
+  return exp(x);
+}
+
+// backward_split: the segment's recomputation and walk written out once per token (every per-token
+// array indexed by constants, so it can stay in registers), or as loops over the tokens
+override UNROLL: bool = true;
 
 const NVMAX = 8u; // N ≤ 32
 const KBMAX = 8u; // largest KB
 const SMAX = 8u;  // backward_stream: longest segment
 const RVMAX = 8u; // forward with FUSE_DT: R ≤ 32
+const FAMAX = 8u;  // forward: most tokens whose inputs are loaded ahead
+const FSTAGE = 8u; // forward: loads an invocation issues at once when it stages B_t, C_t
 const SPLIT_SMAX = 4u;   // backward_split: longest segment
 const SPLIT_ITEMS = 16u; // backward_split: most items of one shuffle sum (gB and gC of 2·NVMAX vec4)
 
@@ -223,7 +250,7 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
       let n = 4u * i + c;
       if (n < N) { a[c] = f_A_log[ec * N + n]; }
     }
-    A[i] = -exp(a);
+    A[i] = -exp(a) * A_SCALE;
     h[i] = vec4<f32>(0.0);
   }
   let bias = f_dt_bias[ec];
@@ -238,51 +265,76 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
     }
   }
 
-  // the next token's inputs, loaded one token ahead
-  var nu = f_u[b * L * E + ec];
-  var nd = 0.0;
-  if (!FUSE_DT) { nd = f_delta_raw[b * L * E + ec]; }
-  var nz = f_xz[(b * L + select(0u, L - 1u, REVERSE)) * 2u * E + zcol];
-  // with COMBINE: the other direction's output at the next token's original position, loaded
-  // one token ahead like the inputs (live invocations only: the column is theirs to write)
-  var ncmb = 0.0;
+  // the inputs of the next FA tokens, loaded FA tokens ahead: slot j holds token t + j while
+  // token t is computed (slots past the last token repeat it, so every load stays in the sample);
+  // with COMBINE also the other direction's output at the token's original position (live
+  // invocations only: the column is theirs to write, and they read each element before writing it)
+  var pu: array<f32, FAMAX>;
+  var pd: array<f32, FAMAX>;
+  var pz: array<f32, FAMAX>;
+  var pc: array<f32, FAMAX>;
   var cscale = 1.0;
-  if (COMBINE && live) {
-    ncmb = f_out[(b * L + select(0u, L - 1u, REVERSE)) * E + e];
-    if (SCALED) { cscale = f_scale[SCALE_OFFSET + b]; }
+  if (COMBINE && live && SCALED) { cscale = f_scale[SCALE_OFFSET + b]; }
+  for (var j = 0u; j < FA; j++) {
+    let tj = min(j, L - 1u);
+    let to = select(tj, L - 1u - tj, REVERSE);
+    pu[j] = f_u[(b * L + tj) * E + ec];
+    if (!FUSE_DT) { pd[j] = f_delta_raw[(b * L + tj) * E + ec]; }
+    pz[j] = f_xz[(b * L + to) * 2u * E + zcol];
+    if (COMBINE && live) { pc[j] = f_out[(b * L + to) * E + e]; }
   }
 
   for (var t0 = 0u; t0 < L; t0 += TC) {
     let tn = min(TC, L - t0);
     workgroupBarrier(); // everyone is done with the previous chunk of s_bc
-    for (var k = lid; k < tn * per; k += WG) {
-      let tt = k / per;
-      let r = k - tt * per;
-      let rowBase = (b * L + t0 + tt) * stride;
-      var v = 0.0;
-      if (r < 8u * NV) {
-        let part = r / (4u * NV); // 0: B_t, 1: C_t
-        let n = r - part * 4u * NV;
-        if (n < N) { v = f_xdbl[rowBase + R + part * N + n]; }
-      } else if (r - 8u * NV < R) {
-        v = f_xdbl[rowBase + r - 8u * NV]; // dt_low
+    // FSTAGE values an invocation a round, all loads issued before the first store
+    for (var base = lid; base < tn * per; base += FSTAGE * WG) {
+      var v: array<f32, FSTAGE>;
+      for (var j = 0u; j < FSTAGE; j++) {
+        let k = min(base + j * WG, tn * per - 1u);
+        let tt = k / per;
+        let r = k - tt * per;
+        let rowBase = (b * L + t0 + tt) * stride;
+        var col = 0u; // dt_low's columns from 8·NV on; B_t's, C_t's padding reads a valid column
+        if (r < 8u * NV) {
+          let part = r / (4u * NV); // 0: B_t, 1: C_t
+          col = R + part * N + min(r - part * 4u * NV, N - 1u);
+        } else {
+          col = min(r - 8u * NV, max(R, 1u) - 1u);
+        }
+        v[j] = f_xdbl[rowBase + col];
       }
-      s_bc[tt * BCW + r / 4u][r % 4u] = v;
+      for (var j = 0u; j < FSTAGE; j++) {
+        let k = base + j * WG;
+        if (k < tn * per) {
+          let tt = k / per;
+          let r = k - tt * per;
+          var keep = false;
+          if (r < 8u * NV) { keep = r - (r / (4u * NV)) * 4u * NV < N; } else { keep = r - 8u * NV < R; }
+          s_bc[tt * BCW + r / 4u][r % 4u] = select(0.0, v[j], keep);
+        }
+      }
     }
     workgroupBarrier();
     for (var tt = 0u; tt < tn; tt++) {
       let t = t0 + tt;
-      let uu = nu;
-      var draw = nd;
-      let z = nz;
-      let other = ncmb;
-      if (t + 1u < L) {
-        let row = (b * L + t + 1u) * E + ec;
-        nu = f_u[row];
-        if (!FUSE_DT) { nd = f_delta_raw[row]; }
-        let tz = select(t + 1u, L - 2u - t, REVERSE);
-        nz = f_xz[(b * L + tz) * 2u * E + zcol];
-        if (COMBINE && live) { ncmb = f_out[(b * L + tz) * E + e]; }
+      let uu = pu[0];
+      var draw = pd[0];
+      let z = pz[0];
+      let other = pc[0];
+      for (var j = 0u; j + 1u < FA; j++) {
+        pu[j] = pu[j + 1u];
+        pd[j] = pd[j + 1u];
+        pz[j] = pz[j + 1u];
+        pc[j] = pc[j + 1u];
+      }
+      if (t + FA < L) {
+        let row = (b * L + t + FA) * E + ec;
+        let to = select(t + FA, L - 1u - t - FA, REVERSE);
+        pu[FA - 1u] = f_u[row];
+        if (!FUSE_DT) { pd[FA - 1u] = f_delta_raw[row]; }
+        pz[FA - 1u] = f_xz[(b * L + to) * 2u * E + zcol];
+        if (COMBINE && live) { pc[FA - 1u] = f_out[(b * L + to) * E + e]; }
       }
       if (FUSE_DT) {
         var d4 = vec4<f32>(0.0);
@@ -294,7 +346,7 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
       let du = delta * uu;
       var y4 = vec4<f32>(0.0); // four independent partial sums of C_t · h_t
       for (var i = 0u; i < NV; i++) {
-        h[i] = exp(delta * A[i]) * h[i] + du * s_bc[tt * BCW + i];
+        h[i] = decay(delta * A[i]) * h[i] + du * s_bc[tt * BCW + i];
         y4 += s_bc[tt * BCW + NV + i] * h[i];
       }
       let cs = max(CKPT_S, 1u); // (no division by a constant 0 where CKPT_S is)
@@ -821,6 +873,12 @@ fn lm_row(bit: u32, i: u32, lid: u32) -> u32 {
   return (countOneBits(LANE_MEM & (bit - 1u)) * (NV / SPLIT) + i) * WG + lid;
 }
 
+// Row of s_lm holding vec4 i of this lane's part of sh[j] (1 ≤ j < S) with LANE_MEM bit 3: after
+// the other arrays, [j − 1][i][lane].
+fn sh_row(j: u32, i: u32, lid: u32) -> u32 {
+  return ((countOneBits(LANE_MEM & 7u) + j - 1u) * (NV / SPLIT) + i) * WG + lid;
+}
+
 // vec4 i of this lane's per-lane array `bit` (1 A, 2 gA, 4 carry): from s_lm where LANE_MEM holds
 // it, else from its register array `reg`.
 fn lane_get(bit: u32, reg: ptr<function, array<vec4<f32>, NVMAX>>, i: u32, lid: u32) -> vec4<f32> {
@@ -838,7 +896,7 @@ fn split_A(ec: u32, v0: u32) -> array<vec4<f32>, NVMAX> {
       let n = 4u * (v0 + i) + c;
       if (n < N) { a[c] = g_A_log[ec * N + n]; }
     }
-    A[i] = -exp(a);
+    A[i] = -exp(a) * A_SCALE;
   }
   return A;
 }
@@ -856,7 +914,7 @@ fn split_pass1_block(h: ptr<function, array<vec4<f32>, NVMAX>>, A: array<vec4<f3
       let delta = softplus(blk.d[k] + bias);
       let du = delta * blk.u[k];
       for (var i = 0u; i < NV / SPLIT; i++) {
-        (*h)[i] = exp(delta * A[i]) * (*h)[i] + du * s_bc[t * 2u * NV + v0 + i];
+        (*h)[i] = decay(delta * A[i]) * (*h)[i] + du * s_bc[t * 2u * NV + v0 + i];
       }
       if (live && (t + 1u) % TC == 0u) {
         let slot = (t + 1u) / TC - 1u;
@@ -893,9 +951,13 @@ fn split_halve(v: ptr<function, array<vec4<f32>, SPLIT_ITEMS>>, h: u32, off: u32
 // lane % SPLIT. Every lane adds in the same fixed order, so results repeat bit for bit. Call in
 // uniform control flow.
 fn split_sum_items(items: array<vec4<f32>, SPLIT_ITEMS>, lane: u32) -> vec4<f32> {
-  let m = select(QS, 2u * QS, BCJ);
+  return split_sum_from(items, select(QS, 2u * QS, BCJ), SGR / 2u, lane);
+}
+
+// split_sum_items from m items left at lane distance off (with WALK's "fold": QS items at SGR / 4).
+fn split_sum_from(items: array<vec4<f32>, SPLIT_ITEMS>, m: u32, off0: u32, lane: u32) -> vec4<f32> {
   var v = items;
-  var off = SGR / 2u;
+  var off = off0;
   if (m >= 16u) { split_halve(&v, 8u, off, lane); off /= 2u; }
   if (m >= 8u) { split_halve(&v, 4u, off, lane); off /= 2u; }
   if (m >= 4u) { split_halve(&v, 2u, off, lane); off /= 2u; }
@@ -928,7 +990,7 @@ fn split_write_items(r: vec4<f32>, lane: u32, base: u32, gc: bool) {
 fn split_param_partials(b: u32, e: u32, q: u32, gA: array<vec4<f32>, NVMAX>, A: array<vec4<f32>, NVMAX>, gD: f32, gbias: f32) {
   let v0 = q * (NV / SPLIT);
   for (var i = 0u; i < NV / SPLIT; i++) {
-    let v = gA[i] * A[i];
+    let v = select(gA[i] * A[i], gA[i] * (A[i] * LN2), EXP2);
     let n = 4u * (v0 + i);
     let o = (b * (N + 2u) + n) * E + e;
     g_part_par[o] = v.x;
@@ -942,6 +1004,142 @@ fn split_param_partials(b: u32, e: u32, q: u32, gA: array<vec4<f32>, NVMAX>, A: 
   }
 }
 
+// What every token of selective_scan_backward_split's pass 2 needs of its invocation.
+struct SplitCtx {
+  b: u32, e: u32, ec: u32, live: bool, q: u32, lane: u32, part: u32, v0: u32, lid: u32, Dv: f32, bias: f32,
+}
+
+// One segment's inputs: tok[j] = (u, Δraw, dout, z) of token t0 + j (slots past the segment's
+// last token repeat it), and the lane's part of the state entering the segment.
+struct SplitIn { tok: array<vec4<f32>, SPLIT_SMAX>, h0: array<vec4<f32>, NVMAX> }
+
+// One segment's recomputation: sh[j] the lane's part of the state entering token t0 + j (sh[0]
+// the checkpoint), del the tokens' Δ, and with WALK bit 1 sa[j] their a_t.
+struct SplitSeg { sh: array<array<vec4<f32>, NVMAX>, SPLIT_SMAX>, del: vec4<f32>, sa: array<array<vec4<f32>, NVMAX>, SPLIT_SMAX> }
+
+// u, Δraw, dout, z of token t0 + min(j, tn − 1).
+fn split_load_token(cx: SplitCtx, t0: u32, tn: u32, j: u32) -> vec4<f32> {
+  let t = t0 + min(j, tn - 1u);
+  let row = (cx.b * L + t) * E + cx.ec;
+  return vec4<f32>(g_u[row], g_delta_raw[row], scan_dout(cx.b, t, cx.ec), g_xz[(cx.b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + cx.ec]);
+}
+
+// Segment k's inputs and checkpoint (zero for the first segment and idle channels).
+fn split_load(cx: SplitCtx, k: u32, nseg: u32) -> SplitIn {
+  var r: SplitIn;
+  let t0 = k * TC;
+  let tn = min(TC, L - t0);
+  r.tok[0] = split_load_token(cx, t0, tn, 0u);
+  if (1u < TC) { r.tok[1] = split_load_token(cx, t0, tn, 1u); }
+  if (2u < TC) { r.tok[2] = split_load_token(cx, t0, tn, 2u); }
+  if (3u < TC) { r.tok[3] = split_load_token(cx, t0, tn, 3u); }
+  for (var i = 0u; i < NV / SPLIT; i++) {
+    if (k == 0u || !cx.live) { r.h0[i] = vec4<f32>(0.0); }
+    else { r.h0[i] = g_ckpt[((cx.b * (nseg - 1u) + k - 1u) * NV + cx.v0 + i) * E + cx.e]; }
+  }
+  return r;
+}
+
+// Token t0 + j of the segment's recomputation: its Δ, h advanced over it, and the state after it
+// kept as sh[j + 1].
+fn split_recompute(j: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitIn>, seg: ptr<function, SplitSeg>,
+                   h: ptr<function, array<vec4<f32>, NVMAX>>, A: ptr<function, array<vec4<f32>, NVMAX>>) {
+  let tok = (*inp).tok[j];
+  let delta = softplus(tok.y + cx.bias);
+  (*seg).del[j] = delta;
+  if (j < tn && (DIAG & 4u) == 0u) {
+    let du = delta * tok.x;
+    for (var i = 0u; i < NV / SPLIT; i++) {
+      let aj = decay(delta * lane_get(1u, A, i, cx.lid));
+      if ((WALK & 2u) != 0u) { (*seg).sa[j][i] = aj; }
+      (*h)[i] = aj * (*h)[i] + du * s_bc[(t0 + j) * 2u * NV + cx.v0 + i];
+      if (j + 1u < TC) {
+        if ((LANE_MEM & 8u) != 0u) { s_lm[sh_row(j + 1u, i, cx.lid)] = (*h)[i]; } else { (*seg).sh[j + 1u][i] = (*h)[i]; }
+      }
+    }
+  }
+}
+
+// Token t0 + tt of the segment's backward walk (h holds h_t on entry, h_{t−1} on return).
+fn split_walk(tt: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitIn>, seg: ptr<function, SplitSeg>,
+              h: ptr<function, array<vec4<f32>, NVMAX>>, A: ptr<function, array<vec4<f32>, NVMAX>>,
+              carry: ptr<function, array<vec4<f32>, NVMAX>>, gA: ptr<function, array<vec4<f32>, NVMAX>>,
+              gD: ptr<function, f32>, gbias: ptr<function, f32>) {
+  if (tt >= tn) { return; } // uniform (tn is the workgroup's), so the shuffles below are too
+  let lid = cx.lid;
+  let lane = cx.lane;
+  let NVL = NV / SPLIT;
+  let t = t0 + tt;
+  let rowT = (cx.b * L + t) * E + cx.ec;
+  let ziT = (cx.b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + cx.ec;
+  let tok = (*inp).tok[tt];
+  let uu = tok.x;
+  let gout = tok.z;
+  let z = tok.w;
+  let delta = (*seg).del[tt];
+  let du = delta * uu;
+  let bct = t * 2u * NV + cx.v0; // the lane's part of B_t in s_bc; of C_t NV further
+  // y_t = C_t · h_t + D u_t: four partial sums over the lane's states, then over the channel's lanes
+  var y4 = vec4<f32>(0.0);
+  for (var i = 0u; i < NVL; i++) { y4 += s_bc[bct + NV + i] * (*h)[i]; }
+  let y = cx.Dv * uu + split_channel_sum(vec4<f32>((y4.x + y4.y) + (y4.z + y4.w), 0.0, 0.0, 0.0)).x;
+  let sz = sigmoid(z);
+  let gy = gout * z * sz;
+  let gz = gout * y * sz * (1.0 + z * (1.0 - sz));
+  *gD += gy * uu;
+  var gu4 = vec4<f32>(0.0);     // Σ gh_t B_t over the lane's states, per component
+  var gdelta4 = vec4<f32>(0.0); // Σ gh_t (u_t B_t + A a_t h_{t−1}) over the lane's states
+  var itB: array<vec4<f32>, SPLIT_ITEMS>; // gB_t contributions (with BCJ then gC_t's from QS on); the rest stay 0
+  var itC: array<vec4<f32>, SPLIT_ITEMS>; // gC_t contributions
+  for (var i = 0u; i < NVL; i++) {
+    var hPrev = (*seg).sh[tt][i];
+    if (tt > 0u && (LANE_MEM & 8u) != 0u) { hPrev = s_lm[sh_row(tt, i, lid)]; }
+    let Ai = lane_get(1u, A, i, lid);
+    var a: vec4<f32>;
+    if ((WALK & 2u) != 0u) { a = (*seg).sa[tt][i]; } else { a = decay(delta * Ai); }
+    let Bv = s_bc[bct + i];
+    let gh = gy * s_bc[bct + NV + i] + lane_get(4u, carry, i, lid);
+    itB[i] = select(vec4<f32>(0.0), gh * du, ALL_LIVE || cx.live);
+    itC[i] = select(vec4<f32>(0.0), gy * (*h)[i], ALL_LIVE || cx.live);
+    if ((WALK & 4u) != 0u && BCJ && (DIAG & 1u) == 0u) { // split_halve's first exchange, for item pair (i, QS + i)
+      let upper = (lane & (SGR / 2u)) != 0u;
+      itB[i] = select(itB[i], itC[i], upper) + sg_shuffle_xor(select(itC[i], itB[i], upper), SGR / 2u);
+    }
+    gu4 += gh * Bv;
+    let ahp = a * hPrev; // a_t ⊙ h_{t−1}
+    var gAt: vec4<f32>; // this token's term of gA
+    if ((WALK & 1u) != 0u) {
+      let p = gh * ahp;
+      gdelta4 += Ai * p; // the u_t B_t term is added from the du sum below (with EXP2 this sum is scaled by ln 2 there)
+      gAt = p * delta;
+    } else {
+      gdelta4 += gh * (uu * Bv + select(Ai, Ai * LN2, EXP2) * ahp);
+      gAt = gh * ahp * delta;
+    }
+    if ((LANE_MEM & 2u) != 0u) { s_lm[lm_row(2u, i, lid)] += gAt; } else { (*gA)[i] += gAt; }
+    if ((LANE_MEM & 4u) != 0u) { s_lm[lm_row(4u, i, lid)] = a * gh; } else { (*carry)[i] = a * gh; }
+    (*h)[i] = hPrev;
+  }
+  let sums = split_channel_sum(vec4<f32>((gu4.x + gu4.y) + (gu4.z + gu4.w), (gdelta4.x + gdelta4.y) + (gdelta4.z + gdelta4.w), 0.0, 0.0));
+  let gu = cx.Dv * gy + delta * sums.x;
+  let gdsum = select(sums.y, select(sums.y, sums.y * LN2, EXP2) + uu * sums.x, (WALK & 1u) != 0u); // Σ over the channel's states
+  let gdr = gdsum * sigmoid(tok.y + cx.bias);
+  *gbias += gdr;
+  if (cx.live && cx.q == 0u) { store_token_grads(rowT, ziT, gu, gdr, gz); }
+  if ((DIAG & 1u) == 0u) {
+    let pbase = ((cx.b * NWG + cx.part) * L + t) * (2u * N);
+    if (BCJ && (WALK & 4u) != 0u) { // itB holds the QS items the first exchange left (0 from NVL on)
+      split_write_items(split_sum_from(itB, QS, SGR / 4u, lane), lane, pbase, false);
+    } else if (BCJ) {
+      for (var i = 0u; i < NVL; i++) { itB[QS + i] = itC[i]; }
+      split_write_items(split_sum_items(itB, lane), lane, pbase, false);
+    } else {
+      split_write_items(split_sum_items(itB, lane), lane, pbase, false);
+      split_write_items(split_sum_items(itC, lane), lane, pbase, true);
+    }
+  }
+}
+
 // selective_scan_backward_split: the gradients of selective_scan_backward_stream with SGR > 0, the
 // channel's states split over SPLIT lanes (lanes lid = c·SPLIT + q of a workgroup share its channel
 // c; lane q holds state vec4 q·NV/SPLIT …, at index 0 … NV/SPLIT − 1 of its arrays):
@@ -949,8 +1147,8 @@ fn split_param_partials(b: u32, e: u32, q: u32, gA: array<vec4<f32>, NVMAX>, A: 
 //   - pass 1 streams the tokens in blocks of KB (the next block's u, Δraw loaded while this one is
 //     computed), each lane writing its part of the state entering each segment of S = TC tokens;
 //   - pass 2 takes segments last to first (with LOOKAHEAD loading the segment before while it
-//     computes this one), recomputes the segment's states from its checkpoint into sh, a register
-//     array indexed by constants only (loops run to S), then walks the segment backward;
+//     computes this one), recomputes the segment's states from its checkpoint (split_recompute,
+//     into SplitSeg.sh), then walks the segment backward (split_walk), token by token;
 //   - per token, y_t = C_t · h_t and the du, dΔ sums over the channel's states are lane partials
 //     summed by split_channel_sum, so every lane of the channel holds the same gy, gu, gdelta;
 //     lane 0 alone writes du, ddelta_raw, dz and the channel's dD, dbias partials; each lane writes
@@ -1002,49 +1200,18 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
   }
 
   // Pass 2: segments last to first. Iteration kk loads segment NSEG−1−kk and computes, with
-  // LOOKAHEAD, the one after it (loaded by the iteration before), else that segment itself.
-  var cu: array<f32, SPLIT_SMAX>;
-  var cd: array<f32, SPLIT_SMAX>;
-  var cg: array<f32, SPLIT_SMAX>;
-  var cz: array<f32, SPLIT_SMAX>;
-  var qu: array<f32, SPLIT_SMAX>;
-  var qd: array<f32, SPLIT_SMAX>;
-  var qg: array<f32, SPLIT_SMAX>;
-  var qz: array<f32, SPLIT_SMAX>;
-  var qh: array<vec4<f32>, NVMAX>;
-  // sh[j]: the lane's part of the state entering token t0 + j of the segment (sh[0] its checkpoint)
-  var sh: array<array<vec4<f32>, NVMAX>, SPLIT_SMAX>;
+  // LOOKAHEAD, the one after it (loaded by the iteration before), else that segment itself. Every
+  // per-token array is indexed by constants only (split_load, split_recompute and split_walk are
+  // written out once per token of the segment), so that they can stay in registers.
+  let cx = SplitCtx(b, e, ec, live, q, lane, part, v0, lid, Dv, bias);
+  var cin: SplitIn;  // the segment computed
+  var nin: SplitIn;  // with LOOKAHEAD: the segment loaded ahead
+  var seg: SplitSeg;
   for (var kk = 0u; kk < nseg + LOOKAHEAD; kk++) {
-    if (LOOKAHEAD == 1u) {
-      cu = qu;
-      cd = qd;
-      cg = qg;
-      cz = qz;
-      sh[0] = qh;
-    }
+    if (LOOKAHEAD == 1u) { cin = nin; }
     if (kk < nseg) {
-      let k = nseg - 1u - kk;
-      let t0 = k * S;
-      let tn = min(S, L - t0);
-      for (var j = 0u; j < S; j++) {
-        let t = t0 + min(j, tn - 1u);
-        let row = (b * L + t) * E + ec;
-        qu[j] = g_u[row];
-        qd[j] = g_delta_raw[row];
-        qg[j] = scan_dout(b, t, ec);
-        qz[j] = g_xz[(b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec];
-      }
-      for (var i = 0u; i < NVL; i++) {
-        if (k == 0u || !live) { qh[i] = vec4<f32>(0.0); }
-        else { qh[i] = g_ckpt[((b * (nseg - 1u) + k - 1u) * NV + v0 + i) * E + e]; }
-      }
-    }
-    if (LOOKAHEAD == 0u) {
-      cu = qu;
-      cd = qd;
-      cg = qg;
-      cz = qz;
-      sh[0] = qh;
+      let ld = split_load(cx, nseg - 1u - kk, nseg);
+      if (LOOKAHEAD == 1u) { nin = ld; } else { cin = ld; }
     }
     if (kk < LOOKAHEAD) { continue; }
     let k = nseg - 1u - (kk - LOOKAHEAD);
@@ -1052,87 +1219,21 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
     let tn = min(S, L - t0);
 
     // the segment's states from its checkpoint: sh[j] for j ≥ 1, and h ends as the last token's
-    for (var i = 0u; i < NVL; i++) { h[i] = sh[0][i]; }
-    var cdel: array<f32, SPLIT_SMAX>; // Δ_t of the segment's tokens
-    var sa: array<array<vec4<f32>, NVMAX>, SPLIT_SMAX>; // with WALK bit 1: a_t of the segment's tokens
-    for (var j = 0u; j < S; j++) {
-      cdel[j] = softplus(cd[j] + bias);
-      if (j < tn && (DIAG & 4u) == 0u) {
-        let du = cdel[j] * cu[j];
-        for (var i = 0u; i < NVL; i++) {
-          let aj = exp(cdel[j] * lane_get(1u, &A, i, lid));
-          if ((WALK & 2u) != 0u) { sa[j][i] = aj; }
-          h[i] = aj * h[i] + du * s_bc[(t0 + j) * 2u * NV + v0 + i];
-          if (j + 1u < S) { sh[j + 1u][i] = h[i]; }
-        }
-      }
-    }
-    // walk the segment backward; h holds h_t, sh[tt] h_{t−1}
-    for (var j = 0u; j < S; j++) {
-      let tt = S - 1u - j;
-      if (tt < tn) { // uniform (tn is the workgroup's), so the shuffles below are too
-        let t = t0 + tt;
-        let rowT = (b * L + t) * E + ec;
-        let ziT = (b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + ec;
-        let uu = cu[tt];
-        let gout = cg[tt];
-        let z = cz[tt];
-        let delta = cdel[tt];
-        let du = delta * uu;
-        let bct = t * 2u * NV + v0; // the lane's part of B_t in s_bc; of C_t NV further
-        // y_t = C_t · h_t + D u_t: four partial sums over the lane's states, then over the channel's lanes
-        var y4 = vec4<f32>(0.0);
-        for (var i = 0u; i < NVL; i++) { y4 += s_bc[bct + NV + i] * h[i]; }
-        let y = Dv * uu + split_channel_sum(vec4<f32>((y4.x + y4.y) + (y4.z + y4.w), 0.0, 0.0, 0.0)).x;
-        let sz = sigmoid(z);
-        let gy = gout * z * sz;
-        let gz = gout * y * sz * (1.0 + z * (1.0 - sz));
-        gD += gy * uu;
-        var gu4 = vec4<f32>(0.0);     // Σ gh_t B_t over the lane's states, per component
-        var gdelta4 = vec4<f32>(0.0); // Σ gh_t (u_t B_t + A a_t h_{t−1}) over the lane's states
-        var itB: array<vec4<f32>, SPLIT_ITEMS>; // gB_t contributions (with BCJ then gC_t's from QS on); the rest stay 0
-        var itC: array<vec4<f32>, SPLIT_ITEMS>; // gC_t contributions
-        for (var i = 0u; i < NVL; i++) {
-          let hPrev = sh[tt][i];
-          let Ai = lane_get(1u, &A, i, lid);
-          var a: vec4<f32>;
-          if ((WALK & 2u) != 0u) { a = sa[tt][i]; } else { a = exp(delta * Ai); }
-          let Bv = s_bc[bct + i];
-          let gh = gy * s_bc[bct + NV + i] + lane_get(4u, &carry, i, lid);
-          itB[i] = select(vec4<f32>(0.0), gh * du, ALL_LIVE || live);
-          itC[i] = select(vec4<f32>(0.0), gy * h[i], ALL_LIVE || live);
-          gu4 += gh * Bv;
-          let ahp = a * hPrev; // a_t ⊙ h_{t−1}
-          var gAt: vec4<f32>; // this token's term of gA
-          if ((WALK & 1u) != 0u) {
-            let p = gh * ahp;
-            gdelta4 += Ai * p; // the u_t B_t term is added from the du sum below
-            gAt = p * delta;
-          } else {
-            gdelta4 += gh * (uu * Bv + Ai * ahp);
-            gAt = gh * ahp * delta;
-          }
-          if ((LANE_MEM & 2u) != 0u) { s_lm[lm_row(2u, i, lid)] += gAt; } else { gA[i] += gAt; }
-          if ((LANE_MEM & 4u) != 0u) { s_lm[lm_row(4u, i, lid)] = a * gh; } else { carry[i] = a * gh; }
-          h[i] = hPrev;
-        }
-        let sums = split_channel_sum(vec4<f32>((gu4.x + gu4.y) + (gu4.z + gu4.w), (gdelta4.x + gdelta4.y) + (gdelta4.z + gdelta4.w), 0.0, 0.0));
-        let gu = Dv * gy + delta * sums.x;
-        let gdsum = select(sums.y, sums.y + uu * sums.x, (WALK & 1u) != 0u); // Σ over the channel's states
-        let gdr = gdsum * sigmoid(cd[tt] + bias);
-        gbias += gdr;
-        if (live && q == 0u) { store_token_grads(rowT, ziT, gu, gdr, gz); }
-        if ((DIAG & 1u) == 0u) {
-          let pbase = ((b * NWG + part) * L + t) * Q;
-          if (BCJ) {
-            for (var i = 0u; i < NVL; i++) { itB[QS + i] = itC[i]; }
-            split_write_items(split_sum_items(itB, lane), lane, pbase, false);
-          } else {
-            split_write_items(split_sum_items(itB, lane), lane, pbase, false);
-            split_write_items(split_sum_items(itC, lane), lane, pbase, true);
-          }
-        }
-      }
+    for (var i = 0u; i < NVL; i++) { h[i] = cin.h0[i]; }
+    seg.sh[0] = cin.h0;
+    if (UNROLL) {
+      split_recompute(0u, cx, t0, tn, &cin, &seg, &h, &A);
+      if (1u < S) { split_recompute(1u, cx, t0, tn, &cin, &seg, &h, &A); }
+      if (2u < S) { split_recompute(2u, cx, t0, tn, &cin, &seg, &h, &A); }
+      if (3u < S) { split_recompute(3u, cx, t0, tn, &cin, &seg, &h, &A); }
+      // walk the segment backward; h holds h_t, seg.sh[tt] h_{t−1}
+      if (3u < S) { split_walk(3u, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias); }
+      if (2u < S) { split_walk(2u, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias); }
+      if (1u < S) { split_walk(1u, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias); }
+      split_walk(0u, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias);
+    } else { // the same as loops: the compiler may keep the token-indexed arrays in memory
+      for (var j = 0u; j < S; j++) { split_recompute(j, cx, t0, tn, &cin, &seg, &h, &A); }
+      for (var j = 0u; j < S; j++) { split_walk(S - 1u - j, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias); }
     }
   }
 

@@ -13,7 +13,7 @@ import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
   describeScanBackwardPlan, scanCheckpointElements, scanCheckpointsInForward, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
-  selectiveScanForward, selectiveScanScratch, type ScanTuning,
+  selectiveScanForward, selectiveScanScratch, type ScanTuning, type ScanWalkForm,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
 import { combine_backward, combine_forward } from '../src/reference/combine.js';
@@ -238,7 +238,7 @@ function scratchFor(gpu: Gpu, c: Case, tuning: ScanTuning, forwardCheckpoints = 
 async function checkBackward(
   c: Case, reverse: boolean, accumulate: boolean, tuning: ScanTuning = {},
   opts: { forwardCheckpoints?: boolean; combined?: { drop?: Drop } } = {},
-): Promise<void> {
+): Promise<Record<string, Float64Array>> {
   const gpu = await testGpu();
   const { B, L, E, N, R } = c;
   const rng = new Rng(1000 + c.E + (reverse ? 1 : 0));
@@ -268,7 +268,7 @@ async function checkBackward(
     // the model's forward (with `combined`, the combine fused in too) writes the checkpoints
     pre.push(selectiveScanForward(gpu, {
       ...inp, out: zerosTensor(gpu, B * L * E, 'out'), B, L, E, N, R, reverse, checkpoints: { out: checkpoints, segment },
-      ...(cmb ? { combine: cmb } : {}),
+      ...(cmb ? { combine: cmb } : {}), ...(tuning.exp2 !== undefined ? { exp2: tuning.exp2 } : {}),
     }));
   }
   await run(gpu, [...pre, ...selectiveScanBackward(gpu, {
@@ -276,6 +276,9 @@ async function checkBackward(
     B, L, E, N, R, reverse, accumulate, ...tuning, checkpoints, ...(cmb ? { doutCombined: cmb } : {}),
   })]);
   await compareGrads(gpu, t, ref, init, c);
+  const out: Record<string, Float64Array> = {};
+  for (const [k, v] of Object.entries(t)) out[k] = await read(gpu, v);
+  return out;
 }
 
 /**
@@ -336,7 +339,16 @@ describe('selective scan forward', () => {
     it(`B=3 L=7 E=37 N=5, three workgroups of 16, chunks of 3 tokens (${dir})`,
       () => checkForward(wide, reverse, { workgroupSize: 16, chunk: 3 }));
     it(`B=2 L=65 E=40 N=16, two workgroups of 32 (${dir})`, () => checkForward(model, reverse, { workgroupSize: 32 }));
+    it(`B=3 L=7 E=37 N=5, inputs 3 tokens ahead, chunks of 3 tokens (${dir})`,
+      () => checkForward(wide, reverse, { workgroupSize: 16, chunk: 3, ahead: 3 }));
+    it(`B=3 L=7 E=13 N=5, inputs 8 tokens ahead, more than L (${dir})`, () => checkForward(small, reverse, { ahead: 8 }));
   }
+  it('the decay as exp2: B=2 L=65 E=40 N=16 (reverse), and dt_proj fused with inputs 2 tokens ahead (forward)', async () => {
+    await checkForward(model, true, { workgroupSize: 32, exp2: true });
+    await checkForwardFused(model, false, true, { workgroupSize: 32, ahead: 2, exp2: true });
+  });
+  it('dt_proj fused: R=12 N=16 L=65, inputs 4 tokens ahead, all tokens staged at once (forward)',
+    () => checkForwardFused(model, false, true, { workgroupSize: 32, ahead: 4, chunk: 65 }));
   it('dt_proj fused: R=3, three workgroups of 16, chunks of 3 tokens, Δraw written (forward)',
     () => checkForwardFused(wide, false, true, { workgroupSize: 16, chunk: 3 }));
   it('dt_proj fused: R=12 N=16 L=65, Δraw not written (reverse)', () => checkForwardFused(model, true, false, { workgroupSize: 32 }));
@@ -488,7 +500,23 @@ describe('checkpoints written by the forward', () => {
     await checkBackward(c3, false, false, splitPlanned(c3,
       { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s, laneMemory: ['gA', 'carry'], lookahead: false }, 2, 2 * 2 * 2 * s));
   });
-  it('split with the lean walk, a_t kept from the recomputation, and both: 1 lane a channel with every channel live (E=64), 2 lanes with idle ones (E=37), segments of 4 and 3', async () => {
+  it('split with the segment\'s states in workgroup memory: alone on 1 lane a channel (segments of 4, reverse, accumulating), with A and the lookahead on 2 lanes (segments of 3), and one-token segments (no rows)', async () => {
+    const s = await sg();
+    const planned = (c: Case, t: ScanTuning, rows: number): ScanTuning => {
+      expect(selectiveScanBackwardPlan(c, t)).toMatchObject({ kernel: 'split', workgroupBytes: 16 * (c.L * 2 * Math.ceil(c.N / 4) + rows) });
+      return t;
+    };
+    const c1 = makeCase(77, 2, 65, 40, 16, 12);
+    await checkBackward(c1, true, true, planned(c1, { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s, laneMemory: ['states'] }, 3 * 4 * 4 * s),
+      { forwardCheckpoints: true });
+    const c2 = makeCase(78, 2, 13, 37, 16, 3);
+    await checkBackward(c2, false, false, planned(c2,
+      { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s, laneMemory: ['A', 'states'], lookahead: true }, (1 + 2) * 2 * 2 * s));
+    const c3 = makeCase(79, 2, 13, 37, 5, 3);
+    await checkBackward(c3, true, false, planned(c3, { kernel: 'split', subgroupSize: s, segment: 1, workgroupSize: s, laneMemory: ['states'] }, 0),
+      { forwardCheckpoints: true });
+  });
+  it('split with the plain walk, the lean walk, a_t kept from the recomputation, and both: 1 lane a channel with every channel live (E=64), 2 lanes with idle ones (E=37), segments of 4 and 3', async () => {
     const s = await sg();
     const split = (c: Case, t: ScanTuning): ScanTuning => {
       expect(selectiveScanBackwardPlan(c, t).kernel).toBe('split');
@@ -496,6 +524,7 @@ describe('checkpoints written by the forward', () => {
     };
     const c1 = makeCase(72, 2, 65, 64, 16, 12);
     const t1: ScanTuning = { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s };
+    await checkBackward(c1, true, true, split(c1, { ...t1, walk: [] }), { forwardCheckpoints: true }); // the plain walk
     await checkBackward(c1, true, true, split(c1, { ...t1, walk: ['lean', 'keep-a'] }), { forwardCheckpoints: true });
     await checkBackward(c1, false, false, split(c1, { ...t1, walk: ['keep-a'] }), { forwardCheckpoints: true });
     const c2 = makeCase(73, 2, 13, 37, 16, 3);
@@ -503,7 +532,43 @@ describe('checkpoints written by the forward', () => {
     await checkBackward(c2, false, false, split(c2, { ...t2, walk: ['lean'] }), { forwardCheckpoints: true });
     await checkBackward(c2, true, true, split(c2, { ...t2, walk: ['lean', 'keep-a'] }));
     await expect(checkBackward(c2, true, true, split(c2, { ...t2, walk: ['fast'] as never })))
-      .rejects.toThrow(/walk entries must be lean, keep-a; received 'fast'/);
+      .rejects.toThrow(/walk entries must be lean, keep-a, fold; received 'fast'/);
+  });
+  it('split with the first exchange of the [dB | dC] sums folded into the walk: the same bits as without, on 1 lane a channel (E=64, N=16; and N=10, whose items are padded) and 2 lanes with idle ones, the plain walk and the lean one', async () => {
+    const s = await sg();
+    const cases: [Case, ScanTuning, boolean][] = [
+      [makeCase(74, 2, 65, 64, 16, 12), { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s, walk: [] }, true],
+      [makeCase(75, 2, 13, 2 * s, 10, 3), { kernel: 'split', subgroupSize: s, workgroupSize: 2 * s, segment: 3, walk: ['lean'] }, false],
+      [makeCase(76, 2, 13, 37, 16, 3), { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s, walk: ['lean'] }, true],
+    ];
+    for (const [c, t, reverse] of cases) {
+      expect(selectiveScanBackwardPlan(c, t).kernel).toBe('split');
+      const plain = await checkBackward(c, reverse, false, t, { forwardCheckpoints: true });
+      const folded = await checkBackward(c, reverse, false, { ...t, walk: [...(t.walk as ScanWalkForm[]), 'fold'] }, { forwardCheckpoints: true });
+      for (const k of Object.keys(plain)) expect(folded[k], k).toEqual(plain[k]);
+    }
+  });
+  it('split with the decay as exp2: 1 lane a channel as loops, plain and lean (reverse, accumulating); 2 lanes written out, lean with idle channels', async () => {
+    const s = await sg();
+    const c1 = makeCase(82, 2, 65, 40, 16, 12);
+    const t1: ScanTuning = { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s, exp2: true };
+    await checkBackward(c1, true, true, t1, { forwardCheckpoints: true });
+    await checkBackward(c1, true, true, { ...t1, walk: ['lean'] }, { forwardCheckpoints: true });
+    const c2 = makeCase(83, 2, 13, 37, 16, 3);
+    await checkBackward(c2, false, false, { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s, walk: ['lean'], exp2: true },
+      { forwardCheckpoints: true });
+  });
+  it('split written out per token and as loops: the same bits, on 1 lane a channel (segments of 4, with the lookahead) and 2 lanes (segments of 3, accumulating)', async () => {
+    const s = await sg();
+    const cases: [Case, ScanTuning, boolean][] = [
+      [makeCase(80, 2, 65, 40, 16, 12), { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s, lookahead: true }, false],
+      [makeCase(81, 2, 13, 37, 16, 3), { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s }, true],
+    ];
+    for (const [c, t, acc] of cases) {
+      const loops = await checkBackward(c, true, acc, { ...t, unroll: false }, { forwardCheckpoints: true });
+      const unrolled = await checkBackward(c, true, acc, { ...t, unroll: true }, { forwardCheckpoints: true });
+      for (const k of Object.keys(loops)) expect(unrolled[k], k).toEqual(loops[k]);
+    }
   });
   it('stream, segments of 3 (3+3+1), and segmented, segments of 2 with a partial workgroup (reverse)', async () => {
     await checkBackward(makeCase(64, 3, 7, 37, 5, 2), true, false, { kernel: 'stream', subgroupSize: await sg(), segment: 3 }, { forwardCheckpoints: true });
@@ -622,7 +687,7 @@ describe('the backward plan', () => {
     expect(selectiveScanBackwardPlan(tiny, { ...t, laneMemory: ['A', 'gA'], maxWorkgroupBytes: 49152 }), 'two per-lane arrays of 4 vec4 for 192 lanes')
       .toMatchObject({ kernel: 'split', workgroupBytes: 16 * (65 * 8 + 2 * 4 * 192) });
     expect(selectiveScanBackwardPlan(tiny, { ...t, laneMemory: ['A', 'gA'] }).kernel, 'beyond 32 KiB where the adapter has no more').toBe('stream');
-    expect(() => selectiveScanBackwardPlan(tiny, { ...t, laneMemory: ['h'] as never })).toThrow(/laneMemory entries must be A, gA, carry; received 'h'/);
+    expect(() => selectiveScanBackwardPlan(tiny, { ...t, laneMemory: ['h'] as never })).toThrow(/laneMemory entries must be A, gA, carry, states; received 'h'/);
     expect(() => selectiveScanBackwardPlan(tiny, { ...t, split: 3 })).toThrow(/split \(lanes per channel\) must be 1, 2 or 4; received 3/);
     expect(() => selectiveScanBackwardPlan(tiny, { ...t, segment: 5 })).toThrow(/the split kernel's segment must be an integer in 1…4; received 5/);
     expect(() => selectiveScanBackwardPlan(tiny, { ...t, segment: 0 })).toThrow(/the split kernel's segment must be an integer in 1…4; received 0/);
@@ -713,9 +778,9 @@ describe('VIM_SCAN_SPLIT', () => {
   });
 });
 
-describe('VIM_SCAN_LOOKAHEAD and VIM_SCAN_LANE_MEMORY', () => {
-  it('set the split backward\'s lookahead and its per-lane arrays in workgroup memory, and refuse other values', () => {
-    const keys = ['VIM_SCAN_LOOKAHEAD', 'VIM_SCAN_LANE_MEMORY'];
+describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
+  it('set the split backward\'s lookahead, its per-lane arrays in workgroup memory and its unrolled walk, and refuse other values', () => {
+    const keys = ['VIM_SCAN_LOOKAHEAD', 'VIM_SCAN_LANE_MEMORY', 'VIM_SCAN_UNROLL', 'VIM_SCAN_EXP2'];
     const saved = keys.map((k) => process.env[k]);
     try {
       for (const k of keys) delete process.env[k];
@@ -730,7 +795,17 @@ describe('VIM_SCAN_LOOKAHEAD and VIM_SCAN_LANE_MEMORY', () => {
       expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_LOOKAHEAD must be 0 or 1; it is 'yes'/);
       delete process.env.VIM_SCAN_LOOKAHEAD;
       process.env.VIM_SCAN_LANE_MEMORY = 'A,h';
-      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_LANE_MEMORY must be a comma list of A, gA, carry \(or none\); it is 'A,h'/);
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_LANE_MEMORY must be a comma list of A, gA, carry, states \(or none\); it is 'A,h'/);
+      delete process.env.VIM_SCAN_LANE_MEMORY;
+      process.env.VIM_SCAN_UNROLL = '1';
+      expect(scanTuningFromEnv()).toEqual({ unroll: true });
+      process.env.VIM_SCAN_UNROLL = 'no';
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_UNROLL must be 0 or 1; it is 'no'/);
+      delete process.env.VIM_SCAN_UNROLL;
+      process.env.VIM_SCAN_EXP2 = '1';
+      expect(scanTuningFromEnv()).toEqual({ exp2: true });
+      process.env.VIM_SCAN_EXP2 = '2';
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_EXP2 must be 0 or 1; it is '2'/);
     } finally {
       keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
     }
@@ -743,10 +818,10 @@ describe('VIM_SCAN_WALK', () => {
     try {
       process.env.VIM_SCAN_WALK = 'lean, keep-a';
       expect(scanTuningFromEnv()).toEqual({ walk: ['lean', 'keep-a'] });
-      process.env.VIM_SCAN_WALK = 'none';
-      expect(scanTuningFromEnv()).toEqual({});
+      process.env.VIM_SCAN_WALK = 'none'; // the plain walk, where the default is lean
+      expect(scanTuningFromEnv()).toEqual({ walk: [] });
       process.env.VIM_SCAN_WALK = 'fast';
-      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_WALK must be a comma list of lean, keep-a \(or none\); it is 'fast'/);
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_WALK must be a comma list of lean, keep-a, fold \(or none\); it is 'fast'/);
     } finally {
       if (saved === undefined) delete process.env.VIM_SCAN_WALK;
       else process.env.VIM_SCAN_WALK = saved;
@@ -851,9 +926,13 @@ describe('the combine fused into the scan forward', () => {
     it(`B=3 L=7 E=13 N=5, one partial workgroup per sample (${how})`, () => checkForwardCombined(21, 3, 7, 13, 5, 3, {}, drop));
     it(`B=3 L=7 E=37 N=5, three workgroups of 16, chunks of 3 tokens (${how})`,
       () => checkForwardCombined(23, 3, 7, 37, 5, 3, { workgroupSize: 16, chunk: 3 }, drop));
+    it(`B=3 L=7 E=37 N=5, inputs 4 tokens ahead, chunks of 3 tokens (${how})`,
+      () => checkForwardCombined(23, 3, 7, 37, 5, 3, { workgroupSize: 16, chunk: 3, ahead: 4 }, drop));
   }
   it('B=2 L=65 E=40 N=16, two workgroups of 32, as the training forward: dt_proj fused, Δraw and checkpoints written (drop path)',
     () => checkForwardCombined(25, 2, 65, 40, 16, 12, { workgroupSize: 32 }, dropRow(2), true));
+  it('the same with inputs 4 tokens ahead and all tokens staged at once',
+    () => checkForwardCombined(25, 2, 65, 40, 16, 12, { workgroupSize: 32, ahead: 4, chunk: 65 }, dropRow(2), true));
   it('the forward direction may combine too: into the other direction\'s output already in original order', async () => {
     const gpu = await testGpu();
     const c = makeCase(27, 3, 9, 13, 5, 3);

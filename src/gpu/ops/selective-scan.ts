@@ -41,6 +41,35 @@ export const SCAN_BACKWARD_WORKGROUP = 64;
  * workgroups resident (on an H200, 16 tokens ran 1.4× faster than all 65).
  */
 export const SCAN_FORWARD_CHUNK = 16;
+/** Tokens whose inputs the forward loads ahead by default. */
+export const SCAN_FORWARD_AHEAD = 2;
+/** Most tokens the forward loads ahead (FAMAX in the kernel). */
+export const SCAN_FORWARD_MAX_AHEAD = 8;
+
+/** $VIM_SCAN_EXP2 (0 or 1) where set. */
+function scanExp2FromEnv(): boolean | undefined {
+  const v = process.env.VIM_SCAN_EXP2;
+  if (v === '0' || v === '1') return v === '1';
+  if (v !== undefined && v !== '') throw new VimError(`VIM_SCAN_EXP2 must be 0 or 1; it is '${v}'`);
+  return undefined;
+}
+
+
+/**
+ * The forward's tuning from the environment, for measurements in the whole model:
+ * $VIM_SCAN_FORWARD_CHUNK (tokens of B_t, C_t staged at once) and $VIM_SCAN_FORWARD_AHEAD (tokens
+ * whose inputs are loaded ahead, 1…8), each pinned where set.
+ */
+export function scanForwardTuningFromEnv(): Pick<ScanTuning, 'chunk' | 'ahead' | 'exp2'> {
+  const out: Pick<ScanTuning, 'chunk' | 'ahead' | 'exp2'> = {};
+  const x2 = scanExp2FromEnv();
+  if (x2 !== undefined) out.exp2 = x2;
+  const chunk = envPositiveInt('VIM_SCAN_FORWARD_CHUNK', 4096);
+  const ahead = envPositiveInt('VIM_SCAN_FORWARD_AHEAD', SCAN_FORWARD_MAX_AHEAD);
+  if (chunk !== undefined) out.chunk = chunk;
+  if (ahead !== undefined) out.ahead = ahead;
+  return out;
+}
 
 export interface ScanShape {
   B: number;
@@ -63,8 +92,24 @@ export interface ScanTuning {
    * 'split': 1…4, default 4).
    */
   segment?: number;
-  /** Forward: tokens of B_t, C_t staged in workgroup memory at once (default 16). */
+  /**
+   * Forward: tokens of B_t, C_t staged in workgroup memory at once (default 16, or
+   * $VIM_SCAN_FORWARD_CHUNK).
+   */
   chunk?: number;
+  /**
+   * Forward: tokens whose u, Δraw and z are loaded ahead of the token computed, 1…8 (default 2, or
+   * $VIM_SCAN_FORWARD_AHEAD; docs/performance.md, change 28).
+   */
+  ahead?: number;
+  /**
+   * Forward and backward 'split': the decay exp(Δ A) as exp2(Δ · A log2(e)), with A held scaled by
+   * log2(e), or $VIM_SCAN_EXP2 = 0 or 1 where set. Default: the backward false, and the forward true
+   * where it keeps nothing for a backward (no checkpoints, no Δraw written: inference), so that a
+   * training forward and the backward that recomputes its states round alike (on an H200 exp2 made
+   * the inference forward 10% faster and the backward 1% slower; docs/performance.md, change 28).
+   */
+  exp2?: boolean;
   /**
    * Backward: tokens whose inputs are loaded together, all loads in flight before the first use
    * (1…8; default 8 on a GPU, 4 for the stream form, 1 on a CPU adapter, where the unrolled loops
@@ -109,17 +154,29 @@ export interface ScanTuning {
   /**
    * Backward 'split': per-lane arrays held in workgroup memory instead of registers, each lane its
    * own slots: 'A' (the channel's −exp(A_log)), 'gA' (the dA_log sums) and 'carry' (a_{t+1} ⊙
-   * gh_{t+1}); ⌈N/4⌉/split vec4 a lane each. Fewer registers an invocation, more workgroup memory
-   * (default: none).
+   * gh_{t+1}), ⌈N/4⌉/split vec4 a lane each; 'states', the segment's recomputed states after its
+   * first token, (S − 1)·⌈N/4⌉/split vec4 a lane. Fewer registers an invocation, more workgroup
+   * memory (default: none).
    */
   laneMemory?: readonly ScanLaneArray[];
   /**
-   * Backward 'split': forms of the walk (default: none), each fewer operations a state and token:
+   * Backward 'split': forms of the walk (default: SCAN_WALK_DEFAULT, ['lean']; [] for the plain
+   * walk), each fewer operations a state and token:
    * 'lean' sums gh ⊙ a_t ⊙ h_{t−1} once for both dΔ and dA_log and takes dΔ's u_t B_t term from the
    * du sum (the same sums, rounded in another order); 'keep-a' keeps a_t = exp(Δ_t A) from the
-   * segment's recomputation for the walk (one exp fewer, S·⌈N/4⌉/split vec4 more registers).
+   * segment's recomputation for the walk (one exp fewer, S·⌈N/4⌉/split vec4 more registers);
+   * 'fold' takes the first exchange of each token's [dB | dC] sum inside the walk, as each state
+   * vec4's items are computed, so half as many items are live across it (the same exchanges and
+   * adds: the same results).
    */
   walk?: readonly ScanWalkForm[];
+  /**
+   * Backward 'split': the segment's recomputation and walk written out once per token, so that
+   * every per-token array is indexed by constants and can stay in registers (default: with two or
+   * more lanes a channel), or as loops over the segment's tokens, where the compiler may keep those
+   * arrays in local memory (default with one lane a channel; docs/performance.md, change 28).
+   */
+  unroll?: boolean;
   /**
    * Backward 'stream', where neither workgroupSize nor segment is given: try the wide geometry
    * first (segments of one token on 192 channels a workgroup where that divides E, else on 128:
@@ -141,12 +198,18 @@ export interface ScanTuning {
 export type ScanBackwardKernel = 'segmented' | 'stream' | 'split';
 
 /** The split backward's per-lane arrays that ScanTuning.laneMemory can move to workgroup memory, in LANE_MEM's bit order. */
-export const SCAN_LANE_ARRAYS = ['A', 'gA', 'carry'] as const;
+export const SCAN_LANE_ARRAYS = ['A', 'gA', 'carry', 'states'] as const;
 export type ScanLaneArray = (typeof SCAN_LANE_ARRAYS)[number];
 
 /** The split backward's forms of the walk (ScanTuning.walk), in WALK's bit order. */
-export const SCAN_WALK_FORMS = ['lean', 'keep-a'] as const;
+export const SCAN_WALK_FORMS = ['lean', 'keep-a', 'fold'] as const;
 export type ScanWalkForm = (typeof SCAN_WALK_FORMS)[number];
+
+/**
+ * The split backward's walk where a call names none: 'lean' (on an H200 0.2–0.3 ms a step faster,
+ * docs/performance.md measurement 10 and change 28).
+ */
+export const SCAN_WALK_DEFAULT: readonly ScanWalkForm[] = ['lean'];
 
 /** Bits of a pipeline constant for a list of names (bit k: allowed[k]), checked; `what` names the option. */
 function nameBits(where: string, what: string, allowed: readonly string[], list: readonly string[] | undefined): number {
@@ -160,9 +223,10 @@ function nameBits(where: string, what: string, allowed: readonly string[], list:
 }
 
 /** A comma list of names from the environment variable `name` (each one of `allowed`); undefined where unset, empty or 'none'. */
-function envNameList<T extends string>(name: string, allowed: readonly T[]): T[] | undefined {
+function envNameList<T extends string>(name: string, allowed: readonly T[], none?: T[]): T[] | undefined {
   const v = process.env[name];
-  if (v === undefined || v === '' || v === 'none') return undefined;
+  if (v === 'none') return none;
+  if (v === undefined || v === '') return undefined;
   const list = v.split(',').map((x) => x.trim()).filter(Boolean);
   if (!list.every((x) => (allowed as readonly string[]).includes(x))) {
     throw new VimError(`${name} must be a comma list of ${allowed.join(', ')} (or none); it is '${v}'`);
@@ -214,7 +278,7 @@ function envPositiveInt(name: string, max: number): number | undefined {
 }
 
 /** What scanTuningFromEnv can pin. */
-export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk'>;
+export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk' | 'unroll' | 'exp2'>;
 
 /**
  * The backward's tuning from the environment, for measurements in the whole model:
@@ -226,11 +290,16 @@ export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'spli
  */
 export function scanTuningFromEnv(): ScanEnvTuning {
   const out: ScanEnvTuning = {};
-  const walk = envNameList('VIM_SCAN_WALK', SCAN_WALK_FORMS);
+  const walk = envNameList('VIM_SCAN_WALK', SCAN_WALK_FORMS, []); // 'none': the plain walk
   if (walk) out.walk = walk;
   const la = process.env.VIM_SCAN_LOOKAHEAD;
   if (la === '0' || la === '1') out.lookahead = la === '1';
   else if (la !== undefined && la !== '') throw new VimError(`VIM_SCAN_LOOKAHEAD must be 0 or 1; it is '${la}'`);
+  const x2 = scanExp2FromEnv();
+  if (x2 !== undefined) out.exp2 = x2;
+  const un = process.env.VIM_SCAN_UNROLL;
+  if (un === '0' || un === '1') out.unroll = un === '1';
+  else if (un !== undefined && un !== '') throw new VimError(`VIM_SCAN_UNROLL must be 0 or 1; it is '${un}'`);
   const lm = envNameList('VIM_SCAN_LANE_MEMORY', SCAN_LANE_ARRAYS);
   if (lm) out.laneMemory = lm;
   const wg = envPositiveInt('VIM_SCAN_WORKGROUP', 1024);
@@ -401,13 +470,16 @@ function splitFits(N: number, P: number, sgr: number): boolean {
  * Workgroup memory of the split backward: all L tokens' B, C (the segment's states stay in
  * registers), and the per-lane arrays of `laneArrays` (⌈N/4⌉/P vec4 a lane each).
  */
-function splitBytes(L: number, N: number, wg: number, P: number, laneArrays: number): number {
-  return 16 * (L * 2 * Math.ceil(N / 4) + laneMemoryRows(N, wg, P, laneArrays));
+function splitBytes(L: number, N: number, wg: number, P: number, laneBits: number, S: number): number {
+  return 16 * (L * 2 * Math.ceil(N / 4) + laneMemoryRows(N, wg, P, laneBits, S));
 }
 
-/** vec4 rows of the split backward's s_lm: `laneArrays` arrays of ⌈N/4⌉/P vec4 for each of `wg` lanes. */
-function laneMemoryRows(N: number, wg: number, P: number, laneArrays: number): number {
-  return laneArrays * (Math.ceil(N / 4) / P) * wg;
+/**
+ * vec4 rows of the split backward's s_lm for the arrays of `laneBits` (LANE_MEM): ⌈N/4⌉/P vec4 for
+ * each of `wg` lanes an array, and with 'states' S − 1 such arrays (a segment of S tokens).
+ */
+function laneMemoryRows(N: number, wg: number, P: number, laneBits: number, S: number): number {
+  return (bitCount(laneBits & 7) + ((laneBits & 8) ? S - 1 : 0)) * (Math.ceil(N / 4) / P) * wg;
 }
 
 /** Workgroup memory the backward's default plan stays within (what lavapipe and most GPUs offer). */
@@ -565,9 +637,9 @@ function splitPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefin
   const sg = tuningSubgroupSize(tuning);
   if (sg === 0 || wg % sg !== 0) return undefined;
   if (!splitFits(s.N, P, sg)) return undefined;
-  const bytes = splitBytes(s.L, s.N, wg, P, bitCount(nameBits(where, 'laneMemory', SCAN_LANE_ARRAYS, tuning.laneMemory)));
-  if (bytes > Math.max(SCAN_BACKWARD_WORKGROUP_BYTES, tuning.maxWorkgroupBytes ?? 0)) return undefined;
   const S = Math.min(s.L, S0);
+  const bytes = splitBytes(s.L, s.N, wg, P, nameBits(where, 'laneMemory', SCAN_LANE_ARRAYS, tuning.laneMemory), S);
+  if (bytes > Math.max(SCAN_BACKWARD_WORKGROUP_BYTES, tuning.maxWorkgroupBytes ?? 0)) return undefined;
   const nwg = ceilDiv(s.E * P, wg);
   const plan: ScanBackwardPlan = {
     kernel: 'split', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
@@ -719,9 +791,14 @@ export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
   const NV = Math.ceil(N / 4);
   const bcw = 2 * NV + (fused ? Math.ceil(R / 4) : 0); // vec4 staged per token: B_t, C_t (and dt_low)
   const fit = Math.max(1, Math.floor(gpu.limits.maxComputeWorkgroupStorageSize / (16 * bcw)));
-  const chunk = Math.min(L, a.chunk ?? Math.min(SCAN_FORWARD_CHUNK, fit));
+  const env = scanForwardTuningFromEnv();
+  const chunk = Math.min(L, a.chunk ?? env.chunk ?? Math.min(SCAN_FORWARD_CHUNK, fit));
   if (!Number.isInteger(chunk) || chunk < 1 || chunk > fit) {
-    throw new Error(`${where}: chunk must be an integer in 1…${fit} (tokens of B_t, C_t that fit workgroup memory); received ${a.chunk}`);
+    throw new Error(`${where}: chunk must be an integer in 1…${fit} (tokens of B_t, C_t that fit workgroup memory); received ${a.chunk ?? env.chunk}`);
+  }
+  const ahead = a.ahead ?? env.ahead ?? SCAN_FORWARD_AHEAD;
+  if (!Number.isInteger(ahead) || ahead < 1 || ahead > SCAN_FORWARD_MAX_AHEAD) {
+    throw new Error(`${where}: ahead must be an integer in 1…${SCAN_FORWARD_MAX_AHEAD} (tokens whose inputs are loaded ahead); received ${ahead}`);
   }
   const n = B * L * E;
   const writeDelta = fused && a.delta_raw !== undefined;
@@ -741,7 +818,7 @@ export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
   }
   return makeDispatch(gpu, 'selective-scan', 'selective_scan_forward',
     {
-      L, E, N, R, WG: wg, TC: chunk, REVERSE: a.reverse ? 1 : 0, ...(fused ? { FUSE_DT: 1, BCW: bcw, WRITE_DELTA: writeDelta ? 1 : 0 } : {}),
+      L, E, N, R, WG: wg, TC: chunk, FA: ahead, EXP2: (a.exp2 ?? env.exp2 ?? !(ck || writeDelta)) ? 1 : 0, REVERSE: a.reverse ? 1 : 0, ...(fused ? { FUSE_DT: 1, BCW: bcw, WRITE_DELTA: writeDelta ? 1 : 0 } : {}),
       ...(ck ? { CKPT_S: ck.segment } : {}),
       ...(cmb ? { COMBINE: 1, ...(cmb.scale ? { SCALED: 1, SCALE_OFFSET: cmb.scale.offset } : {}) } : {}),
     },
@@ -883,14 +960,15 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   // the stream and split kernels' common constants: all L tokens' B, C staged, shuffle sums
   const walk = { ...common, KB: kb, BCT: L, SGR: sgr, LOOKAHEAD: (a.lookahead ?? !split) ? 1 : 0 };
   const lmBits = split ? nameBits(where, 'laneMemory', SCAN_LANE_ARRAYS, a.laneMemory) : 0;
-  const wBits = split ? nameBits(where, 'walk', SCAN_WALK_FORMS, a.walk) : 0;
+  const wBits = split ? nameBits(where, 'walk', SCAN_WALK_FORMS, a.walk ?? SCAN_WALK_DEFAULT) : 0;
   const allLive = split && E % (wg / lanes) === 0;
-  const laneMem: Record<string, number> = lmBits ? { LANE_MEM: lmBits, LM_ROWS: laneMemoryRows(N, wg, lanes, bitCount(lmBits)) } : {};
+  const laneMem: Record<string, number> = lmBits ? { LANE_MEM: lmBits, LM_ROWS: Math.max(1, laneMemoryRows(N, wg, lanes, lmBits, plan.segment)) } : {};
 
   const scan = makeDispatch(gpu, 'selective-scan',
     split ? 'selective_scan_backward_split' : stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
     split
-      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0, ...laneMem, ...(wBits ? { WALK: wBits } : {}), ...(allLive ? { ALL_LIVE: 1 } : {}) }
+      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0, ...laneMem, ...(wBits ? { WALK: wBits } : {}), ...(allLive ? { ALL_LIVE: 1 } : {}),
+        UNROLL: (a.unroll ?? lanes > 1) ? 1 : 0, EXP2: a.exp2 ? 1 : 0 }
       : stream
       ? { ...walk, QP: shuffleItems(N), SH_ROWS: streamStateRows(N, wg, plan.segment), ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
       : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
