@@ -24,6 +24,10 @@ const ort = require(workerData.ortPath);
 const { input, output, side } = workerData;
 ort.InferenceSession.create(workerData.bytes, workerData.options).then((session) => {
   parentPort.on('message', (job) => {
+    if (job.close) { // release the session here, then let the thread end by itself
+      session.release().catch(() => {}).then(() => parentPort.close());
+      return;
+    }
     session.run({ [input]: new ort.Tensor('float32', job.pixels, [job.n, 3, side, side]) }).then((out) => {
       const logits = Float32Array.from(out[output].data);
       parentPort.postMessage({ id: job.id, logits }, [logits.buffer]);
@@ -110,10 +114,25 @@ export class OnnxWorkerPool {
     });
   }
 
-  /** Stop every worker; jobs still waiting fail. */
-  async release(): Promise<void> {
+  /**
+   * Stop every worker; jobs still waiting fail. Each worker releases its session and ends by
+   * itself (terminating a thread that still holds a session can abort the whole process when
+   * onnxruntime's finalizers run in a torn-down thread); one that has not ended after 10 s is
+   * terminated. Resolves to how many had to be.
+   */
+  async release(): Promise<number> {
     this.fail(new VimError(`${this.label}: the onnxruntime workers were released`));
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    const late = await Promise.all(this.slots.map(async ({ worker }) => {
+      const ended = new Promise<'ended'>((resolve) => worker.once('exit', () => resolve('ended')));
+      let timer: NodeJS.Timeout | undefined;
+      const wait = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), 10_000); });
+      worker.postMessage({ close: true });
+      const how = await Promise.race([ended, wait]);
+      clearTimeout(timer);
+      if (how === 'late') await worker.terminate();
+      return how === 'late' ? 1 : 0;
+    }));
+    return late.reduce((a: number, b: number) => a + b, 0);
   }
 
   private dispatch(): void {
