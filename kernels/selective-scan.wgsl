@@ -148,6 +148,12 @@ fn decay(x: vec4<f32>) -> vec4<f32> {
   return exp(x);
 }
 
+// backward_split: the [gB | gC] rows of a segment's tokens summed over the workgroup's subgroups
+// in workgroup memory (s_pbc, PBC_ROWS = S · (WG / SGR) · 2N floats), one partial row per workgroup
+// and token instead of one per subgroup
+override WGSUM: bool = false;
+override PBC_ROWS: u32 = 1u;
+
 // backward_split: the segment's recomputation and walk written out once per token (every per-token
 // array indexed by constants, so it can stay in registers), or as loops over the tokens
 override UNROLL: bool = true;
@@ -210,6 +216,8 @@ var<workgroup> s_red: array<vec4<f32>, RED_ROWS>;
 var<workgroup> s_lane: array<f32, 256>;
 // backward_split with LANE_MEM: [array][vec4 i][lane] (lm_row)
 var<workgroup> s_lm: array<vec4<f32>, LM_ROWS>;
+// backward_split with WGSUM: a segment's [gB | gC] rows, [token of the segment][subgroup][2N]
+var<workgroup> s_pbc: array<f32, PBC_ROWS>;
 
 fn sigmoid(x: f32) -> f32 {
   if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
@@ -678,7 +686,9 @@ fn sg_write_items(r: vec4<f32>, lane: u32, base: u32, col: u32) {
   if (lane % grp == 0u && item < NV) {
     for (var c = 0u; c < 4u; c++) {
       let n = 4u * item + c;
-      if (n < N) { g_part_bc[base + col + n] = r[c]; }
+      if (n < N) {
+        if (WGSUM) { s_pbc[base + col + n] = r[c]; } else { g_part_bc[base + col + n] = r[c]; }
+      }
     }
   }
 }
@@ -980,7 +990,9 @@ fn split_write_items(r: vec4<f32>, lane: u32, base: u32, gc: bool) {
     let v = (lane % SPLIT) * (NV / SPLIT) + j; // the channel's state vec4
     for (var c = 0u; c < 4u; c++) {
       let n = 4u * v + c;
-      if (n < N) { g_part_bc[base + col + n] = r[c]; }
+      if (n < N) {
+        if (WGSUM) { s_pbc[base + col + n] = r[c]; } else { g_part_bc[base + col + n] = r[c]; }
+      }
     }
   }
 }
@@ -1127,7 +1139,8 @@ fn split_walk(tt: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitI
   *gbias += gdr;
   if (cx.live && cx.q == 0u) { store_token_grads(rowT, ziT, gu, gdr, gz); }
   if ((DIAG & 1u) == 0u) {
-    let pbase = ((cx.b * NWG + cx.part) * L + t) * (2u * N);
+    var pbase = ((cx.b * NWG + cx.part) * L + t) * (2u * N);
+    if (WGSUM) { pbase = (tt * (WG / SGR) + lid / SGR) * (2u * N); }
     if (BCJ && (WALK & 4u) != 0u) { // itB holds the QS items the first exchange left (0 from NVL on)
       split_write_items(split_sum_from(itB, QS, SGR / 4u, lane), lane, pbase, false);
     } else if (BCJ) {
@@ -1234,6 +1247,18 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
     } else { // the same as loops: the compiler may keep the token-indexed arrays in memory
       for (var j = 0u; j < S; j++) { split_recompute(j, cx, t0, tn, &cin, &seg, &h, &A); }
       for (var j = 0u; j < S; j++) { split_walk(S - 1u - j, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias); }
+    }
+    if (WGSUM && (DIAG & 1u) == 0u) { // the subgroups' rows of the segment's tokens, added in subgroup order
+      workgroupBarrier();
+      let nsg = WG / SGR;
+      for (var kq = lid; kq < tn * 2u * N; kq += WG) {
+        let tt = kq / (2u * N);
+        let col = kq - tt * 2u * N;
+        var acc = 0.0;
+        for (var w = 0u; w < nsg; w++) { acc += s_pbc[(tt * nsg + w) * 2u * N + col]; }
+        g_part_bc[((b * NWG + wid.x) * L + t0 + tt) * 2u * N + col] = acc;
+      }
+      workgroupBarrier(); // before the next segment's rows
     }
   }
 

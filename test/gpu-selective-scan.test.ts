@@ -558,6 +558,17 @@ describe('checkpoints written by the forward', () => {
     await checkBackward(c2, false, false, { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s, walk: ['lean'], exp2: true },
       { forwardCheckpoints: true });
   });
+  it('split with the [dB | dC] rows summed over the workgroup\'s subgroups: 1 lane a channel as loops (segments of 4, with the lookahead, reverse, accumulating), 2 lanes written out with idle channels (segments of 3)', async () => {
+    const s = await sg();
+    const c1 = makeCase(84, 2, 65, 40, 16, 12);
+    const t1: ScanTuning = { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s, lookahead: true, groupSums: true };
+    expect(selectiveScanBackwardPlan(c1, t1)).toMatchObject({ kernel: 'split', partialsPerSample: Math.ceil(40 / (4 * s)), groupSums: true, workgroupBytes: 16 * 65 * 8 + 4 * 4 * 4 * 32 });
+    await checkBackward(c1, true, true, t1, { forwardCheckpoints: true });
+    const c2 = makeCase(85, 2, 13, 37, 16, 3);
+    const t2: ScanTuning = { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s, groupSums: true };
+    expect(selectiveScanBackwardPlan(c2, t2).partialsPerSample).toBe(Math.ceil(37 / s));
+    await checkBackward(c2, false, false, t2, { forwardCheckpoints: true });
+  });
   it('split written out per token and as loops: the same bits, on 1 lane a channel (segments of 4, with the lookahead) and 2 lanes (segments of 3, accumulating)', async () => {
     const s = await sg();
     const cases: [Case, ScanTuning, boolean][] = [
@@ -780,7 +791,7 @@ describe('VIM_SCAN_SPLIT', () => {
 
 describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
   it('set the split backward\'s lookahead, its per-lane arrays in workgroup memory and its unrolled walk, and refuse other values', () => {
-    const keys = ['VIM_SCAN_LOOKAHEAD', 'VIM_SCAN_LANE_MEMORY', 'VIM_SCAN_UNROLL', 'VIM_SCAN_EXP2'];
+    const keys = ['VIM_SCAN_LOOKAHEAD', 'VIM_SCAN_LANE_MEMORY', 'VIM_SCAN_UNROLL', 'VIM_SCAN_EXP2', 'VIM_SCAN_WGSUM'];
     const saved = keys.map((k) => process.env[k]);
     try {
       for (const k of keys) delete process.env[k];
@@ -806,6 +817,11 @@ describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
       expect(scanTuningFromEnv()).toEqual({ exp2: true });
       process.env.VIM_SCAN_EXP2 = '2';
       expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_EXP2 must be 0 or 1; it is '2'/);
+      delete process.env.VIM_SCAN_EXP2;
+      process.env.VIM_SCAN_WGSUM = '1';
+      expect(scanTuningFromEnv()).toEqual({ groupSums: true });
+      process.env.VIM_SCAN_WGSUM = 'x';
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_WGSUM must be 0 or 1; it is 'x'/);
     } finally {
       keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
     }

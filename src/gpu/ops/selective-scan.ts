@@ -178,6 +178,13 @@ export interface ScanTuning {
    */
   unroll?: boolean;
   /**
+   * Backward 'split': each segment's [dB | dC] rows summed over the workgroup's subgroups in
+   * workgroup memory, so one partial row a workgroup and token goes to the reduction instead of
+   * one a subgroup (default false, or $VIM_SCAN_WGSUM = 0 or 1: on an H200 it took 0.3 ms off
+   * the reduction and added 0.5–0.7 ms to the backward, docs/performance.md change 28).
+   */
+  groupSums?: boolean;
+  /**
    * Backward 'stream', where neither workgroupSize nor segment is given: try the wide geometry
    * first (segments of one token on 192 channels a workgroup where that divides E, else on 128:
    * SCAN_STREAM_WIDE_LARGE, SCAN_STREAM_WIDE), kept where its workgroup memory is within 32 KiB and
@@ -278,7 +285,7 @@ function envPositiveInt(name: string, max: number): number | undefined {
 }
 
 /** What scanTuningFromEnv can pin. */
-export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk' | 'unroll' | 'exp2'>;
+export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk' | 'unroll' | 'exp2' | 'groupSums'>;
 
 /**
  * The backward's tuning from the environment, for measurements in the whole model:
@@ -297,6 +304,9 @@ export function scanTuningFromEnv(): ScanEnvTuning {
   else if (la !== undefined && la !== '') throw new VimError(`VIM_SCAN_LOOKAHEAD must be 0 or 1; it is '${la}'`);
   const x2 = scanExp2FromEnv();
   if (x2 !== undefined) out.exp2 = x2;
+  const gs = process.env.VIM_SCAN_WGSUM;
+  if (gs === '0' || gs === '1') out.groupSums = gs === '1';
+  else if (gs !== undefined && gs !== '') throw new VimError(`VIM_SCAN_WGSUM must be 0 or 1; it is '${gs}'`);
   const un = process.env.VIM_SCAN_UNROLL;
   if (un === '0' || un === '1') out.unroll = un === '1';
   else if (un !== undefined && un !== '') throw new VimError(`VIM_SCAN_UNROLL must be 0 or 1; it is '${un}'`);
@@ -351,6 +361,8 @@ export interface ScanBackwardPlan {
   subgroupSize: number;
   /** 'split' only: lanes per channel. */
   split?: number;
+  /** 'split' only: the subgroups' [dB | dC] rows summed in workgroup memory (ScanTuning.groupSums). */
+  groupSums?: boolean;
   /** Rows of [dB | dC] partials per sample: one per workgroup, or per subgroup with shuffle sums. */
   partialsPerSample: number;
   /** Bytes of workgroup memory one workgroup of the backward uses. */
@@ -541,7 +553,8 @@ export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {})
 
 /** A plan in words, for bench-vim's header: the kernel and its geometry. */
 export function describeScanBackwardPlan(p: ScanBackwardPlan): string {
-  const sums = p.subgroupSize > 0 ? `sums over channels by shuffles in subgroups of ${p.subgroupSize}` : 'sums over channels through workgroup memory';
+  const sums = (p.subgroupSize > 0 ? `sums over channels by shuffles in subgroups of ${p.subgroupSize}` : 'sums over channels through workgroup memory') +
+    (p.groupSums ? ', then over the workgroup\'s subgroups' : '');
   const lanes = p.kernel === 'split' ? `${p.split ?? 1} lane${(p.split ?? 1) > 1 ? 's' : ''} a channel, ` : '';
   return `${p.kernel} (${lanes}${p.workgroupSize} invocations a workgroup, segments of ${p.segment} token${p.segment > 1 ? 's' : ''}, ` +
     `${p.workgroupBytes} bytes of workgroup memory, ${sums})`;
@@ -638,15 +651,26 @@ function splitPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefin
   if (sg === 0 || wg % sg !== 0) return undefined;
   if (!splitFits(s.N, P, sg)) return undefined;
   const S = Math.min(s.L, S0);
-  const bytes = splitBytes(s.L, s.N, wg, P, nameBits(where, 'laneMemory', SCAN_LANE_ARRAYS, tuning.laneMemory), S);
+  const groupSums = tuning.groupSums ?? SCAN_GROUP_SUMS;
+  const bytes = splitBytes(s.L, s.N, wg, P, nameBits(where, 'laneMemory', SCAN_LANE_ARRAYS, tuning.laneMemory), S) +
+    (groupSums ? 4 * groupSumFloats(s.N, wg, sg, S) : 0);
   if (bytes > Math.max(SCAN_BACKWARD_WORKGROUP_BYTES, tuning.maxWorkgroupBytes ?? 0)) return undefined;
   const nwg = ceilDiv(s.E * P, wg);
   const plan: ScanBackwardPlan = {
     kernel: 'split', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
-    subgroupSize: sg, partialsPerSample: nwg * (wg / sg), workgroupBytes: bytes, split: P,
+    subgroupSize: sg, partialsPerSample: groupSums ? nwg : nwg * (wg / sg), workgroupBytes: bytes, split: P,
+    ...(groupSums ? { groupSums } : {}),
   };
   if (tuning.maxCheckpointBytes !== undefined && 4 * checkpointElements(s, plan) > tuning.maxCheckpointBytes) return undefined;
   return plan;
+}
+
+/** Whether the split backward sums its subgroups' [dB | dC] rows in workgroup memory by default (ScanTuning.groupSums). */
+export const SCAN_GROUP_SUMS = false;
+
+/** Floats of s_pbc with ScanTuning.groupSums: a segment's S tokens × (wg / sg) subgroups × 2N. */
+function groupSumFloats(N: number, wg: number, sg: number, S: number): number {
+  return S * (wg / sg) * 2 * N;
 }
 
 function checkpointElements(s: ScanShape, p: ScanBackwardPlan): number {
@@ -968,7 +992,8 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
     split ? 'selective_scan_backward_split' : stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
     split
       ? { ...walk, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0, ...laneMem, ...(wBits ? { WALK: wBits } : {}), ...(allLive ? { ALL_LIVE: 1 } : {}),
-        UNROLL: (a.unroll ?? lanes > 1) ? 1 : 0, EXP2: a.exp2 ? 1 : 0 }
+        UNROLL: (a.unroll ?? lanes > 1) ? 1 : 0, EXP2: a.exp2 ? 1 : 0,
+        ...(plan.groupSums ? { WGSUM: 1, PBC_ROWS: groupSumFloats(N, wg, sgr, plan.segment) } : {}) }
       : stream
       ? { ...walk, QP: shuffleItems(N), SH_ROWS: streamStateRows(N, wg, plan.segment), ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
       : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
