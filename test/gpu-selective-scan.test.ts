@@ -808,20 +808,13 @@ describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
       process.env.VIM_SCAN_LANE_MEMORY = 'A,h';
       expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_LANE_MEMORY must be a comma list of A, gA, carry, states \(or none\); it is 'A,h'/);
       delete process.env.VIM_SCAN_LANE_MEMORY;
-      process.env.VIM_SCAN_UNROLL = '1';
-      expect(scanTuningFromEnv()).toEqual({ unroll: true });
-      process.env.VIM_SCAN_UNROLL = 'no';
-      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_UNROLL must be 0 or 1; it is 'no'/);
-      delete process.env.VIM_SCAN_UNROLL;
-      process.env.VIM_SCAN_EXP2 = '1';
-      expect(scanTuningFromEnv()).toEqual({ exp2: true });
-      process.env.VIM_SCAN_EXP2 = '2';
-      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_EXP2 must be 0 or 1; it is '2'/);
-      delete process.env.VIM_SCAN_EXP2;
-      process.env.VIM_SCAN_WGSUM = '1';
-      expect(scanTuningFromEnv()).toEqual({ groupSums: true });
-      process.env.VIM_SCAN_WGSUM = 'x';
-      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_WGSUM must be 0 or 1; it is 'x'/);
+      for (const [name, key] of [['VIM_SCAN_UNROLL', 'unroll'], ['VIM_SCAN_EXP2', 'exp2'], ['VIM_SCAN_WGSUM', 'groupSums']]) {
+        process.env[name] = '0';
+        expect(scanTuningFromEnv()).toEqual({ [key]: false });
+        process.env[name] = 'no';
+        expect(() => scanTuningFromEnv()).toThrow(new RegExp(`${name} must be 0 or 1; it is 'no'`));
+        delete process.env[name];
+      }
     } finally {
       keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
     }

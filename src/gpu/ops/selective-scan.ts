@@ -46,11 +46,11 @@ export const SCAN_FORWARD_AHEAD = 2;
 /** Most tokens the forward loads ahead (FAMAX in the kernel). */
 export const SCAN_FORWARD_MAX_AHEAD = 8;
 
-/** $VIM_SCAN_EXP2 (0 or 1) where set. */
-function scanExp2FromEnv(): boolean | undefined {
-  const v = process.env.VIM_SCAN_EXP2;
+/** An environment switch, 0 or 1, where set (checked). */
+function envSwitch(name: string): boolean | undefined {
+  const v = process.env[name];
   if (v === '0' || v === '1') return v === '1';
-  if (v !== undefined && v !== '') throw new VimError(`VIM_SCAN_EXP2 must be 0 or 1; it is '${v}'`);
+  if (v !== undefined && v !== '') throw new VimError(`${name} must be 0 or 1; it is '${v}'`);
   return undefined;
 }
 
@@ -62,7 +62,7 @@ function scanExp2FromEnv(): boolean | undefined {
  */
 export function scanForwardTuningFromEnv(): Pick<ScanTuning, 'chunk' | 'ahead' | 'exp2'> {
   const out: Pick<ScanTuning, 'chunk' | 'ahead' | 'exp2'> = {};
-  const x2 = scanExp2FromEnv();
+  const x2 = envSwitch('VIM_SCAN_EXP2');
   if (x2 !== undefined) out.exp2 = x2;
   const chunk = envPositiveInt('VIM_SCAN_FORWARD_CHUNK', 4096);
   const ahead = envPositiveInt('VIM_SCAN_FORWARD_AHEAD', SCAN_FORWARD_MAX_AHEAD);
@@ -299,17 +299,11 @@ export function scanTuningFromEnv(): ScanEnvTuning {
   const out: ScanEnvTuning = {};
   const walk = envNameList('VIM_SCAN_WALK', SCAN_WALK_FORMS, []); // 'none': the plain walk
   if (walk) out.walk = walk;
-  const la = process.env.VIM_SCAN_LOOKAHEAD;
-  if (la === '0' || la === '1') out.lookahead = la === '1';
-  else if (la !== undefined && la !== '') throw new VimError(`VIM_SCAN_LOOKAHEAD must be 0 or 1; it is '${la}'`);
-  const x2 = scanExp2FromEnv();
-  if (x2 !== undefined) out.exp2 = x2;
-  const gs = process.env.VIM_SCAN_WGSUM;
-  if (gs === '0' || gs === '1') out.groupSums = gs === '1';
-  else if (gs !== undefined && gs !== '') throw new VimError(`VIM_SCAN_WGSUM must be 0 or 1; it is '${gs}'`);
-  const un = process.env.VIM_SCAN_UNROLL;
-  if (un === '0' || un === '1') out.unroll = un === '1';
-  else if (un !== undefined && un !== '') throw new VimError(`VIM_SCAN_UNROLL must be 0 or 1; it is '${un}'`);
+  const switches = [['VIM_SCAN_LOOKAHEAD', 'lookahead'], ['VIM_SCAN_EXP2', 'exp2'], ['VIM_SCAN_WGSUM', 'groupSums'], ['VIM_SCAN_UNROLL', 'unroll']] as const;
+  for (const [name, key] of switches) {
+    const v = envSwitch(name);
+    if (v !== undefined) out[key] = v;
+  }
   const lm = envNameList('VIM_SCAN_LANE_MEMORY', SCAN_LANE_ARRAYS);
   if (lm) out.laneMemory = lm;
   const wg = envPositiveInt('VIM_SCAN_WORKGROUP', 1024);
