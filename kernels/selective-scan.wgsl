@@ -20,7 +20,8 @@
 //
 // selective_scan_forward: grid (NWG = ceil(E / WG), B) of WG invocations; invocation = (b, e)
 //   holds its states in registers and walks the L tokens, loading the u, Δraw, z of the token FA
-//   ahead while it computes the current one (with EXP2 the decay is exp2 of Δ·A log2 e). The workgroup covers WG channels of ONE sample and stages
+//   ahead while it computes the current one (with EXP2 the decay is exp2 of Δ·A log2 e). The
+//   workgroup covers WG channels of ONE sample and stages
 //   that sample's B_t, C_t in workgroup memory, TC tokens at a time, so every channel reads them
 //   from there (as vec4 broadcasts). Nothing but out is stored. With FUSE_DT (dt_proj fused) it
 //   stages the token's dt_low = xdbl[t, 0…R−1] with them and computes Δraw_t = dt_low · dt_weight[e]
