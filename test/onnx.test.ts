@@ -347,7 +347,7 @@ describe('export of vim-nano with random weights', () => {
     await expect(exportCli(['--checkpoint', 'x.safetensors', '--out', 'x.onnx', '--opset', '12'])).rejects.toThrow(/--opset/);
   });
 
-  it('evaluates the same on 2 sessions at once in worker threads as on one (evaluateOnnx, OnnxWorkerPool)', async () => {
+  it('evaluates the same on 2 sessions at once in child processes as on one (evaluateOnnx, OnnxWorkerPool)', async () => {
     const one = await OnnxVim.load(path);
     try {
       const data = { images: testImages, labels: Uint8Array.from(loadCifar10Split(undefined, 'test', { verify: false }).labels.subarray(0, 16)), n: 16 };
@@ -368,10 +368,15 @@ describe('export of vim-nano with random weights', () => {
         expect(maxAbsDiff([...runs[0]!, ...runs[1]!], ref)).toBeLessThan(TOL);
         await expect(pool.run(testImages.subarray(0, 10), 1)).rejects.toThrow(/expected 3072 bytes for a \(1, 3, 32, 32\) u8 batch/);
       } finally {
-        expect(await pool.release()).toBe(0); // both workers released their sessions and ended by themselves
+        expect(await pool.release()).toBe(0); // both processes released their sessions and ended by themselves
       }
       await expect(pool.run(testImages.subarray(0, IMG), 1)).rejects.toThrow(/workers were released/);
-      await expect(OnnxWorkerPool.open(new Uint8Array([1, 2, 3]), 'junk.onnx', 32, 2)).rejects.toThrow(/junk\.onnx could not be loaded by onnxruntime in a worker/);
+      // a session's process that dies fails the pool's runs with a clear error, not a hang
+      const broken = await OnnxWorkerPool.open(one.bytes, path, 32, 2, 1);
+      (broken as unknown as { slots: { child: { kill(s: string): void } }[] }).slots[0]!.child.kill('SIGKILL');
+      await expect(broken.run(testImages.subarray(0, 7 * IMG), 7)).rejects.toThrow(/an onnxruntime process (stopped \(SIGKILL\)|failed: write EPIPE)/); // whichever the parent sees first
+      expect(await broken.release()).toBe(0);
+      await expect(OnnxWorkerPool.open(new Uint8Array([1, 2, 3]), 'junk.onnx', 32, 2)).rejects.toThrow(/junk\.onnx could not be loaded by onnxruntime in a child process/);
     } finally {
       await one.release();
     }

@@ -43,7 +43,7 @@ const spec: CommandSpec = {
     flip: { type: 'boolean', help: 'test-time flip: classify each image and its left–right mirror and average the two logits (twice the work)' },
     workers: {
       type: 'string', arg: 'N',
-      help: `through onnxruntime: run N sessions at once, each in a worker thread with its share of the cores (default: ${defaultOnnxWorkers()} here; 2 where there are 2 cores or more); 1 runs one session on all cores`,
+      help: `through onnxruntime: run N sessions at once, each in a child process with its share of the cores (default: ${defaultOnnxWorkers()} here; 2 where there are 2 cores or more); 1 runs one session on all cores`,
     },
     plot: { type: 'string', arg: 'FILE', help: 'also draw the confusion matrix as a PNG into FILE' },
     json: { type: 'boolean', help: 'print the results as one JSON object (and nothing else) on stdout' },

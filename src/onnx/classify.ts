@@ -124,8 +124,8 @@ export async function onnxFromCheckpoint(
 /**
  * Top-1, top-5, loss, per-class accuracy and the confusion matrix of an ONNX model on `data`, in
  * runs of `batch` images (the last one smaller: the batch axis is dynamic, so nothing is padded).
- * With `workers` > 1 the runs go to that many sessions of the model at once, each in a worker
- * thread (OnnxWorkerPool) with its share of the cores: the same counts, the logits the same up to
+ * With `workers` > 1 the runs go to that many sessions of the model at once, each in a child
+ * process (OnnxWorkerPool) with its share of the cores: the same counts, the logits the same up to
  * float rounding.
  */
 export async function evaluateOnnx(
