@@ -159,14 +159,16 @@ override PBC_ROWS: u32 = 1u;
 // array indexed by constants, so it can stay in registers), or as loops over the tokens
 override UNROLL: bool = true;
 
-const NVMAX = 8u; // N ≤ 32
+// NVMAX (vec4 of states the register arrays hold: ⌈N/4⌉ rounded up to a power of two, at most 8, so
+// N ≤ 32) and SPLIT_ITEMS (2·NVMAX: most items of one of backward_split's shuffle sums) come from
+// the prelude each pipeline is built with (scanPrelude): arrays no larger than the shape needs, so
+// that what the driver keeps in local memory is no larger either
 const KBMAX = 8u; // largest KB
 const SMAX = 8u;  // backward_stream: longest segment
 const RVMAX = 8u; // forward with FUSE_DT: R ≤ 32
 const FAMAX = 8u;  // forward: most tokens whose inputs are loaded ahead
 const FSTAGE = 8u; // forward: loads an invocation issues at once when it stages B_t, C_t
 const SPLIT_SMAX = 4u;   // backward_split: longest segment
-const SPLIT_ITEMS = 16u; // backward_split: most items of one shuffle sum (gB and gC of 2·NVMAX vec4)
 
 // ---- forward bindings ----
 @group(0) @binding(0) var<storage, read_write> f_out: array<f32>;  // (B, L, E)

@@ -333,14 +333,20 @@ export function scanTuning(gpu: Gpu): ScanTuning {
 }
 
 /**
- * WGSL every pipeline of kernels/selective-scan.wgsl is built with: sg_shuffle_xor as the
+ * WGSL every pipeline of kernels/selective-scan.wgsl is built with: the state arrays' sizes for N
+ * (NVMAX, SPLIT_ITEMS), and sg_shuffle_xor as the
  * subgroup shuffle where the stream backward sums by shuffles (`sgr` > 0), else as the identity
  * (no kernel calls it then), so that the file compiles without the subgroups feature.
  */
-function scanPrelude(sgr: number): string {
-  return sgr > 0
-    ? 'enable subgroups;\nfn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(v, m); }\n'
-    : 'fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return v; }\n';
+function scanPrelude(sgr: number, N: number): string {
+  // the state arrays' size: ⌈N/4⌉ vec4 rounded up to a power of two (the stream backward's shuffle
+  // items), so that a shape's pipelines hold no more than it needs (docs/performance.md, change 29)
+  let nvmax = 1;
+  while (nvmax < Math.ceil(N / 4)) nvmax *= 2;
+  const sizes = `const NVMAX = ${nvmax}u;\nconst SPLIT_ITEMS = ${2 * nvmax}u;\n`;
+  return sgr > 0 // (an enable directive comes before any declaration)
+    ? `enable subgroups;\n${sizes}fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(v, m); }\n`
+    : `${sizes}fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return v; }\n`;
 }
 
 /** The backward's geometry: channels per workgroup, segment length, segments, workgroups per sample. */
@@ -852,7 +858,7 @@ export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
       // per state and token: exp, multiply, 2 FMA (h), FMA (y); per token the softplus, gate (and 2R
       // for Δraw; the combine's add, halving and factor)
       flops: n * (6 * N + 30 + (fused ? 2 * R : 0) + (cmb ? (cmb.scale ? 3 : 2) : 0)),
-      prelude: scanPrelude(0),
+      prelude: scanPrelude(0, N),
     });
 }
 
@@ -959,7 +965,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const nwg = plan.workgroupsPerSample;
   const np = plan.partialsPerSample;
   const sgr = plan.subgroupSize;
-  const prelude = scanPrelude(sgr);
+  const prelude = scanPrelude(sgr, N);
   const Q = 2 * N;
   const accOuts = b01(acc.du) + b01(acc.ddelta_raw) + b01(acc.dz);
   const common = {
