@@ -23,10 +23,11 @@ import { sessionOptions, u8BatchPixels } from './runtime.js';
 /**
  * The child: its first message is the session's settings and the model's bytes; then each message
  * a batch of float32 pixels, each answer its logits (or an error); { close } releases the session
- * and ends the process.
+ * and ends the process, as does the parent's end (its channel closes).
  */
 const CHILD_SOURCE = `
 let session, ort, start;
+process.on('disconnect', () => process.exit(0)); // the parent is gone: nothing more will come
 process.on('message', (m) => {
   if (m.setup) {
     start = m.setup;
