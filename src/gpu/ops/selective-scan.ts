@@ -54,11 +54,10 @@ function envSwitch(name: string): boolean | undefined {
   return undefined;
 }
 
-
 /**
  * The forward's tuning from the environment, for measurements in the whole model:
- * $VIM_SCAN_FORWARD_CHUNK (tokens of B_t, C_t staged at once) and $VIM_SCAN_FORWARD_AHEAD (tokens
- * whose inputs are loaded ahead, 1…8), each pinned where set.
+ * $VIM_SCAN_FORWARD_CHUNK (tokens of B_t, C_t staged at once), $VIM_SCAN_FORWARD_AHEAD (tokens
+ * whose inputs are loaded ahead, 1…8) and $VIM_SCAN_EXP2 (the decay as exp2), each pinned where set.
  */
 export function scanForwardTuningFromEnv(): Pick<ScanTuning, 'chunk' | 'ahead' | 'exp2'> {
   const out: Pick<ScanTuning, 'chunk' | 'ahead' | 'exp2'> = {};
