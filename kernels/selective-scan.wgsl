@@ -1183,7 +1183,6 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
   let e = wid.x * (WG / SPLIT) + c;
   let live = e < E;
   let ec = min(e, E - 1u);
-  let Q = 2u * N;
   let S = TC;
   let nseg = (L + S - 1u) / S;
   let lane = lid % SGR;
@@ -1216,9 +1215,9 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
   }
 
   // Pass 2: segments last to first. Iteration kk loads segment NSEG−1−kk and computes, with
-  // LOOKAHEAD, the one after it (loaded by the iteration before), else that segment itself. Every
-  // per-token array is indexed by constants only (split_load, split_recompute and split_walk are
-  // written out once per token of the segment), so that they can stay in registers.
+  // LOOKAHEAD, the one after it (loaded by the iteration before), else that segment itself.
+  // split_recompute and split_walk run once per token of the segment: written out with UNROLL (every
+  // per-token array then indexed by constants), else in loops.
   let cx = SplitCtx(b, e, ec, live, q, lane, part, v0, lid, Dv, bias);
   var cin: SplitIn;  // the segment computed
   var nin: SplitIn;  // with LOOKAHEAD: the segment loaded ahead

@@ -18,7 +18,6 @@ export interface Ran {
   errors: string[];
 }
 
-/** Run `node dist/cli/<cmd>.js args…` in `cwd`; `onStdout` may return true to send SIGINT once. */
 /**
  * Runs dist/cli/CMD.js in cwd. When onStdout first returns true for the output so far, the child is
  * sent each of `signals` at once (default: one SIGINT, as Ctrl-C sends).
