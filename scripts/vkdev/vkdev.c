@@ -4,7 +4,8 @@
 // (scripts/vkdev/README.md). $VKDEV_VERBOSE prints the choice to stderr. $VKDEV_STATS=1 prints, for
 // every compute pipeline the application creates, what the driver reports of its compiled code
 // (VK_KHR_pipeline_executable_properties: on NVIDIA the registers an invocation), with the entry
-// point's name and workgroup size, one line each to stderr.
+// point's name and workgroup size, one line each to stderr; with $VKDEV_IR=DIR as well, the
+// driver's internal representations of each pipeline (where it offers any) are written to DIR.
 // Build: cc -O2 -shared -fPIC -fvisibility=hidden -o libvkdev.so vkdev.c (Vulkan headers needed).
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,8 @@ static PFN_vkGetDeviceProcAddr next_gdpa;
 static PFN_vkEnumeratePhysicalDevices next_enum;
 static VkInstance the_instance;
 
-static int stats(void) { const char *s = getenv("VKDEV_STATS"); return s && *s && strcmp(s, "0"); }
+static const char *ir_dir(void) { const char *s = getenv("VKDEV_IR"); return s && *s ? s : NULL; }
+static int stats(void) { const char *s = getenv("VKDEV_STATS"); return (s && *s && strcmp(s, "0")) || ir_dir(); }
 
 static int want(void) { const char *s = getenv("VKDEV_INDEX"); return s ? atoi(s) : 0; }
 
@@ -48,6 +50,7 @@ static PFN_vkCreateShaderModule next_csm;
 static PFN_vkCreateComputePipelines next_ccp;
 static PFN_vkGetPipelineExecutablePropertiesKHR next_gpep;
 static PFN_vkGetPipelineExecutableStatisticsKHR next_gpes;
+static PFN_vkGetPipelineExecutableInternalRepresentationsKHR next_gpeir;
 
 static VKAPI_ATTR VkResult VKAPI_CALL l_CreateDevice(VkPhysicalDevice pd, const VkDeviceCreateInfo *ci, const VkAllocationCallbacks *a, VkDevice *out) {
   VkLayerDeviceCreateInfo *li = (VkLayerDeviceCreateInfo *)ci->pNext;
@@ -94,6 +97,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL l_CreateDevice(VkPhysicalDevice pd, const 
     next_ccp = (PFN_vkCreateComputePipelines)next_gdpa(*out, "vkCreateComputePipelines");
     next_gpep = (PFN_vkGetPipelineExecutablePropertiesKHR)next_gdpa(*out, "vkGetPipelineExecutablePropertiesKHR");
     next_gpes = (PFN_vkGetPipelineExecutableStatisticsKHR)next_gdpa(*out, "vkGetPipelineExecutableStatisticsKHR");
+    next_gpeir = (PFN_vkGetPipelineExecutableInternalRepresentationsKHR)next_gdpa(*out, "vkGetPipelineExecutableInternalRepresentationsKHR");
   }
   return r;
 }
@@ -131,10 +135,45 @@ static VKAPI_ATTR VkResult VKAPI_CALL l_CreateShaderModule(VkDevice d, const VkS
   return r;
 }
 
+// With $VKDEV_IR: each internal representation of executable e of pipeline number `p` (counted
+// from 1 in creation order) to $VKDEV_IR/pipeline-P-E-R.txt (or .bin), its name and size on the
+// statistics line.
+static uint32_t npipes;
+static void save_ir(VkDevice d, const VkPipelineExecutableInfoKHR *ei, uint32_t p, uint32_t e) {
+  uint32_t nr = 0;
+  if (!next_gpeir || next_gpeir(d, ei, &nr, NULL) != VK_SUCCESS) { fprintf(stderr, " ir=unavailable;"); return; }
+  fprintf(stderr, " pipeline=%u; ir=%u;", p, nr);
+  if (!nr) return;
+  VkPipelineExecutableInternalRepresentationKHR *ir = calloc(nr, sizeof *ir);
+  for (uint32_t k = 0; k < nr; k++) ir[k].sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INTERNAL_REPRESENTATION_KHR;
+  VkResult r = next_gpeir(d, ei, &nr, ir); // the sizes
+  for (uint32_t k = 0; k < nr; k++) ir[k].pData = (r == VK_SUCCESS || r == VK_INCOMPLETE) && ir[k].dataSize ? malloc(ir[k].dataSize) : NULL;
+  if (r == VK_SUCCESS || r == VK_INCOMPLETE) r = next_gpeir(d, ei, &nr, ir); // the data
+  for (uint32_t k = 0; k < nr; k++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/pipeline-%u-%u-%u.%s", ir_dir(), p, e, k, ir[k].isText ? "txt" : "bin");
+    fprintf(stderr, " ir%u=%s:%zu", k, ir[k].name, ir[k].dataSize);
+    FILE *f = (r == VK_SUCCESS || r == VK_INCOMPLETE) && ir[k].pData ? fopen(path, "wb") : NULL;
+    if (f) {
+      size_t len = ir[k].dataSize;
+      if (ir[k].isText && len && ((char *)ir[k].pData)[len - 1] == 0) len--;
+      fwrite(ir[k].pData, 1, len, f);
+      fclose(f);
+    }
+    free(ir[k].pData);
+  }
+  fprintf(stderr, ";");
+  free(ir);
+}
+
 static VKAPI_ATTR VkResult VKAPI_CALL l_CreateComputePipelines(VkDevice d, VkPipelineCache pc, uint32_t n, const VkComputePipelineCreateInfo *ci,
                                                                const VkAllocationCallbacks *a, VkPipeline *out) {
   VkComputePipelineCreateInfo *c = calloc(n ? n : 1, sizeof *c);
-  for (uint32_t i = 0; i < n; i++) { c[i] = ci[i]; c[i].flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR; }
+  for (uint32_t i = 0; i < n; i++) {
+    c[i] = ci[i];
+    c[i].flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
+    if (ir_dir()) c[i].flags |= VK_PIPELINE_CREATE_CAPTURE_INTERNAL_REPRESENTATIONS_BIT_KHR;
+  }
   VkResult r = next_ccp(d, pc, n, c, a, out);
   free(c);
   if (r != VK_SUCCESS) return r;
@@ -153,6 +192,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL l_CreateComputePipelines(VkDevice d, VkPip
     }
     fprintf(stderr, "vkdev-stats: %s workgroup %ux%ux%u, %u SPIR-V words:", name, x, y, z, words);
     VkPipelineInfoKHR pi = { VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, NULL, out[i] };
+    uint32_t pno = ++npipes;
     uint32_t ne = 0;
     if (next_gpep(d, &pi, &ne, NULL) == VK_SUCCESS) {
       for (uint32_t e = 0; e < ne; e++) {
@@ -175,6 +215,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL l_CreateComputePipelines(VkDevice d, VkPip
           }
         }
         free(st);
+        if (ir_dir()) save_ir(d, &ei, pno, e);
       }
     }
     fprintf(stderr, "\n");
