@@ -90,7 +90,8 @@ override NV: u32 = (N + 3u) / 4u;   // vec4 per state vector
 override KB: u32 = 1u;              // backward: tokens whose inputs are loaded together (≤ KBMAX)
 override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB); backward_stream, _split: L)
 // For timing experiments only (results are then wrong): bit 0 skips the backward's per-token
-// channel reduction, bit 1 its pass 1, bit 2 its recomputation of the segment's states.
+// channel reduction, bit 1 its pass 1, bit 2 its recomputation of the segment's states; bit 3 makes
+// backward_split's channel reduction sum the gB half alone.
 override DIAG: u32 = 0u;
 // backward_stream: the subgroup size when the per-token [gB | gC] channel sums are made by
 // shuffles within each subgroup (no barrier; one partial per subgroup); 0 = through s_red.
@@ -216,7 +217,7 @@ var<workgroup> s_h: array<vec4<f32>, SH_ROWS>;
 // backward: one token's contributions, [lane][gB (NV vec4) | gC (NV vec4) | pad]
 var<workgroup> s_red: array<vec4<f32>, RED_ROWS>;
 // reduce_params: [lane][output]
-var<workgroup> s_lane: array<f32, 256>;
+var<workgroup> s_lane: array<f32, 1024>; // reduce_params: RP_COLS · RP_LANES ≤ 1024
 // backward_split with LANE_MEM: [array][vec4 i][lane] (lm_row)
 var<workgroup> s_lm: array<vec4<f32>, LM_ROWS>;
 // backward_split with WGSUM: a segment's [gB | gC] rows, [token of the segment][subgroup][2N]
@@ -1056,13 +1057,13 @@ fn split_load(cx: SplitCtx, k: u32, nseg: u32) -> SplitIn {
 }
 
 // Token t0 + j of the segment's recomputation: its Δ, h advanced over it, and the state after it
-// kept as sh[j + 1].
-fn split_recompute(j: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitIn>, seg: ptr<function, SplitSeg>,
+// kept as sh[j + 1]. The last token's state is made only where `full` (the caller has it otherwise).
+fn split_recompute(j: u32, cx: SplitCtx, t0: u32, tn: u32, full: bool, inp: ptr<function, SplitIn>, seg: ptr<function, SplitSeg>,
                    h: ptr<function, array<vec4<f32>, NVMAX>>, A: ptr<function, array<vec4<f32>, NVMAX>>) {
   let tok = (*inp).tok[j];
   let delta = softplus(tok.y + cx.bias);
   (*seg).del[j] = delta;
-  if (j < tn && (DIAG & 4u) == 0u) {
+  if ((j + 1u < tn || (full && j < tn)) && (DIAG & 4u) == 0u) {
     let du = delta * tok.x;
     for (var i = 0u; i < NV / SPLIT; i++) {
       let aj = decay(delta * lane_get(1u, A, i, cx.lid));
@@ -1144,7 +1145,9 @@ fn split_walk(tt: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitI
   if ((DIAG & 1u) == 0u) {
     var pbase = ((cx.b * NWG + cx.part) * L + t) * (2u * N);
     if (WGSUM) { pbase = (tt * (WG / SGR) + lid / SGR) * (2u * N); }
-    if (BCJ && (WALK & 4u) != 0u) { // itB holds the QS items the first exchange left (0 from NVL on)
+    if ((DIAG & 8u) != 0u) { // timing only: the gB half alone
+      split_write_items(split_sum_from(itB, QS, SGR / 2u, lane), lane, pbase, false);
+    } else if (BCJ && (WALK & 4u) != 0u) { // itB holds the QS items the first exchange left (0 from NVL on)
       split_write_items(split_sum_from(itB, QS, SGR / 4u, lane), lane, pbase, false);
     } else if (BCJ) {
       for (var i = 0u; i < NVL; i++) { itB[QS + i] = itC[i]; }
@@ -1189,7 +1192,7 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
   let part = wid.x * (WG / SGR) + lid / SGR; // this lane's subgroup's partial row of part_bc
 
   var A = split_A(ec, v0);            // with LANE_MEM bit 0 only until it is in s_lm (lane_get)
-  var h: array<vec4<f32>, NVMAX>;     // running state, then h_t in the walk (zero-initialised, as the others)
+  var h: array<vec4<f32>, NVMAX>;     // pass 1's running state, then h_t in the walk, which leaves it the state entering the segment walked (zero-initialised, as the others)
   var carry: array<vec4<f32>, NVMAX>; // a_{t+1} ⊙ gh_{t+1} (with LANE_MEM bit 2 in s_lm)
   var gA: array<vec4<f32>, NVMAX>;    // Σ_t gh_t ⊙ a_t ⊙ h_{t−1} ⊙ Δ_t (with LANE_MEM bit 1 in s_lm)
   for (var i = 0u; i < NVL; i++) {
@@ -1233,21 +1236,28 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
     let t0 = k * S;
     let tn = min(S, L - t0);
 
-    // the segment's states from its checkpoint: sh[j] for j ≥ 1, and h ends as the last token's
-    for (var i = 0u; i < NVL; i++) { h[i] = cin.h0[i]; }
+    // the segment's states from its checkpoint: sh[j] for j ≥ 1 (into hr). The walk starts from the
+    // last token's state, which the walk of the segment after this one left in h (the checkpoint
+    // entering that segment, as the forward or pass 1 wrote it), so the recomputation stops a token
+    // short; only the last segment (and keep-a, WALK & 2, which keeps every a_t) recomputes it.
+    let full = k + 1u == nseg || (WALK & 2u) != 0u;
+    var hr: array<vec4<f32>, NVMAX>;
+    for (var i = 0u; i < NVL; i++) { hr[i] = cin.h0[i]; }
     seg.sh[0] = cin.h0;
     if (UNROLL) {
-      split_recompute(0u, cx, t0, tn, &cin, &seg, &h, &A);
-      if (1u < S) { split_recompute(1u, cx, t0, tn, &cin, &seg, &h, &A); }
-      if (2u < S) { split_recompute(2u, cx, t0, tn, &cin, &seg, &h, &A); }
-      if (3u < S) { split_recompute(3u, cx, t0, tn, &cin, &seg, &h, &A); }
+      split_recompute(0u, cx, t0, tn, full, &cin, &seg, &hr, &A);
+      if (1u < S) { split_recompute(1u, cx, t0, tn, full, &cin, &seg, &hr, &A); }
+      if (2u < S) { split_recompute(2u, cx, t0, tn, full, &cin, &seg, &hr, &A); }
+      if (3u < S) { split_recompute(3u, cx, t0, tn, full, &cin, &seg, &hr, &A); }
+      if (full) { for (var i = 0u; i < NVL; i++) { h[i] = hr[i]; } }
       // walk the segment backward; h holds h_t, seg.sh[tt] h_{t−1}
       if (3u < S) { split_walk(3u, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias); }
       if (2u < S) { split_walk(2u, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias); }
       if (1u < S) { split_walk(1u, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias); }
       split_walk(0u, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias);
     } else { // the same as loops: the compiler may keep the token-indexed arrays in memory
-      for (var j = 0u; j < S; j++) { split_recompute(j, cx, t0, tn, &cin, &seg, &h, &A); }
+      for (var j = 0u; j < S; j++) { split_recompute(j, cx, t0, tn, full, &cin, &seg, &hr, &A); }
+      if (full) { for (var i = 0u; i < NVL; i++) { h[i] = hr[i]; } }
       for (var j = 0u; j < S; j++) { split_walk(S - 1u - j, cx, t0, tn, &cin, &seg, &h, &A, &carry, &gA, &gD, &gbias); }
     }
     if (WGSUM && (DIAG & 1u) == 0u) { // the subgroups' rows of the segment's tokens, added in subgroup order
@@ -1294,8 +1304,8 @@ fn selective_scan_reduce_bc(@builtin(global_invocation_id) gid: vec3u, @builtin(
   if (ACCUMULATE) { r_dxdbl[o] += s; } else { r_dxdbl[o] = s; }
 }
 
-const RP_COLS = 16u;  // outputs per workgroup of reduce_params
-const RP_LANES = 16u; // batch lanes per output
+override RP_COLS: u32 = 16u;  // outputs per workgroup of reduce_params (reduceParamsGeometry)
+override RP_LANES: u32 = 16u; // batch lanes per output (RP_COLS · RP_LANES ≤ 1024)
 
 @compute @workgroup_size(RP_COLS, RP_LANES)
 fn selective_scan_reduce_params(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {

@@ -34,7 +34,12 @@ describe('benchTiming', () => {
     // the flops of a kernel are the same whichever way the table is cut
     const flops = (rows: typeof plain.kernels, k: string) => rows.filter((r) => r.kernel === k).reduce((a, r) => a + r.flops, 0);
     expect(flops(split.kernels, 'matmul_forward')).toBe(flops(plain.kernels, 'matmul_forward'));
-    expect(split.kernels.filter((r) => r.kernel.startsWith('selective_scan')).every((r) => r.shape === undefined)).toBe(true);
+    // the scan backward: one row per direction's pipeline (the reverse one accumulates dz), the rest one row
+    const scanRows = split.kernels.filter((r) => r.kernel.startsWith('selective_scan'));
+    expect(scanRows.filter((r) => r.kernel === 'selective_scan_backward').map((r) => [r.shape, r.count]).sort())
+      .toEqual([['forward', cfg.depth], ['reverse, accumulating', cfg.depth]]);
+    expect(scanRows.filter((r) => r.kernel !== 'selective_scan_backward').every((r) => r.shape === undefined)).toBe(true);
+    expect(flops(split.kernels, 'selective_scan_backward')).toBe(flops(plain.kernels, 'selective_scan_backward'));
     // exact timestamps: Dawn's default rounding down to 65,536 ns is off (src/gpu/device.ts), so the
     // kernels' times are not all whole multiples of it
     if (gpu.features.timestamps) {

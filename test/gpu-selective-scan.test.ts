@@ -12,7 +12,7 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  describeScanBackwardPlan, scanCheckpointElements, scanCheckpointsInForward, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
+  describeScanBackwardPlan, reduceParamsGeometry, scanCheckpointElements, scanCheckpointsInForward, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
   selectiveScanForward, selectiveScanScratch, type ScanTuning, type ScanWalkForm,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
@@ -817,6 +817,42 @@ describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
       }
     } finally {
       keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
+    }
+  });
+});
+
+describe('VIM_SCAN_DIAG and the parameter reduction\'s workgroup', () => {
+  it('VIM_SCAN_DIAG pins the parts the backward skips (1…15), and refuses other values', () => {
+    const saved = process.env.VIM_SCAN_DIAG;
+    try {
+      process.env.VIM_SCAN_DIAG = '5';
+      expect(scanTuningFromEnv()).toEqual({ diag: 5 });
+      process.env.VIM_SCAN_DIAG = '16';
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_DIAG must be an integer in 1…15; it is '16'/);
+    } finally {
+      if (saved === undefined) delete process.env.VIM_SCAN_DIAG;
+      else process.env.VIM_SCAN_DIAG = saved;
+    }
+  });
+  it('reduce_params takes 32 × 32 where 1024 invocations are allowed, else 16 × 16; VIM_SCAN_REDUCE_PARAMS pins it within the limit, and a pinned 8 × 8 sums right', async () => {
+    const saved = process.env.VIM_SCAN_REDUCE_PARAMS;
+    const gpu = (most: number) => ({ limits: { maxComputeInvocationsPerWorkgroup: most } }) as unknown as Gpu;
+    try {
+      delete process.env.VIM_SCAN_REDUCE_PARAMS;
+      expect(reduceParamsGeometry(gpu(1024))).toEqual([32, 32]);
+      expect(reduceParamsGeometry(gpu(256))).toEqual([16, 16]);
+      process.env.VIM_SCAN_REDUCE_PARAMS = '64x4';
+      expect(reduceParamsGeometry(gpu(256))).toEqual([64, 4]);
+      for (const bad of ['32x32', '3x3', '8x4', 'wide']) {
+        process.env.VIM_SCAN_REDUCE_PARAMS = bad;
+        expect(() => reduceParamsGeometry(gpu(256)), bad).toThrow(new RegExp(`VIM_SCAN_REDUCE_PARAMS must be COLSxLANES, powers of two whose product is 64…256 \\(such as 16x16\\); it is '${bad}'`));
+      }
+      process.env.VIM_SCAN_REDUCE_PARAMS = '8x8';
+      await checkBackward(makeCase(90, 3, 7, 37, 5, 2), true, true, { kernel: 'stream', subgroupSize: scanSubgroupSize(await testGpu()), segment: 3 },
+        { forwardCheckpoints: true });
+    } finally {
+      if (saved === undefined) delete process.env.VIM_SCAN_REDUCE_PARAMS;
+      else process.env.VIM_SCAN_REDUCE_PARAMS = saved;
     }
   });
 });

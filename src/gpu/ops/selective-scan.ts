@@ -117,8 +117,9 @@ export interface ScanTuning {
    */
   tokenBlock?: number;
   /**
-   * For timing experiments only (scripts/bench/scan.mjs): bits that skip parts of the backward,
-   * whose results are then wrong: 1 the per-token channel reduction, 2 pass 1, 4 the recomputation.
+   * For timing experiments only (scripts/bench/scan.mjs, $VIM_SCAN_DIAG): bits that skip parts of
+   * the backward, whose results are then wrong: 1 the per-token channel reduction, 2 pass 1, 4 the
+   * recomputation, 8 the gC half of the split backward's channel reduction.
    */
   diag?: number;
   /**
@@ -283,8 +284,28 @@ function envPositiveInt(name: string, max: number): number | undefined {
   return n;
 }
 
+/**
+ * reduce_params' workgroup: outputs a workgroup (RP_COLS) and batch lanes an output (RP_LANES):
+ * 32 × 32 where the adapter allows 1024 invocations a workgroup (on an H200 8% faster than 16 × 16,
+ * docs/performance.md change 30), else 16 × 16; or $VIM_SCAN_REDUCE_PARAMS as COLSxLANES (powers of
+ * two whose product is 64 or more and within the adapter's limit).
+ */
+export function reduceParamsGeometry(gpu: Gpu): [number, number] {
+  const most = gpu.limits.maxComputeInvocationsPerWorkgroup;
+  const v = process.env.VIM_SCAN_REDUCE_PARAMS;
+  if (v === undefined || v === '') return most >= 1024 ? [32, 32] : [16, 16];
+  const m = /^([0-9]+)x([0-9]+)$/.exec(v.trim());
+  const pow2 = (n: number): boolean => n >= 1 && (n & (n - 1)) === 0;
+  if (m) {
+    const c = Number(m[1]);
+    const l = Number(m[2]);
+    if (pow2(c) && pow2(l) && c * l >= 64 && c * l <= Math.min(most, 1024)) return [c, l];
+  }
+  throw new VimError(`VIM_SCAN_REDUCE_PARAMS must be COLSxLANES, powers of two whose product is 64…${Math.min(most, 1024)} (such as 16x16); it is '${v}'`);
+}
+
 /** What scanTuningFromEnv can pin. */
-export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk' | 'unroll' | 'exp2' | 'groupSums'>;
+export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk' | 'unroll' | 'exp2' | 'groupSums' | 'diag'>;
 
 /**
  * The backward's tuning from the environment, for measurements in the whole model:
@@ -292,7 +313,8 @@ export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'spli
  * (tokens per segment), $VIM_SCAN_SPLIT ('split': lanes per channel, 1, 2 or 4),
  * $VIM_SCAN_LOOKAHEAD (0 or 1), $VIM_SCAN_LANE_MEMORY and $VIM_SCAN_WALK ('split': comma lists of
  * ScanTuning.laneMemory's and .walk's names), each pinned where set; where unset, the plan and the
- * kernel's defaults choose (selectiveScanBackwardPlan).
+ * kernel's defaults choose (selectiveScanBackwardPlan). $VIM_SCAN_DIAG (1…15, ScanTuning.diag) skips
+ * parts of the backward to time the rest: its gradients are then wrong, so it is for bench-vim only.
  */
 export function scanTuningFromEnv(): ScanEnvTuning {
   const out: ScanEnvTuning = {};
@@ -314,6 +336,8 @@ export function scanTuningFromEnv(): ScanEnvTuning {
   if (wg !== undefined) out.workgroupSize = wg;
   if (seg !== undefined) out.segment = seg;
   if (split !== undefined) out.split = split;
+  const diag = envPositiveInt('VIM_SCAN_DIAG', 15);
+  if (diag !== undefined) out.diag = diag;
   return out;
 }
 
@@ -1011,6 +1035,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
       // the backward step per state and token (doutCombined: the halving and the factor)
       flops: n * N * (a.checkpoints ? 26 : 30) + n * 60 + (dc ? n * (dc.scale ? 2 : 1) : 0),
       prelude,
+      shape: `${a.reverse ? 'reverse' : 'forward'}${accOuts ? ', accumulating' : ''}`, // bench-vim --by-shape: one row per pipeline
     });
   const nbc = B * L * Q;
   const reduceBC = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_bc',
@@ -1018,9 +1043,10 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
     [a.dxdbl, partialsView], grid1d(gpu, nbc),
     { bytes: 4 * nbc * (1 + b01(acc.dBC)), flops: partialsElems, prelude }); // floor: the dB, dC outputs
   const X = (N + 2) * E;
+  const [rpCols, rpLanes] = reduceParamsGeometry(gpu);
   const reduceParams = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_params',
-    { B, E, N, ACCUMULATE: b01(acc.params) },
-    [a.dA_log, a.dDskip, a.ddt_bias, a.scratch.paramPartials], [ceilDiv(X, 16)], // 16 outputs a workgroup (the kernel's RP_COLS)
+    { B, E, N, ACCUMULATE: b01(acc.params), RP_COLS: rpCols, RP_LANES: rpLanes },
+    [a.dA_log, a.dDskip, a.ddt_bias, a.scratch.paramPartials], [ceilDiv(X, rpCols)], // RP_COLS outputs a workgroup
     { bytes: 4 * X * (1 + b01(acc.params)), flops: sizes.paramPartials, prelude }); // floor: the parameter gradients
   return [scan, reduceBC, reduceParams];
 }
