@@ -65,12 +65,13 @@
 //   in local memory, and fewer registers). Per token the [gB | gC] sums over a subgroup's channels
 //   are shuffles between the lanes that hold the same states, one partial row per subgroup as with
 //   SGR above. Workgroup memory: the sample's B, C (L·2NV vec4), and LANE_MEM's arrays.
-// selective_scan_reduce_bc: ceil(B·L·2N / 256) workgroups of 256 (folded into y past the grid
-//   limit); dxdbl[b, t, R + c] (= or +=) Σ_w part_bc[b, w, t, c], w in order.
-// selective_scan_reduce_params: grid (ceil((N+2)·E / 16)), 16 outputs × 16 batch lanes; lane y sums
-//   samples y, y+16, … in order (B/16 loads in flight each, not B/4 one after another), then lane 0
-//   adds the sixteen lane sums in order, and the sum lands in dA_log, dDskip or ddt_bias (= or +=
-//   by ACCUMULATE).
+// selective_scan_reduce: both reductions of the backward's partials in one dispatch, workgroups of
+//   RW = RP_COLS · RP_LANES invocations numbered w = wid.x + wid.y · nwg.x (folded into y past the
+//   grid limit). Workgroups w < RBC: dxdbl[b, t, R + c] (= or += by ACC_BC) Σ_w' part_bc[b, w', t, c],
+//   w' in order, RW outputs a workgroup. The next ceil((N+2)·E / RP_COLS): RP_COLS outputs × RP_LANES
+//   batch lanes; lane y sums samples y, y + RP_LANES, … in order (B/RP_LANES loads in flight each),
+//   then lane 0 adds the lane sums in order, and the sum lands in dA_log, dDskip or ddt_bias (= or
+//   += by ACC_PAR).
 
 override B: u32;              // batch (reduce kernels)
 override L: u32;              // tokens
@@ -80,12 +81,13 @@ override R: u32;              // Δ rank: B_t starts at column R of xdbl, whose 
 override WG: u32 = 64u;       // channels (invocations) per workgroup of the scan kernels
 override TC: u32;             // forward: tokens of B, C staged at once; backward: segment length S
 override FA: u32 = 1u;        // forward: tokens whose u, Δraw, z (and combine input) are loaded ahead (≤ FAMAX)
-override NWG: u32 = 1u;       // workgroups per sample of the scan (reduce_bc)
+override NWG: u32 = 1u;       // partial rows per sample of the scan (reduce)
 override REVERSE: bool = false;
 override ACC_DU: bool = false;      // du += instead of =
 override ACC_DDELTA: bool = false;  // ddelta_raw += instead of =
 override ACC_DZ: bool = false;      // dz += instead of = (both directions add into one dxz)
-override ACCUMULATE: bool = false;  // reduce kernels: dxdbl's B/C columns, or dA_log/dDskip/ddt_bias
+override ACC_BC: bool = false;      // reduce: += into dxdbl's B/C columns
+override ACC_PAR: bool = false;     // reduce: += into dA_log, dDskip, ddt_bias
 override NV: u32 = (N + 3u) / 4u;   // vec4 per state vector
 override KB: u32 = 1u;              // backward: tokens whose inputs are loaded together (≤ KBMAX)
 override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB); backward_stream, _split: L)
@@ -204,10 +206,10 @@ const SPLIT_SMAX = 4u;   // backward_split: longest segment
 // ---- reduce bindings ----
 @group(0) @binding(0) var<storage, read_write> r_dxdbl: array<f32>;    // (B, L, R+2N)
 @group(0) @binding(1) var<storage, read> r_part_bc: array<f32>;        // (B, NWG, L, 2N)
-@group(0) @binding(0) var<storage, read_write> r_dA_log: array<f32>;   // (E, N)
-@group(0) @binding(1) var<storage, read_write> r_dDskip: array<f32>;   // (E)
-@group(0) @binding(2) var<storage, read_write> r_ddt_bias: array<f32>; // (E)
-@group(0) @binding(3) var<storage, read> r_part_par: array<f32>;       // (B, N+2, E)
+@group(0) @binding(2) var<storage, read_write> r_dA_log: array<f32>;   // (E, N)
+@group(0) @binding(3) var<storage, read_write> r_dDskip: array<f32>;   // (E)
+@group(0) @binding(4) var<storage, read_write> r_ddt_bias: array<f32>; // (E)
+@group(0) @binding(5) var<storage, read> r_part_par: array<f32>;       // (B, N+2, E)
 
 // [token][B_t (NV vec4) | C_t (NV vec4) | forward with FUSE_DT: dt_low (RV vec4)] of one sample, padding 0
 var<workgroup> s_bc: array<vec4<f32>, BCT * BCW>;
@@ -216,8 +218,8 @@ var<workgroup> s_bc: array<vec4<f32>, BCT * BCW>;
 var<workgroup> s_h: array<vec4<f32>, SH_ROWS>;
 // backward: one token's contributions, [lane][gB (NV vec4) | gC (NV vec4) | pad]
 var<workgroup> s_red: array<vec4<f32>, RED_ROWS>;
-// reduce_params: [lane][output]
-var<workgroup> s_lane: array<f32, 1024>; // reduce_params: RP_COLS · RP_LANES ≤ 1024
+// reduce: [lane][parameter output]
+var<workgroup> s_lane: array<f32, 1024>; // reduce: RP_COLS · RP_LANES ≤ 1024
 // backward_split with LANE_MEM: [array][vec4 i][lane] (lm_row)
 var<workgroup> s_lm: array<vec4<f32>, LM_ROWS>;
 // backward_split with WGSUM: a segment's [gB | gC] rows, [token of the segment][subgroup][2N]
@@ -1289,46 +1291,53 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
 // Reductions of the partials
 // ============================================================================================
 
-@compute @workgroup_size(256)
-fn selective_scan_reduce_bc(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let Q = 2u * N;
-  let i = gid.x + gid.y * nwg.x * 256u;
-  if (i >= B * L * Q) { return; }
-  let bt = i / Q;
-  let c = i - bt * Q;
-  let b = bt / L;
-  let t = bt - b * L;
-  var s = 0.0;
-  for (var w = 0u; w < NWG; w++) { s += r_part_bc[((b * NWG + w) * L + t) * Q + c]; }
-  let o = bt * (R + Q) + R + c;
-  if (ACCUMULATE) { r_dxdbl[o] += s; } else { r_dxdbl[o] = s; }
-}
+override RP_COLS: u32 = 16u;  // reduce: parameter outputs a workgroup (reduceParamsGeometry)
+override RP_LANES: u32 = 16u; // reduce: batch lanes an output; RP_COLS · RP_LANES invocations a workgroup
+override RBC: u32 = 1u;       // reduce: workgroups of the [dB | dC] part
 
-override RP_COLS: u32 = 16u;  // outputs per workgroup of reduce_params (reduceParamsGeometry)
-override RP_LANES: u32 = 16u; // batch lanes per output (RP_COLS · RP_LANES ≤ 1024)
-
-@compute @workgroup_size(RP_COLS, RP_LANES)
-fn selective_scan_reduce_params(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+@compute @workgroup_size(RP_COLS * RP_LANES)
+fn selective_scan_reduce(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3u) {
+  let w = wid.x + wid.y * nwg.x; // uniform in the workgroup, so are the returns below
+  if (w < RBC) { // [dB | dC]: the NWG partial rows of (b, t), summed in order
+    let Q = 2u * N;
+    let i = w * RP_COLS * RP_LANES + lid;
+    if (i < B * L * Q) {
+      let bt = i / Q;
+      let c = i - bt * Q;
+      let b = bt / L;
+      let t = bt - b * L;
+      var s = 0.0;
+      for (var k = 0u; k < NWG; k++) { s += r_part_bc[((b * NWG + k) * L + t) * Q + c]; }
+      let o = bt * (R + Q) + R + c;
+      if (ACC_BC) { r_dxdbl[o] += s; } else { r_dxdbl[o] = s; }
+    }
+    return;
+  }
+  // the parameters: output k·E + e of part_par's rows, summed over the batch
   let X = (N + 2u) * E;
-  let o = wid.x * RP_COLS + lid.x; // output k·E + e of part_par's rows
+  let pw = w - RBC;
+  if (pw * RP_COLS >= X) { return; }
+  let lx = lid % RP_COLS;
+  let ly = lid / RP_COLS;
+  let o = pw * RP_COLS + lx;
   var acc = 0.0;
   if (o < X) {
-    for (var b = lid.y; b < B; b += RP_LANES) { acc += r_part_par[b * X + o]; }
+    for (var b = ly; b < B; b += RP_LANES) { acc += r_part_par[b * X + o]; }
   }
-  s_lane[lid.y * RP_COLS + lid.x] = acc;
+  s_lane[ly * RP_COLS + lx] = acc;
   workgroupBarrier();
-  if (lid.y == 0u && o < X) {
-    var s = s_lane[lid.x];
-    for (var y = 1u; y < RP_LANES; y++) { s += s_lane[y * RP_COLS + lid.x]; }
+  if (ly == 0u && o < X) {
+    var s = s_lane[lx];
+    for (var y = 1u; y < RP_LANES; y++) { s += s_lane[y * RP_COLS + lx]; }
     let k = o / E;
     let e = o - k * E;
     if (k < N) {
       let j = e * N + k;
-      if (ACCUMULATE) { r_dA_log[j] += s; } else { r_dA_log[j] = s; }
+      if (ACC_PAR) { r_dA_log[j] += s; } else { r_dA_log[j] = s; }
     } else if (k == N) {
-      if (ACCUMULATE) { r_dDskip[e] += s; } else { r_dDskip[e] = s; }
+      if (ACC_PAR) { r_dDskip[e] += s; } else { r_dDskip[e] = s; }
     } else {
-      if (ACCUMULATE) { r_ddt_bias[e] += s; } else { r_ddt_bias[e] = s; }
+      if (ACC_PAR) { r_ddt_bias[e] += s; } else { r_ddt_bias[e] = s; }
     }
   }
 }

@@ -834,7 +834,7 @@ describe('VIM_SCAN_DIAG and the parameter reduction\'s workgroup', () => {
       else process.env.VIM_SCAN_DIAG = saved;
     }
   });
-  it('reduce_params takes 32 × 32 where 1024 invocations are allowed, else 16 × 16; VIM_SCAN_REDUCE_PARAMS pins it within the limit, and a pinned 8 × 8 sums right', async () => {
+  it('the partials\' reduction takes 32 × 32 where 1024 invocations are allowed, else 16 × 16; VIM_SCAN_REDUCE_PARAMS pins it within the limit, and a pinned 8 × 8 sums right', async () => {
     const saved = process.env.VIM_SCAN_REDUCE_PARAMS;
     const gpu = (most: number) => ({ limits: { maxComputeInvocationsPerWorkgroup: most } }) as unknown as Gpu;
     try {

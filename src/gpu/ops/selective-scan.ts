@@ -8,11 +8,11 @@
  *                          of dxdbl (B, L, R+2N), dA_log (E, N), dDskip (E), ddt_bias (E) ← dout
  *
  * u, delta_raw, B_t, C_t, out, dout, du, ddelta_raw are in direction order; z and dz are in the
- * original token order (with `reverse`, step t uses token L−1−t). The backward is three
+ * original token order (with `reverse`, step t uses token L−1−t). The backward is two
  * dispatches: the scan itself, which writes partials of [dB | dC] (one per workgroup, or per
  * subgroup) and one of (dA_log, dD, dbias) per sample into caller-owned scratch (sizes from
- * `selectiveScanScratch`), then two small passes that add the partials in a fixed order (no
- * float atomics). The scan has three forms, 'segmented', 'stream' and 'split' (ScanTuning.kernel;
+ * `selectiveScanScratch`), then one small pass that adds both kinds of partials in a fixed order
+ * (no float atomics). The scan has three forms, 'segmented', 'stream' and 'split' (ScanTuning.kernel;
  * scanTuning(gpu) picks the one measured fastest for the adapter, docs/performance.md changes 9
  * and 20).
  * The forward can take dt_proj's weight instead of Δraw and compute Δraw itself (dtWeight).
@@ -27,7 +27,7 @@ import { VimError } from '../../errors.js';
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
 import { createTensor, type GpuTensor } from '../tensor.js';
-import { checkPositive, grid1d, need } from './reduce.js';
+import { checkPositive, need, workgroupGrid } from './reduce.js';
 import { checkCombineScale, type CombineScale } from './combine.js';
 
 /** Largest state size the kernels hold (NVMAX = 8 vec4 of states). */
@@ -285,9 +285,10 @@ function envPositiveInt(name: string, max: number): number | undefined {
 }
 
 /**
- * reduce_params' workgroup: outputs a workgroup (RP_COLS) and batch lanes an output (RP_LANES):
- * 32 × 32 where the adapter allows 1024 invocations a workgroup (on an H200 8% faster than 16 × 16,
- * docs/performance.md change 30), else 16 × 16; or $VIM_SCAN_REDUCE_PARAMS as COLSxLANES (powers of
+ * The partials' reduction's workgroup (selective_scan_reduce): parameter outputs a workgroup
+ * (RP_COLS) and batch lanes an output (RP_LANES), RP_COLS · RP_LANES invocations: 32 × 32 where the
+ * adapter allows 1024 invocations a workgroup (on an H200 8% faster than 16 × 16, docs/performance.md
+ * change 30), else 16 × 16; or $VIM_SCAN_REDUCE_PARAMS as COLSxLANES (powers of
  * two whose product is 64 or more and within the adapter's limit).
  */
 export function reduceParamsGeometry(gpu: Gpu): [number, number] {
@@ -930,7 +931,8 @@ export interface ScanBackwardArgs extends ScanInputs, ScanShape, ScanTuning {
 /**
  * The gradients of selectiveScanForward (see src/reference/selective-scan.ts for the closed
  * forms): the scan (states recomputed from per-segment checkpoints; the forward stores none),
- * then dB/dC partials over channels → dxdbl, then dA_log/dD/dbias partials over the batch.
+ * then one pass that sums the dB/dC partials over channels → dxdbl and the dA_log/dD/dbias partials
+ * over the batch.
  */
 export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[] {
   const where = 'selectiveScanBackward';
@@ -1037,16 +1039,15 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
       prelude,
       shape: `${a.reverse ? 'reverse' : 'forward'}${accOuts ? ', accumulating' : ''}`, // bench-vim --by-shape: one row per pipeline
     });
+  // both reductions in one dispatch: the [dB | dC] rows, then the parameters
   const nbc = B * L * Q;
-  const reduceBC = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_bc',
-    { B, L, N, R, NWG: np, ACCUMULATE: b01(acc.dBC) },
-    [a.dxdbl, partialsView], grid1d(gpu, nbc),
-    { bytes: 4 * nbc * (1 + b01(acc.dBC)), flops: partialsElems, prelude }); // floor: the dB, dC outputs
   const X = (N + 2) * E;
   const [rpCols, rpLanes] = reduceParamsGeometry(gpu);
-  const reduceParams = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce_params',
-    { B, E, N, ACCUMULATE: b01(acc.params), RP_COLS: rpCols, RP_LANES: rpLanes },
-    [a.dA_log, a.dDskip, a.ddt_bias, a.scratch.paramPartials], [ceilDiv(X, rpCols)], // RP_COLS outputs a workgroup
-    { bytes: 4 * X * (1 + b01(acc.params)), flops: sizes.paramPartials, prelude }); // floor: the parameter gradients
-  return [scan, reduceBC, reduceParams];
+  const rbc = ceilDiv(nbc, rpCols * rpLanes);
+  const reduce = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce',
+    { B, L, E, N, R, NWG: np, ACC_BC: b01(acc.dBC), ACC_PAR: b01(acc.params), RP_COLS: rpCols, RP_LANES: rpLanes, RBC: rbc },
+    [a.dxdbl, partialsView, a.dA_log, a.dDskip, a.ddt_bias, a.scratch.paramPartials], workgroupGrid(gpu, rbc + ceilDiv(X, rpCols)),
+    // floor: the dB, dC outputs and the parameter gradients
+    { bytes: 4 * (nbc * (1 + b01(acc.dBC)) + X * (1 + b01(acc.params))), flops: partialsElems + sizes.paramPartials, prelude });
+  return [scan, reduce];
 }
