@@ -93,7 +93,8 @@ override KB: u32 = 1u;              // backward: tokens whose inputs are loaded 
 override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB); backward_stream, _split: L)
 // For timing experiments only (results are then wrong): bit 0 skips the backward's per-token
 // channel reduction, bit 1 its pass 1, bit 2 its recomputation of the segment's states; bit 3 makes
-// backward_split's channel reduction sum the gB half alone.
+// backward_split's channel reduction sum the gB half alone, bit 4 writes dz where it would add it, bit 5
+// makes backward_split read and write in direction order where REVERSE would reverse z and dout.
 override DIAG: u32 = 0u;
 // backward_stream: the subgroup size when the per-token [gB | gC] channel sums are made by
 // shuffles within each subgroup (no barrier; one partial per subgroup); 0 = through s_red.
@@ -422,7 +423,7 @@ fn load_bc_backward(b: u32, t0: u32, tn: u32, lid: u32) {
 // combine_backward(_scaled) computes it (the combine's backward fused into the read).
 fn scan_dout(b: u32, t: u32, ec: u32) -> f32 {
   if (!DOUT_COMBINED) { return g_dout[(b * L + t) * E + ec]; }
-  let g = g_dout[(b * L + select(t, L - 1u - t, REVERSE)) * E + ec] * 0.5;
+  let g = g_dout[(b * L + select(t, L - 1u - t, REVERSE && (DIAG & 32u) == 0u)) * E + ec] * 0.5;
   if (SCALED) { return g * g_scale[SCALE_OFFSET + b]; }
   return g;
 }
@@ -491,7 +492,7 @@ fn gate_grads(h: array<vec4<f32>, NVMAX>, cbase: u32, Dv: f32, uu: f32, gout: f3
 fn store_token_grads(rowT: u32, ziT: u32, gu: f32, gdr: f32, gz: f32) {
   if (ACC_DU) { g_du[rowT] += gu; } else { g_du[rowT] = gu; }
   if (ACC_DDELTA) { g_ddelta_raw[rowT] += gdr; } else { g_ddelta_raw[rowT] = gdr; }
-  if (ACC_DZ) { g_dxz[ziT] += gz; } else { g_dxz[ziT] = gz; }
+  if (ACC_DZ && (DIAG & 16u) == 0u) { g_dxz[ziT] += gz; } else { g_dxz[ziT] = gz; }
 }
 
 // One token's [gB_t | gC_t] contributions in s_red, column c summed over the WG channels in
@@ -1029,17 +1030,25 @@ struct SplitCtx {
 
 // One segment's inputs: tok[j] = (u, Δraw, dout, z) of token t0 + j (slots past the segment's
 // last token repeat it), and the lane's part of the state entering the segment.
-struct SplitIn { tok: array<vec4<f32>, SPLIT_SMAX>, h0: array<vec4<f32>, NVMAX> }
+// With ACC_DZ, pz[j] is dz's value at token t0 + j before this direction adds to it: read with the
+// segment's inputs, long before the walk adds to it (read when added, its latency stood in each
+// token's way: 0.9 ms a step, docs/performance.md change 32).
+struct SplitIn { tok: array<vec4<f32>, SPLIT_SMAX>, h0: array<vec4<f32>, NVMAX>, pz: vec4<f32> }
 
 // One segment's recomputation: sh[j] the lane's part of the state entering token t0 + j (sh[0]
 // the checkpoint), del the tokens' Δ, and with WALK bit 1 sa[j] their a_t.
 struct SplitSeg { sh: array<array<vec4<f32>, NVMAX>, SPLIT_SMAX>, del: vec4<f32>, sa: array<array<vec4<f32>, NVMAX>, SPLIT_SMAX> }
 
+// Where z and dz of token t (direction order) are in xz and dxz: at the original token.
+fn split_zi(cx: SplitCtx, t: u32) -> u32 {
+  return (cx.b * L + select(t, L - 1u - t, REVERSE && (DIAG & 32u) == 0u)) * 2u * E + E + cx.ec;
+}
+
 // u, Δraw, dout, z of token t0 + min(j, tn − 1).
 fn split_load_token(cx: SplitCtx, t0: u32, tn: u32, j: u32) -> vec4<f32> {
   let t = t0 + min(j, tn - 1u);
   let row = (cx.b * L + t) * E + cx.ec;
-  return vec4<f32>(g_u[row], g_delta_raw[row], scan_dout(cx.b, t, cx.ec), g_xz[(cx.b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + cx.ec]);
+  return vec4<f32>(g_u[row], g_delta_raw[row], scan_dout(cx.b, t, cx.ec), g_xz[split_zi(cx, t)]);
 }
 
 // Segment k's inputs and checkpoint (zero for the first segment and idle channels).
@@ -1051,6 +1060,9 @@ fn split_load(cx: SplitCtx, k: u32, nseg: u32) -> SplitIn {
   if (1u < TC) { r.tok[1] = split_load_token(cx, t0, tn, 1u); }
   if (2u < TC) { r.tok[2] = split_load_token(cx, t0, tn, 2u); }
   if (3u < TC) { r.tok[3] = split_load_token(cx, t0, tn, 3u); }
+  if (ACC_DZ && (DIAG & 16u) == 0u) {
+    for (var j = 0u; j < TC; j++) { r.pz[j] = g_dxz[split_zi(cx, t0 + min(j, tn - 1u))]; }
+  }
   for (var i = 0u; i < NV / SPLIT; i++) {
     if (k == 0u || !cx.live) { r.h0[i] = vec4<f32>(0.0); }
     else { r.h0[i] = g_ckpt[((cx.b * (nseg - 1u) + k - 1u) * NV + cx.v0 + i) * E + cx.e]; }
@@ -1089,7 +1101,7 @@ fn split_walk(tt: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitI
   let NVL = NV / SPLIT;
   let t = t0 + tt;
   let rowT = (cx.b * L + t) * E + cx.ec;
-  let ziT = (cx.b * L + select(t, L - 1u - t, REVERSE)) * 2u * E + E + cx.ec;
+  let ziT = split_zi(cx, t);
   let tok = (*inp).tok[tt];
   let uu = tok.x;
   let gout = tok.z;
@@ -1143,7 +1155,11 @@ fn split_walk(tt: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitI
   let gdsum = select(sums.y, select(sums.y, sums.y * LN2, EXP2) + uu * sums.x, (WALK & 1u) != 0u); // Σ over the channel's states
   let gdr = gdsum * sigmoid(tok.y + cx.bias);
   *gbias += gdr;
-  if (cx.live && cx.q == 0u) { store_token_grads(rowT, ziT, gu, gdr, gz); }
+  if (cx.live && cx.q == 0u) {
+    if (ACC_DU) { g_du[rowT] += gu; } else { g_du[rowT] = gu; }
+    if (ACC_DDELTA) { g_ddelta_raw[rowT] += gdr; } else { g_ddelta_raw[rowT] = gdr; }
+    if (ACC_DZ && (DIAG & 16u) == 0u) { g_dxz[ziT] = (*inp).pz[tt] + gz; } else { g_dxz[ziT] = gz; } // pz: SplitIn
+  }
   if ((DIAG & 1u) == 0u) {
     var pbase = ((cx.b * NWG + cx.part) * L + t) * (2u * N);
     if (WGSUM) { pbase = (tt * (WG / SGR) + lid / SGR) * (2u * N); }

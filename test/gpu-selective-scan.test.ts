@@ -822,13 +822,13 @@ describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
 });
 
 describe('VIM_SCAN_DIAG and the parameter reduction\'s workgroup', () => {
-  it('VIM_SCAN_DIAG pins the parts the backward skips (1…15), and refuses other values', () => {
+  it('VIM_SCAN_DIAG pins the parts the backward skips (1…63), and refuses other values', () => {
     const saved = process.env.VIM_SCAN_DIAG;
     try {
       process.env.VIM_SCAN_DIAG = '5';
       expect(scanTuningFromEnv()).toEqual({ diag: 5 });
-      process.env.VIM_SCAN_DIAG = '16';
-      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_DIAG must be an integer in 1…15; it is '16'/);
+      process.env.VIM_SCAN_DIAG = '64';
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_DIAG must be an integer in 1…63; it is '64'/);
     } finally {
       if (saved === undefined) delete process.env.VIM_SCAN_DIAG;
       else process.env.VIM_SCAN_DIAG = saved;

@@ -119,7 +119,8 @@ export interface ScanTuning {
   /**
    * For timing experiments only (scripts/bench/scan.mjs, $VIM_SCAN_DIAG): bits that skip parts of
    * the backward, whose results are then wrong: 1 the per-token channel reduction, 2 pass 1, 4 the
-   * recomputation, 8 the gC half of the split backward's channel reduction.
+   * recomputation, 8 the gC half of the split backward's channel reduction, 16 dz's accumulation
+   * (written instead), 32 the split backward's reversal of z and dout.
    */
   diag?: number;
   /**
@@ -314,7 +315,7 @@ export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'spli
  * (tokens per segment), $VIM_SCAN_SPLIT ('split': lanes per channel, 1, 2 or 4),
  * $VIM_SCAN_LOOKAHEAD (0 or 1), $VIM_SCAN_LANE_MEMORY and $VIM_SCAN_WALK ('split': comma lists of
  * ScanTuning.laneMemory's and .walk's names), each pinned where set; where unset, the plan and the
- * kernel's defaults choose (selectiveScanBackwardPlan). $VIM_SCAN_DIAG (1…15, ScanTuning.diag) skips
+ * kernel's defaults choose (selectiveScanBackwardPlan). $VIM_SCAN_DIAG (1…63, ScanTuning.diag) skips
  * parts of the backward to time the rest: its gradients are then wrong, so it is for bench-vim only.
  */
 export function scanTuningFromEnv(): ScanEnvTuning {
@@ -337,7 +338,7 @@ export function scanTuningFromEnv(): ScanEnvTuning {
   if (wg !== undefined) out.workgroupSize = wg;
   if (seg !== undefined) out.segment = seg;
   if (split !== undefined) out.split = split;
-  const diag = envPositiveInt('VIM_SCAN_DIAG', 15);
+  const diag = envPositiveInt('VIM_SCAN_DIAG', 63);
   if (diag !== undefined) out.diag = diag;
   return out;
 }
