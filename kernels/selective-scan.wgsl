@@ -1031,8 +1031,8 @@ struct SplitCtx {
 // One segment's inputs: tok[j] = (u, Δraw, dout, z) of token t0 + j (slots past the segment's
 // last token repeat it), and the lane's part of the state entering the segment.
 // With ACC_DZ, pz[j] is dz's value at token t0 + j before this direction adds to it: read with the
-// segment's inputs, long before the walk adds to it (read when added, its latency stood in each
-// token's way: 0.9 ms a step, docs/performance.md change 32).
+// segment's inputs, before its recomputation, not when the walk adds to it (read then, its latency
+// stood in each token's way: 0.9 ms a step, docs/performance.md change 32).
 struct SplitIn { tok: array<vec4<f32>, SPLIT_SMAX>, h0: array<vec4<f32>, NVMAX>, pz: vec4<f32> }
 
 // One segment's recomputation: sh[j] the lane's part of the state entering token t0 + j (sh[0]
