@@ -96,6 +96,8 @@ override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB); 
 // backward_split's channel reduction sum the gB half alone, bit 4 writes dz where it would add it, bit 5
 // makes backward_split read and write in direction order where REVERSE would reverse z and dout.
 override DIAG: u32 = 0u;
+override ADD_DZ: bool = ACC_DZ && (DIAG & 16u) == 0u;      // dz added to (ACC_DZ, less DIAG bit 4)
+override REVERSE_IO: bool = REVERSE && (DIAG & 32u) == 0u; // z, dout at token L−1−t (REVERSE, less DIAG bit 5)
 // backward_stream: the subgroup size when the per-token [gB | gC] channel sums are made by
 // shuffles within each subgroup (no barrier; one partial per subgroup); 0 = through s_red.
 // backward_split: the subgroup size (never 0).
@@ -423,7 +425,7 @@ fn load_bc_backward(b: u32, t0: u32, tn: u32, lid: u32) {
 // combine_backward(_scaled) computes it (the combine's backward fused into the read).
 fn scan_dout(b: u32, t: u32, ec: u32) -> f32 {
   if (!DOUT_COMBINED) { return g_dout[(b * L + t) * E + ec]; }
-  let g = g_dout[(b * L + select(t, L - 1u - t, REVERSE && (DIAG & 32u) == 0u)) * E + ec] * 0.5;
+  let g = g_dout[(b * L + select(t, L - 1u - t, REVERSE_IO)) * E + ec] * 0.5;
   if (SCALED) { return g * g_scale[SCALE_OFFSET + b]; }
   return g;
 }
@@ -488,11 +490,17 @@ fn gate_grads(h: array<vec4<f32>, NVMAX>, cbase: u32, Dv: f32, uu: f32, gout: f3
   return GateGrads(gout * z * sz, gout * y * sz * (1.0 + z * (1.0 - sz)));
 }
 
-// One token's du, dΔraw and dz (= or += by ACC_DU, ACC_DDELTA, ACC_DZ).
-fn store_token_grads(rowT: u32, ziT: u32, gu: f32, gdr: f32, gz: f32) {
+// One token's du and dΔraw (= or += by ACC_DU, ACC_DDELTA), and dz (dz_sum: = or + by ADD_DZ).
+fn store_token_grads(rowT: u32, ziT: u32, gu: f32, gdr: f32, dz: f32) {
   if (ACC_DU) { g_du[rowT] += gu; } else { g_du[rowT] = gu; }
   if (ACC_DDELTA) { g_ddelta_raw[rowT] += gdr; } else { g_ddelta_raw[rowT] = gdr; }
-  if (ACC_DZ && (DIAG & 16u) == 0u) { g_dxz[ziT] += gz; } else { g_dxz[ziT] = gz; }
+  g_dxz[ziT] = dz;
+}
+
+// What dz at ziT becomes: gz, or with ADD_DZ its present value + gz.
+fn dz_sum(ziT: u32, gz: f32) -> f32 {
+  if (ADD_DZ) { return g_dxz[ziT] + gz; }
+  return gz;
 }
 
 // One token's [gB_t | gC_t] contributions in s_red, column c summed over the WG channels in
@@ -641,7 +649,7 @@ fn selective_scan_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
         let gdr = gdelta * sigmoid(pre);
         gbias += gdr;
         if (live) {
-          store_token_grads(rowT, ziT, gu, gdr, gz);
+          store_token_grads(rowT, ziT, gu, gdr, dz_sum(ziT, gz));
         } else {
           for (var i = 0u; i < 2u * NV; i++) { s_red[lid * redRow + i] = vec4<f32>(0.0); }
         }
@@ -862,7 +870,7 @@ fn selective_scan_backward_stream(@builtin(workgroup_id) wid: vec3u, @builtin(lo
         let gdr = gdelta * sigmoid(cd[tt] + bias);
         gbias += gdr;
         if (live) {
-          store_token_grads(rowT, ziT, gu, gdr, gz);
+          store_token_grads(rowT, ziT, gu, gdr, dz_sum(ziT, gz));
         } else if (SGR == 0u) {
           for (var i = 0u; i < 2u * NV; i++) { s_red[lid * redRow + i] = vec4<f32>(0.0); }
         }
@@ -1030,7 +1038,7 @@ struct SplitCtx {
 
 // One segment's inputs: tok[j] = (u, Δraw, dout, z) of token t0 + j (slots past the segment's
 // last token repeat it), and the lane's part of the state entering the segment.
-// With ACC_DZ, pz[j] is dz's value at token t0 + j before this direction adds to it: read with the
+// With ADD_DZ, pz[j] is dz's value at token t0 + j before this direction adds to it: read with the
 // segment's inputs, before its recomputation, not when the walk adds to it (read then, its latency
 // stood in each token's way: 0.9 ms a step, docs/performance.md change 32).
 struct SplitIn { tok: array<vec4<f32>, SPLIT_SMAX>, h0: array<vec4<f32>, NVMAX>, pz: vec4<f32> }
@@ -1041,7 +1049,7 @@ struct SplitSeg { sh: array<array<vec4<f32>, NVMAX>, SPLIT_SMAX>, del: vec4<f32>
 
 // Where z and dz of token t (direction order) are in xz and dxz: at the original token.
 fn split_zi(cx: SplitCtx, t: u32) -> u32 {
-  return (cx.b * L + select(t, L - 1u - t, REVERSE && (DIAG & 32u) == 0u)) * 2u * E + E + cx.ec;
+  return (cx.b * L + select(t, L - 1u - t, REVERSE_IO)) * 2u * E + E + cx.ec;
 }
 
 // u, Δraw, dout, z of token t0 + min(j, tn − 1).
@@ -1060,7 +1068,7 @@ fn split_load(cx: SplitCtx, k: u32, nseg: u32) -> SplitIn {
   if (1u < TC) { r.tok[1] = split_load_token(cx, t0, tn, 1u); }
   if (2u < TC) { r.tok[2] = split_load_token(cx, t0, tn, 2u); }
   if (3u < TC) { r.tok[3] = split_load_token(cx, t0, tn, 3u); }
-  if (ACC_DZ && (DIAG & 16u) == 0u) {
+  if (ADD_DZ) {
     for (var j = 0u; j < TC; j++) { r.pz[j] = g_dxz[split_zi(cx, t0 + min(j, tn - 1u))]; }
   }
   for (var i = 0u; i < NV / SPLIT; i++) {
@@ -1155,11 +1163,7 @@ fn split_walk(tt: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitI
   let gdsum = select(sums.y, select(sums.y, sums.y * LN2, EXP2) + uu * sums.x, (WALK & 1u) != 0u); // Σ over the channel's states
   let gdr = gdsum * sigmoid(tok.y + cx.bias);
   *gbias += gdr;
-  if (cx.live && cx.q == 0u) {
-    if (ACC_DU) { g_du[rowT] += gu; } else { g_du[rowT] = gu; }
-    if (ACC_DDELTA) { g_ddelta_raw[rowT] += gdr; } else { g_ddelta_raw[rowT] = gdr; }
-    if (ACC_DZ && (DIAG & 16u) == 0u) { g_dxz[ziT] = (*inp).pz[tt] + gz; } else { g_dxz[ziT] = gz; } // pz: SplitIn
-  }
+  if (cx.live && cx.q == 0u) { store_token_grads(rowT, ziT, gu, gdr, select(gz, (*inp).pz[tt] + gz, ADD_DZ)); } // pz: SplitIn
   if ((DIAG & 1u) == 0u) {
     var pbase = ((cx.b * NWG + cx.part) * L + t) * (2u * N);
     if (WGSUM) { pbase = (tt * (WG / SGR) + lid / SGR) * (2u * N); }

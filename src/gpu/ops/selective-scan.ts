@@ -366,8 +366,7 @@ export function scanTuning(gpu: Gpu): ScanTuning {
 function scanPrelude(sgr: number, N: number): string {
   // the state arrays' size: ⌈N/4⌉ vec4 rounded up to a power of two (the stream backward's shuffle
   // items), so that a shape's pipelines hold no more than it needs (docs/performance.md, change 29)
-  let nvmax = 1;
-  while (nvmax < Math.ceil(N / 4)) nvmax *= 2;
+  const nvmax = shuffleItems(N);
   const sizes = `const NVMAX = ${nvmax}u;\nconst SPLIT_ITEMS = ${2 * nvmax}u;\n`;
   return sgr > 0 // (an enable directive comes before any declaration)
     ? `enable subgroups;\n${sizes}fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(v, m); }\n`
