@@ -95,6 +95,11 @@ override BCT: u32 = TC;             // tokens s_bc holds (backward: max(S, KB); 
 // channel reduction, bit 1 its pass 1, bit 2 its recomputation of the segment's states; bit 3 makes
 // backward_split's channel reduction sum the gB half alone, bit 4 writes dz where it would add it, bit 5
 // makes backward_split read and write in direction order where REVERSE would reverse z and dout.
+// In the forward and backward_split, bit 6 (64) takes the decay as 1 + x instead of an exponential
+// and bit 7 (128) softplus and sigmoid as x and 1/2 + x/4; in the forward, bit 8 (256) stores no
+// checkpoints, bit 9 (512) no Δraw, bit 10 (1024) takes Δraw as one staged dt_low value instead of
+// its dot product with dt_proj's weight, and bit 11 (2048) stages B_t, C_t (and dt_low) only once,
+// for the first chunk of tokens.
 override DIAG: u32 = 0u;
 override ADD_DZ: bool = ACC_DZ && (DIAG & 16u) == 0u;      // dz added to (ACC_DZ, less DIAG bit 4)
 override REVERSE_IO: bool = REVERSE && (DIAG & 32u) == 0u; // z, dout at token L−1−t (REVERSE, less DIAG bit 5)
@@ -151,6 +156,7 @@ override A_SCALE: f32 = select(1.0, LOG2E, EXP2);
 
 // exp(x), or with EXP2 exp2(x) for an x already scaled by log2(e)
 fn decay(x: vec4<f32>) -> vec4<f32> {
+  if ((DIAG & 64u) != 0u) { return 1.0 + x; } // timing only
   if (EXP2) { return exp2(x); }
   return exp(x);
 }
@@ -228,10 +234,12 @@ var<workgroup> s_lm: array<vec4<f32>, LM_ROWS>;
 // backward_split with WGSUM: a segment's [gB | gC] rows, [token of the segment][subgroup][2N]
 var<workgroup> s_pbc: array<f32, PBC_ROWS>;
 
+// 1 / (1 + e^−x) for x ≥ 0, e^x / (1 + e^x) below: one exp and one division, no branch (a branch
+// whose lanes disagree runs both sides, two exps and two divisions)
 fn sigmoid(x: f32) -> f32 {
-  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
-  let e = exp(x);
-  return e / (1.0 + e);
+  if ((DIAG & 128u) != 0u) { return 0.5 + 0.25 * x; } // timing only
+  let e = exp(-abs(x));
+  return select(e, 1.0, x >= 0.0) / (1.0 + e);
 }
 
 // log(1 + y) for y ≥ 0, accurate when y is tiny (log(w)·y/(w−1) cancels the rounding of w = 1 + y).
@@ -243,6 +251,7 @@ fn log1p_pos(y: f32) -> f32 {
 
 // softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^−|x|), exact for every finite x.
 fn softplus(x: f32) -> f32 {
+  if ((DIAG & 128u) != 0u) { return x; } // timing only
   return max(x, 0.0) + log1p_pos(exp(-abs(x)));
 }
 
@@ -305,7 +314,7 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
     let tn = min(TC, L - t0);
     workgroupBarrier(); // everyone is done with the previous chunk of s_bc
     // FSTAGE values an invocation a round, all loads issued before the first store
-    for (var base = lid; base < tn * per; base += FSTAGE * WG) {
+    for (var base = lid; base < select(tn * per, 0u, t0 > 0u && (DIAG & 2048u) != 0u); base += FSTAGE * WG) {
       var v: array<f32, FSTAGE>;
       for (var j = 0u; j < FSTAGE; j++) {
         let k = min(base + j * WG, tn * per - 1u);
@@ -355,9 +364,10 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
       }
       if (FUSE_DT) {
         var d4 = vec4<f32>(0.0);
-        for (var j = 0u; j < RV; j++) { d4 += wdt[j] * s_bc[tt * BCW + 2u * NV + j]; }
+        if ((DIAG & 1024u) != 0u) { d4 = s_bc[tt * BCW + 2u * NV]; } // timing only
+        else { for (var j = 0u; j < RV; j++) { d4 += wdt[j] * s_bc[tt * BCW + 2u * NV + j]; } }
         draw = (d4.x + d4.y) + (d4.z + d4.w);
-        if (WRITE_DELTA && live) { f_delta_out[(b * L + t) * E + e] = draw; }
+        if (WRITE_DELTA && (DIAG & 512u) == 0u && live) { f_delta_out[(b * L + t) * E + e] = draw; }
       }
       let delta = softplus(draw + bias);
       let du = delta * uu;
@@ -367,7 +377,7 @@ fn selective_scan_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invo
         y4 += s_bc[tt * BCW + NV + i] * h[i];
       }
       let cs = max(CKPT_S, 1u); // (no division by a constant 0 where CKPT_S is)
-      if (CKPT_S > 0u && live && (t + 1u) % cs == 0u && t + 1u < L) { // h entering segment (t+1)/S: the backward's pass 1, done here
+      if (CKPT_S > 0u && (DIAG & 256u) == 0u && live && (t + 1u) % cs == 0u && t + 1u < L) { // h entering segment (t+1)/S: the backward's pass 1, done here
         let nseg = (L + cs - 1u) / cs;
         let slot = (t + 1u) / cs - 1u;
         for (var i = 0u; i < NV; i++) { f_ckpt[((b * (nseg - 1u) + slot) * NV + i) * E + e] = h[i]; }

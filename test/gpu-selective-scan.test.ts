@@ -12,7 +12,7 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  describeScanBackwardPlan, reduceParamsGeometry, scanCheckpointElements, scanCheckpointsInForward, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
+  describeScanBackwardPlan, reduceParamsGeometry, scanCheckpointElements, scanCheckpointsInForward, scanForwardTuningFromEnv, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
   selectiveScanForward, selectiveScanScratch, type ScanTuning, type ScanWalkForm,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
@@ -822,16 +822,32 @@ describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
 });
 
 describe('VIM_SCAN_DIAG and the parameter reduction\'s workgroup', () => {
-  it('VIM_SCAN_DIAG pins the parts the backward skips (1…63), and refuses other values', () => {
+  it('VIM_SCAN_DIAG pins the parts the backward skips (1…255), and refuses other values', () => {
     const saved = process.env.VIM_SCAN_DIAG;
     try {
       process.env.VIM_SCAN_DIAG = '5';
       expect(scanTuningFromEnv()).toEqual({ diag: 5 });
-      process.env.VIM_SCAN_DIAG = '64';
-      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_DIAG must be an integer in 1…63; it is '64'/);
+      process.env.VIM_SCAN_DIAG = '192';
+      expect(scanTuningFromEnv()).toEqual({ diag: 192 });
+      process.env.VIM_SCAN_DIAG = '256';
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_DIAG must be an integer in 1…255; it is '256'/);
     } finally {
       if (saved === undefined) delete process.env.VIM_SCAN_DIAG;
       else process.env.VIM_SCAN_DIAG = saved;
+    }
+  });
+  it('VIM_SCAN_FORWARD_DIAG pins the forward\'s bits (64 … 2048), and refuses the backward\'s', () => {
+    const saved = process.env.VIM_SCAN_FORWARD_DIAG;
+    try {
+      process.env.VIM_SCAN_FORWARD_DIAG = '3392';
+      expect(scanForwardTuningFromEnv()).toEqual({ forwardDiag: 3392 });
+      process.env.VIM_SCAN_FORWARD_DIAG = '65';
+      expect(() => scanForwardTuningFromEnv()).toThrow(/VIM_SCAN_FORWARD_DIAG takes the bits 64 … 2048; it is '65'/);
+      process.env.VIM_SCAN_FORWARD_DIAG = '4096';
+      expect(() => scanForwardTuningFromEnv()).toThrow(/VIM_SCAN_FORWARD_DIAG must be an integer in 1…4095/);
+    } finally {
+      if (saved === undefined) delete process.env.VIM_SCAN_FORWARD_DIAG;
+      else process.env.VIM_SCAN_FORWARD_DIAG = saved;
     }
   });
   it('the partials\' reduction takes 32 × 32 where 1024 invocations are allowed, else 16 × 16; VIM_SCAN_REDUCE_PARAMS pins it within the limit, and a pinned 8 × 8 sums right', async () => {

@@ -57,10 +57,16 @@ function envSwitch(name: string): boolean | undefined {
 /**
  * The forward's tuning from the environment, for measurements in the whole model:
  * $VIM_SCAN_FORWARD_CHUNK (tokens of B_t, C_t staged at once), $VIM_SCAN_FORWARD_AHEAD (tokens
- * whose inputs are loaded ahead, 1…8) and $VIM_SCAN_EXP2 (the decay as exp2), each pinned where set.
+ * whose inputs are loaded ahead, 1…8) and $VIM_SCAN_EXP2 (the decay as exp2), each pinned where set;
+ * $VIM_SCAN_FORWARD_DIAG (ScanTuning.forwardDiag) for timing experiments only.
  */
-export function scanForwardTuningFromEnv(): Pick<ScanTuning, 'chunk' | 'ahead' | 'exp2'> {
-  const out: Pick<ScanTuning, 'chunk' | 'ahead' | 'exp2'> = {};
+export function scanForwardTuningFromEnv(): Pick<ScanTuning, 'chunk' | 'ahead' | 'exp2' | 'forwardDiag'> {
+  const out: Pick<ScanTuning, 'chunk' | 'ahead' | 'exp2' | 'forwardDiag'> = {};
+  const fd = envPositiveInt('VIM_SCAN_FORWARD_DIAG', 4095);
+  if (fd !== undefined) {
+    if ((fd & 63) !== 0) throw new VimError(`VIM_SCAN_FORWARD_DIAG takes the bits 64 … 2048; it is '${fd}'`);
+    out.forwardDiag = fd;
+  }
   const x2 = envSwitch('VIM_SCAN_EXP2');
   if (x2 !== undefined) out.exp2 = x2;
   const chunk = envPositiveInt('VIM_SCAN_FORWARD_CHUNK', 4096);
@@ -120,9 +126,17 @@ export interface ScanTuning {
    * For timing experiments only (scripts/bench/scan.mjs, $VIM_SCAN_DIAG): bits that skip parts of
    * the backward, whose results are then wrong: 1 the per-token channel reduction, 2 pass 1, 4 the
    * recomputation, 8 the gC half of the split backward's channel reduction, 16 dz's accumulation
-   * (written instead), 32 the split backward's reversal of z and dout.
+   * (written instead), 32 the split backward's reversal of z and dout; in the split backward also 64
+   * the decay taken as 1 + x (no exponential) and 128 softplus and sigmoid as cheap stand-ins.
    */
   diag?: number;
+  /**
+   * For timing experiments only ($VIM_SCAN_FORWARD_DIAG): the forward's bits, results then wrong:
+   * 64 the decay as 1 + x, 128 softplus and sigmoid as cheap stand-ins, 256 no checkpoints stored,
+   * 512 no Δraw stored, 1024 Δraw as one staged dt_low value (no dot product with dt_proj's weight),
+   * 2048 B_t, C_t (and dt_low) staged for the first chunk of tokens only.
+   */
+  forwardDiag?: number;
   /**
    * Backward: 'segmented' (selective_scan_backward) or 'stream' (selective_scan_backward_stream:
    * the sample's B, C staged once, pass 1 streamed, each segment's inputs loaded one segment
@@ -315,7 +329,7 @@ export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'spli
  * (tokens per segment), $VIM_SCAN_SPLIT ('split': lanes per channel, 1, 2 or 4),
  * $VIM_SCAN_LOOKAHEAD (0 or 1), $VIM_SCAN_LANE_MEMORY and $VIM_SCAN_WALK ('split': comma lists of
  * ScanTuning.laneMemory's and .walk's names), each pinned where set; where unset, the plan and the
- * kernel's defaults choose (selectiveScanBackwardPlan). $VIM_SCAN_DIAG (1…63, ScanTuning.diag) skips
+ * kernel's defaults choose (selectiveScanBackwardPlan). $VIM_SCAN_DIAG (1…255, ScanTuning.diag) skips
  * parts of the backward to time the rest: its gradients are then wrong, so it is for bench-vim only.
  */
 export function scanTuningFromEnv(): ScanEnvTuning {
@@ -338,7 +352,7 @@ export function scanTuningFromEnv(): ScanEnvTuning {
   if (wg !== undefined) out.workgroupSize = wg;
   if (seg !== undefined) out.segment = seg;
   if (split !== undefined) out.split = split;
-  const diag = envPositiveInt('VIM_SCAN_DIAG', 63);
+  const diag = envPositiveInt('VIM_SCAN_DIAG', 255);
   if (diag !== undefined) out.diag = diag;
   return out;
 }
@@ -867,7 +881,7 @@ export function selectiveScanForward(gpu: Gpu, a: ScanForwardArgs): Dispatch {
   return makeDispatch(gpu, 'selective-scan', 'selective_scan_forward',
     {
       L, E, N, R, WG: wg, TC: chunk, FA: ahead, EXP2: (a.exp2 ?? env.exp2 ?? !(ck || writeDelta)) ? 1 : 0, REVERSE: a.reverse ? 1 : 0, ...(fused ? { FUSE_DT: 1, BCW: bcw, WRITE_DELTA: writeDelta ? 1 : 0 } : {}),
-      ...(ck ? { CKPT_S: ck.segment } : {}),
+      ...(ck ? { CKPT_S: ck.segment } : {}), ...(env.forwardDiag ? { DIAG: env.forwardDiag } : {}),
       ...(cmb ? { COMBINE: 1, ...(cmb.scale ? { SCALED: 1, SCALE_OFFSET: cmb.scale.offset } : {}) } : {}),
     },
     [a.out, a.u, fused ? a.dtWeight as GpuTensor : a.delta_raw as GpuTensor, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz,
