@@ -7,6 +7,7 @@
 #   shapes         bench-vim at batch 256 as shipped, the per-kernel table split by problem shape (--by-shape)
 #   scan           the scan variants of scripts/bench/scan.mjs (the default backward against the stream one, the
 #                  split kernel's geometries, and its parts skipped one at a time)
+#   scan-core      scripts/bench/scan-core.mjs: the scan forward's recurrence as small kernels, one part more each
 #   matmul         the matmul harness; its JSON's `tuned` holds the variants that beat the defaults
 #   candidates     bench-vim at batch 256 with the candidates inside the whole model: the stream scan
 #                  backward (VIM_SCAN_KERNEL=stream) if the scan step found it faster, the harness's
@@ -28,7 +29,7 @@ set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 2
 OUT="${1:-runs/measure}"
 shift || true
-STEPS="${*:-b256 b256-robust shapes scan matmul candidates b128 check}"
+STEPS="${*:-b256 b256-robust shapes scan scan-core matmul candidates b128 check}"
 mkdir -p "$OUT" || exit 2
 BENCH=(node dist/cli/bench-vim.js --model vim-tiny)
 
@@ -73,6 +74,7 @@ for step in $STEPS; do
     b256-robust) run bench-b256-robust 90 env VIM_DAWN_TOGGLES=none "${BENCH[@]}" --batch-size 256 --json "$OUT/bench-b256-robust.json" ;;
     shapes) run bench-b256-shapes 90 "${BENCH[@]}" --batch-size 256 --by-shape --json "$OUT/bench-b256-shapes.json" ;;
     scan) run scan 150 node scripts/bench/scan.mjs --repeat 20 --rounds 7 --variants default,stream,stream-lds,split-S2,split-S3,split-WG128,split-no-lookahead,split-KB1,split-KB8,split-no-reduce,split-no-pass1,split-no-recompute,split-walk-alone,default --json "$OUT/scan.json" ;;
+    scan-core) run scan-core 90 node scripts/bench/scan-core.mjs ;;
     matmul) run matmul 200 node scripts/bench/matmul.mjs --batch-size 256 --budget 150 --json "$OUT/matmul.json" ;;
     candidates)
       read -r -a ENV <<< "$(candidates)"

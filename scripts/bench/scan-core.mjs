@@ -1,0 +1,248 @@
+#!/usr/bin/env node
+/**
+ * What the selective scan's forward recurrence costs without the rest of its kernel: small WGSL
+ * kernels at vim-tiny's shape of one direction (B = 256 samples, L = 65 tokens, E = 384 channels,
+ * N = 16 states, one invocation a channel, 128 a workgroup), each one part more than the one
+ * before, timed by wall clock over back-to-back dispatches (median of rounds):
+ *   - core:        h_t = exp(Δ_t A) ⊙ h_{t−1} + Δ_t u_t B_t, y_t = C_t · h_t, with Δ_t, u_t, B_t,
+ *                  C_t made from the token and channel (no memory but one store at the end);
+ *   - core-noexp:  the same with the decay as 1 + Δ_t A (what the exponentials cost);
+ *   - core-bc:     B_t, C_t read from workgroup memory (all L tokens staged once, as broadcasts);
+ *   - io:          core-bc plus u_t, Δraw_t, z_t read from memory two tokens ahead, softplus and the
+ *                  SiLU gate, and out_t stored: the forward's own work without dt_proj, the combine
+ *                  or the checkpoints; io-noexp the same with the decay as 1 + Δ_t A;
+ *   - io-noload, io-nostore, io-nofn: io without its loads (inputs made from the token), without its
+ *                  stores (one at the end), without softplus and the gate's sigmoid;
+ *   - io-batch:    io in groups of 4 tokens, the next group's inputs loaded at a group's start and
+ *                  the group's outputs stored together at its end; io-batch-break leaves the group's
+ *                  loop at the last token (io-batch computes its last group whole, on repeated inputs);
+ *                  io-batch-chunk restages B_t, C_t every 16 tokens between two barriers; io-batch-xz
+ *                  reads u, Δraw, z from three separate regions (io and io-batch read one, at offsets
+ *                  0, 1, 2: a third of the traffic); io-batch-rw also reads out's present value and
+ *                  stores (that + y) / 2, as the fused combine does; io-batch-tokstore stores each
+ *                  token's output when it is made (the group's loads still at its start);
+ *   - io-staged:   io with each 12 tokens' u, Δraw, z loaded by the whole workgroup at once (16-byte
+ *                  loads, all in flight together) into workgroup memory, then read from there.
+ * Results are not checked: these are timing kernels, not the model's.
+ *
+ *   node scripts/bench/scan-core.mjs [--repeat 20] [--rounds 7] [--only core,io,…]
+ *
+ * Needs the build (`npm run build`).
+ */
+import { parseArgs } from 'node:util';
+import { acquireGpu, describeGpu } from '../../dist/gpu/device.js';
+
+const { values } = parseArgs({
+  options: {
+    repeat: { type: 'string', default: '20' },
+    rounds: { type: 'string', default: '7' },
+    only: { type: 'string' },
+  },
+});
+const B = 256, L = 65, E = 384, N = 16, WG = 128;
+const repeat = Number(values.repeat);
+const rounds = Number(values.rounds);
+
+const header = `
+const B = ${B}u; const L = ${L}u; const E = ${E}u; const NV = ${N / 4}u; const WG = ${WG}u;
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> inp: array<f32>;
+var<workgroup> s_bc: array<vec4<f32>, ${L * 2 * (N / 4)}>;
+fn sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); return select(e, 1.0, x >= 0.0) / (1.0 + e); }
+fn softplus(x: f32) -> f32 { let y = exp(-abs(x)); let w = 1.0 + y; return max(x, 0.0) + select(log(w) * (y / (w - 1.0)), y, w == 1.0); }
+`;
+
+// io-staged: io with the inputs of TS tokens staged in workgroup memory by the whole workgroup at
+// once (16-byte loads, all in flight together), then read from there token by token
+const TS = 12;
+function staged(noexp) {
+  return `${header}
+@group(0) @binding(2) var<storage, read> inp4: array<vec4<f32>>;
+var<workgroup> s_in: array<f32, ${3 * TS * WG}>; // [array][token][lane]
+fn decay(x: vec4<f32>) -> vec4<f32> { return ${noexp ? '(1.0 + (x))' : 'exp(x)'}; }
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.y;
+  let e = wid.x * WG + lid;
+  var A: array<vec4<f32>, NV>;
+  var h: array<vec4<f32>, NV>;
+  for (var i = 0u; i < NV; i++) { A[i] = -vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(i + 1u) * (1.0 + f32(e) * 1e-4); h[i] = vec4<f32>(0.0); }
+  for (var k = lid; k < L * 2u * NV; k += WG) { s_bc[k] = vec4<f32>(inp[(b * L) * E + k % E], inp[(b * L) * E + (k + 7u) % E], 0.25, -0.5); }
+  for (var t0 = 0u; t0 < L; t0 += ${TS}u) {
+    let tn = min(${TS}u, L - t0);
+    workgroupBarrier();
+    // rows (array a, token tt) of WG floats = WG/4 vec4; lane lid takes vec4 lid % (WG/4) of rows lid / (WG/4) + 4j
+    var v: array<vec4<f32>, ${3 * TS / 4}>;
+    let q = lid % (WG / 4u);
+    let r0 = lid / (WG / 4u);
+    for (var j = 0u; j < ${3 * TS / 4}u; j++) {
+      let r = r0 + j * 4u; // row: array r / TS, token r % TS
+      let a = r / ${TS}u;
+      let tt = min(r % ${TS}u, tn - 1u);
+      v[j] = inp4[((b * L + t0 + tt) * E + wid.x * WG) / 4u + q + a]; // (a shifts the array, as io's +1, +2)
+    }
+    for (var j = 0u; j < ${3 * TS / 4}u; j++) {
+      let r = r0 + j * 4u;
+      let base = r * WG + 4u * q;
+      s_in[base] = v[j].x; s_in[base + 1u] = v[j].y; s_in[base + 2u] = v[j].z; s_in[base + 3u] = v[j].w;
+    }
+    workgroupBarrier();
+    for (var tt = 0u; tt < tn; tt++) {
+      let t = t0 + tt;
+      let uu = s_in[tt * WG + lid];
+      let draw = s_in[(${TS}u + tt) * WG + lid];
+      let z = s_in[(${2 * TS}u + tt) * WG + lid];
+      let delta = softplus(draw);
+      let du = delta * uu;
+      var y4 = vec4<f32>(0.0);
+      for (var i = 0u; i < NV; i++) {
+        let Bv = s_bc[t * 2u * NV + i]; let Cv = s_bc[t * 2u * NV + NV + i];
+        h[i] = decay(delta * A[i]) * h[i] + du * Bv;
+        y4 += Cv * h[i];
+      }
+      let y = (y4.x + y4.y) + (y4.z + y4.w);
+      out[(b * L + t) * E + e] = y * z * sigmoid(z);
+    }
+  }
+}`;
+}
+
+// io-batch: io in groups of G tokens: the next group's inputs loaded at the start of a group (after
+// the previous group's stores), the group's outputs kept and stored together at its end
+const G = 4;
+function batched(mode = '') {
+  // u, Δraw, z of the group's tokens from g0 on (io-batch-xz: u, Δraw and z from three separate
+  // (B, L, E) regions of the input, as the model's are; io-batch-rw also the output's present value,
+  // as the combine reads it)
+  const sep = mode === 'xz' || mode === 'rw';
+  const loadGroup = (g0) => `for (var j = 0u; j < ${G}u; j++) { let row = (b * L + min(${g0} + j, L - 1u)) * E + e;
+    nu[j] = inp[row]; nd[j] = inp[row + ${sep ? 'B * L * E' : '1u'}]; nz[j] = inp[row + ${sep ? '2u * B * L * E' : '2u'}];
+    ${mode === 'rw' ? 'nc[j] = out[row];' : ''} }`;
+  return `${header}
+fn decay(x: vec4<f32>) -> vec4<f32> { return exp(x); }
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.y;
+  let e = wid.x * WG + lid;
+  var A: array<vec4<f32>, NV>;
+  var h: array<vec4<f32>, NV>;
+  for (var i = 0u; i < NV; i++) { A[i] = -vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(i + 1u) * (1.0 + f32(e) * 1e-4); h[i] = vec4<f32>(0.0); }
+  for (var k = lid; k < L * 2u * NV; k += WG) { s_bc[k] = vec4<f32>(inp[(b * L) * E + k % E], inp[(b * L) * E + (k + 7u) % E], 0.25, -0.5); }
+  workgroupBarrier();
+  var nu: vec4<f32>; var nd: vec4<f32>; var nz: vec4<f32>; var nc: vec4<f32>;
+  ${loadGroup('0u')}
+  for (var t0 = 0u; t0 < L; t0 += ${G}u) {
+    ${mode === 'chunk' ? `if (t0 % 16u == 0u) { // B, C of 16 tokens restaged, as the model's forward does
+      workgroupBarrier();
+      let k = min(t0, L - 16u) * 2u * NV + lid;
+      s_bc[k] = vec4<f32>(inp[(b * L + t0) * E + lid], inp[(b * L + t0) * E + lid + 3u], 0.25, -0.5);
+      workgroupBarrier();
+    }` : ''}
+    let cu = nu; let cd = nd; let cz = nz; let cc = nc;
+    ${loadGroup(`t0 + ${G}u`)}
+    var yo: vec4<f32>;
+    for (var j = 0u; j < ${G}u; j++) {
+      ${mode === 'break' ? 'if (t0 + j >= L) { break; }' : ''}
+      let t = min(t0 + j, L - 1u);
+      let delta = softplus(cd[j]);
+      let du = delta * cu[j];
+      var y4 = vec4<f32>(0.0);
+      for (var i = 0u; i < NV; i++) {
+        let Bv = s_bc[t * 2u * NV + i]; let Cv = s_bc[t * 2u * NV + NV + i];
+        h[i] = decay(delta * A[i]) * h[i] + du * Bv;
+        y4 += Cv * h[i];
+      }
+      let y = (y4.x + y4.y) + (y4.z + y4.w);
+      yo[j] = y * cz[j] * sigmoid(cz[j]);
+      ${mode === 'rw' ? 'yo[j] = (cc[j] + yo[j]) * 0.5;' : ''}
+      ${mode === 'tokstore' ? 'if (t0 + j < L) { out[(b * L + t0 + j) * E + e] = yo[j]; }' : ''}
+    }
+    ${mode === 'tokstore' ? '' : `for (var j = 0u; j < ${G}u; j++) { if (t0 + j < L) { out[(b * L + t0 + j) * E + e] = yo[j]; } }`}
+  }
+}`;
+}
+
+// body(kind): the per-token code; kinds share the prologue and the final store
+function kernel(kind) {
+  if (kind.startsWith('io-batch')) return batched(kind.slice(9));
+  if (kind.startsWith('io-staged')) return staged(kind.endsWith('-noexp'));
+  const exp = kind.endsWith('-noexp') ? '(1.0 + (x))' : 'exp(x)';
+  const bc = kind === 'core' || kind === 'core-noexp'
+    ? `let Bv = vec4<f32>(f32(t) * 1e-3) + A[i] * 1e-2; let Cv = vec4<f32>(f32(t) * 2e-3) - A[i] * 1e-2;`
+    : `let Bv = s_bc[t * 2u * NV + i]; let Cv = s_bc[t * 2u * NV + NV + i];`;
+  const io = kind.startsWith('io');
+  const noload = kind === 'io-noload', nostore = kind === 'io-nostore', nofn = kind === 'io-nofn';
+  return `${header}
+fn decay(x: vec4<f32>) -> vec4<f32> { return ${exp}; }
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.y;
+  let e = wid.x * WG + lid;
+  var A: array<vec4<f32>, NV>;
+  var h: array<vec4<f32>, NV>;
+  for (var i = 0u; i < NV; i++) { A[i] = -vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(i + 1u) * (1.0 + f32(e) * 1e-4); h[i] = vec4<f32>(0.0); }
+  ${kind === 'core' || kind === 'core-noexp' ? '' : `
+  for (var k = lid; k < L * 2u * NV; k += WG) { s_bc[k] = vec4<f32>(inp[(b * L) * E + k % E], inp[(b * L) * E + (k + 7u) % E], 0.25, -0.5); }
+  workgroupBarrier();`}
+  var acc = 0.0;
+  ${io && !noload ? `var pu0 = inp[(b * L + 0u) * E + e]; var pd0 = inp[(b * L + 0u) * E + e + 1u]; var pz0 = inp[(b * L + 0u) * E + e + 2u];
+  var pu1 = inp[(b * L + 1u) * E + e]; var pd1 = inp[(b * L + 1u) * E + e + 1u]; var pz1 = inp[(b * L + 1u) * E + e + 2u];` : ''}
+  for (var t = 0u; t < L; t++) {
+    ${io ? `${noload ? 'let uu = 0.5 + f32(t) * 1e-3; let draw = -3.0 + f32((t + e) % 7u) * 0.1; let z = f32((t + 3u * e) % 5u) - 2.0;' : `let uu = pu0; let draw = pd0; let z = pz0;
+    pu0 = pu1; pd0 = pd1; pz0 = pz1;
+    if (t + 2u < L) { let row = (b * L + t + 2u) * E + e; pu1 = inp[row]; pd1 = inp[row + 1u]; pz1 = inp[row + 2u]; }`}
+    let delta = ${nofn ? 'draw * 0.01' : 'softplus(draw)'};` : `let uu = 0.5 + f32(t) * 1e-3; let delta = 0.01 + f32((t + e) % 7u) * 1e-3;`}
+    let du = delta * uu;
+    var y4 = vec4<f32>(0.0);
+    for (var i = 0u; i < NV; i++) {
+      ${bc}
+      h[i] = decay(delta * A[i]) * h[i] + du * Bv;
+      y4 += Cv * h[i];
+    }
+    let y = (y4.x + y4.y) + (y4.z + y4.w);
+    ${io && !nostore ? `out[(b * L + t) * E + e] = y * z * ${nofn ? '0.5' : 'sigmoid(z)'};` : io ? 'acc += y * z * sigmoid(z);' : `acc += y;`}
+  }
+  ${io && !nostore ? '' : 'out[b * E + e] = acc;'}
+}`;
+}
+
+const gpu = await acquireGpu({});
+console.log(describeGpu(gpu));
+const dev = gpu.device;
+const outBuf = dev.createBuffer({ size: 4 * B * L * E, usage: GPUBufferUsage.STORAGE });
+const inBuf = dev.createBuffer({ size: 4 * (3 * B * L * E + 8), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+dev.queue.writeBuffer(inBuf, 0, new Float32Array(3 * B * L * E + 8).map((_, i) => Math.sin(i) * 0.5));
+
+const bgl = dev.createBindGroupLayout({ entries: [
+  { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
+  { binding: 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } },
+  { binding: 2, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } },
+] });
+const layout = dev.createPipelineLayout({ bindGroupLayouts: [bgl] });
+const kinds = (values.only ? values.only.split(',') : ['core', 'core-noexp', 'core-bc', 'io', 'io-noexp', 'io-noload', 'io-nostore', 'io-nofn', 'io-batch', 'io-batch-break', 'io-batch-chunk', 'io-batch-xz', 'io-batch-rw', 'io-batch-tokstore', 'io-staged', 'io-staged-noexp']);
+for (const kind of kinds) {
+  const module = dev.createShaderModule({ code: kernel(kind) });
+  const info = await module.getCompilationInfo();
+  const errs = info.messages.filter((m) => m.type === 'error');
+  if (errs.length) { console.error(kind, errs.map((m) => `${m.lineNum}: ${m.message}`).join('\n')); process.exit(1); }
+  const pipeline = await dev.createComputePipelineAsync({ layout, compute: { module, entryPoint: 'main' } });
+  const bind = dev.createBindGroup({ layout: bgl, entries: [{ binding: 0, resource: { buffer: outBuf } }, { binding: 1, resource: { buffer: inBuf } }, { binding: 2, resource: { buffer: inBuf } }] });
+  const run = async (n) => {
+    const enc = dev.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bind);
+    for (let i = 0; i < n; i++) pass.dispatchWorkgroups(E / WG, B);
+    pass.end();
+    const t0 = performance.now();
+    dev.queue.submit([enc.finish()]);
+    await dev.queue.onSubmittedWorkDone();
+    return performance.now() - t0;
+  };
+  await run(3);
+  const times = [];
+  for (let r = 0; r < rounds; r++) times.push(((await run(repeat)) - (await run(1))) / (repeat - 1));
+  times.sort((a, b) => a - b);
+  const us = times[times.length >> 1] * 1000;
+  console.log(`${kind.padEnd(12)} ${us.toFixed(1)} µs a dispatch, ${(us * 48 / 1000).toFixed(2)} ms for 48`);
+}
