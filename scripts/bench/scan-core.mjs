@@ -51,6 +51,24 @@ var<workgroup> s_bc: array<vec4<f32>, ${L * 2 * (N / 4)}>;
 fn sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); return select(e, 1.0, x >= 0.0) / (1.0 + e); }
 fn softplus(x: f32) -> f32 { let y = exp(-abs(x)); let w = 1.0 + y; return max(x, 0.0) + select(log(w) * (y / (w - 1.0)), y, w == 1.0); }
 `;
+// every kernel's start: its sample and channel, A (made up) and the state h
+const entry = `@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.y;
+  let e = wid.x * WG + lid;
+  var A: array<vec4<f32>, NV>;
+  var h: array<vec4<f32>, NV>;
+  for (var i = 0u; i < NV; i++) { A[i] = -vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(i + 1u) * (1.0 + f32(e) * 1e-4); h[i] = vec4<f32>(0.0); }`;
+// all L tokens' B_t, C_t (made up from the input) in workgroup memory
+const stageBC = 'for (var k = lid; k < L * 2u * NV; k += WG) { s_bc[k] = vec4<f32>(inp[(b * L) * E + k % E], inp[(b * L) * E + (k + 7u) % E], 0.25, -0.5); }';
+// one token's state update and y, with Bv, Cv of state vec4 i given by `bc` (default: from s_bc at token t)
+const stateStep = (bc = 'let Bv = s_bc[t * 2u * NV + i]; let Cv = s_bc[t * 2u * NV + NV + i];') => `var y4 = vec4<f32>(0.0);
+      for (var i = 0u; i < NV; i++) {
+        ${bc}
+        h[i] = decay(delta * A[i]) * h[i] + du * Bv;
+        y4 += Cv * h[i];
+      }
+      let y = (y4.x + y4.y) + (y4.z + y4.w);`;
 
 // io-staged: io with the inputs of TS tokens staged in workgroup memory by the whole workgroup at
 // once (16-byte loads, all in flight together), then read from there token by token
@@ -60,14 +78,8 @@ function staged(noexp) {
 @group(0) @binding(2) var<storage, read> inp4: array<vec4<f32>>;
 var<workgroup> s_in: array<f32, ${3 * TS * WG}>; // [array][token][lane]
 fn decay(x: vec4<f32>) -> vec4<f32> { return ${noexp ? '(1.0 + (x))' : 'exp(x)'}; }
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let b = wid.y;
-  let e = wid.x * WG + lid;
-  var A: array<vec4<f32>, NV>;
-  var h: array<vec4<f32>, NV>;
-  for (var i = 0u; i < NV; i++) { A[i] = -vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(i + 1u) * (1.0 + f32(e) * 1e-4); h[i] = vec4<f32>(0.0); }
-  for (var k = lid; k < L * 2u * NV; k += WG) { s_bc[k] = vec4<f32>(inp[(b * L) * E + k % E], inp[(b * L) * E + (k + 7u) % E], 0.25, -0.5); }
+${entry}
+  ${stageBC}
   for (var t0 = 0u; t0 < L; t0 += ${TS}u) {
     let tn = min(${TS}u, L - t0);
     workgroupBarrier();
@@ -94,13 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       let z = s_in[(${2 * TS}u + tt) * WG + lid];
       let delta = softplus(draw);
       let du = delta * uu;
-      var y4 = vec4<f32>(0.0);
-      for (var i = 0u; i < NV; i++) {
-        let Bv = s_bc[t * 2u * NV + i]; let Cv = s_bc[t * 2u * NV + NV + i];
-        h[i] = decay(delta * A[i]) * h[i] + du * Bv;
-        y4 += Cv * h[i];
-      }
-      let y = (y4.x + y4.y) + (y4.z + y4.w);
+      ${stateStep()}
       out[(b * L + t) * E + e] = y * z * sigmoid(z);
     }
   }
@@ -120,14 +126,8 @@ function batched(mode = '') {
     ${mode === 'rw' ? 'nc[j] = out[row];' : ''} }`;
   return `${header}
 fn decay(x: vec4<f32>) -> vec4<f32> { return exp(x); }
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let b = wid.y;
-  let e = wid.x * WG + lid;
-  var A: array<vec4<f32>, NV>;
-  var h: array<vec4<f32>, NV>;
-  for (var i = 0u; i < NV; i++) { A[i] = -vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(i + 1u) * (1.0 + f32(e) * 1e-4); h[i] = vec4<f32>(0.0); }
-  for (var k = lid; k < L * 2u * NV; k += WG) { s_bc[k] = vec4<f32>(inp[(b * L) * E + k % E], inp[(b * L) * E + (k + 7u) % E], 0.25, -0.5); }
+${entry}
+  ${stageBC}
   workgroupBarrier();
   var nu: vec4<f32>; var nd: vec4<f32>; var nz: vec4<f32>; var nc: vec4<f32>;
   ${loadGroup('0u')}
@@ -146,13 +146,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       let t = min(t0 + j, L - 1u);
       let delta = softplus(cd[j]);
       let du = delta * cu[j];
-      var y4 = vec4<f32>(0.0);
-      for (var i = 0u; i < NV; i++) {
-        let Bv = s_bc[t * 2u * NV + i]; let Cv = s_bc[t * 2u * NV + NV + i];
-        h[i] = decay(delta * A[i]) * h[i] + du * Bv;
-        y4 += Cv * h[i];
-      }
-      let y = (y4.x + y4.y) + (y4.z + y4.w);
+      ${stateStep()}
       yo[j] = y * cz[j] * sigmoid(cz[j]);
       ${mode === 'rw' ? 'yo[j] = (cc[j] + yo[j]) * 0.5;' : ''}
       ${mode === 'tokstore' ? 'if (t0 + j < L) { out[(b * L + t0 + j) * E + e] = yo[j]; }' : ''}
@@ -174,15 +168,9 @@ function kernel(kind) {
   const noload = kind === 'io-noload', nostore = kind === 'io-nostore', nofn = kind === 'io-nofn';
   return `${header}
 fn decay(x: vec4<f32>) -> vec4<f32> { return ${exp}; }
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let b = wid.y;
-  let e = wid.x * WG + lid;
-  var A: array<vec4<f32>, NV>;
-  var h: array<vec4<f32>, NV>;
-  for (var i = 0u; i < NV; i++) { A[i] = -vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(i + 1u) * (1.0 + f32(e) * 1e-4); h[i] = vec4<f32>(0.0); }
+${entry}
   ${kind === 'core' || kind === 'core-noexp' ? '' : `
-  for (var k = lid; k < L * 2u * NV; k += WG) { s_bc[k] = vec4<f32>(inp[(b * L) * E + k % E], inp[(b * L) * E + (k + 7u) % E], 0.25, -0.5); }
+  ${stageBC}
   workgroupBarrier();`}
   var acc = 0.0;
   ${io && !noload ? `var pu0 = inp[(b * L + 0u) * E + e]; var pd0 = inp[(b * L + 0u) * E + e + 1u]; var pz0 = inp[(b * L + 0u) * E + e + 2u];
@@ -193,13 +181,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     if (t + 2u < L) { let row = (b * L + t + 2u) * E + e; pu1 = inp[row]; pd1 = inp[row + 1u]; pz1 = inp[row + 2u]; }`}
     let delta = ${nofn ? 'draw * 0.01' : 'softplus(draw)'};` : `let uu = 0.5 + f32(t) * 1e-3; let delta = 0.01 + f32((t + e) % 7u) * 1e-3;`}
     let du = delta * uu;
-    var y4 = vec4<f32>(0.0);
-    for (var i = 0u; i < NV; i++) {
-      ${bc}
-      h[i] = decay(delta * A[i]) * h[i] + du * Bv;
-      y4 += Cv * h[i];
-    }
-    let y = (y4.x + y4.y) + (y4.z + y4.w);
+    ${stateStep(bc)}
     ${io && !nostore ? `out[(b * L + t) * E + e] = y * z * ${nofn ? '0.5' : 'sigmoid(z)'};` : io ? 'acc += y * z * sigmoid(z);' : `acc += y;`}
   }
   ${io && !nostore ? '' : 'out[b * E + e] = acc;'}
