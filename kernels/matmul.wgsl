@@ -65,6 +65,7 @@ const SA: u32 = 65u; // row pitch of the workgroup tiles (TM or TN + 1 against b
 //   matmul_backward_weight(_128): dweight (or partials), dout, saved_inp
 //   bias_backward:          dbias (or partials), dout
 //   sum_partials, sum_partials_lanes: sums, partials (sum_partials4: sums4, partials4)
+//   sum_partials_multi:     sums, partials, sum_table
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(0) var<storage, read_write> dweight: array<f32>;
@@ -75,6 +76,7 @@ const SA: u32 = 65u; // row pitch of the workgroup tiles (TM or TN + 1 against b
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(2) var<storage, read> saved_inp: array<f32>;
+@group(0) @binding(2) var<storage, read> sum_table: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 
 var<workgroup> As: array<f32, TK * SA>; // As[k][row]: the left operand, transposed
@@ -900,6 +902,63 @@ fn sum_partials_lanes(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocatio
     for (var l = 1u; l < 8u; l++) { t += red[l * 32u + lid.x]; }
     if (ACCUMULATE) { t += sums[n]; }
     sums[n] = t;
+  }
+}
+
+// ---- several weight gradients' split sums in one dispatch (sum_partials_multi) ------------------
+//
+// sum_table holds SUM_ROWS rows of SUM_ROW u32, in workgroup order: the row's first workgroup, the
+// element offset of its sums in `sums` and of its partials (S blocks of n) in `partials`, n, S, and
+// flags (1: add to the sums' present values; 2: the lanes form). Workgroup w (of a 1-D grid, folded
+// into y past the grid limit) takes the last row whose first workgroup is at most w. The plain form
+// sums 256 elements a workgroup as sum_partials does (and sum_partials4: the same order), the lanes
+// form 32 elements × 8 lanes as sum_partials_lanes: the same additions in the same order, so the
+// same bits as one dispatch each.
+
+override SUM_ROWS: u32 = 1u;
+const SUM_ROW: u32 = 6u;
+var<workgroup> sum_pick: u32; // the row, and 65536 with the lanes form
+
+@compute @workgroup_size(256)
+fn sum_partials_multi(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3u) {
+  let w = wg.x + wg.y * nwg.x;
+  if (lid == 0u) {
+    var k = 0u;
+    for (var j = 1u; j < SUM_ROWS; j++) { if (w >= sum_table[j * SUM_ROW]) { k = j; } }
+    sum_pick = k | select(0u, 65536u, (sum_table[k * SUM_ROW + 5u] & 2u) != 0u);
+  }
+  let pick = workgroupUniformLoad(&sum_pick); // uniform: the lanes form's barrier below is allowed
+  let r = (pick & 65535u) * SUM_ROW;
+  let w0 = sum_table[r];
+  let dst = sum_table[r + 1u];
+  let src = sum_table[r + 2u];
+  let n = sum_table[r + 3u];
+  let S = sum_table[r + 4u];
+  let accumulate = (sum_table[r + 5u] & 1u) != 0u;
+  if (pick < 65536u) {
+    let i = (w - w0) * 256u + lid;
+    if (i < n) {
+      var v = 0.0;
+      for (var s = 0u; s < S; s++) { v += partials[src + s * n + i]; }
+      if (accumulate) { v += sums[dst + i]; }
+      sums[dst + i] = v;
+    }
+  } else {
+    let x = lid % 32u;
+    let y = lid / 32u;
+    let i = (w - w0) * 32u + x;
+    var v = 0.0;
+    if (i < n) {
+      for (var s = y; s < S; s += 8u) { v += partials[src + s * n + i]; }
+    }
+    red[lid] = v;
+    workgroupBarrier();
+    if (y == 0u && i < n) {
+      var t = red[x];
+      for (var l = 1u; l < 8u; l++) { t += red[l * 32u + x]; }
+      if (accumulate) { t += sums[dst + i]; }
+      sums[dst + i] = t;
+    }
   }
 }
 

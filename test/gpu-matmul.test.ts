@@ -17,11 +17,12 @@ import type { Gpu } from '../src/gpu/device.js';
 import {
   MATMUL_TUNED, NARROW_MAX_I, SKINNY_MAX_O, biasBackward, biasBackwardPlan, linearBackward, linearBackwardScratchElements, matmulBackwardInput,
   matmulBackwardWeight, matmulBackwardWeightPlan, matmulDefault, matmulForward, matmulKernelFor, matmulTile,
-  matmulVariantName, parseMatmulVariant, tiledWorkgroupBytes, type MatmulOp, type MatmulSum, type MatmulTile, type MatmulTunedEntry,
+  matmulVariantName, parseMatmulVariant, tiledWorkgroupBytes, weightSumsDispatch, weightSumsElements, WeightSums, type MatmulOp, type MatmulSum, type MatmulTile, type MatmulTunedEntry,
   type TiledVariant,
 } from '../src/gpu/ops/matmul.js';
 import { linear_backward, linear_forward } from '../src/reference/linear.js';
 import { Rng } from '../src/rng.js';
+import { download, upload } from '../src/gpu/tensor.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
 const TOL = 1e-5;
@@ -480,6 +481,70 @@ describe('parametrised tiles', () => {
     expect(Array.from(results[1])).toEqual(Array.from(results[0]));
     expect(Array.from(results[3])).toEqual(Array.from(results[2]));
     expect(relErr(results[2], ref)).toBeLessThan(TOL);
+  });
+
+  it('several weight gradients\' split sums in one dispatch: each with the bits of its own sum (plain, vec4, lanes; adding or not), their results in one buffer', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(68);
+    const cases = [
+      { M: 300, I: 20, O: 28, splits: 19, sum: 'serial' as const, accumulate: true, variant: '32x16/4x4/k8/v4' },
+      { M: 300, I: 12, O: 24, ldi: 44, splitRows: 16, sum: 'lanes' as const, accumulate: false, variant: '128x16/4x4/k16/v4' },
+      { M: 300, I: 20, O: 28, splits: 5, sum: 'vec4' as const, accumulate: true, variant: '32x16/4x4/k8/v4' },
+      { M: 40, I: 20, O: 28, splits: 1, sum: 'serial' as const, accumulate: false, variant: '32x16/4x4/k8/v4' }, // no split: nothing to sum
+    ];
+    const data = cases.map((c) => ({
+      dout: tensorFrom(gpu, randArray(rng, c.M * c.O), 'dout'),
+      inp: tensorFrom(gpu, randArray(rng, c.M * (c.ldi ?? c.I)), 'inp'),
+      init: randArray(rng, c.O * c.I),
+    }));
+    // each on its own, with its own sum dispatch
+    const own: Float64Array[] = [];
+    for (const [k, c] of cases.entries()) {
+      const dweight = tensorFrom(gpu, data[k].init, 'dweight');
+      await run(gpu, matmulBackwardWeight(gpu, { ...c, dweight, dout: data[k].dout, inp: data[k].inp }));
+      own.push(await read(gpu, dweight));
+    }
+    // the results as views of one buffer at 256-byte steps, the sums deferred to one dispatch
+    const at = (k: number) => 64 * cases.slice(0, k).reduce((t, c) => t + Math.ceil((c.O * c.I) / 64), 0);
+    const flat = zerosTensor(gpu, at(cases.length), 'flat');
+    for (const k of cases.keys()) upload(gpu, flat, data[k].init, at(k));
+    const view = (k: number) => ({ buffer: flat.buffer, offset: 4 * at(k), size: 4 * cases[k].O * cases[k].I, label: `dweight ${k}` });
+    const plans = cases.map((c) => matmulBackwardWeightPlan(c.M, c.I, c.O, c.splits, c.variant, c.splitRows));
+    const ws = new WeightSums(zerosTensor(gpu, weightSumsElements(plans.map((p) => p.scratchElements)), 'weight partials'));
+    const list = cases.flatMap((c, k) => matmulBackwardWeight(gpu, { ...c, dweight: view(k), dout: data[k].dout, inp: data[k].inp, sums: ws }));
+    expect(list).toHaveLength(cases.length); // no sum dispatches of their own
+    expect(ws.rows).toHaveLength(3);
+    const sums = weightSumsDispatch(gpu, ws);
+    expect(sums).toHaveLength(1);
+    expect(sums[0].workgroups[0]).toBe(Math.ceil(560 / 256) + Math.ceil(288 / 32) + Math.ceil(560 / 256));
+    expect(ws.rows).toHaveLength(0);
+    expect(weightSumsDispatch(gpu, ws)).toEqual([]);
+    await run(gpu, [...list, ...sums]);
+    for (const [k, c] of cases.entries()) {
+      const got = Float64Array.from(await download(gpu, flat, c.O * c.I, at(k)));
+      expect(Array.from(got), `case ${k}`).toEqual(Array.from(own[k]));
+    }
+    const ref = Float64Array.from(data[1].init);
+    const hInp = await read(gpu, data[1].inp);
+    const hDout = await read(gpu, data[1].dout);
+    const cols = Float64Array.from({ length: 300 * 12 }, (_, i) => hInp[Math.floor(i / 12) * 44 + (i % 12)]);
+    ref.fill(0);
+    linear_backward(null, ref, null, hDout, cols, new Float64Array(24 * 12), 300, 12, 24);
+    expect(relErr(own[1], ref)).toBeLessThan(TOL);
+  });
+  it('refuses weight sums whose results lie in two buffers, and partials too small for the gradients recorded', async () => {
+    const gpu = await testGpu();
+    const c = { M: 300, I: 20, O: 28, splits: 19, variant: '32x16/4x4/k8/v4' };
+    const dout = zerosTensor(gpu, c.M * c.O, 'dout');
+    const inp = zerosTensor(gpu, c.M * c.I, 'inp');
+    const need = matmulBackwardWeightPlan(c.M, c.I, c.O, c.splits, c.variant).scratchElements;
+    const ws = new WeightSums(zerosTensor(gpu, 2 * need + 64, 'weight partials'));
+    matmulBackwardWeight(gpu, { ...c, dweight: zerosTensor(gpu, c.O * c.I, 'dweight a'), dout, inp, sums: ws });
+    matmulBackwardWeight(gpu, { ...c, dweight: zerosTensor(gpu, c.O * c.I, 'dweight b'), dout, inp, sums: ws });
+    expect(() => weightSumsDispatch(gpu, ws)).toThrow(/dweight b is not in the buffer of dweight a/);
+    const small = new WeightSums(zerosTensor(gpu, need - 1, 'small partials'));
+    expect(() => matmulBackwardWeight(gpu, { ...c, dweight: zerosTensor(gpu, c.O * c.I, 'dweight'), dout, inp, sums: small }))
+      .toThrow(new RegExp(`small partials holds ${need - 1} f32, the weight sums recorded need ${need}`));
   });
 
   it('MATMUL_TUNED entries become the default, and fall back to the size rule where they cannot run', async () => {

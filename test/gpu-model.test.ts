@@ -1,14 +1,15 @@
 /**
  * The whole Vim on the GPU against the float64 reference: logits and every parameter gradient
  * for real CIFAR-10 images (the combine of the two directions fused into the scans, and with
- * drop path also through the separate combine dispatches); a training step's submits and
- * read-backs; overfitting one batch.
+ * drop path also through the separate combine dispatches; at 16 images with a block's weight
+ * sums in one dispatch and in one each); a training step's submits and read-backs; overfitting
+ * one batch.
  */
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/model/config.js';
 import { initParams } from '../src/model/init.js';
 import { ParamSet, paramSpecs } from '../src/model/params.js';
-import { fuseCombineDefault, VimGpu } from '../src/model/vim-gpu.js';
+import { fuseCombineDefault, mergeWeightSumsDefault, VimGpu } from '../src/model/vim-gpu.js';
 import { vimLoss } from '../src/reference/vim.js';
 import { smooth_targets } from '../src/reference/cross-entropy.js';
 import { loadCifar10Split } from '../src/data/cifar10.js';
@@ -26,6 +27,16 @@ function batch(split: typeof test, start: number, n: number, C: number, smoothin
   const targets = new Float64Array(n * C);
   smooth_targets(targets, labels, n, C, smoothing);
   return { images, labels, targets };
+}
+
+/** The parameter whose gradient is furthest from the reference's, and that relative error. */
+function worstGradient(cfg: ReturnType<typeof loadConfig>, grads: ParamSet<Float32Array>, ref: ParamSet<Float64Array>): [string, number] {
+  let worst: [string, number] = ['', 0];
+  for (const s of paramSpecs(cfg)) {
+    const e = relErr(grads.get(s.name), ref.get(s.name));
+    if (e > worst[1]) worst = [s.name, e];
+  }
+  return worst;
 }
 
 describe('Vim on the GPU (vim-nano)', () => {
@@ -82,12 +93,7 @@ describe('Vim on the GPU (vim-nano)', () => {
     expect(model.backwardList.filter((d) => d.label === 'combine_backward').length).toBe(separate ? cfg.depth : 0);
     const loss = await model.computeGradients();
     expect(Math.abs(loss - ref.loss) / ref.loss).toBeLessThan(1e-4);
-    const grads = await model.getGrads();
-    let worst: [string, number] = ['', 0];
-    for (const s of paramSpecs(cfg)) {
-      const e = relErr(grads.get(s.name), ref.grads.get(s.name));
-      if (e > worst[1]) worst = [s.name, e];
-    }
+    const worst = worstGradient(cfg, await model.getGrads(), ref.grads);
     expect(worst[1], `worst gradient: ${worst[0]}`).toBeLessThan(1e-4);
     expect(() => model.setDropScales(new Float32Array(2))).toThrow(/drop-path factors/);
     model.destroy();
@@ -108,6 +114,41 @@ describe('Vim on the GPU (vim-nano)', () => {
     } finally {
       if (saved === undefined) delete process.env.VIM_FUSE_COMBINE;
       else process.env.VIM_FUSE_COMBINE = saved;
+    }
+  });
+
+  it('16 images, where the weight gradients split: every gradient matches the float64 reference with the sums merged a block, and VIM_MERGE_WEIGHT_SUMS=0 gives the same bits', async () => {
+    const gpu = await testGpu();
+    const B = 16;
+    const p64 = initParams(cfg, 11).toFloat64();
+    for (let i = 0; i < p64.flat.length; i++) p64.flat[i] = Math.fround(p64.flat[i] * (1 + 0.1 * Math.sin(2 * i)) + 0.01 * Math.cos(i));
+    const { images, targets } = batch(test, 6, B, cfg.C, 0.1);
+    const ref = vimLoss(p64, images, targets, B);
+    const saved = process.env.VIM_MERGE_WEIGHT_SUMS;
+    const flats: Float64Array[] = [];
+    try {
+      for (const merged of [true, false]) {
+        process.env.VIM_MERGE_WEIGHT_SUMS = merged ? '1' : '0';
+        const model = await VimGpu.create(gpu, cfg, { batch: B, training: true });
+        const sums = model.backwardList.filter((d) => d.label === 'matmul_backward_weight_sums').length;
+        const own = model.backwardList.filter((d) => d.label === 'matmul_backward_weight_sum').length;
+        expect([sums, own]).toEqual(merged ? [cfg.depth, 1] : [0, 6 * cfg.depth + 1]); // (+1: the patch embedding's)
+        model.setParams(p64);
+        model.setBatch(images, B, Float32Array.from(targets));
+        const loss = await model.computeGradients();
+        expect(Math.abs(loss - ref.loss) / ref.loss).toBeLessThan(1e-4);
+        const grads = await model.getGrads();
+        const worst = worstGradient(cfg, grads, ref.grads);
+        expect(worst[1], `worst gradient: ${worst[0]}`).toBeLessThan(1e-4);
+        flats.push(Float64Array.from(grads.flat));
+        model.destroy();
+      }
+      expect(Array.from(flats[0])).toEqual(Array.from(flats[1]));
+      process.env.VIM_MERGE_WEIGHT_SUMS = 'yes';
+      expect(() => mergeWeightSumsDefault()).toThrow(/VIM_MERGE_WEIGHT_SUMS must be '0' \(a sum dispatch for each weight gradient\) or '1'/);
+    } finally {
+      if (saved === undefined) delete process.env.VIM_MERGE_WEIGHT_SUMS;
+      else process.env.VIM_MERGE_WEIGHT_SUMS = saved;
     }
   });
 

@@ -32,6 +32,7 @@ import { align, download, mapRead, upload, type GpuTensor } from '../gpu/tensor.
 import { imageWords, normalizePatches, tokensBackward, tokensForward, uploadImages } from '../gpu/ops/embed.js';
 import {
   biasBackward, biasBackwardPlan, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward,
+  weightSumsDispatch, weightSumsElements, WeightSums,
 } from '../gpu/ops/matmul.js';
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
 import { conv1dBackward2ScratchElements, conv1dSiluBackward2, conv1dSiluForward2 } from '../gpu/ops/conv1d.js';
@@ -122,6 +123,20 @@ export function fuseCombineDefault(): boolean {
   if (v === undefined || v === '' || v === '1') return true;
   if (v === '0') return false;
   throw new VimError(`VIM_FUSE_COMBINE must be '0' (separate combine dispatches) or '1' (fused into the scans); it is '${v}'`);
+}
+
+/**
+ * Whether a block's weight gradients (out_proj, dt_proj and x_proj of both directions, in_proj)
+ * add up their split partials in one dispatch at the block's end (matmul.ts weightSumsDispatch:
+ * the same sums, the same bits) instead of one dispatch each: 6 a block, 120 fewer a step at depth
+ * 24, for a buffer holding all six gradients' partials at once (38 MB for vim-tiny at batch 256).
+ * VIM_MERGE_WEIGHT_SUMS=0 selects one dispatch each, for measurements; 1 or unset, the merged form.
+ */
+export function mergeWeightSumsDefault(): boolean {
+  const v = process.env.VIM_MERGE_WEIGHT_SUMS;
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new VimError(`VIM_MERGE_WEIGHT_SUMS must be '0' (a sum dispatch for each weight gradient) or '1' (a block's in one); it is '${v}'`);
 }
 
 /** Bytes of the step read-back buffer before the logits: loss at 0, the gradient stats at 16. */
@@ -274,6 +289,11 @@ export class VimGpu {
       conv1dBackward2ScratchElements(B, L, E, K), scanScratch.bcPartials, 1);
     const scratch = opts.training ? t('scratch', scratchElems) : null;
     const scratch2 = opts.training ? t('scan parameter partials', Math.max(1, scanScratch.paramPartials)) : null;
+    // a block's weight gradients' split partials, all at once where their sums run together at its end
+    const blockWeights = [[BL, E, D], [BL, R, E], [BL, R, E], [BL, E, R + 2 * N], [BL, E, R + 2 * N], [BL, D, 2 * E]] as const;
+    const weightSums = opts.training && mergeWeightSumsDefault()
+      ? new WeightSums(t('block weight partials', Math.max(1, weightSumsElements(blockWeights.map(([m, i, o]) => matmulBackwardWeightPlan(m, i, o).scratchElements)))))
+      : undefined;
 
     const p = (name: string) => this.params.get(name);
     const mix = (i: number, s: string) => p(`layers.${i}.mixer.${s}`);
@@ -360,7 +380,7 @@ export class VimGpu {
       const gOut = drPing[i % 2];
       // out_proj: H_i = cmb · Woutᵀ
       W.push(matmulBackwardInput(gpu, { dinp: dcmb, dout: gIn, weight: mix(i, 'out_proj.weight'), M: BL, I: E, O: D }));
-      W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'out_proj.weight'), dout: gIn, inp: a.cmb, M: BL, I: E, O: D, scratch }));
+      W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'out_proj.weight'), dout: gIn, inp: a.cmb, M: BL, I: E, O: D, scratch, sums: weightSums }));
       if (dy) W.push(combineBackward(gpu, { dyF: dy[0], dyB: dy[1], dout: dcmb, B, L, E, ...dropRow(i) }));
       for (let d = 0; d < 2; d++) {
         const da = a.dirs[d];
@@ -377,11 +397,11 @@ export class VimGpu {
         // dt_proj: Δraw = dt_low · Wdtᵀ, dt_low = xdbl[:, 0…R−1]
         W.push(matmulBackwardInput(gpu, { dinp: dxdbl, dout: ddelta, weight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), M: BL, I: R, O: E, ldi: R + 2 * N }));
         W.push(...matmulBackwardWeight(gpu, {
-          dweight: gm(i, DIRECTION_NAMES.dtProjWeight[d]), dout: ddelta, inp: da.xdbl, M: BL, I: R, O: E, ldi: R + 2 * N, scratch,
+          dweight: gm(i, DIRECTION_NAMES.dtProjWeight[d]), dout: ddelta, inp: da.xdbl, M: BL, I: R, O: E, ldi: R + 2 * N, scratch, sums: weightSums,
         }));
         // x_proj: xdbl = u · Wxᵀ; du already holds the scan's part, add this one
         W.push(matmulBackwardInput(gpu, { dinp: du[d], dout: dxdbl, weight: mix(i, DIRECTION_NAMES.xProj[d]), M: BL, I: E, O: R + 2 * N, accumulate: true }));
-        W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, DIRECTION_NAMES.xProj[d]), dout: dxdbl, inp: da.u, M: BL, I: E, O: R + 2 * N, scratch }));
+        W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, DIRECTION_NAMES.xProj[d]), dout: dxdbl, inp: da.u, M: BL, I: E, O: R + 2 * N, scratch, sums: weightSums }));
       }
       // both directions' conv1d + SiLU: the x half of dxz written once (forward direction's part + reversed one's)
       W.push(...conv1dSiluBackward2(gpu, {
@@ -393,7 +413,8 @@ export class VimGpu {
       }));
       // in_proj: xz = hn · Winᵀ
       W.push(matmulBackwardInput(gpu, { dinp: dhn, dout: dxz, weight: mix(i, 'in_proj.weight'), M: BL, I: D, O: 2 * E }));
-      W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'in_proj.weight'), dout: dxz, inp: a.hn, M: BL, I: D, O: 2 * E, scratch }));
+      W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'in_proj.weight'), dout: dxz, inp: a.hn, M: BL, I: D, O: 2 * E, scratch, sums: weightSums }));
+      if (weightSums) W.push(...weightSumsDispatch(gpu, weightSums)); // the block's six sums (none where no gradient was split)
       // residual add + norm: ∂loss/∂R_i = ∂loss/∂R_{i+1} + norm backward
       W.push(...residualRmsnormBackward(gpu, {
         dr: gOut, dweight: g(`layers.${i}.norm.weight`), dout: dhn, drNext: gIn, r: a.r, rstd: a.rstd,

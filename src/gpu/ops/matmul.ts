@@ -50,6 +50,7 @@ import { readFileSync } from 'node:fs';
 import { VimError } from '../../errors.js';
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
+import { workgroupGrid } from './reduce.js';
 import { createTensor, numel, type GpuTensor } from '../tensor.js';
 
 const FILE = 'matmul';
@@ -416,6 +417,67 @@ export interface MatmulBackwardWeightArgs extends Strides {
   sum?: MatmulSum;
   /** Scratch of ≥ plan.scratchElements f32 when splits > 1; allocated here once if omitted. */
   scratch?: GpuTensor;
+  /**
+   * With splits > 1: the partials go to a region of `sums.partials` of their own (not `scratch`)
+   * and their sum waits in `sums` for weightSumsDispatch, which adds up every recorded gradient in
+   * one dispatch (the same bits as this op's own sum).
+   */
+  sums?: WeightSums;
+}
+
+/**
+ * Weight gradients whose split sums wait for one dispatch (matmulBackwardWeight with `sums`, then
+ * weightSumsDispatch): each takes the next region of `partials` (aligned to 256 bytes), so they
+ * all stay there until the sums run. Their results must lie in one buffer (a flat gradient buffer).
+ */
+export class WeightSums {
+  /** Rows of the sum table: where the sums go and their partials are, n, splits, accumulate, lanes form. */
+  rows: { dst: GpuTensor; src: number; n: number; splits: number; accumulate: boolean; lanes: boolean }[] = [];
+  /** f32 elements of `partials` taken. */
+  used = 0;
+  constructor(readonly partials: GpuTensor) {}
+}
+
+/** Elements of WeightSums.partials that weight gradients with these plans' scratch need together. */
+export function weightSumsElements(scratchElements: number[]): number {
+  return scratchElements.reduce((t, e) => t + alignElements(e), 0);
+}
+
+const SUM_ALIGN = 64; // f32 elements: 256 bytes, the largest minStorageBufferOffsetAlignment WebGPU allows
+function alignElements(e: number): number {
+  return Math.ceil(e / SUM_ALIGN) * SUM_ALIGN;
+}
+
+/**
+ * One dispatch (sum_partials_multi) that adds up the split partials of every weight gradient
+ * recorded in `ws`, each in the order its own sum dispatch would (the same bits); none when nothing
+ * was recorded. `ws` is emptied, so its regions serve the next gradients (whose partials are
+ * written after these sums in the same stream).
+ */
+export function weightSumsDispatch(gpu: Gpu, ws: WeightSums): Dispatch[] {
+  const rows = ws.rows;
+  ws.rows = [];
+  ws.used = 0;
+  if (rows.length === 0) return [];
+  const buffer = rows[0].dst.buffer;
+  for (const r of rows) {
+    if (r.dst.buffer !== buffer) throw new Error(`weightSumsDispatch: ${r.dst.label} is not in the buffer of ${rows[0].dst.label}; the sums of one dispatch must land in one buffer`);
+  }
+  const table = new Uint32Array(rows.length * 6);
+  let groups = 0;
+  let bytes = 0;
+  let flops = 0;
+  rows.forEach((r, k) => {
+    table.set([groups, r.dst.offset / 4, r.src, r.n, r.splits, (r.accumulate ? 1 : 0) | (r.lanes ? 2 : 0)], 6 * k);
+    groups += ceilDiv(r.n, r.lanes ? 32 : 256);
+    bytes += 4 * (r.splits * r.n + r.n * (r.accumulate ? 2 : 1));
+    flops += (r.splits - 1) * r.n + (r.accumulate ? r.n : 0);
+  });
+  const t = createTensor(gpu, table.length, 'weight sums table');
+  gpu.queue.writeBuffer(t.buffer, 0, table);
+  const sums: GpuTensor = { buffer, offset: 0, size: buffer.size, label: `${rows[0].dst.label} … (weight sums)` };
+  return [makeDispatch(gpu, FILE, 'sum_partials_multi', { SUM_ROWS: rows.length }, [sums, ws.partials, t], workgroupGrid(gpu, groups),
+    { label: 'matmul_backward_weight_sums', shape: `${rows.length} gradients`, flops, bytes })];
 }
 
 export interface BiasBackwardArgs {
@@ -852,13 +914,24 @@ export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dis
       [a.dweight, a.dout, a.inp, ...extra], grid,
       { ...label, flops: 2 * M * I * O + (acc ? O * I : 0), bytes: inputBytes + 4 * O * I * (acc ? 2 : 1) })];
   }
-  const scratch = scratchFor(gpu, 'matmul_backward_weight', a.scratch, plan.scratchElements);
-  return [
-    makeDispatch(gpu, FILE, entry, { ...constants, ACCUMULATE: 0 },
-      [scratch, a.dout, a.inp, ...extra], grid,
-      { ...label, flops: 2 * M * I * O, bytes: inputBytes + 4 * plan.scratchElements }),
-    sumPartials(gpu, 'matmul_backward_weight_sum', a.dweight, scratch, O * I, plan.splits, acc, sum),
-  ];
+  const ws = a.sums;
+  let scratch: GpuTensor;
+  if (ws) { // the partials in a region of their own; the sum recorded for weightSumsDispatch
+    const at = ws.used;
+    if (at + plan.scratchElements > numel(ws.partials)) {
+      throw new Error(`matmul_backward_weight: ${ws.partials.label} holds ${numel(ws.partials)} f32, the weight sums recorded need ${at + plan.scratchElements}`);
+    }
+    ws.used = at + alignElements(plan.scratchElements);
+    scratch = { buffer: ws.partials.buffer, offset: ws.partials.offset + 4 * at, size: 4 * plan.scratchElements, label: `${ws.partials.label} @${at}` };
+    ws.rows.push({ dst: a.dweight, src: at, n: O * I, splits: plan.splits, accumulate: acc, lanes: sum === 'lanes' });
+  } else {
+    scratch = scratchFor(gpu, 'matmul_backward_weight', a.scratch, plan.scratchElements);
+  }
+  const partials = makeDispatch(gpu, FILE, entry, { ...constants, ACCUMULATE: 0 },
+    [scratch, a.dout, a.inp, ...extra], grid,
+    { ...label, flops: 2 * M * I * O, bytes: inputBytes + 4 * plan.scratchElements });
+  if (ws) return [partials];
+  return [partials, sumPartials(gpu, 'matmul_backward_weight_sum', a.dweight, scratch, O * I, plan.splits, acc, sum)];
 }
 
 /** The weight gradient's kernel, split and sum: asked for, else the default's (unless it fell back). */
