@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * What the selective scan's forward recurrence costs without the rest of its kernel: small WGSL
+ * What the selective scan's recurrences cost without the rest of their kernels: small WGSL
  * kernels at vim-tiny's shape of one direction (B = 256 samples, L = 65 tokens, E = 384 channels,
  * N = 16 states, one invocation a channel, 128 a workgroup), each one part more than the one
  * before, timed by wall clock over back-to-back dispatches (median of rounds):
@@ -23,7 +23,10 @@
  *                  token's output when it is made (the group's loads still at its start);
  *   - io-staged:   io with each 12 tokens' u, Δraw, z loaded by the whole workgroup at once (16-byte
  *                  loads, all in flight together) into workgroup memory, then read from there.
- * Results are not checked: these are timing kernels, not the model's.
+ *   - bwd-*:       the backward's walk (192 invocations a workgroup, segments of 4 tokens) alone
+ *                  and with its parts, described at backward() below.
+ * Results are not checked: these are timing kernels, not the model's. The first kernel runs for
+ * half a second before it is timed (the GPU's clocks rise under load); run one GPU at a time.
  *
  *   node scripts/bench/scan-core.mjs [--repeat 20] [--rounds 7] [--only core,io,…]
  *
@@ -156,8 +159,144 @@ ${entry}
 }`;
 }
 
+// The backward's walk (bwd-*): one invocation a channel, 192 a workgroup (grid (2, B)), the channel's
+// 16 states, segments of S = 4 tokens taken last to first, each walked backward as the split
+// backward's lean walk does (y recomputed, gy, gz, the carry a_{t+1} ⊙ gh_{t+1}, the du and dΔ sums
+// over states, the gA sums). Parts added by the kind's name:
+//   sums  each token's [dB | dC] items (8 vec4) summed over the subgroup's channels by halving shuffles
+//   rec   each segment's states recomputed from its entering state into a token-indexed array (loops)
+//   io    the segment's u, Δraw, dout, z and entering state loaded at its start (else made from t, e),
+//         du, dΔraw, dz stored each token and the summed items written as a partial row
+//   noexp the decay as 1 + x
+//   nosel the halving exchanges without their selects (each lane keeps the first half and sends the
+//         second: wrong sums, the exchanges' cost without the selects')
+const BWG = 192, S4 = 4;
+function backward(kind) {
+  const sums = kind.includes('sums') || kind.includes('full');
+  const rec = kind.includes('rec') || kind.includes('full');
+  const io = kind.includes('io') || kind.includes('full');
+  const exp = kind.includes('noexp') ? '(1.0 + (x))' : 'exp(x)';
+  const nosel = kind.includes('nosel');
+  const BLE = B * L * E;
+  return `enable subgroups;
+const B = ${B}u; const L = ${L}u; const E = ${E}u; const NV = 4u; const WG = ${BWG}u; const S = ${S4}u; const BLE = ${BLE}u;
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> inp: array<f32>;
+@group(0) @binding(2) var<storage, read> inp4: array<vec4<f32>>;
+var<workgroup> s_bc: array<vec4<f32>, ${L * 2 * 4}>;
+fn sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); return select(e, 1.0, x >= 0.0) / (1.0 + e); }
+fn softplus(x: f32) -> f32 { let y = exp(-abs(x)); let w = 1.0 + y; return max(x, 0.0) + select(log(w) * (y / (w - 1.0)), y, w == 1.0); }
+fn decay(x: vec4<f32>) -> vec4<f32> { return ${exp}; }
+fn halve(v: ptr<function, array<vec4<f32>, 8>>, h: u32, off: u32, lane: u32) {
+  let upper = (lane & off) != 0u;
+  for (var j = 0u; j < h; j++) {
+    let lo = (*v)[j];
+    let hi = (*v)[j + h];
+    (*v)[j] = ${nosel ? 'lo + subgroupShuffleXor(hi, off)' : 'select(lo, hi, upper) + subgroupShuffleXor(select(hi, lo, upper), off)'};
+  }
+}
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+  let b = wid.y;
+  let e = wid.x * WG + lid;
+  var A: array<vec4<f32>, NV>;
+  var h: array<vec4<f32>, NV>;
+  var carry: array<vec4<f32>, NV>;
+  var gA: array<vec4<f32>, NV>;
+  for (var i = 0u; i < NV; i++) { A[i] = -vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(i + 1u) * (1.0 + f32(e) * 1e-4); h[i] = vec4<f32>(0.1); }
+  ${stageBC}
+  workgroupBarrier();
+  let bias = -2.0 + f32(e % 5u) * 0.1;
+  let Dv = 0.5;
+  var acc = 0.0;
+  var gD = 0.0;
+  var gbias = 0.0;
+  let nseg = (L + S - 1u) / S;
+  for (var kk = 0u; kk < nseg; kk++) {
+    let k = nseg - 1u - kk;
+    let t0 = k * S;
+    let tn = min(S, L - t0);
+    var tok: array<vec4<f32>, 4>; // u, Δraw, dout, z of token t0 + j
+    var h0: array<vec4<f32>, NV>;
+    for (var j = 0u; j < S; j++) {
+      let t = t0 + min(j, tn - 1u);
+      ${io ? `let row = (b * L + t) * E + e;
+      tok[j] = vec4<f32>(inp[row], inp[BLE + row], inp[2u * BLE + row], inp[3u * BLE + row]);` : `tok[j] = vec4<f32>(0.5 + f32(t) * 1e-3, -3.0 + f32((t + e) % 7u) * 0.1, 0.01 * f32(t % 3u), f32((t + 3u * e) % 5u) - 2.0);`}
+    }
+    for (var i = 0u; i < NV; i++) {
+      ${io ? 'h0[i] = select(inp4[((b * 16u + max(k, 1u) - 1u) * NV + i) * E + e], vec4<f32>(0.0), k == 0u);' : 'h0[i] = h[i] * 0.5;'}
+    }
+    var sh: array<array<vec4<f32>, NV>, 4>; // the state entering token t0 + j
+    var del: vec4<f32>;
+    ${rec ? `var hr = h0;
+    for (var j = 0u; j < S; j++) {
+      let d = softplus(tok[j].y + bias);
+      del[j] = d;
+      sh[j] = hr;
+      for (var i = 0u; i < NV; i++) { hr[i] = decay(d * A[i]) * hr[i] + (d * tok[j].x) * s_bc[(t0 + j) * 2u * NV + i]; }
+    }` : `for (var j = 0u; j < S; j++) { del[j] = softplus(tok[j].y + bias); for (var i = 0u; i < NV; i++) { sh[j][i] = h0[i] * f32(j + 1u); } }`}
+    for (var jj = 0u; jj < S; jj++) {
+      let tt = S - 1u - jj;
+      if (tt >= tn) { continue; }
+      let t = t0 + tt;
+      let tk = tok[tt];
+      let uu = tk.x;
+      let gout = tk.z;
+      let z = tk.w;
+      let delta = del[tt];
+      let du = delta * uu;
+      let bct = t * 2u * NV;
+      var y4 = vec4<f32>(0.0);
+      for (var i = 0u; i < NV; i++) { y4 += s_bc[bct + NV + i] * h[i]; }
+      let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
+      let sz = sigmoid(z);
+      let gy = gout * z * sz;
+      let gz = gout * y * sz * (1.0 + z * (1.0 - sz));
+      gD += gy * uu;
+      var gu4 = vec4<f32>(0.0);
+      var gd4 = vec4<f32>(0.0);
+      var it: array<vec4<f32>, 8>; // gB (0…3), gC (4…7)
+      for (var i = 0u; i < NV; i++) {
+        let hPrev = sh[tt][i];
+        let a = decay(delta * A[i]);
+        let Bv = s_bc[bct + i];
+        let gh = gy * s_bc[bct + NV + i] + carry[i];
+        it[i] = gh * du;
+        it[NV + i] = gy * h[i];
+        gu4 += gh * Bv;
+        let p = gh * (a * hPrev);
+        gd4 += A[i] * p;
+        gA[i] += p * delta;
+        carry[i] = a * gh;
+        h[i] = hPrev;
+      }
+      let su = (gu4.x + gu4.y) + (gu4.z + gu4.w);
+      let gu = Dv * gy + delta * su;
+      let gdr = (((gd4.x + gd4.y) + (gd4.z + gd4.w)) + uu * su) * sigmoid(tk.y + bias);
+      gbias += gdr;
+      ${io ? `let row = (b * L + t) * E + e;
+      out[row] = gu;
+      out[BLE + row] = gdr;
+      out[2u * BLE + row] = gz;` : 'acc += gu + gdr + gz;'}
+      ${sums ? `halve(&it, 4u, 16u, lane);
+      halve(&it, 2u, 8u, lane);
+      halve(&it, 1u, 4u, lane);
+      var r = it[0];
+      r += subgroupShuffleXor(r, 2u);
+      r += subgroupShuffleXor(r, 1u);
+      ${io ? `if (lane % 4u == 0u) { let item = lane / 4u; let pr = ((b * 12u + wid.x * 6u + lid / 32u) * L + t) * 32u + 4u * item;
+        out[3u * BLE + pr] = r.x; out[3u * BLE + pr + 1u] = r.y; out[3u * BLE + pr + 2u] = r.z; out[3u * BLE + pr + 3u] = r.w; }` : 'acc += r.x + r.w;'}` : `acc += it[0].x + it[7].w;`}
+    }
+  }
+  var g = gD + gbias;
+  for (var i = 0u; i < NV; i++) { g += gA[i].x + gA[i].w; }
+  out[4u * BLE + b * E + e] = acc + g;
+}`;
+}
+
 // body(kind): the per-token code; kinds share the prologue and the final store
 function kernel(kind) {
+  if (kind.startsWith('bwd')) return backward(kind);
   if (kind.startsWith('io-batch')) return batched(kind.slice(9));
   if (kind.startsWith('io-staged')) return staged(kind.endsWith('-noexp'));
   const exp = kind.endsWith('-noexp') ? '(1.0 + (x))' : 'exp(x)';
@@ -191,9 +330,9 @@ ${entry}
 const gpu = await acquireGpu({});
 console.log(describeGpu(gpu));
 const dev = gpu.device;
-const outBuf = dev.createBuffer({ size: 4 * B * L * E, usage: GPUBufferUsage.STORAGE });
-const inBuf = dev.createBuffer({ size: 4 * (3 * B * L * E + 8), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
-dev.queue.writeBuffer(inBuf, 0, new Float32Array(3 * B * L * E + 8).map((_, i) => Math.sin(i) * 0.5));
+const outBuf = dev.createBuffer({ size: 4 * (4 * B * L * E + B * E), usage: GPUBufferUsage.STORAGE });
+const inBuf = dev.createBuffer({ size: 4 * (4 * B * L * E + 8), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+dev.queue.writeBuffer(inBuf, 0, new Float32Array(4 * B * L * E + 8).map((_, i) => Math.sin(i) * 0.5));
 
 const bgl = dev.createBindGroupLayout({ entries: [
   { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
@@ -201,7 +340,8 @@ const bgl = dev.createBindGroupLayout({ entries: [
   { binding: 2, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } },
 ] });
 const layout = dev.createPipelineLayout({ bindGroupLayouts: [bgl] });
-const kinds = (values.only ? values.only.split(',') : ['core', 'core-noexp', 'core-bc', 'io', 'io-noexp', 'io-noload', 'io-nostore', 'io-nofn', 'io-batch', 'io-batch-break', 'io-batch-chunk', 'io-batch-xz', 'io-batch-rw', 'io-batch-tokstore', 'io-staged', 'io-staged-noexp']);
+const kinds = (values.only ? values.only.split(',') : ['core', 'core-noexp', 'core-bc', 'io', 'io-noexp', 'io-noload', 'io-nostore', 'io-nofn', 'io-batch', 'io-batch-break', 'io-batch-chunk', 'io-batch-xz', 'io-batch-rw', 'io-batch-tokstore', 'io-staged', 'io-staged-noexp',
+  'bwd-arith', 'bwd-arith-noexp', 'bwd-sums', 'bwd-sums-nosel', 'bwd-rec', 'bwd-sums-rec', 'bwd-io', 'bwd-full', 'bwd-full-noexp', 'bwd-full-nosel']);
 for (const kind of kinds) {
   const module = dev.createShaderModule({ code: kernel(kind) });
   const info = await module.getCompilationInfo();
@@ -214,7 +354,7 @@ for (const kind of kinds) {
     const pass = enc.beginComputePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bind);
-    for (let i = 0; i < n; i++) pass.dispatchWorkgroups(E / WG, B);
+    for (let i = 0; i < n; i++) pass.dispatchWorkgroups(E / (kind.startsWith('bwd') ? BWG : WG), B);
     pass.end();
     const t0 = performance.now();
     dev.queue.submit([enc.finish()]);
@@ -222,6 +362,9 @@ for (const kind of kinds) {
     return performance.now() - t0;
   };
   await run(3);
+  if (kind === kinds[0]) { // the GPU's clocks rise under load: half a second of it before the first measurement
+    for (const t0 = performance.now(); performance.now() - t0 < 500;) await run(repeat);
+  }
   const times = [];
   for (let r = 0; r < rounds; r++) times.push(((await run(repeat)) - (await run(1))) / (repeat - 1));
   times.sort((a, b) => a - b);
