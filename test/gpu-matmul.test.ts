@@ -514,7 +514,10 @@ describe('parametrised tiles', () => {
     const list = cases.flatMap((c, k) => matmulBackwardWeight(gpu, { ...c, dweight: view(k), dout: data[k].dout, inp: data[k].inp, sums: ws }));
     expect(list).toHaveLength(cases.length); // no sum dispatches of their own
     expect(ws.rows).toHaveLength(3);
-    const sums = weightSumsDispatch(gpu, ws);
+    expect(() => weightSumsDispatch(gpu, { ...ws, rows: [...ws.rows] } as WeightSums, zerosTensor(gpu, 17, 'short table')))
+      .toThrow(/short table holds 17 elements, the table of 3 gradients needs 18/);
+    const table = zerosTensor(gpu, 64 + 18, 'tables');
+    const sums = weightSumsDispatch(gpu, ws, { ...table, offset: 256, size: 4 * 18, label: 'table' });
     expect(sums).toHaveLength(1);
     expect(sums[0].workgroups[0]).toBe(Math.ceil(560 / 256) + Math.ceil(288 / 32) + Math.ceil(560 / 256));
     expect(ws.rows).toHaveLength(0);

@@ -414,7 +414,7 @@ export class VimGpu {
       // in_proj: xz = hn · Winᵀ
       W.push(matmulBackwardInput(gpu, { dinp: dhn, dout: dxz, weight: mix(i, 'in_proj.weight'), M: BL, I: D, O: 2 * E }));
       W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'in_proj.weight'), dout: dxz, inp: a.hn, M: BL, I: D, O: 2 * E, scratch, sums: weightSums }));
-      if (weightSums) W.push(...weightSumsDispatch(gpu, weightSums)); // the block's six sums (none where no gradient was split)
+      if (weightSums) W.push(...weightSumsDispatch(gpu, weightSums, t(`weight sums table ${i}`, 6 * blockWeights.length))); // the block's six sums (none where no gradient was split)
       // residual add + norm: ∂loss/∂R_i = ∂loss/∂R_{i+1} + norm backward
       W.push(...residualRmsnormBackward(gpu, {
         dr: gOut, dweight: g(`layers.${i}.norm.weight`), dout: dhn, drNext: gIn, r: a.r, rstd: a.rstd,

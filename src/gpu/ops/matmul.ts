@@ -452,9 +452,11 @@ function alignElements(e: number): number {
  * One dispatch (sum_partials_multi) that adds up the split partials of every weight gradient
  * recorded in `ws`, each in the order its own sum dispatch would (the same bits); none when nothing
  * was recorded. `ws` is emptied, so its regions serve the next gradients (whose partials are
- * written after these sums in the same stream).
+ * written after these sums in the same stream). The dispatch's table of 6 u32 a gradient goes to
+ * `table` (a region the caller owns, at least 6 elements a recorded gradient), else to a buffer of
+ * its own.
  */
-export function weightSumsDispatch(gpu: Gpu, ws: WeightSums): Dispatch[] {
+export function weightSumsDispatch(gpu: Gpu, ws: WeightSums, table?: GpuTensor): Dispatch[] {
   const rows = ws.rows;
   ws.rows = [];
   ws.used = 0;
@@ -463,18 +465,21 @@ export function weightSumsDispatch(gpu: Gpu, ws: WeightSums): Dispatch[] {
   for (const r of rows) {
     if (r.dst.buffer !== buffer) throw new Error(`weightSumsDispatch: ${r.dst.label} is not in the buffer of ${rows[0].dst.label}; the sums of one dispatch must land in one buffer`);
   }
-  const table = new Uint32Array(rows.length * 6);
+  const rowsU32 = new Uint32Array(rows.length * 6);
   let groups = 0;
   let bytes = 0;
   let flops = 0;
   rows.forEach((r, k) => {
-    table.set([groups, r.dst.offset / 4, r.src, r.n, r.splits, (r.accumulate ? 1 : 0) | (r.lanes ? 2 : 0)], 6 * k);
+    rowsU32.set([groups, r.dst.offset / 4, r.src, r.n, r.splits, (r.accumulate ? 1 : 0) | (r.lanes ? 2 : 0)], 6 * k);
     groups += ceilDiv(r.n, r.lanes ? 32 : 256);
     bytes += 4 * (r.splits * r.n + r.n * (r.accumulate ? 2 : 1));
     flops += (r.splits - 1) * r.n + (r.accumulate ? r.n : 0);
   });
-  const t = createTensor(gpu, table.length, 'weight sums table');
-  gpu.queue.writeBuffer(t.buffer, 0, table);
+  if (table && numel(table) < rowsU32.length) {
+    throw new Error(`weightSumsDispatch: ${table.label} holds ${numel(table)} elements, the table of ${rows.length} gradients needs ${rowsU32.length}`);
+  }
+  const t = table ?? createTensor(gpu, rowsU32.length, 'weight sums table');
+  gpu.queue.writeBuffer(t.buffer, t.offset, rowsU32);
   const sums: GpuTensor = { buffer, offset: 0, size: buffer.size, label: `${rows[0].dst.label} … (weight sums)` };
   return [makeDispatch(gpu, FILE, 'sum_partials_multi', { SUM_ROWS: rows.length }, [sums, ws.partials, t], workgroupGrid(gpu, groups),
     { label: 'matmul_backward_weight_sums', shape: `${rows.length} gradients`, flops, bytes })];
