@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { makeDispatch, getPipeline, compileCheck } from '../src/gpu/kernels.js';
 import { dawnToggles, describeGpu } from '../src/gpu/device.js';
 import { read, run, testGpu, tensorFrom, uniformBuffer } from './helpers/gpu.js';
+import { withEnv } from './helpers/env.js';
 
 describe('GPU device', () => {
   it('finds an adapter and runs a kernel', async () => {
@@ -16,18 +17,14 @@ describe('GPU device', () => {
   it('keeps Dawn\'s robustness on a CPU adapter (the GPU default turns it off), and reads $VIM_DAWN_TOGGLES', async () => {
     const gpu = await testGpu();
     if (process.env.VIM_DAWN_TOGGLES === undefined) expect(gpu.toggles, 'lavapipe gets no toggles by default').toEqual([]);
-    const saved = process.env.VIM_DAWN_TOGGLES;
-    try {
+    withEnv('VIM_DAWN_TOGGLES', () => {
       delete process.env.VIM_DAWN_TOGGLES;
       expect(dawnToggles(), 'unset: each adapter its default').toBeUndefined();
       process.env.VIM_DAWN_TOGGLES = 'none';
       expect(dawnToggles()).toEqual([]);
       process.env.VIM_DAWN_TOGGLES = ' disable_robustness, -vulkan_use_buffer_robust_access_2 ';
       expect(dawnToggles()).toEqual(['disable_robustness', '-vulkan_use_buffer_robust_access_2']);
-    } finally {
-      if (saved === undefined) delete process.env.VIM_DAWN_TOGGLES;
-      else process.env.VIM_DAWN_TOGGLES = saved;
-    }
+    });
   });
 
   it('surfaces the WGSL compiler message of a kernel that does not build', async () => {

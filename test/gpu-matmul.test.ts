@@ -24,6 +24,7 @@ import { linear_backward, linear_forward } from '../src/reference/linear.js';
 import { Rng } from '../src/rng.js';
 import { download, upload } from '../src/gpu/tensor.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
+import { withEnv } from './helpers/env.js';
 
 const TOL = 1e-5;
 
@@ -579,29 +580,28 @@ describe('parametrised tiles', () => {
 
   it('VIM_MATMUL_TUNED names a file whose entries take the place of MATMUL_TUNED', () => {
     const dir = mkdtempSync(join(tmpdir(), 'vim-tuned-'));
-    const saved = process.env.VIM_MATMUL_TUNED;
     try {
-      const file = join(dir, 'matmul.json'); // the harness's --json output: entries under `tuned`
-      writeFileSync(file, JSON.stringify({ problems: [], tuned: { 'forward:192x768': '64x64/4x4/k16/v4', 'backward_weight:384x44': { variant: 'tile64', splitRows: 128, sum: 'lanes' } } }));
-      process.env.VIM_MATMUL_TUNED = file;
-      expect(matmulDefault('forward', 16640, 192, 768).variant).toEqual(parseMatmulVariant('64x64/4x4/k16/v4'));
-      expect(matmulDefault('backward_weight', 16640, 384, 44)).toEqual({ variant: { kernel: 'tile64' }, splitRows: 128, sum: 'lanes' });
-      expect(matmulDefault('forward', 16640, 384, 44).variant).toEqual({ kernel: 'tile64' }); // not listed: the size rule
-      const bad = join(dir, 'bad.json');
-      writeFileSync(bad, JSON.stringify({ 'forward:192x768': 'tile96' }));
-      process.env.VIM_MATMUL_TUNED = bad;
-      expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/tile96/);
-      writeFileSync(bad, JSON.stringify({ forward: '128x64/8x4/k16/v4' }));
-      expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: .*'forward' is not of the form/);
-      writeFileSync(bad, JSON.stringify({ 'backward_weight:384x44': { variant: 'tile64', sum: 'fast' } }));
-      expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: .*sum must be one of serial, vec4, lanes/);
-      writeFileSync(bad, JSON.stringify({ 'forward:192x768': { variant: 'tile64', splitRows: 64 } }));
-      expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: .*splitRows and sum are for weight gradients/);
-      process.env.VIM_MATMUL_TUNED = join(dir, 'missing.json');
-      expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: cannot read .*missing\.json/);
+      withEnv('VIM_MATMUL_TUNED', () => {
+        const file = join(dir, 'matmul.json'); // the harness's --json output: entries under `tuned`
+        writeFileSync(file, JSON.stringify({ problems: [], tuned: { 'forward:192x768': '64x64/4x4/k16/v4', 'backward_weight:384x44': { variant: 'tile64', splitRows: 128, sum: 'lanes' } } }));
+        process.env.VIM_MATMUL_TUNED = file;
+        expect(matmulDefault('forward', 16640, 192, 768).variant).toEqual(parseMatmulVariant('64x64/4x4/k16/v4'));
+        expect(matmulDefault('backward_weight', 16640, 384, 44)).toEqual({ variant: { kernel: 'tile64' }, splitRows: 128, sum: 'lanes' });
+        expect(matmulDefault('forward', 16640, 384, 44).variant).toEqual({ kernel: 'tile64' }); // not listed: the size rule
+        const bad = join(dir, 'bad.json');
+        writeFileSync(bad, JSON.stringify({ 'forward:192x768': 'tile96' }));
+        process.env.VIM_MATMUL_TUNED = bad;
+        expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/tile96/);
+        writeFileSync(bad, JSON.stringify({ forward: '128x64/8x4/k16/v4' }));
+        expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: .*'forward' is not of the form/);
+        writeFileSync(bad, JSON.stringify({ 'backward_weight:384x44': { variant: 'tile64', sum: 'fast' } }));
+        expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: .*sum must be one of serial, vec4, lanes/);
+        writeFileSync(bad, JSON.stringify({ 'forward:192x768': { variant: 'tile64', splitRows: 64 } }));
+        expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: .*splitRows and sum are for weight gradients/);
+        process.env.VIM_MATMUL_TUNED = join(dir, 'missing.json');
+        expect(() => matmulDefault('forward', 16640, 192, 768)).toThrow(/VIM_MATMUL_TUNED: cannot read .*missing\.json/);
+      });
     } finally {
-      if (saved === undefined) delete process.env.VIM_MATMUL_TUNED;
-      else process.env.VIM_MATMUL_TUNED = saved;
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -680,31 +680,30 @@ describe('narrow input gradient', () => {
   it('as a tuned entry (VIM_MATMUL_TUNED) it becomes the default, and the size rule runs where it cannot', async () => {
     const gpu = await testGpu();
     const dir = mkdtempSync(join(tmpdir(), 'vim-tuned-'));
-    const saved = process.env.VIM_MATMUL_TUNED;
     try {
-      const file = join(dir, 'narrow.json');
-      writeFileSync(file, JSON.stringify({
-        'backward_input:12x24': 'narrow', 'forward:12x24': 'narrow', 'backward_weight:12x24': 'narrow', 'backward_input:20x24': 'narrow',
-      }));
-      process.env.VIM_MATMUL_TUNED = file;
-      const c: Case = { name: 'tuned narrow', M: 37, I: 12, O: 24, ldi: 44, inpOffset: 3 };
-      expect(matmulDefault('backward_input', c.M, c.I, c.O).variant).toEqual({ kernel: 'narrow' });
-      expect(kernelOf(gpu, 'backward_input', c)).toBe('narrow');
-      await gpuBackwardInput(gpu, c, true, 85);
-      // another op: the size rule's kernel, saying why
-      const t = zerosTensor(gpu, 4000);
-      const fwd = matmulKernelFor(gpu, 'forward', { out: t, inp: t, weight: t, bias: null, M: 37, I: 12, O: 24 });
-      expect(fwd).toEqual({ name: 'tile64', fallback: 'narrow: it computes only the input gradient (backward_input)' });
-      // the weight gradient: the size rule's kernel, split and scratch
-      expect(kernelOf(gpu, 'backward_weight', c)).toBe('tile64');
-      expect(matmulBackwardWeightPlan(300, 12, 24)).toEqual(matmulBackwardWeightPlan(300, 12, 24, undefined, 64));
-      await gpuBackwardWeight(gpu, { ...c, M: 300 }, false, undefined, 87);
-      // a result wider than it computes
-      const wide = matmulKernelFor(gpu, 'backward_input', { dinp: t, dout: t, weight: t, M: 37, I: 20, O: 24 });
-      expect(wide).toEqual({ name: 'tile64', fallback: `narrow: I = 20 columns, at most ${NARROW_MAX_I}` });
+      await withEnv('VIM_MATMUL_TUNED', async () => {
+        const file = join(dir, 'narrow.json');
+        writeFileSync(file, JSON.stringify({
+          'backward_input:12x24': 'narrow', 'forward:12x24': 'narrow', 'backward_weight:12x24': 'narrow', 'backward_input:20x24': 'narrow',
+        }));
+        process.env.VIM_MATMUL_TUNED = file;
+        const c: Case = { name: 'tuned narrow', M: 37, I: 12, O: 24, ldi: 44, inpOffset: 3 };
+        expect(matmulDefault('backward_input', c.M, c.I, c.O).variant).toEqual({ kernel: 'narrow' });
+        expect(kernelOf(gpu, 'backward_input', c)).toBe('narrow');
+        await gpuBackwardInput(gpu, c, true, 85);
+        // another op: the size rule's kernel, saying why
+        const t = zerosTensor(gpu, 4000);
+        const fwd = matmulKernelFor(gpu, 'forward', { out: t, inp: t, weight: t, bias: null, M: 37, I: 12, O: 24 });
+        expect(fwd).toEqual({ name: 'tile64', fallback: 'narrow: it computes only the input gradient (backward_input)' });
+        // the weight gradient: the size rule's kernel, split and scratch
+        expect(kernelOf(gpu, 'backward_weight', c)).toBe('tile64');
+        expect(matmulBackwardWeightPlan(300, 12, 24)).toEqual(matmulBackwardWeightPlan(300, 12, 24, undefined, 64));
+        await gpuBackwardWeight(gpu, { ...c, M: 300 }, false, undefined, 87);
+        // a result wider than it computes
+        const wide = matmulKernelFor(gpu, 'backward_input', { dinp: t, dout: t, weight: t, M: 37, I: 20, O: 24 });
+        expect(wide).toEqual({ name: 'tile64', fallback: `narrow: I = 20 columns, at most ${NARROW_MAX_I}` });
+      });
     } finally {
-      if (saved === undefined) delete process.env.VIM_MATMUL_TUNED;
-      else process.env.VIM_MATMUL_TUNED = saved;
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -15,6 +15,7 @@ import { smooth_targets } from '../src/reference/cross-entropy.js';
 import { loadCifar10Split } from '../src/data/cifar10.js';
 import { VimError } from '../src/errors.js';
 import { countSubmitsAndMaps, relErr, testGpu } from './helpers/gpu.js';
+import { withEnv } from './helpers/env.js';
 import { scanCheckpointElements, scanTuning, selectiveScanBackwardPlan } from '../src/gpu/ops/selective-scan.js';
 
 const test = loadCifar10Split(undefined, 'test', { verify: false });
@@ -102,8 +103,7 @@ describe('Vim on the GPU (vim-nano)', () => {
   it('with drop path: logits and every parameter gradient match the float64 reference', () => checkDropPath(false));
 
   it('with drop path and the separate combine dispatches (VIM_FUSE_COMBINE=0): the same', async () => {
-    const saved = process.env.VIM_FUSE_COMBINE;
-    try {
+    await withEnv('VIM_FUSE_COMBINE', async () => {
       process.env.VIM_FUSE_COMBINE = '0';
       expect(fuseCombineDefault()).toBe(false);
       await checkDropPath(true);
@@ -111,10 +111,7 @@ describe('Vim on the GPU (vim-nano)', () => {
       expect(() => fuseCombineDefault()).toThrow(/VIM_FUSE_COMBINE must be '0' \(separate combine dispatches\) or '1'/);
       delete process.env.VIM_FUSE_COMBINE;
       expect(fuseCombineDefault(), 'fused by default').toBe(true);
-    } finally {
-      if (saved === undefined) delete process.env.VIM_FUSE_COMBINE;
-      else process.env.VIM_FUSE_COMBINE = saved;
-    }
+    });
   });
 
   it('16 images, where the weight gradients split: every gradient matches the float64 reference with the sums merged a block, and VIM_MERGE_WEIGHT_SUMS=0 gives the same bits', async () => {
@@ -124,9 +121,8 @@ describe('Vim on the GPU (vim-nano)', () => {
     for (let i = 0; i < p64.flat.length; i++) p64.flat[i] = Math.fround(p64.flat[i] * (1 + 0.1 * Math.sin(2 * i)) + 0.01 * Math.cos(i));
     const { images, targets } = batch(test, 6, B, cfg.C, 0.1);
     const ref = vimLoss(p64, images, targets, B);
-    const saved = process.env.VIM_MERGE_WEIGHT_SUMS;
     const flats: Float64Array[] = [];
-    try {
+    await withEnv('VIM_MERGE_WEIGHT_SUMS', async () => {
       for (const merged of [true, false]) {
         process.env.VIM_MERGE_WEIGHT_SUMS = merged ? '1' : '0';
         const model = await VimGpu.create(gpu, cfg, { batch: B, training: true });
@@ -146,10 +142,7 @@ describe('Vim on the GPU (vim-nano)', () => {
       expect(Array.from(flats[0])).toEqual(Array.from(flats[1]));
       process.env.VIM_MERGE_WEIGHT_SUMS = 'yes';
       expect(() => mergeWeightSumsDefault()).toThrow(/VIM_MERGE_WEIGHT_SUMS must be '0' \(a sum dispatch for each weight gradient\) or '1'/);
-    } finally {
-      if (saved === undefined) delete process.env.VIM_MERGE_WEIGHT_SUMS;
-      else process.env.VIM_MERGE_WEIGHT_SUMS = saved;
-    }
+    });
   });
 
   it('a training step submits once and reads back only the loss', async () => {

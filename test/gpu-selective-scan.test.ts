@@ -18,6 +18,7 @@ import {
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
 import { combine_backward, combine_forward } from '../src/reference/combine.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
+import { withEnv } from './helpers/env.js';
 
 const TOL = 1e-5;
 
@@ -604,8 +605,7 @@ describe('checkpoints written by the forward', () => {
   });
   it('VIM_SCAN_CHECKPOINTS chooses where they are written; by default the forward where segments hold 2 tokens or more', () => {
     const plan = (segment: number) => ({ ...selectiveScanBackwardPlan(makeCase(67, 1, 9, 8, 4, 2), { kernel: 'segmented', segment }) });
-    const saved = process.env.VIM_SCAN_CHECKPOINTS;
-    try {
+    withEnv('VIM_SCAN_CHECKPOINTS', () => {
       delete process.env.VIM_SCAN_CHECKPOINTS;
       expect(scanCheckpointsInForward(plan(4))).toBe(true);
       expect(scanCheckpointsInForward(plan(1))).toBe(false);
@@ -615,10 +615,7 @@ describe('checkpoints written by the forward', () => {
       expect(scanCheckpointsInForward(plan(1))).toBe(true);
       process.env.VIM_SCAN_CHECKPOINTS = 'both';
       expect(() => scanCheckpointsInForward(plan(4))).toThrow("VIM_SCAN_CHECKPOINTS must be 'forward' or 'backward'; it is 'both'");
-    } finally {
-      if (saved === undefined) delete process.env.VIM_SCAN_CHECKPOINTS;
-      else process.env.VIM_SCAN_CHECKPOINTS = saved;
-    }
+    });
   });
 });
 
@@ -714,8 +711,7 @@ describe('the backward plan', () => {
 
 describe('VIM_SCAN_KERNEL', () => {
   it('chooses the backward kernel when a call does not, and refuses other values', async () => {
-    const saved = process.env.VIM_SCAN_KERNEL;
-    try {
+    await withEnv('VIM_SCAN_KERNEL', async () => {
       delete process.env.VIM_SCAN_KERNEL;
       expect(scanKernelDefault()).toBe('segmented');
       expect(scanKernelDefault(await testGpu()), 'a CPU adapter gets the stream kernel').toBe('stream');
@@ -725,25 +721,18 @@ describe('VIM_SCAN_KERNEL', () => {
       expect(scanKernelDefault(await testGpu())).toBe('split');
       process.env.VIM_SCAN_KERNEL = 'chunked';
       expect(() => scanKernelDefault()).toThrow(/VIM_SCAN_KERNEL must be 'segmented', 'stream' or 'split'; it is 'chunked'/);
-    } finally {
-      if (saved === undefined) delete process.env.VIM_SCAN_KERNEL;
-      else process.env.VIM_SCAN_KERNEL = saved;
-    }
+    });
   });
 });
 
 describe('the backward on a GPU by default', () => {
   it('is the split kernel with robustness off: one lane a channel, 4-token segments, 192 channels where 192 divides E', () => {
-    const saved = process.env.VIM_SCAN_KERNEL;
-    try {
+    withEnv('VIM_SCAN_KERNEL', () => {
       delete process.env.VIM_SCAN_KERNEL;
       const gpu = (toggles: string[]) => ({ info: { isCpu: false }, toggles }) as unknown as Parameters<typeof scanKernelDefault>[0];
       expect(scanKernelDefault(gpu(['disable_robustness', 'disable_workgroup_init']))).toBe('split');
       expect(scanKernelDefault(gpu([])), 'robustness on').toBe('segmented');
-    } finally {
-      if (saved === undefined) delete process.env.VIM_SCAN_KERNEL;
-      else process.env.VIM_SCAN_KERNEL = saved;
-    }
+    });
     const tiny = { B: 256, L: 65, E: 384, N: 16, R: 12 };
     const t = { kernel: 'split' as const, subgroupSize: 32, wide: true, maxCheckpointBytes: 2 ** 31, maxWorkgroupBytes: 49152 };
     expect(selectiveScanBackwardPlan(tiny, t)).toMatchObject({
@@ -764,9 +753,8 @@ describe('VIM_SCAN_SPLIT', () => {
   it('selects the split kernel with VIM_SCAN_KERNEL=split, pins its lanes a channel, and refuses other values', async () => {
     const gpu = await testGpu();
     const keys = ['VIM_SCAN_KERNEL', 'VIM_SCAN_SPLIT', 'VIM_SCAN_SEGMENT', 'VIM_SCAN_WORKGROUP'];
-    const saved = keys.map((k) => process.env[k]);
     const shape = { B: 2, L: 65, E: 40, N: 16, R: 12 };
-    try {
+    withEnv(keys, () => {
       for (const k of keys) delete process.env[k];
       expect(scanTuning(gpu).kernel, 'never by default').not.toBe('split');
       expect(selectiveScanBackwardPlan(shape, scanTuning(gpu)).kernel).toBe('stream');
@@ -783,17 +771,14 @@ describe('VIM_SCAN_SPLIT', () => {
       expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_SPLIT must be 1, 2 or 4; it is '3'/);
       process.env.VIM_SCAN_SPLIT = '8';
       expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_SPLIT must be an integer in 1…4; it is '8'/);
-    } finally {
-      keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
-    }
+    });
   });
 });
 
 describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
   it('set the split backward\'s lookahead, its per-lane arrays in workgroup memory and its unrolled walk, and refuse other values', () => {
     const keys = ['VIM_SCAN_LOOKAHEAD', 'VIM_SCAN_LANE_MEMORY', 'VIM_SCAN_UNROLL', 'VIM_SCAN_EXP2', 'VIM_SCAN_WGSUM'];
-    const saved = keys.map((k) => process.env[k]);
-    try {
+    withEnv(keys, () => {
       for (const k of keys) delete process.env[k];
       expect(scanTuningFromEnv()).toEqual({});
       process.env.VIM_SCAN_LOOKAHEAD = '0';
@@ -815,45 +800,34 @@ describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
         expect(() => scanTuningFromEnv()).toThrow(new RegExp(`${name} must be 0 or 1; it is 'no'`));
         delete process.env[name];
       }
-    } finally {
-      keys.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
-    }
+    });
   });
 });
 
 describe('VIM_SCAN_DIAG and the parameter reduction\'s workgroup', () => {
   it('VIM_SCAN_DIAG pins the parts the backward skips (1…255), and refuses other values', () => {
-    const saved = process.env.VIM_SCAN_DIAG;
-    try {
+    withEnv('VIM_SCAN_DIAG', () => {
       process.env.VIM_SCAN_DIAG = '5';
       expect(scanTuningFromEnv()).toEqual({ diag: 5 });
       process.env.VIM_SCAN_DIAG = '192';
       expect(scanTuningFromEnv()).toEqual({ diag: 192 });
       process.env.VIM_SCAN_DIAG = '256';
       expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_DIAG must be an integer in 1…255; it is '256'/);
-    } finally {
-      if (saved === undefined) delete process.env.VIM_SCAN_DIAG;
-      else process.env.VIM_SCAN_DIAG = saved;
-    }
+    });
   });
   it('VIM_SCAN_FORWARD_DIAG pins the forward\'s bits (64 … 2048), and refuses the backward\'s', () => {
-    const saved = process.env.VIM_SCAN_FORWARD_DIAG;
-    try {
+    withEnv('VIM_SCAN_FORWARD_DIAG', () => {
       process.env.VIM_SCAN_FORWARD_DIAG = '3392';
       expect(scanForwardTuningFromEnv()).toEqual({ forwardDiag: 3392 });
       process.env.VIM_SCAN_FORWARD_DIAG = '65';
       expect(() => scanForwardTuningFromEnv()).toThrow(/VIM_SCAN_FORWARD_DIAG takes the bits 64 … 2048; it is '65'/);
       process.env.VIM_SCAN_FORWARD_DIAG = '4096';
       expect(() => scanForwardTuningFromEnv()).toThrow(/VIM_SCAN_FORWARD_DIAG must be an integer in 1…4095/);
-    } finally {
-      if (saved === undefined) delete process.env.VIM_SCAN_FORWARD_DIAG;
-      else process.env.VIM_SCAN_FORWARD_DIAG = saved;
-    }
+    });
   });
   it('the partials\' reduction takes 32 × 32 where 1024 invocations are allowed, else 16 × 16; VIM_SCAN_REDUCE_PARAMS pins it within the limit, and a pinned 8 × 8 sums right', async () => {
-    const saved = process.env.VIM_SCAN_REDUCE_PARAMS;
     const gpu = (most: number) => ({ limits: { maxComputeInvocationsPerWorkgroup: most } }) as unknown as Gpu;
-    try {
+    await withEnv('VIM_SCAN_REDUCE_PARAMS', async () => {
       delete process.env.VIM_SCAN_REDUCE_PARAMS;
       expect(reduceParamsGeometry(gpu(1024))).toEqual([32, 32]);
       expect(reduceParamsGeometry(gpu(256))).toEqual([16, 16]);
@@ -866,27 +840,20 @@ describe('VIM_SCAN_DIAG and the parameter reduction\'s workgroup', () => {
       process.env.VIM_SCAN_REDUCE_PARAMS = '8x8';
       await checkBackward(makeCase(90, 3, 7, 37, 5, 2), true, true, { kernel: 'stream', subgroupSize: scanSubgroupSize(await testGpu()), segment: 3 },
         { forwardCheckpoints: true });
-    } finally {
-      if (saved === undefined) delete process.env.VIM_SCAN_REDUCE_PARAMS;
-      else process.env.VIM_SCAN_REDUCE_PARAMS = saved;
-    }
+    });
   });
 });
 
 describe('VIM_SCAN_WALK', () => {
   it('sets the split backward\'s forms of the walk, and refuses other values', () => {
-    const saved = process.env.VIM_SCAN_WALK;
-    try {
+    withEnv('VIM_SCAN_WALK', () => {
       process.env.VIM_SCAN_WALK = 'lean, keep-a';
       expect(scanTuningFromEnv()).toEqual({ walk: ['lean', 'keep-a'] });
       process.env.VIM_SCAN_WALK = 'none'; // the plain walk, where the default is lean
       expect(scanTuningFromEnv()).toEqual({ walk: [] });
       process.env.VIM_SCAN_WALK = 'fast';
       expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_WALK must be a comma list of lean, keep-a, fold \(or none\); it is 'fast'/);
-    } finally {
-      if (saved === undefined) delete process.env.VIM_SCAN_WALK;
-      else process.env.VIM_SCAN_WALK = saved;
-    }
+    });
   });
 });
 
