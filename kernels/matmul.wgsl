@@ -273,12 +273,37 @@ fn bias_backward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id)
 
 @compute @workgroup_size(256)
 fn sum_partials(@builtin(global_invocation_id) gid: vec3u) {
-  let n = gid.x;
-  if (n >= SUM_N) { return; }
+  sum_split(0u, 0u, SUM_N, SPLITS, gid.x, ACCUMULATE);
+}
+
+// Element i < n of a split sum: sums[dst + i] (+)= Σ_s partials[src + s·n + i], s in order.
+fn sum_split(dst: u32, src: u32, n: u32, S: u32, i: u32, accumulate: bool) {
+  if (i >= n) { return; }
   var v = 0.0;
-  for (var s = 0u; s < SPLITS; s++) { v += partials[s * SUM_N + n]; }
-  if (ACCUMULATE) { v += sums[n]; }
-  sums[n] = v;
+  for (var s = 0u; s < S; s++) { v += partials[src + s * n + i]; }
+  if (accumulate) { v += sums[dst + i]; }
+  sums[dst + i] = v;
+}
+
+// The same for the 32 elements i0 … i0 + 31 (those below n) by a workgroup of 256 invocations, 8
+// lanes an element: invocation lid takes element i0 + lid % 32 and lane lid / 32, which sums splits
+// lane, lane + 8, … in order; then lane 0 adds the lanes in order. Call in uniform control flow.
+fn sum_split_lanes(dst: u32, src: u32, n: u32, S: u32, i0: u32, lid: u32, accumulate: bool) {
+  let x = lid % 32u;
+  let y = lid / 32u;
+  let i = i0 + x;
+  var v = 0.0;
+  if (i < n) {
+    for (var s = y; s < S; s += 8u) { v += partials[src + s * n + i]; }
+  }
+  red[lid] = v;
+  workgroupBarrier();
+  if (y == 0u && i < n) {
+    var t = red[x];
+    for (var l = 1u; l < 8u; l++) { t += red[l * 32u + x]; }
+    if (accumulate) { t += sums[dst + i]; }
+    sums[dst + i] = t;
+  }
 }
 
 // ---- 128×128 tiles (large problems) ------------------------------------------------------------
@@ -889,20 +914,8 @@ fn sum_partials4(@builtin(global_invocation_id) gid: vec3u) {
 }
 
 @compute @workgroup_size(32, 8)
-fn sum_partials_lanes(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let n = wg.x * 32u + lid.x;
-  var v = 0.0;
-  if (n < SUM_N) {
-    for (var s = lid.y; s < SPLITS; s += 8u) { v += partials[s * SUM_N + n]; }
-  }
-  red[lid.y * 32u + lid.x] = v;
-  workgroupBarrier();
-  if (lid.y == 0u && n < SUM_N) {
-    var t = red[lid.x];
-    for (var l = 1u; l < 8u; l++) { t += red[l * 32u + lid.x]; }
-    if (ACCUMULATE) { t += sums[n]; }
-    sums[n] = t;
-  }
+fn sum_partials_lanes(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  sum_split_lanes(0u, 0u, SUM_N, SPLITS, wg.x * 32u, lid, ACCUMULATE);
 }
 
 // ---- several weight gradients' split sums in one dispatch (sum_partials_multi) ------------------
@@ -911,9 +924,9 @@ fn sum_partials_lanes(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocatio
 // element offset of its sums in `sums` and of its partials (S blocks of n) in `partials`, n, S, and
 // flags (1: add to the sums' present values; 2: the lanes form). Workgroup w (of a 1-D grid, folded
 // into y past the grid limit) takes the last row whose first workgroup is at most w. The plain form
-// sums 256 elements a workgroup as sum_partials does (and sum_partials4: the same order), the lanes
-// form 32 elements × 8 lanes as sum_partials_lanes: the same additions in the same order, so the
-// same bits as one dispatch each.
+// sums 256 elements a workgroup (sum_split, as sum_partials does; sum_partials4 adds in the same
+// order), the lanes form 32 elements × 8 lanes (sum_split_lanes, as sum_partials_lanes): the same
+// bits as one dispatch each.
 
 override SUM_ROWS: u32 = 1u;
 const SUM_ROW: u32 = 6u;
@@ -936,29 +949,9 @@ fn sum_partials_multi(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocatio
   let S = sum_table[r + 4u];
   let accumulate = (sum_table[r + 5u] & 1u) != 0u;
   if (pick < 65536u) {
-    let i = (w - w0) * 256u + lid;
-    if (i < n) {
-      var v = 0.0;
-      for (var s = 0u; s < S; s++) { v += partials[src + s * n + i]; }
-      if (accumulate) { v += sums[dst + i]; }
-      sums[dst + i] = v;
-    }
+    sum_split(dst, src, n, S, (w - w0) * 256u + lid, accumulate);
   } else {
-    let x = lid % 32u;
-    let y = lid / 32u;
-    let i = (w - w0) * 32u + x;
-    var v = 0.0;
-    if (i < n) {
-      for (var s = y; s < S; s += 8u) { v += partials[src + s * n + i]; }
-    }
-    red[lid] = v;
-    workgroupBarrier();
-    if (y == 0u && i < n) {
-      var t = red[x];
-      for (var l = 1u; l < 8u; l++) { t += red[l * 32u + x]; }
-      if (accumulate) { t += sums[dst + i]; }
-      sums[dst + i] = t;
-    }
+    sum_split_lanes(dst, src, n, S, (w - w0) * 32u, lid, accumulate);
   }
 }
 

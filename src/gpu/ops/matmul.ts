@@ -472,8 +472,9 @@ export function weightSumsDispatch(gpu: Gpu, ws: WeightSums, table?: GpuTensor):
   rows.forEach((r, k) => {
     rowsU32.set([groups, r.dst.offset / 4, r.src, r.n, r.splits, (r.accumulate ? 1 : 0) | (r.lanes ? 2 : 0)], 6 * k);
     groups += ceilDiv(r.n, r.lanes ? 32 : 256);
-    bytes += 4 * (r.splits * r.n + r.n * (r.accumulate ? 2 : 1));
-    flops += (r.splits - 1) * r.n + (r.accumulate ? r.n : 0);
+    const c = splitSumCost(r.n, r.splits, r.accumulate);
+    bytes += c.bytes;
+    flops += c.flops;
   });
   if (table && numel(table) < rowsU32.length) {
     throw new Error(`weightSumsDispatch: ${table.label} holds ${numel(table)} elements, the table of ${rows.length} gradients needs ${rowsU32.length}`);
@@ -1028,7 +1029,12 @@ function sumPartials(
   const e = SUM_ENTRY[sum];
   return makeDispatch(gpu, FILE, e.entry, { SUM_N: n, SPLITS: splits, ACCUMULATE: acc ? 1 : 0 },
     [sums, partials], [ceilDiv(n, e.perWorkgroup)],
-    { label, shape: `n=${n} S=${splits}`, flops: (splits - 1) * n + (acc ? n : 0), bytes: 4 * (splits * n + n * (acc ? 2 : 1)) });
+    { label, shape: `n=${n} S=${splits}`, ...splitSumCost(n, splits, acc) });
+}
+
+/** What adding `splits` partials of n elements moves and computes (read, and with `acc` read back and add, the sums). */
+function splitSumCost(n: number, splits: number, acc: boolean): { bytes: number; flops: number } {
+  return { bytes: 4 * (splits * n + n * (acc ? 2 : 1)), flops: (splits - 1) * n + (acc ? n : 0) };
 }
 
 function scratchFor(gpu: Gpu, op: string, given: GpuTensor | undefined, elements: number): GpuTensor {
