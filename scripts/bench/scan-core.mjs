@@ -46,8 +46,9 @@ const B = 256, L = 65, E = 384, N = 16, WG = 128;
 const repeat = Number(values.repeat);
 const rounds = Number(values.rounds);
 
-const header = `
-const B = ${B}u; const L = ${L}u; const E = ${E}u; const NV = ${N / 4}u; const WG = ${WG}u;
+// the shapes (WG invocations a workgroup), the bindings, B_t, C_t's workgroup memory, the functions
+const header = (wg) => `
+const B = ${B}u; const L = ${L}u; const E = ${E}u; const NV = ${N / 4}u; const WG = ${wg}u;
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
 var<workgroup> s_bc: array<vec4<f32>, ${L * 2 * (N / 4)}>;
@@ -77,7 +78,7 @@ const stateStep = (bc = 'let Bv = s_bc[t * 2u * NV + i]; let Cv = s_bc[t * 2u * 
 // once (16-byte loads, all in flight together), then read from there token by token
 const TS = 12;
 function staged(noexp) {
-  return `${header}
+  return `${header(WG)}
 @group(0) @binding(2) var<storage, read> inp4: array<vec4<f32>>;
 var<workgroup> s_in: array<f32, ${3 * TS * WG}>; // [array][token][lane]
 fn decay(x: vec4<f32>) -> vec4<f32> { return ${noexp ? '(1.0 + (x))' : 'exp(x)'}; }
@@ -127,7 +128,7 @@ function batched(mode = '') {
   const loadGroup = (g0) => `for (var j = 0u; j < ${G}u; j++) { let row = (b * L + min(${g0} + j, L - 1u)) * E + e;
     nu[j] = inp[row]; nd[j] = inp[row + ${sep ? 'B * L * E' : '1u'}]; nz[j] = inp[row + ${sep ? '2u * B * L * E' : '2u'}];
     ${mode === 'rw' ? 'nc[j] = out[row];' : ''} }`;
-  return `${header}
+  return `${header(WG)}
 fn decay(x: vec4<f32>) -> vec4<f32> { return exp(x); }
 ${entry}
   ${stageBC}
@@ -178,14 +179,8 @@ function backward(kind) {
   const exp = kind.includes('noexp') ? '(1.0 + (x))' : 'exp(x)';
   const nosel = kind.includes('nosel');
   const BLE = B * L * E;
-  return `enable subgroups;
-const B = ${B}u; const L = ${L}u; const E = ${E}u; const NV = 4u; const WG = ${BWG}u; const S = ${S4}u; const BLE = ${BLE}u;
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
+  return `enable subgroups;${header(BWG)}const S = ${S4}u; const BLE = ${BLE}u;
 @group(0) @binding(2) var<storage, read> inp4: array<vec4<f32>>;
-var<workgroup> s_bc: array<vec4<f32>, ${L * 2 * 4}>;
-fn sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); return select(e, 1.0, x >= 0.0) / (1.0 + e); }
-fn softplus(x: f32) -> f32 { let y = exp(-abs(x)); let w = 1.0 + y; return max(x, 0.0) + select(log(w) * (y / (w - 1.0)), y, w == 1.0); }
 fn decay(x: vec4<f32>) -> vec4<f32> { return ${exp}; }
 fn halve(v: ptr<function, array<vec4<f32>, 8>>, h: u32, off: u32, lane: u32) {
   let upper = (lane & off) != 0u;
@@ -305,7 +300,7 @@ function kernel(kind) {
     : `let Bv = s_bc[t * 2u * NV + i]; let Cv = s_bc[t * 2u * NV + NV + i];`;
   const io = kind.startsWith('io');
   const noload = kind === 'io-noload', nostore = kind === 'io-nostore', nofn = kind === 'io-nofn';
-  return `${header}
+  return `${header(WG)}
 fn decay(x: vec4<f32>) -> vec4<f32> { return ${exp}; }
 ${entry}
   ${kind === 'core' || kind === 'core-noexp' ? '' : `
