@@ -141,11 +141,18 @@ override LM_ROWS: u32 = 1u;
 // fewer, S·NV/SPLIT vec4 more registers; bit 2 ("fold", with BCJ) takes the first halving of the
 // [gB | gC] sum (gB_i with gC_i, at lane distance SGR/2) inside the walk, as each state vec4's items
 // are computed, so QS vec4 of items are live across the walk instead of 2·QS (the same exchanges
-// and adds: the same bits)
+// and adds: the same bits); bit 3 ("fold2", with fold and QS ≥ 2) takes the second halving there
+// too (item j with j + QS/2, at lane distance SGR/4), as soon as the state vec4 of j + QS/2 is done
 override WALK: u32 = 0u;
+override FOLD2: bool = (WALK & 12u) == 12u && BCJ && QS >= 2u && (DIAG & 1u) == 0u;
 // backward_split: every channel of every workgroup is one of the E (E a multiple of WG / SPLIT), so
 // no lane needs its [gB | gC] items zeroed
 override ALL_LIVE: bool = false;
+// backward_split with one lane a channel and BCJ, where each item's group of SGR / (2·QS) lanes is 4
+// or more: the [gB | gC] sums' halvings carried on into each item's vec4 (split_sum_scalar), so that
+// every lane ends with one column of the token's partial row and the lanes store it together (the
+// same sums in the same order, so the same bits as without)
+override SCALAR_SUMS: bool = false;
 // forward and backward_split: a_t = exp(Δ_t A) taken as exp2(Δ_t A log2(e)), A held pre-scaled by
 // log2(e) (A_SCALE), so that the decay is one base-2 exponential; where A itself is a factor (dΔ,
 // dA_log) the sums are scaled back by ln 2
@@ -989,17 +996,53 @@ fn split_sum_items(items: array<vec4<f32>, SPLIT_ITEMS>, lane: u32) -> vec4<f32>
   return split_sum_from(items, select(QS, 2u * QS, BCJ), SGR / 2u, lane);
 }
 
-// split_sum_items from m items left at lane distance off (with WALK's "fold": QS items at SGR / 4).
-fn split_sum_from(items: array<vec4<f32>, SPLIT_ITEMS>, m: u32, off0: u32, lane: u32) -> vec4<f32> {
+// The halving exchanges of m items (a power of two ≤ 16) from lane distance off0 down to the lane's
+// one item; the next exchange is at distance off0 / m.
+fn split_halvings(items: array<vec4<f32>, SPLIT_ITEMS>, m: u32, off0: u32, lane: u32) -> vec4<f32> {
   var v = items;
   var off = off0;
   if (m >= 16u) { split_halve(&v, 8u, off, lane); off /= 2u; }
   if (m >= 8u) { split_halve(&v, 4u, off, lane); off /= 2u; }
   if (m >= 4u) { split_halve(&v, 2u, off, lane); off /= 2u; }
-  if (m >= 2u) { split_halve(&v, 1u, off, lane); off /= 2u; }
-  var r = v[0];
-  for (; off >= SPLIT; off /= 2u) { r += sg_shuffle_xor(r, off); }
+  if (m >= 2u) { split_halve(&v, 1u, off, lane); }
+  return v[0];
+}
+
+// split_sum_items from m items left at lane distance off (with WALK's "fold": QS items at SGR / 4).
+fn split_sum_from(items: array<vec4<f32>, SPLIT_ITEMS>, m: u32, off0: u32, lane: u32) -> vec4<f32> {
+  var r = split_halvings(items, m, off0, lane);
+  for (var off = off0 / m; off >= SPLIT; off /= 2u) { r += sg_shuffle_xor(r, off); }
   return r;
+}
+
+// split_sum_from (SPLIT = 1, g = SGR / m ≥ 4 lanes an item) carried down to one float: after the
+// item halvings the lane's vec4 is halved at distances g/2 (keeping .zw where the lane's bit is set,
+// else .xy) and g/4 (.y, else .x), then plain exchanges add the rest down to distance 1. Lane `lane`
+// ends with component (lane % g) / (g/4) of item lane / g: the same additions in the same order as
+// split_sum_from's for that component (a + b and b + a round alike), so the same bits. Call in
+// uniform control flow.
+fn split_sum_scalar(items: array<vec4<f32>, SPLIT_ITEMS>, m: u32, off0: u32, lane: u32) -> f32 {
+  let r4 = split_halvings(items, m, off0, lane);
+  var off = off0 / m;
+  let u2 = (lane & off) != 0u;
+  let r2 = select(r4.xy, r4.zw, u2) + sg_shuffle_xor2(select(r4.zw, r4.xy, u2), off);
+  off /= 2u;
+  let u1 = (lane & off) != 0u;
+  var r = select(r2.x, r2.y, u1) + sg_shuffle_xor1(select(r2.y, r2.x, u1), off);
+  for (off /= 2u; off >= 1u; off /= 2u) { r += sg_shuffle_xor1(r, off); }
+  return r;
+}
+
+// Write a sum of split_sum_scalar to the partial row at `base`: the first lane of each group of g/4
+// that holds a component writes it (with N = 16 and subgroups of 32, every lane: one 128-byte row).
+fn split_write_scalar(r: f32, lane: u32, base: u32) {
+  let grp = SGR / (2u * QS);
+  let item = lane / grp;
+  let n = 4u * (item % QS) + (lane % grp) / (grp / 4u);
+  let col = select(0u, N, item >= QS) + n;
+  if (lane % (grp / 4u) == 0u && n < N) {
+    if (WGSUM) { s_pbc[base + col] = r; } else { g_part_bc[base + col] = r; }
+  }
 }
 
 // Write a sum of split_sum_items to the partial row at `base`: in each group of SGR / m lanes that
@@ -1039,6 +1082,15 @@ fn split_param_partials(b: u32, e: u32, q: u32, gA: array<vec4<f32>, NVMAX>, A: 
     g_part_par[(b * (N + 2u) + N) * E + e] = gD;
     g_part_par[(b * (N + 2u) + N + 1u) * E + e] = gbias;
   }
+}
+
+// WALK's "fold2": split_halve's second exchange (lane distance SGR/4) for the item pair (j, j + QS/2)
+// of fold's QS items, into item j.
+fn split_fold2(v: ptr<function, array<vec4<f32>, SPLIT_ITEMS>>, j: u32, lane: u32) {
+  let upper = (lane & (SGR / 4u)) != 0u;
+  let lo = (*v)[j];
+  let hi = (*v)[j + QS / 2u];
+  (*v)[j] = select(lo, hi, upper) + sg_shuffle_xor(select(hi, lo, upper), SGR / 4u);
 }
 
 // What every token of selective_scan_backward_split's pass 2 needs of its invocation.
@@ -1152,6 +1204,7 @@ fn split_walk(tt: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitI
     if ((WALK & 4u) != 0u && BCJ && (DIAG & 1u) == 0u) { // split_halve's first exchange, for item pair (i, QS + i)
       let upper = (lane & (SGR / 2u)) != 0u;
       itB[i] = select(itB[i], itC[i], upper) + sg_shuffle_xor(select(itC[i], itB[i], upper), SGR / 2u);
+      if (FOLD2 && i >= QS / 2u) { split_fold2(&itB, i - QS / 2u, lane); }
     }
     gu4 += gh * Bv;
     let ahp = a * hPrev; // a_t ⊙ h_{t−1}
@@ -1179,11 +1232,17 @@ fn split_walk(tt: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitI
     if (WGSUM) { pbase = (tt * (WG / SGR) + lid / SGR) * (2u * N); }
     if ((DIAG & 8u) != 0u) { // timing only: the gB half alone
       split_write_items(split_sum_from(itB, QS, SGR / 2u, lane), lane, pbase, false);
+    } else if (FOLD2) { // the second exchange of the pairs whose upper item is past the lane's states (0)
+      for (var j = max(NVL, QS / 2u); j < QS; j++) { split_fold2(&itB, j - QS / 2u, lane); }
+      if (SCALAR_SUMS) { split_write_scalar(split_sum_scalar(itB, QS / 2u, SGR / 8u, lane), lane, pbase); }
+      else { split_write_items(split_sum_from(itB, QS / 2u, SGR / 8u, lane), lane, pbase, false); }
     } else if (BCJ && (WALK & 4u) != 0u) { // itB holds the QS items the first exchange left (0 from NVL on)
-      split_write_items(split_sum_from(itB, QS, SGR / 4u, lane), lane, pbase, false);
+      if (SCALAR_SUMS) { split_write_scalar(split_sum_scalar(itB, QS, SGR / 4u, lane), lane, pbase); }
+      else { split_write_items(split_sum_from(itB, QS, SGR / 4u, lane), lane, pbase, false); }
     } else if (BCJ) {
       for (var i = 0u; i < NVL; i++) { itB[QS + i] = itC[i]; }
-      split_write_items(split_sum_items(itB, lane), lane, pbase, false);
+      if (SCALAR_SUMS) { split_write_scalar(split_sum_scalar(itB, 2u * QS, SGR / 2u, lane), lane, pbase); }
+      else { split_write_items(split_sum_items(itB, lane), lane, pbase, false); }
     } else {
       split_write_items(split_sum_items(itB, lane), lane, pbase, false);
       split_write_items(split_sum_items(itC, lane), lane, pbase, true);

@@ -533,9 +533,9 @@ describe('checkpoints written by the forward', () => {
     await checkBackward(c2, false, false, split(c2, { ...t2, walk: ['lean'] }), { forwardCheckpoints: true });
     await checkBackward(c2, true, true, split(c2, { ...t2, walk: ['lean', 'keep-a'] }));
     await expect(checkBackward(c2, true, true, split(c2, { ...t2, walk: ['fast'] as never })))
-      .rejects.toThrow(/walk entries must be lean, keep-a, fold; received 'fast'/);
+      .rejects.toThrow(/walk entries must be lean, keep-a, fold, fold2; received 'fast'/);
   });
-  it('split with the first exchange of the [dB | dC] sums folded into the walk: the same bits as without, on 1 lane a channel (E=64, N=16; and N=10, whose items are padded) and 2 lanes with idle ones, the plain walk and the lean one', async () => {
+  it('split with the first exchange of the [dB | dC] sums folded into the walk, and the second (fold2): the same bits as without, on 1 lane a channel (E=64, N=16; and N=10, whose items are padded) and 2 lanes with idle ones, the plain walk and the lean one', async () => {
     const s = await sg();
     const cases: [Case, ScanTuning, boolean][] = [
       [makeCase(74, 2, 65, 64, 16, 12), { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s, walk: [] }, true],
@@ -547,6 +547,25 @@ describe('checkpoints written by the forward', () => {
       const plain = await checkBackward(c, reverse, false, t, { forwardCheckpoints: true });
       const folded = await checkBackward(c, reverse, false, { ...t, walk: [...(t.walk as ScanWalkForm[]), 'fold'] }, { forwardCheckpoints: true });
       for (const k of Object.keys(plain)) expect(folded[k], k).toEqual(plain[k]);
+      if (t.split === undefined) { // one lane a channel: QS = 4 items of which fold2 pairs (0, 2) and (1, 3)
+        const folded2 = await checkBackward(c, reverse, false, { ...t, walk: [...(t.walk as ScanWalkForm[]), 'fold2'] }, { forwardCheckpoints: true });
+        for (const k of Object.keys(plain)) expect(folded2[k], k).toEqual(plain[k]);
+      }
+    }
+  });
+  it('split with the [dB | dC] sums carried down to single columns: the same bits as without, where each item has 4 lanes or more (N ≤ 4 on subgroups of 8; N = 3 pads its items), the plain and folded walks, idle channels', async () => {
+    const s = await sg();
+    const cases: [Case, ScanTuning, boolean][] = [
+      [makeCase(77, 2, 65, 37, 4, 12), { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s }, true],
+      [makeCase(78, 2, 13, 2 * s, 3, 3), { kernel: 'split', subgroupSize: s, workgroupSize: 2 * s, segment: 3, walk: ['lean', 'fold'] }, false],
+      [makeCase(79, 2, 13, 40, 4, 3), { kernel: 'split', subgroupSize: s, workgroupSize: 2 * s, segment: 2, walk: [] }, true],
+    ];
+    for (const [c, t, reverse] of cases) {
+      expect(selectiveScanBackwardPlan(c, t)).toMatchObject({ kernel: 'split', split: 1, scalarSums: true });
+      expect(selectiveScanBackwardPlan(c, { ...t, scalarSums: false }).scalarSums).toBeUndefined();
+      const columns = await checkBackward(c, reverse, !reverse, t, { forwardCheckpoints: true });
+      const items = await checkBackward(c, reverse, !reverse, { ...t, scalarSums: false }, { forwardCheckpoints: true });
+      for (const k of Object.keys(items)) expect(columns[k], k).toEqual(items[k]);
     }
   });
   it('split with the decay as exp2: 1 lane a channel as loops, plain and lean (reverse, accumulating); 2 lanes written out, lean with idle channels', async () => {
@@ -669,7 +688,7 @@ describe('the backward plan', () => {
     const t = { kernel: 'split' as const, subgroupSize: 32 };
     expect(selectiveScanBackwardPlan(tiny, t), 'by default one lane a channel, 192 channels a workgroup, segments of 4').toEqual({
       kernel: 'split', split: 1, workgroupSize: 192, segment: 4, segments: 17, workgroupsPerSample: 2, subgroupSize: 32,
-      partialsPerSample: 12, workgroupBytes: 16 * 65 * 8,
+      partialsPerSample: 12, workgroupBytes: 16 * 65 * 8, scalarSums: true,
     });
     expect(selectiveScanBackwardPlan(tiny, { ...t, split: 4, segment: 2 }), 'more lanes: 256 invocations')
       .toMatchObject({ kernel: 'split', split: 4, workgroupSize: 256, segment: 2, segments: 33, workgroupsPerSample: 6, partialsPerSample: 48 });
@@ -740,7 +759,7 @@ describe('the backward on a GPU by default', () => {
     });
     expect(selectiveScanBackwardPlan({ ...tiny, E: 256 }, t)).toMatchObject({ kernel: 'split', workgroupSize: 128, workgroupsPerSample: 2 });
     expect(describeScanBackwardPlan(selectiveScanBackwardPlan(tiny, t)), "bench-vim's header").toBe('split (1 lane a channel, 192 invocations a ' +
-      'workgroup, segments of 4 tokens, 8320 bytes of workgroup memory, sums over channels by shuffles in subgroups of 32)');
+      'workgroup, segments of 4 tokens, 8320 bytes of workgroup memory, sums over channels by shuffles in subgroups of 32 down to one column a lane)');
     // the checkpoints of 4-token segments: B·16·N·E floats
     const ck = 4 * 256 * 16 * 16 * 384;
     expect(selectiveScanScratch(tiny, t).bcPartials * 4).toBeGreaterThanOrEqual(ck);
@@ -777,7 +796,7 @@ describe('VIM_SCAN_SPLIT', () => {
 
 describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
   it('set the split backward\'s lookahead, its per-lane arrays in workgroup memory and its unrolled walk, and refuse other values', () => {
-    const keys = ['VIM_SCAN_LOOKAHEAD', 'VIM_SCAN_LANE_MEMORY', 'VIM_SCAN_UNROLL', 'VIM_SCAN_EXP2', 'VIM_SCAN_WGSUM'];
+    const keys = ['VIM_SCAN_LOOKAHEAD', 'VIM_SCAN_LANE_MEMORY', 'VIM_SCAN_UNROLL', 'VIM_SCAN_EXP2', 'VIM_SCAN_WGSUM', 'VIM_SCAN_SCALAR_SUMS'];
     withEnv(keys, () => {
       for (const k of keys) delete process.env[k];
       expect(scanTuningFromEnv()).toEqual({});
@@ -793,7 +812,8 @@ describe('VIM_SCAN_LOOKAHEAD, VIM_SCAN_LANE_MEMORY and VIM_SCAN_UNROLL', () => {
       process.env.VIM_SCAN_LANE_MEMORY = 'A,h';
       expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_LANE_MEMORY must be a comma list of A, gA, carry, states \(or none\); it is 'A,h'/);
       delete process.env.VIM_SCAN_LANE_MEMORY;
-      for (const [name, key] of [['VIM_SCAN_UNROLL', 'unroll'], ['VIM_SCAN_EXP2', 'exp2'], ['VIM_SCAN_WGSUM', 'groupSums']]) {
+      for (const [name, key] of [['VIM_SCAN_UNROLL', 'unroll'], ['VIM_SCAN_EXP2', 'exp2'], ['VIM_SCAN_WGSUM', 'groupSums'],
+        ['VIM_SCAN_SCALAR_SUMS', 'scalarSums']]) {
         process.env[name] = '0';
         expect(scanTuningFromEnv()).toEqual({ [key]: false });
         process.env[name] = 'no';
@@ -852,7 +872,7 @@ describe('VIM_SCAN_WALK', () => {
       process.env.VIM_SCAN_WALK = 'none'; // the plain walk, where the default is lean
       expect(scanTuningFromEnv()).toEqual({ walk: [] });
       process.env.VIM_SCAN_WALK = 'fast';
-      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_WALK must be a comma list of lean, keep-a, fold \(or none\); it is 'fast'/);
+      expect(() => scanTuningFromEnv()).toThrow(/VIM_SCAN_WALK must be a comma list of lean, keep-a, fold, fold2 \(or none\); it is 'fast'/);
     });
   });
 });

@@ -175,14 +175,15 @@ export interface ScanTuning {
    */
   laneMemory?: readonly ScanLaneArray[];
   /**
-   * Backward 'split': forms of the walk (default: SCAN_WALK_DEFAULT, ['lean']; [] for the plain
+   * Backward 'split': forms of the walk (default: SCAN_WALK_DEFAULT, ['lean', 'fold2']; [] for the plain
    * walk), each fewer operations a state and token:
    * 'lean' sums gh ⊙ a_t ⊙ h_{t−1} once for both dΔ and dA_log and takes dΔ's u_t B_t term from the
    * du sum (the same sums, rounded in another order); 'keep-a' keeps a_t = exp(Δ_t A) from the
    * segment's recomputation for the walk (one exp fewer, S·⌈N/4⌉/split vec4 more registers);
    * 'fold' takes the first exchange of each token's [dB | dC] sum inside the walk, as each state
    * vec4's items are computed, so half as many items are live across it (the same exchanges and
-   * adds: the same results).
+   * adds: the same results); 'fold2' (implies 'fold') takes the second exchange there too, as soon
+   * as both of its items are made (the same results).
    */
   walk?: readonly ScanWalkForm[];
   /**
@@ -199,6 +200,13 @@ export interface ScanTuning {
    * the reduction and added 0.5–0.7 ms to the backward, docs/performance.md change 28).
    */
   groupSums?: boolean;
+  /**
+   * Backward 'split' with one lane a channel: where each [dB | dC] item's group of lanes is 4 or
+   * more (N = 16 on subgroups of 32), the halving exchanges go on inside each item's vec4 until every
+   * lane holds one column of the token's partial row, and the lanes store the row together: the
+   * same sums in the same order, so the same results (default true, or $VIM_SCAN_SCALAR_SUMS = 0 or 1).
+   */
+  scalarSums?: boolean;
   /**
    * Backward 'stream', where neither workgroupSize nor segment is given: try the wide geometry
    * first (segments of one token on 192 channels a workgroup where that divides E, else on 128:
@@ -224,14 +232,15 @@ export const SCAN_LANE_ARRAYS = ['A', 'gA', 'carry', 'states'] as const;
 export type ScanLaneArray = (typeof SCAN_LANE_ARRAYS)[number];
 
 /** The split backward's forms of the walk (ScanTuning.walk), in WALK's bit order. */
-export const SCAN_WALK_FORMS = ['lean', 'keep-a', 'fold'] as const;
+export const SCAN_WALK_FORMS = ['lean', 'keep-a', 'fold', 'fold2'] as const;
 export type ScanWalkForm = (typeof SCAN_WALK_FORMS)[number];
 
 /**
  * The split backward's walk where a call names none: 'lean' (on an H200 0.2–0.3 ms a step faster,
- * docs/performance.md measurement 10 and change 28).
+ * docs/performance.md measurement 10 and change 28) and 'fold2' (with the sums carried down to one
+ * column a lane, 10.2 ms a step against 11.2; change 35).
  */
-export const SCAN_WALK_DEFAULT: readonly ScanWalkForm[] = ['lean'];
+export const SCAN_WALK_DEFAULT: readonly ScanWalkForm[] = ['lean', 'fold2'];
 
 /** Bits of a pipeline constant for a list of names (bit k: allowed[k]), checked; `what` names the option. */
 function nameBits(where: string, what: string, allowed: readonly string[], list: readonly string[] | undefined): number {
@@ -321,7 +330,7 @@ export function reduceParamsGeometry(gpu: Gpu): [number, number] {
 }
 
 /** What scanTuningFromEnv can pin. */
-export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk' | 'unroll' | 'exp2' | 'groupSums' | 'diag'>;
+export type ScanEnvTuning = Pick<ScanTuning, 'workgroupSize' | 'segment' | 'split' | 'lookahead' | 'laneMemory' | 'walk' | 'unroll' | 'exp2' | 'groupSums' | 'scalarSums' | 'diag'>;
 
 /**
  * The backward's tuning from the environment, for measurements in the whole model:
@@ -336,7 +345,8 @@ export function scanTuningFromEnv(): ScanEnvTuning {
   const out: ScanEnvTuning = {};
   const walk = envNameList('VIM_SCAN_WALK', SCAN_WALK_FORMS, []); // 'none': the plain walk
   if (walk) out.walk = walk;
-  const switches = [['VIM_SCAN_LOOKAHEAD', 'lookahead'], ['VIM_SCAN_EXP2', 'exp2'], ['VIM_SCAN_WGSUM', 'groupSums'], ['VIM_SCAN_UNROLL', 'unroll']] as const;
+  const switches = [['VIM_SCAN_LOOKAHEAD', 'lookahead'], ['VIM_SCAN_EXP2', 'exp2'], ['VIM_SCAN_WGSUM', 'groupSums'], ['VIM_SCAN_UNROLL', 'unroll'],
+    ['VIM_SCAN_SCALAR_SUMS', 'scalarSums']] as const;
   for (const [name, key] of switches) {
     const v = envSwitch(name);
     if (v !== undefined) out[key] = v;
@@ -383,8 +393,11 @@ function scanPrelude(sgr: number, N: number): string {
   const nvmax = shuffleItems(N);
   const sizes = `const NVMAX = ${nvmax}u;\nconst SPLIT_ITEMS = ${2 * nvmax}u;\n`;
   return sgr > 0 // (an enable directive comes before any declaration)
-    ? `enable subgroups;\n${sizes}fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(v, m); }\n`
-    : `${sizes}fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return v; }\n`;
+    ? `enable subgroups;\n${sizes}fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(v, m); }\n` +
+      'fn sg_shuffle_xor2(v: vec2<f32>, m: u32) -> vec2<f32> { return subgroupShuffleXor(v, m); }\n' +
+      'fn sg_shuffle_xor1(v: f32, m: u32) -> f32 { return subgroupShuffleXor(v, m); }\n'
+    : `${sizes}fn sg_shuffle_xor(v: vec4<f32>, m: u32) -> vec4<f32> { return v; }\n` +
+      'fn sg_shuffle_xor2(v: vec2<f32>, m: u32) -> vec2<f32> { return v; }\nfn sg_shuffle_xor1(v: f32, m: u32) -> f32 { return v; }\n';
 }
 
 /** The backward's geometry: channels per workgroup, segment length, segments, workgroups per sample. */
@@ -401,6 +414,8 @@ export interface ScanBackwardPlan {
   split?: number;
   /** 'split' only: the subgroups' [dB | dC] rows summed in workgroup memory (ScanTuning.groupSums). */
   groupSums?: boolean;
+  /** 'split' only: the [dB | dC] sums carried down to one column a lane (ScanTuning.scalarSums, where it applies). */
+  scalarSums?: boolean;
   /** Rows of [dB | dC] partials per sample: one per workgroup, or per subgroup with shuffle sums. */
   partialsPerSample: number;
   /** Bytes of workgroup memory one workgroup of the backward uses. */
@@ -592,7 +607,7 @@ export function selectiveScanBackwardPlan(s: ScanShape, tuning: ScanTuning = {})
 /** A plan in words, for bench-vim's header: the kernel and its geometry. */
 export function describeScanBackwardPlan(p: ScanBackwardPlan): string {
   const sums = (p.subgroupSize > 0 ? `sums over channels by shuffles in subgroups of ${p.subgroupSize}` : 'sums over channels through workgroup memory') +
-    (p.groupSums ? ', then over the workgroup\'s subgroups' : '');
+    (p.scalarSums ? ' down to one column a lane' : '') + (p.groupSums ? ', then over the workgroup\'s subgroups' : '');
   const lanes = p.kernel === 'split' ? `${p.split ?? 1} lane${(p.split ?? 1) > 1 ? 's' : ''} a channel, ` : '';
   return `${p.kernel} (${lanes}${p.workgroupSize} invocations a workgroup, segments of ${p.segment} token${p.segment > 1 ? 's' : ''}, ` +
     `${p.workgroupBytes} bytes of workgroup memory, ${sums})`;
@@ -694,10 +709,13 @@ function splitPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefin
     (groupSums ? 4 * groupSumFloats(s.N, wg, sg, S) : 0);
   if (bytes > Math.max(SCAN_BACKWARD_WORKGROUP_BYTES, tuning.maxWorkgroupBytes ?? 0)) return undefined;
   const nwg = ceilDiv(s.E * P, wg);
+  // one column a lane: one lane a channel, gB and gC in one sum (2·qs items), 4 or more lanes an item
+  const qs = shuffleItems(s.N, P);
+  const scalarSums = P === 1 && 2 * qs <= sg && sg / (2 * qs) >= 4 && (tuning.scalarSums ?? true);
   const plan: ScanBackwardPlan = {
     kernel: 'split', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
     subgroupSize: sg, partialsPerSample: groupSums ? nwg : nwg * (wg / sg), workgroupBytes: bytes, split: P,
-    ...(groupSums ? { groupSums } : {}),
+    ...(groupSums ? { groupSums } : {}), ...(scalarSums ? { scalarSums } : {}),
   };
   if (tuning.maxCheckpointBytes !== undefined && 4 * checkpointElements(s, plan) > tuning.maxCheckpointBytes) return undefined;
   return plan;
@@ -1020,17 +1038,19 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   }
   const lanes = plan.split ?? 1;
   const qs = shuffleItems(N, lanes);
+  const bcj = 2 * qs <= sgr / lanes;
   // the stream and split kernels' common constants: all L tokens' B, C staged, shuffle sums
   const walk = { ...common, KB: kb, BCT: L, SGR: sgr, LOOKAHEAD: (a.lookahead ?? !split) ? 1 : 0 };
   const lmBits = split ? nameBits(where, 'laneMemory', SCAN_LANE_ARRAYS, a.laneMemory) : 0;
-  const wBits = split ? nameBits(where, 'walk', SCAN_WALK_FORMS, a.walk ?? SCAN_WALK_DEFAULT) : 0;
+  const wNamed = split ? nameBits(where, 'walk', SCAN_WALK_FORMS, a.walk ?? SCAN_WALK_DEFAULT) : 0;
+  const wBits = wNamed & 8 ? wNamed | 4 : wNamed; // fold2 implies fold
   const allLive = split && E % (wg / lanes) === 0;
   const laneMem: Record<string, number> = lmBits ? { LANE_MEM: lmBits, LM_ROWS: Math.max(1, laneMemoryRows(N, wg, lanes, lmBits, plan.segment)) } : {};
 
   const scan = makeDispatch(gpu, 'selective-scan',
     split ? 'selective_scan_backward_split' : stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
     split
-      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: 2 * qs <= sgr / lanes ? 1 : 0, ...laneMem, ...(wBits ? { WALK: wBits } : {}), ...(allLive ? { ALL_LIVE: 1 } : {}),
+      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: bcj ? 1 : 0, ...(plan.scalarSums ? { SCALAR_SUMS: 1 } : {}), ...laneMem, ...(wBits ? { WALK: wBits } : {}), ...(allLive ? { ALL_LIVE: 1 } : {}),
         UNROLL: (a.unroll ?? lanes > 1) ? 1 : 0, EXP2: a.exp2 ? 1 : 0,
         ...(plan.groupSums ? { WGSUM: 1, PBC_ROWS: groupSumFloats(N, wg, sgr, plan.segment) } : {}) }
       : stream
