@@ -171,6 +171,13 @@ ${entry}
 //   noexp the decay as 1 + x
 //   nosel the halving exchanges without their selects (each lane keeps the first half and sends the
 //         second: wrong sums, the exchanges' cost without the selects')
+//   scalar the halvings carried down to single floats (31 exchanges of one float against 36: 16, 8 and 4
+//         as vec4 items, then 2 and 1 within the lane's vec4), so lane j ends with column j of the
+//         token's [dB | dC] row and every lane stores it (one 128-byte row, no branch)
+//   pipe  scalar, with the last three halvings (4, 2, 1) of token t done at the start of the next
+//         token's walk, so that their exchanges can overlap its arithmetic (2 vec4 more live a token);
+//         the last token's are done after the loop; the first token's start finishes a zero row
+//         into a spare row
 const BWG = 192, S4 = 4;
 function backward(kind) {
   const sums = kind.includes('sums') || kind.includes('full');
@@ -178,7 +185,18 @@ function backward(kind) {
   const io = kind.includes('io') || kind.includes('full');
   const exp = kind.includes('noexp') ? '(1.0 + (x))' : 'exp(x)';
   const nosel = kind.includes('nosel');
+  const pipe = kind.includes('pipe');
+  const scalar = pipe || kind.includes('scalar');
   const BLE = B * L * E;
+  // the row of token t of this lane's subgroup in the partial rows (3·BLE on); row L of a subgroup is spare
+  const prow = (t) => `(3u * BLE + ((b * 12u + wid.x * 6u + lid / 32u) * (L + 1u) + (${t})) * 32u)`;
+  // halvings at lane distances 4, 2, 1 of two vec4 items p0, p1 (items 4·(lane & 4 ? 1 : 0) …)
+  const tail = (p0, p1) => `{
+        let r4 = select(${p0}, ${p1}, (lane & 4u) != 0u) + subgroupShuffleXor(select(${p1}, ${p0}, (lane & 4u) != 0u), 4u);
+        let r2 = select(r4.xy, r4.zw, (lane & 2u) != 0u) + subgroupShuffleXor(select(r4.zw, r4.xy, (lane & 2u) != 0u), 2u);
+        let r1 = select(r2.x, r2.y, (lane & 1u) != 0u) + subgroupShuffleXor(select(r2.y, r2.x, (lane & 1u) != 0u), 1u);
+        ${io ? `out[${prow('pt')} + lane] = r1;` : 'acc += r1;'}
+      }`;
   return `enable subgroups;${header(BWG)}const S = ${S4}u; const BLE = ${BLE}u;
 @group(0) @binding(2) var<storage, read> inp4: array<vec4<f32>>;
 fn decay(x: vec4<f32>) -> vec4<f32> { return ${exp}; }
@@ -207,6 +225,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var gD = 0.0;
   var gbias = 0.0;
   let nseg = (L + S - 1u) / S;
+  var pend: array<vec4<f32>, 2>; // pipe: the previous token's items after two halvings
+  var pt = L;                    // pipe: their token (L: the spare row)
   for (var kk = 0u; kk < nseg; kk++) {
     let k = nseg - 1u - kk;
     let t0 = k * S;
@@ -241,6 +261,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       let delta = del[tt];
       let du = delta * uu;
       let bct = t * 2u * NV;
+      ${pipe ? `${tail('pend[0]', 'pend[1]')}` : ''}
       var y4 = vec4<f32>(0.0);
       for (var i = 0u; i < NV; i++) { y4 += s_bc[bct + NV + i] * h[i]; }
       let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
@@ -273,7 +294,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       out[row] = gu;
       out[BLE + row] = gdr;
       out[2u * BLE + row] = gz;` : 'acc += gu + gdr + gz;'}
-      ${sums ? `halve(&it, 4u, 16u, lane);
+      ${sums && pipe ? `halve(&it, 4u, 16u, lane);
+      halve(&it, 2u, 8u, lane);
+      pend[0] = it[0];
+      pend[1] = it[1];
+      pt = t;` : sums && scalar ? `halve(&it, 4u, 16u, lane);
+      halve(&it, 2u, 8u, lane);
+      ${tail('it[0]', 'it[1]').replace('pt', 't')}` : sums ? `halve(&it, 4u, 16u, lane);
       halve(&it, 2u, 8u, lane);
       halve(&it, 1u, 4u, lane);
       var r = it[0];
@@ -283,6 +310,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
         out[3u * BLE + pr] = r.x; out[3u * BLE + pr + 1u] = r.y; out[3u * BLE + pr + 2u] = r.z; out[3u * BLE + pr + 3u] = r.w; }` : 'acc += r.x + r.w;'}` : `acc += it[0].x + it[7].w;`}
     }
   }
+  ${pipe ? tail('pend[0]', 'pend[1]') : ''}
   var g = gD + gbias;
   for (var i = 0u; i < NV; i++) { g += gA[i].x + gA[i].w; }
   out[4u * BLE + b * E + e] = acc + g;
@@ -325,7 +353,7 @@ ${entry}
 const gpu = await acquireGpu({});
 console.log(describeGpu(gpu));
 const dev = gpu.device;
-const outBuf = dev.createBuffer({ size: 4 * (4 * B * L * E + B * E), usage: GPUBufferUsage.STORAGE });
+const outBuf = dev.createBuffer({ size: 4 * (4 * B * L * E + B * E + B * 12 * 32), usage: GPUBufferUsage.STORAGE });
 const inBuf = dev.createBuffer({ size: 4 * (4 * B * L * E + 8), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
 dev.queue.writeBuffer(inBuf, 0, new Float32Array(4 * B * L * E + 8).map((_, i) => Math.sin(i) * 0.5));
 
@@ -336,7 +364,8 @@ const bgl = dev.createBindGroupLayout({ entries: [
 ] });
 const layout = dev.createPipelineLayout({ bindGroupLayouts: [bgl] });
 const kinds = (values.only ? values.only.split(',') : ['core', 'core-noexp', 'core-bc', 'io', 'io-noexp', 'io-noload', 'io-nostore', 'io-nofn', 'io-batch', 'io-batch-break', 'io-batch-chunk', 'io-batch-xz', 'io-batch-rw', 'io-batch-tokstore', 'io-staged', 'io-staged-noexp',
-  'bwd-arith', 'bwd-arith-noexp', 'bwd-sums', 'bwd-sums-nosel', 'bwd-rec', 'bwd-sums-rec', 'bwd-io', 'bwd-full', 'bwd-full-noexp', 'bwd-full-nosel']);
+  'bwd-arith', 'bwd-arith-noexp', 'bwd-sums', 'bwd-sums-nosel', 'bwd-rec', 'bwd-sums-rec', 'bwd-io', 'bwd-full', 'bwd-full-noexp', 'bwd-full-nosel',
+  'bwd-sums-scalar', 'bwd-sums-pipe', 'bwd-full-scalar', 'bwd-full-pipe']);
 for (const kind of kinds) {
   const module = dev.createShaderModule({ code: kernel(kind) });
   const info = await module.getCompilationInfo();
