@@ -174,6 +174,8 @@ ${entry}
 //   scalar the halvings carried down to single floats (31 exchanges of one float against 36: 16, 8 and 4
 //         as vec4 items, then 2 and 1 within the lane's vec4), so lane j ends with column j of the
 //         token's [dB | dC] row and every lane stores it (one 128-byte row, no branch)
+//   fold2 scalar, with the first two halvings inside the walk as the state vec4s' items are made
+//         (the model's walk form of that name)
 //   pipe  scalar, with the last three halvings (4, 2, 1) of token t done at the start of the next
 //         token's walk, so that their exchanges can overlap its arithmetic (2 vec4 more live a token);
 //         the last token's are done after the loop; the first token's start finishes a zero row
@@ -186,7 +188,8 @@ function backward(kind) {
   const exp = kind.includes('noexp') ? '(1.0 + (x))' : 'exp(x)';
   const nosel = kind.includes('nosel');
   const pipe = kind.includes('pipe');
-  const scalar = pipe || kind.includes('scalar');
+  const fold2 = kind.includes('fold2');
+  const scalar = pipe || fold2 || kind.includes('scalar');
   const BLE = B * L * E;
   // the row of token t of this lane's subgroup in the partial rows (3·BLE on); row L of a subgroup is spare
   const prow = (t) => `(3u * BLE + ((b * 12u + wid.x * 6u + lid / 32u) * (L + 1u) + (${t})) * 32u)`;
@@ -279,6 +282,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
         let gh = gy * s_bc[bct + NV + i] + carry[i];
         it[i] = gh * du;
         it[NV + i] = gy * h[i];
+        ${fold2 && sums ? `{ // the first two halvings here, as the model's fold2 walk takes them
+          let u16 = (lane & 16u) != 0u;
+          it[i] = select(it[i], it[NV + i], u16) + subgroupShuffleXor(select(it[NV + i], it[i], u16), 16u);
+          if (i >= 2u) {
+            let u8 = (lane & 8u) != 0u;
+            it[i - 2u] = select(it[i - 2u], it[i], u8) + subgroupShuffleXor(select(it[i], it[i - 2u], u8), 8u);
+          }
+        }` : ''}
         gu4 += gh * Bv;
         let p = gh * (a * hPrev);
         gd4 += A[i] * p;
@@ -294,12 +305,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       out[row] = gu;
       out[BLE + row] = gdr;
       out[2u * BLE + row] = gz;` : 'acc += gu + gdr + gz;'}
-      ${sums && pipe ? `halve(&it, 4u, 16u, lane);
-      halve(&it, 2u, 8u, lane);
+      ${sums && pipe ? `${fold2 ? '' : `halve(&it, 4u, 16u, lane);
+      halve(&it, 2u, 8u, lane);`}
       pend[0] = it[0];
       pend[1] = it[1];
-      pt = t;` : sums && scalar ? `halve(&it, 4u, 16u, lane);
-      halve(&it, 2u, 8u, lane);
+      pt = t;` : sums && scalar ? `${fold2 ? '' : `halve(&it, 4u, 16u, lane);
+      halve(&it, 2u, 8u, lane);`}
       ${tail('it[0]', 'it[1]').replace('pt', 't')}` : sums ? `halve(&it, 4u, 16u, lane);
       halve(&it, 2u, 8u, lane);
       halve(&it, 1u, 4u, lane);
@@ -365,7 +376,7 @@ const bgl = dev.createBindGroupLayout({ entries: [
 const layout = dev.createPipelineLayout({ bindGroupLayouts: [bgl] });
 const kinds = (values.only ? values.only.split(',') : ['core', 'core-noexp', 'core-bc', 'io', 'io-noexp', 'io-noload', 'io-nostore', 'io-nofn', 'io-batch', 'io-batch-break', 'io-batch-chunk', 'io-batch-xz', 'io-batch-rw', 'io-batch-tokstore', 'io-staged', 'io-staged-noexp',
   'bwd-arith', 'bwd-arith-noexp', 'bwd-sums', 'bwd-sums-nosel', 'bwd-rec', 'bwd-sums-rec', 'bwd-io', 'bwd-full', 'bwd-full-noexp', 'bwd-full-nosel',
-  'bwd-sums-scalar', 'bwd-sums-pipe', 'bwd-full-scalar', 'bwd-full-pipe']);
+  'bwd-sums-scalar', 'bwd-sums-pipe', 'bwd-full-scalar', 'bwd-full-pipe', 'bwd-full-fold2', 'bwd-full-fold2-pipe']);
 for (const kind of kinds) {
   const module = dev.createShaderModule({ code: kernel(kind) });
   const info = await module.getCompilationInfo();
