@@ -975,14 +975,16 @@ fn split_channel_sum(v: vec4<f32>) -> vec4<f32> {
   return r;
 }
 
+// The halving exchange of one item pair at lane distance off: the lower lane of each pair keeps lo
+// plus its partner's lo, the upper one hi plus its partner's hi.
+fn split_pair(lo: vec4<f32>, hi: vec4<f32>, off: u32, lane: u32) -> vec4<f32> {
+  let upper = (lane & off) != 0u;
+  return select(lo, hi, upper) + sg_shuffle_xor(select(hi, lo, upper), off);
+}
+
 // One halving exchange of split_sum_items (sg_halve on its longer item arrays).
 fn split_halve(v: ptr<function, array<vec4<f32>, SPLIT_ITEMS>>, h: u32, off: u32, lane: u32) {
-  let upper = (lane & off) != 0u;
-  for (var j = 0u; j < h; j++) {
-    let lo = (*v)[j];
-    let hi = (*v)[j + h];
-    (*v)[j] = select(lo, hi, upper) + sg_shuffle_xor(select(hi, lo, upper), off);
-  }
+  for (var j = 0u; j < h; j++) { (*v)[j] = split_pair((*v)[j], (*v)[j + h], off, lane); }
 }
 
 // The sum of m = (BCJ ? 2·QS : QS) items (vec4) over the lanes of a subgroup that hold the same
@@ -1087,10 +1089,7 @@ fn split_param_partials(b: u32, e: u32, q: u32, gA: array<vec4<f32>, NVMAX>, A: 
 // WALK's "fold2": split_halve's second exchange (lane distance SGR/4) for the item pair (j, j + QS/2)
 // of fold's QS items, into item j.
 fn split_fold2(v: ptr<function, array<vec4<f32>, SPLIT_ITEMS>>, j: u32, lane: u32) {
-  let upper = (lane & (SGR / 4u)) != 0u;
-  let lo = (*v)[j];
-  let hi = (*v)[j + QS / 2u];
-  (*v)[j] = select(lo, hi, upper) + sg_shuffle_xor(select(hi, lo, upper), SGR / 4u);
+  (*v)[j] = split_pair((*v)[j], (*v)[j + QS / 2u], SGR / 4u, lane);
 }
 
 // What every token of selective_scan_backward_split's pass 2 needs of its invocation.
@@ -1202,8 +1201,7 @@ fn split_walk(tt: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitI
     itB[i] = select(vec4<f32>(0.0), gh * du, ALL_LIVE || cx.live);
     itC[i] = select(vec4<f32>(0.0), gy * (*h)[i], ALL_LIVE || cx.live);
     if ((WALK & 4u) != 0u && BCJ && (DIAG & 1u) == 0u) { // split_halve's first exchange, for item pair (i, QS + i)
-      let upper = (lane & (SGR / 2u)) != 0u;
-      itB[i] = select(itB[i], itC[i], upper) + sg_shuffle_xor(select(itC[i], itB[i], upper), SGR / 2u);
+      itB[i] = split_pair(itB[i], itC[i], SGR / 2u, lane);
       if (FOLD2 && i >= QS / 2u) { split_fold2(&itB, i - QS / 2u, lane); }
     }
     gu4 += gh * Bv;
