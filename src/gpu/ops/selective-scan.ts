@@ -529,6 +529,11 @@ const SCAN_SPLIT_WORKGROUP = 256;
  * Whether the split backward can hold N states on P lanes a channel with subgroups of `sgr`: P
  * divides ⌈N/4⌉, a subgroup holds whole channels, and its sums over channels have a lane for each item.
  */
+/** Whether the split backward sums gB and gC in one shuffle sum of 2·QS items (BCJ): they fit the subgroup's lanes. */
+function joinedSums(N: number, P: number, sgr: number): boolean {
+  return 2 * shuffleItems(N, P) <= sgr / P;
+}
+
 function splitFits(N: number, P: number, sgr: number): boolean {
   return sgr >= P && Math.ceil(N / 4) % P === 0 && shuffleItems(N, P) <= sgr / P;
 }
@@ -712,8 +717,7 @@ function splitPlan(s: ScanShape, tuning: ScanTuning): ScanBackwardPlan | undefin
   if (bytes > Math.max(SCAN_BACKWARD_WORKGROUP_BYTES, tuning.maxWorkgroupBytes ?? 0)) return undefined;
   const nwg = ceilDiv(s.E * P, wg);
   // one column a lane: one lane a channel, gB and gC in one sum (2·qs items), 4 or more lanes an item
-  const qs = shuffleItems(s.N, P);
-  const scalarSums = P === 1 && 2 * qs <= sg && sg / (2 * qs) >= 4 && (tuning.scalarSums ?? true);
+  const scalarSums = P === 1 && joinedSums(s.N, P, sg) && sg / (2 * shuffleItems(s.N, P)) >= 4 && (tuning.scalarSums ?? true);
   const plan: ScanBackwardPlan = {
     kernel: 'split', workgroupSize: wg, segment: S, segments: ceilDiv(s.L, S), workgroupsPerSample: nwg,
     subgroupSize: sg, partialsPerSample: groupSums ? nwg : nwg * (wg / sg), workgroupBytes: bytes, split: P,
@@ -1040,7 +1044,6 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   }
   const lanes = plan.split ?? 1;
   const qs = shuffleItems(N, lanes);
-  const bcj = 2 * qs <= sgr / lanes;
   // the stream and split kernels' common constants: all L tokens' B, C staged, shuffle sums
   const walk = { ...common, KB: kb, BCT: L, SGR: sgr, LOOKAHEAD: (a.lookahead ?? !split) ? 1 : 0 };
   const lmBits = split ? nameBits(where, 'laneMemory', SCAN_LANE_ARRAYS, a.laneMemory) : 0;
@@ -1052,7 +1055,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const scan = makeDispatch(gpu, 'selective-scan',
     split ? 'selective_scan_backward_split' : stream ? 'selective_scan_backward_stream' : 'selective_scan_backward',
     split
-      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: bcj ? 1 : 0, ...(plan.scalarSums ? { SCALAR_SUMS: 1 } : {}), ...laneMem, ...(wBits ? { WALK: wBits } : {}), ...(allLive ? { ALL_LIVE: 1 } : {}),
+      ? { ...walk, SPLIT: lanes, QS: qs, BCJ: joinedSums(N, lanes, sgr) ? 1 : 0, ...(plan.scalarSums ? { SCALAR_SUMS: 1 } : {}), ...laneMem, ...(wBits ? { WALK: wBits } : {}), ...(allLive ? { ALL_LIVE: 1 } : {}),
         UNROLL: (a.unroll ?? lanes > 1) ? 1 : 0, EXP2: a.exp2 ? 1 : 0,
         ...(plan.groupSums ? { WGSUM: 1, PBC_ROWS: groupSumFloats(N, wg, sgr, plan.segment) } : {}) }
       : stream
