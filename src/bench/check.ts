@@ -320,7 +320,7 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
         await c.run([
           selectiveScanForward(c.gpu, {
             out, ...ins, B, L, E, N, R, reverse, ...(ck ? { checkpoints: { out: ck, segment: plan.segment } } : {}),
-            ...(yf ? { combine: scale } : {}), ...(st.exp2 !== undefined ? { exp2: st.exp2 } : {}),
+            ...(yf ? { combine: scale } : {}), exp2: st.exp2,
           }),
           ...selectiveScanBackward(c.gpu, {
             du, ddelta_raw: dd, dxz, dxdbl, dA_log: dA, dDskip: dD, ddt_bias: dbias, dout: c.t(g), ...ins,

@@ -331,7 +331,7 @@ export class VimGpu {
           dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]),
           A_log: mix(i, DIRECTION_NAMES.ALog[d]), xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
           B, L, E, N, R, reverse, ...(da.ckpt ? { checkpoints: { out: da.ckpt, segment: scanPlan.segment } } : {}),
-          ...(scanT.exp2 !== undefined ? { exp2: scanT.exp2 } : {}), // as the backward's recomputation rounds
+          exp2: scanT.exp2, // as the backward's recomputation rounds (undefined: the forward's default)
         }));
       }
       if (yDir) F.push(combineForward(gpu, { out: a.cmb, yF: yDir[0], yB: yDir[1], B, L, E, ...dropRow(i) }));
