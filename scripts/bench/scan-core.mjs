@@ -193,12 +193,12 @@ function backward(kind) {
   const BLE = B * L * E;
   // the row of token t of this lane's subgroup in the partial rows (3·BLE on); row L of a subgroup is spare
   const prow = (t) => `(3u * BLE + ((b * 12u + wid.x * 6u + lid / 32u) * (L + 1u) + (${t})) * 32u)`;
-  // halvings at lane distances 4, 2, 1 of two vec4 items p0, p1 (items 4·(lane & 4 ? 1 : 0) …)
-  const tail = (p0, p1) => `{
+  // halvings at lane distances 4, 2, 1 of two vec4 items p0, p1 (items 4·(lane & 4 ? 1 : 0) …), to token tok's row
+  const tail = (p0, p1, tok) => `{
         let r4 = select(${p0}, ${p1}, (lane & 4u) != 0u) + subgroupShuffleXor(select(${p1}, ${p0}, (lane & 4u) != 0u), 4u);
         let r2 = select(r4.xy, r4.zw, (lane & 2u) != 0u) + subgroupShuffleXor(select(r4.zw, r4.xy, (lane & 2u) != 0u), 2u);
         let r1 = select(r2.x, r2.y, (lane & 1u) != 0u) + subgroupShuffleXor(select(r2.y, r2.x, (lane & 1u) != 0u), 1u);
-        ${io ? `out[${prow('pt')} + lane] = r1;` : 'acc += r1;'}
+        ${io ? `out[${prow(tok)} + lane] = r1;` : 'acc += r1;'}
       }`;
   return `enable subgroups;${header(BWG)}const S = ${S4}u; const BLE = ${BLE}u;
 @group(0) @binding(2) var<storage, read> inp4: array<vec4<f32>>;
@@ -264,7 +264,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       let delta = del[tt];
       let du = delta * uu;
       let bct = t * 2u * NV;
-      ${pipe ? `${tail('pend[0]', 'pend[1]')}` : ''}
+      ${pipe ? tail('pend[0]', 'pend[1]', 'pt') : ''}
       var y4 = vec4<f32>(0.0);
       for (var i = 0u; i < NV; i++) { y4 += s_bc[bct + NV + i] * h[i]; }
       let y = Dv * uu + ((y4.x + y4.y) + (y4.z + y4.w));
@@ -311,7 +311,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       pend[1] = it[1];
       pt = t;` : sums && scalar ? `${fold2 ? '' : `halve(&it, 4u, 16u, lane);
       halve(&it, 2u, 8u, lane);`}
-      ${tail('it[0]', 'it[1]').replace('pt', 't')}` : sums ? `halve(&it, 4u, 16u, lane);
+      ${tail('it[0]', 'it[1]', 't')}` : sums ? `halve(&it, 4u, 16u, lane);
       halve(&it, 2u, 8u, lane);
       halve(&it, 1u, 4u, lane);
       var r = it[0];
@@ -321,7 +321,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
         out[3u * BLE + pr] = r.x; out[3u * BLE + pr + 1u] = r.y; out[3u * BLE + pr + 2u] = r.z; out[3u * BLE + pr + 3u] = r.w; }` : 'acc += r.x + r.w;'}` : `acc += it[0].x + it[7].w;`}
     }
   }
-  ${pipe ? tail('pend[0]', 'pend[1]') : ''}
+  ${pipe ? tail('pend[0]', 'pend[1]', 'pt') : ''}
   var g = gD + gbias;
   for (var i = 0u; i < NV; i++) { g += gA[i].x + gA[i].w; }
   out[4u * BLE + b * E + e] = acc + g;
