@@ -122,6 +122,12 @@ override FUSE_DT: bool = false;
 override WRITE_DELTA: bool = false;   // forward with FUSE_DT: also write Δraw to f_delta_out (for the backward)
 override CKPT_S: u32 = 0u;            // forward: write the state entering every segment of CKPT_S tokens to f_ckpt (0: none)
 override CKPT_IN: bool = false;        // backward: the forward wrote the checkpoints (CKPT_S = TC): no pass 1
+// backward_split with CKPT_IN: Δraw recomputed from dt_low (xdbl's first R columns, staged in s_bc
+// after the L tokens' [B_t | C_t], RV vec4 a token) and dt_proj's weight row (bound as g_delta_raw,
+// (E, R); each lane's row in s_dtw, DTW_ROWS = RV·WG), the fused forward's dot product in its order,
+// instead of read from a Δraw the forward stored
+override DT_REC: bool = false;
+override DTW_ROWS: u32 = 1u;
 override RV: u32 = (R + 3u) / 4u;     // vec4 of dt_low values staged per token with FUSE_DT
 override BCW: u32 = 2u * NV;          // vec4 staged per token in s_bc: B_t, C_t (and with FUSE_DT, RV of dt_low)
 override COMBINE: bool = false;        // forward: out = (out + this direction's output at the original token) · 0.5 (· scale)
@@ -240,6 +246,7 @@ var<workgroup> s_lane: array<f32, 1024>; // reduce: RP_COLS · RP_LANES ≤ 1024
 var<workgroup> s_lm: array<vec4<f32>, LM_ROWS>;
 // backward_split with WGSUM: a segment's [gB | gC] rows, [token of the segment][subgroup][2N]
 var<workgroup> s_pbc: array<f32, PBC_ROWS>;
+var<workgroup> s_dtw: array<vec4<f32>, DTW_ROWS>;
 
 // 1 / (1 + e^−x) for x ≥ 0, e^x / (1 + e^x) below: one exp and one division, no branch (a branch
 // whose lanes disagree runs both sides, two exps and two divisions)
@@ -432,6 +439,15 @@ fn load_bc_backward(b: u32, t0: u32, tn: u32, lid: u32) {
         let n = r - part * 4u * NV;
         s_bc[(tt * 2u + part) * NV + n / 4u][n % 4u] = select(0.0, v[j], n < N);
       }
+    }
+  }
+  if (DT_REC) { // dt_low of the same tokens, RV vec4 each (zero past R), after all L tokens' [B_t | C_t]
+    for (var k = lid; k < tn * 4u * RV; k += WG) {
+      let tt = k / (4u * RV);
+      let r = k - tt * 4u * RV;
+      var v = 0.0;
+      if (r < R) { v = g_xdbl[(b * L + t0 + tt) * (R + 2u * N) + r]; }
+      s_bc[L * 2u * NV + (t0 + tt) * RV + r / 4u][r % 4u] = v;
     }
   }
   workgroupBarrier();
@@ -1113,11 +1129,19 @@ fn split_zi(cx: SplitCtx, t: u32) -> u32 {
   return (cx.b * L + select(t, L - 1u - t, REVERSE_IO)) * 2u * E + E + cx.ec;
 }
 
-// u, Δraw, dout, z of token t0 + min(j, tn − 1).
-fn split_load_token(cx: SplitCtx, t0: u32, tn: u32, j: u32) -> vec4<f32> {
+// u, Δraw, dout, z of token t0 + min(j, tn − 1) (with DT_REC, Δraw from dt_low and wdt, dt_proj's row).
+fn split_load_token(cx: SplitCtx, t0: u32, tn: u32, j: u32, wdt: ptr<function, array<vec4<f32>, RVMAX>>) -> vec4<f32> {
   let t = t0 + min(j, tn - 1u);
   let row = (cx.b * L + t) * E + cx.ec;
-  return vec4<f32>(g_u[row], g_delta_raw[row], scan_dout(cx.b, t, cx.ec), g_xz[split_zi(cx, t)]);
+  var draw = 0.0;
+  if (DT_REC) {
+    var d4 = vec4<f32>(0.0);
+    for (var r = 0u; r < RV; r++) { d4 += (*wdt)[r] * s_bc[L * 2u * NV + t * RV + r]; }
+    draw = (d4.x + d4.y) + (d4.z + d4.w);
+  } else {
+    draw = g_delta_raw[row];
+  }
+  return vec4<f32>(g_u[row], draw, scan_dout(cx.b, t, cx.ec), g_xz[split_zi(cx, t)]);
 }
 
 // Segment k's inputs and checkpoint (zero for the first segment and idle channels).
@@ -1125,10 +1149,14 @@ fn split_load(cx: SplitCtx, k: u32, nseg: u32) -> SplitIn {
   var r: SplitIn;
   let t0 = k * TC;
   let tn = min(TC, L - t0);
-  r.tok[0] = split_load_token(cx, t0, tn, 0u);
-  if (1u < TC) { r.tok[1] = split_load_token(cx, t0, tn, 1u); }
-  if (2u < TC) { r.tok[2] = split_load_token(cx, t0, tn, 2u); }
-  if (3u < TC) { r.tok[3] = split_load_token(cx, t0, tn, 3u); }
+  var wdt: array<vec4<f32>, RVMAX>; // with DT_REC: dt_proj's weight row ec (zero past R)
+  if (DT_REC) {
+    for (var j = 0u; j < RV; j++) { wdt[j] = s_dtw[j * WG + cx.lid]; }
+  }
+  r.tok[0] = split_load_token(cx, t0, tn, 0u, &wdt);
+  if (1u < TC) { r.tok[1] = split_load_token(cx, t0, tn, 1u, &wdt); }
+  if (2u < TC) { r.tok[2] = split_load_token(cx, t0, tn, 2u, &wdt); }
+  if (3u < TC) { r.tok[3] = split_load_token(cx, t0, tn, 3u, &wdt); }
   if (ADD_DZ) {
     for (var j = 0u; j < TC; j++) { r.pz[j] = g_dxz[split_zi(cx, t0 + min(j, tn - 1u))]; }
   }
@@ -1294,6 +1322,15 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
   var gD = 0.0;
   var gbias = 0.0;
 
+  if (DT_REC) { // this lane's dt_proj row (zero past R), read by this lane only
+    for (var j = 0u; j < RV; j++) {
+      var w = vec4<f32>(0.0);
+      for (var c = 0u; c < 4u; c++) {
+        if (4u * j + c < R) { w[c] = g_delta_raw[ec * R + 4u * j + c]; }
+      }
+      s_dtw[j * WG + lid] = w;
+    }
+  }
   load_bc_backward(b, 0u, L, lid);
 
   // Pass 1: the forward recurrence over segments 0 … NSEG−2 in blocks of KB tokens, the next

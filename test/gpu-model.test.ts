@@ -189,6 +189,33 @@ describe('Vim on the GPU (vim-nano)', () => {
     inference.destroy();
   });
 
+  it('Δraw stored by the forward or recomputed by the split backward: the same step to rounding, 2·depth Δraw tensors apart', async () => {
+    const gpu = await testGpu();
+    const B = 4;
+    const { images, targets } = batch(train, 12, B, cfg.C);
+    const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
+    const run = (delta: 'stored' | 'recomputed') => withEnv(['VIM_SCAN_KERNEL', 'VIM_SCAN_DELTA'], async () => {
+      process.env.VIM_SCAN_KERNEL = 'split';
+      process.env.VIM_SCAN_DELTA = delta;
+      const model = await VimGpu.create(gpu, cfg, { batch: B, training: true });
+      model.setParams(initParams(cfg, 6));
+      model.setBatch(images, B, Float32Array.from(targets));
+      const loss = await model.trainStep(hyper);
+      const out = { delta: model.scanDelta, where: model.scanCheckpoints, bytes: model.activationBytes, loss, params: await model.getParams() };
+      model.destroy();
+      return out;
+    });
+    const s = await run('stored');
+    const r = await run('recomputed');
+    expect([s.delta, r.delta, s.where, r.where]).toEqual(['stored', 'recomputed', 'forward', 'forward']);
+    expect(s.bytes - r.bytes).toBe(2 * cfg.depth * B * cfg.L * cfg.E * 4);
+    expect(Math.abs(s.loss - r.loss)).toBeLessThan(1e-6 * Math.abs(s.loss));
+    expect(relErr(r.params.flat, s.params.flat)).toBeLessThan(1e-6);
+    const inference = await VimGpu.create(gpu, cfg, { batch: B, training: false });
+    expect(inference.scanDelta).toBeNull();
+    inference.destroy();
+  });
+
   it('30 AdamW steps on one batch of 16 drive the loss below 10% of its start', async () => {
     const gpu = await testGpu();
     const B = 16;

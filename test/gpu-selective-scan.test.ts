@@ -12,13 +12,15 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  describeScanBackwardPlan, reduceParamsGeometry, scanCheckpointElements, scanCheckpointsInForward, scanForwardTuningFromEnv, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
+  describeScanBackwardPlan, reduceParamsGeometry, scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanForwardTuningFromEnv, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
   selectiveScanForward, selectiveScanScratch, type ScanTuning, type ScanWalkForm,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
 import { combine_backward, combine_forward } from '../src/reference/combine.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 import { withEnv } from './helpers/env.js';
+import { runKernelChecks } from '../src/bench/check.js';
+import { loadConfig } from '../src/model/config.js';
 
 const TOL = 1e-5;
 
@@ -238,7 +240,7 @@ function scratchFor(gpu: Gpu, c: Case, tuning: ScanTuning, forwardCheckpoints = 
  */
 async function checkBackward(
   c: Case, reverse: boolean, accumulate: boolean, tuning: ScanTuning = {},
-  opts: { forwardCheckpoints?: boolean; combined?: { drop?: Drop } } = {},
+  opts: { forwardCheckpoints?: boolean; combined?: { drop?: Drop }; dtWeight?: Float64Array } = {},
 ): Promise<Record<string, Float64Array>> {
   const gpu = await testGpu();
   const { B, L, E, N, R } = c;
@@ -273,7 +275,8 @@ async function checkBackward(
     }));
   }
   await run(gpu, [...pre, ...selectiveScanBackward(gpu, {
-    ...inp, ...t, dout: tensorFrom(gpu, dout, 'dout'), scratch: scratchFor(gpu, c, tuning, checkpoints !== undefined),
+    ...inp, ...(opts.dtWeight ? { dtWeight: tensorFrom(gpu, opts.dtWeight, 'dt_proj weight') } : {}),
+    ...t, dout: tensorFrom(gpu, dout, 'dout'), scratch: scratchFor(gpu, c, tuning, checkpoints !== undefined),
     B, L, E, N, R, reverse, accumulate, ...tuning, checkpoints, ...(cmb ? { doutCombined: cmb } : {}),
   })]);
   await compareGrads(gpu, t, ref, init, c);
@@ -568,6 +571,40 @@ describe('checkpoints written by the forward', () => {
       for (const k of Object.keys(items)) expect(columns[k], k).toEqual(items[k]);
     }
   });
+  it('split with Δraw recomputed from dt_low and dt_proj\'s weight (dtWeight): as reading the Δraw the fused forward stores, to rounding, 1 and 2 lanes a channel, idle channels, exp2, the combine fused; and what it needs', async () => {
+    const s = await sg();
+    const gpu = await testGpu();
+    const cases: [Case, ScanTuning, boolean, boolean][] = [
+      [makeCase(86, 2, 65, 40, 16, 12), { kernel: 'split', subgroupSize: s, workgroupSize: 4 * s }, true, false],
+      [makeCase(87, 2, 13, 37, 16, 5), { kernel: 'split', subgroupSize: s, split: 2, segment: 3, workgroupSize: 2 * s, exp2: true }, false, true],
+      [makeCase(88, 3, 14, 2 * s, 8, 3), { kernel: 'split', subgroupSize: s, workgroupSize: 2 * s, segment: 2 }, true, true],
+    ];
+    for (const [c, t, reverse, combined] of cases) {
+      const { B, L, E, N, R } = c;
+      const W = randArray(new Rng(c.E + 7), E * R, -0.5, 0.5);
+      // Δraw as the model's fused forward computes and stores it: the case's Δraw from now on
+      const stored = zerosTensor(gpu, B * L * E, 'delta_raw');
+      const inp = upload(gpu, c);
+      await run(gpu, [selectiveScanForward(gpu, {
+        ...inp, delta_raw: stored, dtWeight: tensorFrom(gpu, W, 'dt_proj weight'), out: zerosTensor(gpu, B * L * E, 'out'), B, L, E, N, R, reverse,
+      })]);
+      c.delta_raw = await read(gpu, stored);
+      const o = { forwardCheckpoints: true, ...(combined ? { combined: { drop: dropRow(B) } } : {}) };
+      const read_ = await checkBackward(c, reverse, !reverse, t, o);
+      const rec = await checkBackward(c, reverse, !reverse, t, { ...o, dtWeight: W });
+      // the float64 reference passed for both (checkBackward); the recomputed Δraw is the fused forward's
+      // dot product in its order, which the shader compiler may contract differently in the two kernels:
+      // the gradients then move by rounding only
+      for (const k of Object.keys(read_)) expect(relErr(rec[k], read_[k]), k).toBeLessThan(1e-6);
+    }
+    const c = makeCase(89, 1, 5, 8, 4, 2);
+    const base = { ...upload(gpu, c), ...gradTensors(gpu, gradArrays(null, c)), dout: zerosTensor(gpu, 5 * 8), B: 1, L: 5, E: 8, N: 4, R: 2, reverse: false };
+    const dtWeight = zerosTensor(gpu, 16);
+    expect(() => selectiveScanBackward(gpu, { ...base, dtWeight, scratch: scratchFor(gpu, c, { kernel: 'split', subgroupSize: s }), kernel: 'split', subgroupSize: s }))
+      .toThrow(/dtWeight \(Δraw recomputed\) needs the 'split' kernel and the forward's checkpoints; pass delta_raw/);
+    expect(() => selectiveScanBackward(gpu, { ...base, delta_raw: undefined, scratch: scratchFor(gpu, c, {}) }))
+      .toThrow(/pass delta_raw \(Δraw to read\) or dtWeight \(Δraw recomputed\)/);
+  });
   it('split with the decay as exp2: 1 lane a channel as loops, plain and lean (reverse, accumulating); 2 lanes written out, lean with idle channels', async () => {
     const s = await sg();
     const c1 = makeCase(82, 2, 65, 40, 16, 12);
@@ -635,6 +672,52 @@ describe('checkpoints written by the forward', () => {
       process.env.VIM_SCAN_CHECKPOINTS = 'both';
       expect(() => scanCheckpointsInForward(plan(4))).toThrow("VIM_SCAN_CHECKPOINTS must be 'forward' or 'backward'; it is 'both'");
     });
+  });
+});
+
+describe('Δraw stored or recomputed', () => {
+  it("scanRecomputesDelta: by default where the split kernel has the forward's checkpoints and the workgroup memory; VIM_SCAN_DELTA pins it", () => {
+    const shape = { B: 256, L: 65, E: 384, N: 16, R: 12 };
+    const split = selectiveScanBackwardPlan(shape, { kernel: 'split', subgroupSize: 32 });
+    const stream = selectiveScanBackwardPlan(shape, { kernel: 'stream', subgroupSize: 32 });
+    const extra = 16 * 3 * (65 + split.workgroupSize); // dt_low of the L tokens and the workgroup's dt_proj rows
+    withEnv('VIM_SCAN_DELTA', () => {
+      delete process.env.VIM_SCAN_DELTA;
+      expect(scanRecomputesDelta(split, shape, true, 32768)).toBe(true);
+      expect(scanRecomputesDelta(split, shape, false, 32768)).toBe(false);
+      expect(scanRecomputesDelta(stream, shape, true, 32768)).toBe(false);
+      expect(scanRecomputesDelta(split, shape, true, split.workgroupBytes + extra)).toBe(true);
+      expect(scanRecomputesDelta(split, shape, true, split.workgroupBytes + extra - 1)).toBe(false);
+      process.env.VIM_SCAN_DELTA = 'stored';
+      expect(scanRecomputesDelta(split, shape, true, 32768)).toBe(false);
+      process.env.VIM_SCAN_DELTA = 'recomputed';
+      expect(scanRecomputesDelta(split, shape, true, 32768)).toBe(true);
+      expect(() => scanRecomputesDelta(stream, shape, true, 32768)).toThrow(/VIM_SCAN_DELTA=recomputed needs the split backward \(VIM_SCAN_KERNEL=split\) with the forward's checkpoints/);
+      process.env.VIM_SCAN_DELTA = 'yes';
+      expect(() => scanRecomputesDelta(split, shape, true, 32768)).toThrow("VIM_SCAN_DELTA must be 'stored' or 'recomputed'; it is 'yes'");
+    });
+  });
+});
+
+describe("bench-vim --check's scan checks", () => {
+  it('pass as the model runs the scans, with the split backward recomputing Δraw and with the default kernel storing it', async () => {
+    const gpu = await testGpu();
+    const cfg = loadConfig('vim-nano');
+    for (const kernel of ['split', undefined]) {
+      const rows = await withEnv('VIM_SCAN_KERNEL', async () => {
+        if (kernel) process.env.VIM_SCAN_KERNEL = kernel;
+        else delete process.env.VIM_SCAN_KERNEL;
+        const plan = selectiveScanBackwardPlan({ B: 2, L: cfg.L, E: cfg.E, N: cfg.N, R: cfg.R }, scanTuning(gpu));
+        const rec = scanRecomputesDelta(plan, { B: 2, L: cfg.L, E: cfg.E, N: cfg.N, R: cfg.R }, scanCheckpointsInForward(plan), gpu.limits.maxComputeWorkgroupStorageSize);
+        expect(rec).toBe(kernel === 'split');
+        return runKernelChecks(gpu, cfg, 2, { filter: /selective scan/ });
+      });
+      expect(rows.map((r) => [r.kernel, r.pass])).toEqual([
+        ["selective scan forward direction, the combine's backward fused, drop path", true],
+        ['selective scan backward direction, the combine fused both ways, drop path', true],
+        ['selective scan forward, dt_proj fused', true],
+      ]);
+    }
   });
 });
 

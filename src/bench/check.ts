@@ -21,7 +21,7 @@ import {
   conv1dSiluForward2,
 } from '../gpu/ops/conv1d.js';
 import {
-  scanCheckpointElements, scanCheckpointsInForward, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
+  scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
   selectiveScanScratch,
 } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
@@ -288,17 +288,31 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
   // As the model runs them: by default the combine fused in (the backward direction's forward adds
   // its output into y_f, both backwards read the combined output's gradient), with drop-path
   // factors; with VIM_FUSE_COMBINE=0 the plain scans (the combine check below covers the rest).
+  // Where the model's backward recomputes Δraw (scanRecomputesDelta), the forward takes dt_proj
+  // fused and stores none, and the backward computes it from xdbl and dt_proj's weight too.
   const fuse = fuseCombineDefault();
   for (const reverse of [false, true]) {
     const how = !fuse ? '' : reverse ? ', the combine fused both ways, drop path' : ', the combine\'s backward fused, drop path';
+    const dtRecFor = (gpu: Gpu): boolean => {
+      const plan = selectiveScanBackwardPlan({ B, L, E, N, R }, scanTuning(gpu));
+      return scanRecomputesDelta(plan, { B, L, E, N, R }, scanCheckpointsInForward(plan), gpu.limits.maxComputeWorkgroupStorageSize);
+    };
     checks.push({
       kernel: `selective scan ${reverse ? 'backward direction' : 'forward direction'}${how}`, shapes: `B=${B} L=${L} E=${E} N=${N}`,
       run: async (c) => {
         const S = R + 2 * N;
-        const u = c.rand(BL * E), delta = c.rand(BL * E, -3, 1), dtb = c.rand(E, -4, -2);
+        const dtRec = dtRecFor(c.gpu);
+        const u = c.rand(BL * E), dtb = c.rand(E, -4, -2);
         const alog = new Float64Array(E * N);
         for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) alog[e * N + n] = Math.fround(Math.log(n + 1) + 0.1 * c.rng.uniform());
         const xdbl = c.rand(BL * S), dsk = c.rand(E, 0.5, 1.5), xz = c.rand(BL * 2 * E, -2, 2), g = c.rand(BL * E);
+        // Δraw: given, or dt_low · dt_projᵀ where the backward recomputes it
+        const w = c.rand(E * R, -0.3, 0.3);
+        let delta = c.rand(BL * E, -3, 1);
+        if (dtRec) {
+          delta = new Float64Array(BL * E);
+          ref.linear_forward(delta, cols(xdbl, BL, S, 0, R), w, null, BL, R, E);
+        }
         // fused: g is the combined output's gradient (original order); drop-path factors in row 1
         // of a (2, B) table, about one sample in ten dropped; y_f (in the combined output's buffer
         // before the backward direction's scan adds its output there)
@@ -308,7 +322,8 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
         const scale = drop ? { scale: { t: c.t(table), offset: B } } : {};
         const yf = fuse && reverse ? c.rand(BL * E) : null;
         const ins = {
-          u: c.t(u), delta_raw: c.t(delta), dt_bias: c.t(dtb), A_log: c.t(alog), xdbl: c.t(xdbl), Dskip: c.t(dsk), xz: c.t(xz),
+          u: c.t(u), ...(dtRec ? { dtWeight: c.t(w) } : { delta_raw: c.t(delta) }), dt_bias: c.t(dtb), A_log: c.t(alog), xdbl: c.t(xdbl),
+          Dskip: c.t(dsk), xz: c.t(xz),
         };
         const out = yf ? c.t(yf) : c.t(BL * E), du = c.t(BL * E), dd = c.t(BL * E), dxz = c.t(BL * 2 * E), dxdbl = c.t(BL * S);
         const dA = c.t(E * N), dD = c.t(E), dbias = c.t(E);

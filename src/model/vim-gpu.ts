@@ -37,7 +37,7 @@ import {
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
 import { conv1dBackward2ScratchElements, conv1dSiluBackward2, conv1dSiluForward2 } from '../gpu/ops/conv1d.js';
 import {
-  scanCheckpointElements, scanCheckpointsInForward, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
+  scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
   selectiveScanScratch,
 } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
@@ -147,7 +147,7 @@ const READBACK_LOGITS_OFFSET = 32;
 interface DirActs {
   u: GpuTensor; // (BL, E) conv1d + SiLU output, direction order
   xdbl: GpuTensor; // (BL, R+2N) x_proj output
-  delta: GpuTensor | null; // (BL, E) dt_proj output without its bias (written by the scan forward; training only)
+  delta: GpuTensor | null; // (BL, E) dt_proj output without its bias (written by the scan forward; training where the backward does not recompute it)
   ckpt: GpuTensor | null; // (B, ⌈L/S⌉−1, 4⌈N/4⌉, E) the scan's states entering each segment (written by the forward; training only)
 }
 
@@ -166,6 +166,8 @@ export class VimGpu {
   readonly training: boolean;
   /** Training: where the scan backward's checkpoints are written (null in inference). */
   readonly scanCheckpoints: 'forward' | 'backward' | null;
+  /** Training: whether the scan forward stores Δraw for the backward or the backward recomputes it (scanRecomputesDelta; null in inference). */
+  readonly scanDelta: 'stored' | 'recomputed' | null;
   /** A line for the user about a choice create() made for them (e.g. a fallback for memory), or null. */
   note: string | null = null;
   readonly params: FlatTensors;
@@ -252,12 +254,15 @@ export class VimGpu {
     const scanT = scanTuning(gpu); // the backward kernel and the adapter's subgroup size
     const scanPlan = selectiveScanBackwardPlan({ B, L, E, N, R }, scanT);
     const fwdCkpt = opts.training && (opts.scanCheckpoints ? opts.scanCheckpoints === 'forward' : scanCheckpointsInForward(scanPlan));
+    // in training with the forward's checkpoints, where the backward can recompute Δraw, the forward stores none
+    const dtRec = fwdCkpt && scanRecomputesDelta(scanPlan, { B, L, E, N, R }, fwdCkpt, gpu.limits.maxComputeWorkgroupStorageSize);
     this.scanCheckpoints = opts.training ? (fwdCkpt ? 'forward' : 'backward') : null;
+    this.scanDelta = opts.training ? (dtRec ? 'recomputed' : 'stored') : null;
     const ckElems = Math.max(4, scanCheckpointElements({ B, L, E, N, R }, scanPlan.segment));
     const newLayer = (i: number | string): LayerActs => {
       const dir = (d: string): DirActs => ({
         u: t(`${i}.${d}.u`, BL * E), xdbl: t(`${i}.${d}.xdbl`, BL * (R + 2 * N)),
-        delta: opts.training ? t(`${i}.${d}.delta`, BL * E) : null,
+        delta: opts.training && !dtRec ? t(`${i}.${d}.delta`, BL * E) : null, // with dtRec the backward recomputes it
         ckpt: fwdCkpt ? t(`${i}.${d}.scan checkpoints`, ckElems) : null,
       });
       return {
@@ -323,7 +328,7 @@ export class VimGpu {
         const da = a.dirs[d];
         const reverse = d === 1;
         F.push(matmulForward(gpu, { out: da.xdbl, inp: da.u, weight: mix(i, DIRECTION_NAMES.xProj[d]), bias: null, M: BL, I: E, O: R + 2 * N }));
-        // dt_proj fused into the scan: Δraw = xdbl[:, 0…R−1] · dt_projᵀ, stored only for the backward
+        // dt_proj fused into the scan: Δraw = xdbl[:, 0…R−1] · dt_projᵀ, stored only for a backward that does not recompute it
         // fused: the forward direction writes y_f into cmb, the backward direction adds its output
         // there at the original tokens (· 0.5, · the drop-path factor), leaving the combined output
         F.push(selectiveScanForward(gpu, {
@@ -390,7 +395,8 @@ export class VimGpu {
         W.push(...selectiveScanBackward(gpu, {
           du: du[d], ddelta_raw: ddelta, dxz, dxdbl, dA_log: gm(i, DIRECTION_NAMES.ALog[d]), dDskip: gm(i, DIRECTION_NAMES.D[d]),
           ddt_bias: gm(i, DIRECTION_NAMES.dtProjBias[d]), ...(dy ? { dout: dy[d] } : { dout: dcmb, doutCombined: dropRow(i) }),
-          u: da.u, delta_raw: da.delta as GpuTensor, dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
+          u: da.u, ...(da.delta ? { delta_raw: da.delta } : { dtWeight: mix(i, DIRECTION_NAMES.dtProjWeight[d]) }),
+          dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
           xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
           B, L, E, N, R, reverse, scratch: { bcPartials: scratch, paramPartials: scratch2 },
           accumulate: { dz: d === 1 }, ...scanT, ...(da.ckpt ? { checkpoints: da.ckpt } : {}),

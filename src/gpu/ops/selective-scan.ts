@@ -756,6 +756,36 @@ export function scanCheckpointsInForward(plan: ScanBackwardPlan): boolean {
   return plan.segment >= 2;
 }
 
+/**
+ * Workgroup memory the split backward adds where it recomputes Δraw (ScanBackwardArgs.dtWeight): the
+ * L tokens' dt_low and the workgroup's dt_proj rows, ⌈R/4⌉ vec4 each.
+ */
+function deltaRecomputeBytes(L: number, R: number, wg: number): number {
+  return 16 * Math.ceil(R / 4) * (L + wg);
+}
+
+/**
+ * Training: whether the forward stores no Δraw and the backward recomputes it from dt_low and
+ * dt_proj's weight (ScanBackwardArgs.dtWeight), which needs the split kernel, the forward's
+ * checkpoints and deltaRecomputeBytes more workgroup memory than the plan's, within `maxBytes`.
+ * Where it can, it does by default: on an H200 at vim-tiny's batch 256 the forward is 0.3 ms a step
+ * faster, the backward 0.1–0.2 ms slower, and 25.6 MB a block and direction are not kept
+ * (docs/performance.md, change 36). $VIM_SCAN_DELTA ('stored' or 'recomputed') pins it; 'recomputed'
+ * where it cannot run is an error.
+ */
+export function scanRecomputesDelta(plan: ScanBackwardPlan, s: ScanShape, forwardCheckpoints: boolean, maxBytes: number): boolean {
+  const v = process.env.VIM_SCAN_DELTA;
+  if (v !== undefined && v !== '' && v !== 'stored' && v !== 'recomputed') {
+    throw new VimError(`VIM_SCAN_DELTA must be 'stored' or 'recomputed'; it is '${v}'`);
+  }
+  const can = plan.kernel === 'split' && forwardCheckpoints && plan.workgroupBytes + deltaRecomputeBytes(s.L, s.R, plan.workgroupSize) <= maxBytes;
+  if (v === 'recomputed' && !can) {
+    throw new VimError("VIM_SCAN_DELTA=recomputed needs the split backward (VIM_SCAN_KERNEL=split) with the forward's checkpoints, " +
+      `and ${deltaRecomputeBytes(s.L, s.R, plan.workgroupSize)} bytes of workgroup memory more than its plan's ${plan.workgroupBytes} within ${maxBytes}`);
+  }
+  return can && v !== 'stored';
+}
+
 /** Elements of the state checkpoints for segments of S tokens: (B, ⌈L/S⌉−1, 4·⌈N/4⌉, E). */
 export function scanCheckpointElements(s: ScanShape, S: number): number {
   return s.B * (Math.ceil(s.L / S) - 1) * 4 * Math.ceil(s.N / 4) * s.E;
@@ -936,7 +966,16 @@ export interface ScanAccumulate {
   params?: boolean;
 }
 
-export interface ScanBackwardArgs extends ScanInputs, ScanShape, ScanTuning {
+export interface ScanBackwardArgs extends Omit<ScanInputs, 'delta_raw'>, ScanShape, ScanTuning {
+  /** (B, L, E) Δraw as the forward stored it; or pass dtWeight. */
+  delta_raw?: GpuTensor;
+  /**
+   * (E, R) dt_proj's weight: the 'split' kernel with the forward's checkpoints recomputes Δraw from
+   * xdbl's dt_low columns with the fused forward's dot product, in its order (the same values to
+   * rounding: the compiler may contract it differently in the two kernels), so the forward need not
+   * store it (scanRecomputesDelta).
+   */
+  dtWeight?: GpuTensor;
   du: GpuTensor; // (B, L, E)
   ddelta_raw: GpuTensor; // (B, L, E) gradient w.r.t. delta_raw (through the softplus)
   dxz: GpuTensor; // (B, L, 2E): only the z half (columns E…2E−1, original order) is written
@@ -978,7 +1017,13 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const { B, L, E, N, R } = a;
   needInputs(where, a);
   const n = B * L * E;
-  need(where, 'delta_raw', a.delta_raw, n);
+  if (a.dtWeight) {
+    need(where, 'dtWeight', a.dtWeight, E * R);
+  } else if (a.delta_raw) {
+    need(where, 'delta_raw', a.delta_raw, n);
+  } else {
+    throw new Error(`${where}: pass delta_raw (Δraw to read) or dtWeight (Δraw recomputed)`);
+  }
   need(where, 'du', a.du, n);
   need(where, 'ddelta_raw', a.ddelta_raw, n);
   need(where, 'dxz', a.dxz, 2 * n);
@@ -1039,6 +1084,14 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   };
   const stream = plan.kernel === 'stream';
   const split = plan.kernel === 'split';
+  const dtRec = a.dtWeight !== undefined;
+  if (dtRec && !(split && a.checkpoints)) {
+    throw new Error(`${where}: dtWeight (Δraw recomputed) needs the 'split' kernel and the forward's checkpoints; pass delta_raw`);
+  }
+  if (dtRec && plan.workgroupBytes + deltaRecomputeBytes(L, R, wg) > gpu.limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(`${where}: recomputing Δraw takes ${deltaRecomputeBytes(L, R, wg)} bytes of workgroup memory more than the plan's ` +
+      `${plan.workgroupBytes}, over the adapter's ${gpu.limits.maxComputeWorkgroupStorageSize}; pass delta_raw`);
+  }
   if ((split || (stream && sgr > 0)) && !gpu.features.subgroups) {
     throw new Error(`${where}: subgroupSize ${sgr} needs the subgroups feature, which this device lacks`);
   }
@@ -1057,12 +1110,13 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
     split
       ? { ...walk, SPLIT: lanes, QS: qs, BCJ: joinedSums(N, lanes, sgr) ? 1 : 0, ...(plan.scalarSums ? { SCALAR_SUMS: 1 } : {}), ...laneMem, ...(wBits ? { WALK: wBits } : {}), ...(allLive ? { ALL_LIVE: 1 } : {}),
         UNROLL: (a.unroll ?? lanes > 1) ? 1 : 0, EXP2: a.exp2 ? 1 : 0,
+        ...(dtRec ? { DT_REC: 1, BCW: 2 * Math.ceil(N / 4) + Math.ceil(R / 4), DTW_ROWS: wg * Math.ceil(R / 4) } : {}),
         ...(plan.groupSums ? { WGSUM: 1, PBC_ROWS: groupSumFloats(N, wg, sgr, plan.segment) } : {}) }
       : stream
       ? { ...walk, QP: shuffleItems(N), SH_ROWS: streamStateRows(N, wg, plan.segment), ...(sgr > 0 ? { RED_ROWS: 1 } : {}) }
       : { ...common, KB: kb, BCT: Math.max(plan.segment, kb) },
     [a.du, a.ddelta_raw, a.dxz, partialsView, a.scratch.paramPartials, ckView,
-      a.dout, a.u, a.delta_raw, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz, dc?.scale ? dc.scale.t : placeholder(gpu, 2)],
+      a.dout, a.u, (a.dtWeight ?? a.delta_raw) as GpuTensor, a.dt_bias, a.A_log, a.xdbl, a.Dskip, a.xz, dc?.scale ? dc.scale.t : placeholder(gpu, 2)],
     scanGrid(gpu, where, B, nwg),
     {
       label: 'selective_scan_backward',
@@ -1071,7 +1125,8 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
       // reads them when accumulating). The checkpoints and partials this design adds are not
       // counted, so GB/s against `bytes` measures the distance to the floor. doutCombined reads
       // as many dout values (other rows) and the B factors.
-      bytes: 4 * ((7 + accOuts) * n + 2 * B * L * N + E * (N + 2) + (dc?.scale ? B : 0)),
+      // With dtWeight it reads dt_low and the weight instead of Δraw.
+      bytes: 4 * ((dtRec ? 6 : 7) * n + accOuts * n + (2 * N + (dtRec ? R : 0)) * B * L + E * (N + 2 + (dtRec ? R : 0)) + (dc?.scale ? B : 0)),
       // three forward steps (pass 1, recomputation, walk; two with the forward's checkpoints) and
       // the backward step per state and token (doutCombined: the halving and the factor)
       flops: n * N * (a.checkpoints ? 26 : 30) + n * 60 + (dc ? n * (dc.scale ? 2 : 1) : 0),
