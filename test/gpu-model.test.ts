@@ -30,6 +30,24 @@ function batch(split: typeof test, start: number, n: number, C: number, smoothin
   return { images, labels, targets };
 }
 
+/**
+ * One AdamW step of a fresh training model at batch B on training images from `start`, from
+ * initParams(cfg, seed): what the model chose, its activation bytes, the loss and the new parameters.
+ */
+async function oneStep(gpu: Awaited<ReturnType<typeof testGpu>>, B: number, start: number, seed: number, opts: { scanCheckpoints?: 'forward' | 'backward' }) {
+  const cfg = loadConfig('vim-nano');
+  const { images, targets } = batch(train, start, B, cfg.C);
+  const model = await VimGpu.create(gpu, cfg, { batch: B, training: true, ...opts });
+  model.setParams(initParams(cfg, seed));
+  model.setBatch(images, B, Float32Array.from(targets));
+  const loss = await model.trainStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 });
+  const out = {
+    where: model.scanCheckpoints, delta: model.scanDelta, note: model.note, bytes: model.activationBytes, loss, params: await model.getParams(),
+  };
+  model.destroy();
+  return out;
+}
+
 /** The parameter whose gradient is furthest from the reference's, and that relative error. */
 function worstGradient(cfg: ReturnType<typeof loadConfig>, grads: ParamSet<Float32Array>, ref: ParamSet<Float64Array>): [string, number] {
   let worst: [string, number] = ['', 0];
@@ -163,19 +181,8 @@ describe('Vim on the GPU (vim-nano)', () => {
   it("the scan's checkpoints from the forward or from the backward's pass 1: the same step, 2·depth checkpoint tensors apart less the scratch's own", async () => {
     const gpu = await testGpu();
     const B = 4;
-    const { images, targets } = batch(train, 8, B, cfg.C);
-    const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
-    const run = async (where: 'forward' | 'backward') => {
-      const model = await VimGpu.create(gpu, cfg, { batch: B, training: true, scanCheckpoints: where });
-      model.setParams(initParams(cfg, 5));
-      model.setBatch(images, B, Float32Array.from(targets));
-      const loss = await model.trainStep(hyper);
-      const out = { where: model.scanCheckpoints, note: model.note, bytes: model.activationBytes, loss, params: await model.getParams() };
-      model.destroy();
-      return out;
-    };
-    const f = await run('forward');
-    const b = await run('backward');
+    const f = await oneStep(gpu, B, 8, 5, { scanCheckpoints: 'forward' });
+    const b = await oneStep(gpu, B, 8, 5, { scanCheckpoints: 'backward' });
     expect([f.where, b.where, f.note, b.note]).toEqual(['forward', 'backward', null, null]);
     const shape = { B, L: cfg.L, E: cfg.E, N: cfg.N, R: cfg.R };
     const ck = 4 * scanCheckpointElements(shape, selectiveScanBackwardPlan(shape, scanTuning(gpu)).segment);
@@ -192,18 +199,10 @@ describe('Vim on the GPU (vim-nano)', () => {
   it('Δraw stored by the forward or recomputed by the split backward: the same step to rounding, 2·depth Δraw tensors apart', async () => {
     const gpu = await testGpu();
     const B = 4;
-    const { images, targets } = batch(train, 12, B, cfg.C);
-    const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
-    const run = (delta: 'stored' | 'recomputed') => withEnv(['VIM_SCAN_KERNEL', 'VIM_SCAN_DELTA'], async () => {
+    const run = (delta: 'stored' | 'recomputed') => withEnv(['VIM_SCAN_KERNEL', 'VIM_SCAN_DELTA'], () => {
       process.env.VIM_SCAN_KERNEL = 'split';
       process.env.VIM_SCAN_DELTA = delta;
-      const model = await VimGpu.create(gpu, cfg, { batch: B, training: true });
-      model.setParams(initParams(cfg, 6));
-      model.setBatch(images, B, Float32Array.from(targets));
-      const loss = await model.trainStep(hyper);
-      const out = { delta: model.scanDelta, where: model.scanCheckpoints, bytes: model.activationBytes, loss, params: await model.getParams() };
-      model.destroy();
-      return out;
+      return oneStep(gpu, B, 12, 6, {});
     });
     const s = await run('stored');
     const r = await run('recomputed');
