@@ -105,7 +105,7 @@ function combinedDout(dcmb: Float64Array, c: { B: number; L: number; E: number }
   return reverse ? dyB : dyF;
 }
 
-async function checkForward(c: Case, reverse: boolean, tuning: ScanTuning = {}): Promise<void> {
+async function checkForward(c: Case, reverse: boolean, tuning: ScanTuning = {}): Promise<Float64Array> {
   const gpu = await testGpu();
   const { B, L, E, N, R } = c;
   const inp = upload(gpu, c);
@@ -113,7 +113,9 @@ async function checkForward(c: Case, reverse: boolean, tuning: ScanTuning = {}):
   await run(gpu, [selectiveScanForward(gpu, { ...inp, out, B, L, E, N, R, reverse, ...tuning })]);
   const ref = new Float64Array(B * L * E);
   selective_scan_forward(ref, c.u, c.delta_raw, c.dt_bias, c.A_log, c.Bm, c.Cm, c.Dskip, c.xz, B, L, E, N, reverse);
-  expect(relErr(await read(gpu, out), ref)).toBeLessThan(TOL);
+  const got = await read(gpu, out);
+  expect(relErr(got, ref)).toBeLessThan(TOL);
+  return got;
 }
 
 /**
@@ -347,6 +349,15 @@ describe('selective scan forward', () => {
       () => checkForward(wide, reverse, { workgroupSize: 16, chunk: 3, ahead: 3 }));
     it(`B=3 L=7 E=13 N=5, inputs 8 tokens ahead, more than L (${dir})`, () => checkForward(small, reverse, { ahead: 8 }));
   }
+  it('two tokens ahead in two alternating slots: the same bits as 1 and 3 tokens ahead in moving slots, chunks that start on odd and even tokens', async () => {
+    for (const [c, t] of [[wide, { workgroupSize: 16, chunk: 3 }], [model, { workgroupSize: 32 }], [small, { chunk: 2 }]] as [Case, ScanTuning][]) {
+      for (const reverse of [false, true]) {
+        const two = await checkForward(c, reverse, { ...t, ahead: 2 });
+        expect(await checkForward(c, reverse, { ...t, ahead: 1 })).toEqual(two);
+        expect(await checkForward(c, reverse, { ...t, ahead: 3 })).toEqual(two);
+      }
+    }
+  });
   it('the decay as exp2: B=2 L=65 E=40 N=16 (reverse), and dt_proj fused with inputs 2 tokens ahead (forward)', async () => {
     await checkForward(model, true, { workgroupSize: 32, exp2: true });
     await checkForwardFused(model, false, true, { workgroupSize: 32, ahead: 2, exp2: true });

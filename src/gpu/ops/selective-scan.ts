@@ -41,7 +41,7 @@ export const SCAN_BACKWARD_WORKGROUP = 64;
  * workgroups resident (on an H200, 16 tokens ran 1.4× faster than all 65).
  */
 export const SCAN_FORWARD_CHUNK = 16;
-/** Tokens whose inputs the forward loads ahead by default. */
+/** Tokens whose inputs the forward loads ahead by default (two alternating slots; docs/performance.md change 37). */
 export const SCAN_FORWARD_AHEAD = 2;
 /** Most tokens the forward loads ahead (FAMAX in the kernel). */
 export const SCAN_FORWARD_MAX_AHEAD = 8;
@@ -104,7 +104,8 @@ export interface ScanTuning {
   chunk?: number;
   /**
    * Forward: tokens whose u, Δraw and z are loaded ahead of the token computed, 1…8 (default 2, or
-   * $VIM_SCAN_FORWARD_AHEAD; docs/performance.md, change 28).
+   * $VIM_SCAN_FORWARD_AHEAD; docs/performance.md, change 28). At 2 the tokens are taken two at a
+   * time, each from its own slot (change 37); otherwise the slots move down one each token.
    */
   ahead?: number;
   /**
