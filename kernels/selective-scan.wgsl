@@ -123,7 +123,7 @@ override WRITE_DELTA: bool = false;   // forward with FUSE_DT: also write Δraw 
 override CKPT_S: u32 = 0u;            // forward: write the state entering every segment of CKPT_S tokens to f_ckpt (0: none)
 // forward with FA = 2: the tokens taken two at a time, each with its own slot of inputs loaded two
 // tokens ahead (s0 even tokens, s1 odd), instead of slots moved down one each token, whose moves wait
-// on the loads issued a token before (on an H200 the training forward 0.07 ms a step faster)
+// on the loads issued a token before (on an H200 the training forward 0.06 ms a step faster)
 override PING: bool = FA == 2u;
 override CKPT_IN: bool = false;        // backward: the forward wrote the checkpoints (CKPT_S = TC): no pass 1
 // backward_split with CKPT_IN: Δraw recomputed from dt_low (xdbl's first R columns, staged in s_bc
@@ -277,6 +277,15 @@ fn softplus(x: f32) -> f32 {
 // Forward
 // ============================================================================================
 
+// Δraw = dt_low · wdt, dt_proj's row for the channel (zero past R), with dt_low's RV vec4 staged in
+// s_bc from `row`: the fused forward's dot product, which backward_split's DT_REC repeats in the same
+// order.
+fn dt_dot(wdt: ptr<function, array<vec4<f32>, RVMAX>>, row: u32) -> f32 {
+  var d4 = vec4<f32>(0.0);
+  for (var j = 0u; j < RV; j++) { d4 += (*wdt)[j] * s_bc[row + j]; }
+  return (d4.x + d4.y) + (d4.z + d4.w);
+}
+
 // Token t's inputs for selective_scan_forward: u, Δraw (unless FUSE_DT), z, and with COMBINE for a
 // live invocation the other direction's output at the token's original position (the column is
 // its own to write, and it reads each element before writing it).
@@ -297,10 +306,8 @@ fn fwd_step(t: u32, row: u32, x: vec4<f32>, h: ptr<function, array<vec4<f32>, NV
   let z = x.z;
   let other = x.w;
   if (FUSE_DT) {
-    var d4 = vec4<f32>(0.0);
-    if ((DIAG & 1024u) != 0u) { d4 = s_bc[row + 2u * NV]; } // timing only
-    else { for (var j = 0u; j < RV; j++) { d4 += (*wdt)[j] * s_bc[row + 2u * NV + j]; } }
-    draw = (d4.x + d4.y) + (d4.z + d4.w);
+    if ((DIAG & 1024u) != 0u) { let d4 = s_bc[row + 2u * NV]; draw = (d4.x + d4.y) + (d4.z + d4.w); } // timing only
+    else { draw = dt_dot(wdt, row + 2u * NV); }
     if (WRITE_DELTA && (DIAG & 512u) == 0u && live) { f_delta_out[(b * L + t) * E + e] = draw; }
   }
   let delta = softplus(draw + bias);
@@ -1090,6 +1097,14 @@ fn split_write_scalar(r: f32, lane: u32, base: u32) {
   }
 }
 
+// The sum of m items from lane distance off0 (split_sum_from) written to the partial row at `base`:
+// with SCALAR_SUMS carried down to one column a lane (split_sum_scalar, split_write_scalar), else as
+// items (split_write_items; their gB half, or with BCJ both). Call in uniform control flow.
+fn split_write_sum(items: array<vec4<f32>, SPLIT_ITEMS>, m: u32, off0: u32, lane: u32, base: u32) {
+  if (SCALAR_SUMS) { split_write_scalar(split_sum_scalar(items, m, off0, lane), lane, base); }
+  else { split_write_items(split_sum_from(items, m, off0, lane), lane, base, false); }
+}
+
 // Write a sum of split_sum_items to the partial row at `base`: in each group of SGR / m lanes that
 // holds item lane / (SGR / m), the first SPLIT lanes (one per state part q = lane % SPLIT) write its
 // four states. Item k is vec4 k % QS of the lane's part of gB, or of gC where `gc` or k ≥ QS (BCJ).
@@ -1161,13 +1176,7 @@ fn split_load_token(cx: SplitCtx, t0: u32, tn: u32, j: u32, wdt: ptr<function, a
   let t = t0 + min(j, tn - 1u);
   let row = (cx.b * L + t) * E + cx.ec;
   var draw = 0.0;
-  if (DT_REC) {
-    var d4 = vec4<f32>(0.0);
-    for (var r = 0u; r < RV; r++) { d4 += (*wdt)[r] * s_bc[L * 2u * NV + t * RV + r]; }
-    draw = (d4.x + d4.y) + (d4.z + d4.w);
-  } else {
-    draw = g_delta_raw[row];
-  }
+  if (DT_REC) { draw = dt_dot(wdt, L * 2u * NV + t * RV); } else { draw = g_delta_raw[row]; }
   return vec4<f32>(g_u[row], draw, scan_dout(cx.b, t, cx.ec), g_xz[split_zi(cx, t)]);
 }
 
@@ -1287,15 +1296,12 @@ fn split_walk(tt: u32, cx: SplitCtx, t0: u32, tn: u32, inp: ptr<function, SplitI
       split_write_items(split_sum_from(itB, QS, SGR / 2u, lane), lane, pbase, false);
     } else if (FOLD2) { // the second exchange of the pairs whose upper item is past the lane's states (0)
       for (var j = max(NVL, QS / 2u); j < QS; j++) { split_fold2(&itB, j - QS / 2u, lane); }
-      if (SCALAR_SUMS) { split_write_scalar(split_sum_scalar(itB, QS / 2u, SGR / 8u, lane), lane, pbase); }
-      else { split_write_items(split_sum_from(itB, QS / 2u, SGR / 8u, lane), lane, pbase, false); }
+      split_write_sum(itB, QS / 2u, SGR / 8u, lane, pbase);
     } else if (BCJ && (WALK & 4u) != 0u) { // itB holds the QS items the first exchange left (0 from NVL on)
-      if (SCALAR_SUMS) { split_write_scalar(split_sum_scalar(itB, QS, SGR / 4u, lane), lane, pbase); }
-      else { split_write_items(split_sum_from(itB, QS, SGR / 4u, lane), lane, pbase, false); }
+      split_write_sum(itB, QS, SGR / 4u, lane, pbase);
     } else if (BCJ) {
       for (var i = 0u; i < NVL; i++) { itB[QS + i] = itC[i]; }
-      if (SCALAR_SUMS) { split_write_scalar(split_sum_scalar(itB, 2u * QS, SGR / 2u, lane), lane, pbase); }
-      else { split_write_items(split_sum_items(itB, lane), lane, pbase, false); }
+      split_write_sum(itB, 2u * QS, SGR / 2u, lane, pbase); // (split_sum_items' m and distance with BCJ)
     } else {
       split_write_items(split_sum_items(itB, lane), lane, pbase, false);
       split_write_items(split_sum_items(itC, lane), lane, pbase, true);
