@@ -293,26 +293,25 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
   const fuse = fuseCombineDefault();
   for (const reverse of [false, true]) {
     const how = !fuse ? '' : reverse ? ', the combine fused both ways, drop path' : ', the combine\'s backward fused, drop path';
-    const dtRecFor = (gpu: Gpu): boolean => {
-      const plan = selectiveScanBackwardPlan({ B, L, E, N, R }, scanTuning(gpu));
-      return scanRecomputesDelta(plan, { B, L, E, N, R }, scanCheckpointsInForward(plan), gpu.limits.maxComputeWorkgroupStorageSize);
-    };
     checks.push({
       kernel: `selective scan ${reverse ? 'backward direction' : 'forward direction'}${how}`, shapes: `B=${B} L=${L} E=${E} N=${N}`,
       run: async (c) => {
         const S = R + 2 * N;
-        const dtRec = dtRecFor(c.gpu);
+        const shape = { B, L, E, N, R };
+        const st = scanTuning(c.gpu);
+        // as the model trains: the forward writes the backward's checkpoints where that pays, and
+        // the backward recomputes Δraw where it can
+        const plan = selectiveScanBackwardPlan(shape, st);
+        const fwdCk = scanCheckpointsInForward(plan);
+        const dtRec = scanRecomputesDelta(plan, shape, fwdCk, c.gpu.limits.maxComputeWorkgroupStorageSize);
         const u = c.rand(BL * E), dtb = c.rand(E, -4, -2);
         const alog = new Float64Array(E * N);
         for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) alog[e * N + n] = Math.fround(Math.log(n + 1) + 0.1 * c.rng.uniform());
         const xdbl = c.rand(BL * S), dsk = c.rand(E, 0.5, 1.5), xz = c.rand(BL * 2 * E, -2, 2), g = c.rand(BL * E);
         // Δraw: given, or dt_low · dt_projᵀ where the backward recomputes it
         const w = c.rand(E * R, -0.3, 0.3);
-        let delta = c.rand(BL * E, -3, 1);
-        if (dtRec) {
-          delta = new Float64Array(BL * E);
-          ref.linear_forward(delta, cols(xdbl, BL, S, 0, R), w, null, BL, R, E);
-        }
+        const delta = dtRec ? new Float64Array(BL * E) : c.rand(BL * E, -3, 1);
+        if (dtRec) ref.linear_forward(delta, cols(xdbl, BL, S, 0, R), w, null, BL, R, E);
         // fused: g is the combined output's gradient (original order); drop-path factors in row 1
         // of a (2, B) table, about one sample in ten dropped; y_f (in the combined output's buffer
         // before the backward direction's scan adds its output there)
@@ -327,11 +326,8 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
         };
         const out = yf ? c.t(yf) : c.t(BL * E), du = c.t(BL * E), dd = c.t(BL * E), dxz = c.t(BL * 2 * E), dxdbl = c.t(BL * S);
         const dA = c.t(E * N), dD = c.t(E), dbias = c.t(E);
-        const st = scanTuning(c.gpu);
-        // as the model trains: the forward writes the backward's checkpoints where that pays
-        const plan = selectiveScanBackwardPlan({ B, L, E, N, R }, st);
-        const ck = scanCheckpointsInForward(plan) ? c.t(Math.max(4, scanCheckpointElements({ B, L, E, N, R }, plan.segment))) : undefined;
-        const sc = selectiveScanScratch({ B, L, E, N, R }, st, { forwardCheckpoints: ck !== undefined });
+        const ck = fwdCk ? c.t(Math.max(4, scanCheckpointElements(shape, plan.segment))) : undefined;
+        const sc = selectiveScanScratch(shape, st, { forwardCheckpoints: fwdCk });
         await c.run([
           selectiveScanForward(c.gpu, {
             out, ...ins, B, L, E, N, R, reverse, ...(ck ? { checkpoints: { out: ck, segment: plan.segment } } : {}),

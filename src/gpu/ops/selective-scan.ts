@@ -765,6 +765,11 @@ function deltaRecomputeBytes(L: number, R: number, wg: number): number {
   return 16 * Math.ceil(R / 4) * (L + wg);
 }
 
+/** Whether the plan's workgroup memory with deltaRecomputeBytes more is within `maxBytes`. */
+function deltaRecomputeFits(plan: ScanBackwardPlan, s: Pick<ScanShape, 'L' | 'R'>, maxBytes: number): boolean {
+  return plan.workgroupBytes + deltaRecomputeBytes(s.L, s.R, plan.workgroupSize) <= maxBytes;
+}
+
 /**
  * Training: whether the forward stores no Δraw and the backward recomputes it from dt_low and
  * dt_proj's weight (ScanBackwardArgs.dtWeight), which needs the split kernel, the forward's
@@ -779,7 +784,7 @@ export function scanRecomputesDelta(plan: ScanBackwardPlan, s: ScanShape, forwar
   if (v !== undefined && v !== '' && v !== 'stored' && v !== 'recomputed') {
     throw new VimError(`VIM_SCAN_DELTA must be 'stored' or 'recomputed'; it is '${v}'`);
   }
-  const can = plan.kernel === 'split' && forwardCheckpoints && plan.workgroupBytes + deltaRecomputeBytes(s.L, s.R, plan.workgroupSize) <= maxBytes;
+  const can = plan.kernel === 'split' && forwardCheckpoints && deltaRecomputeFits(plan, s, maxBytes);
   if (v === 'recomputed' && !can) {
     throw new VimError("VIM_SCAN_DELTA=recomputed needs the split backward (VIM_SCAN_KERNEL=split) with the forward's checkpoints, " +
       `and ${deltaRecomputeBytes(s.L, s.R, plan.workgroupSize)} bytes of workgroup memory more than its plan's ${plan.workgroupBytes} within ${maxBytes}`);
@@ -1089,7 +1094,7 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   if (dtRec && !(split && a.checkpoints)) {
     throw new Error(`${where}: dtWeight (Δraw recomputed) needs the 'split' kernel and the forward's checkpoints; pass delta_raw`);
   }
-  if (dtRec && plan.workgroupBytes + deltaRecomputeBytes(L, R, wg) > gpu.limits.maxComputeWorkgroupStorageSize) {
+  if (dtRec && !deltaRecomputeFits(plan, a, gpu.limits.maxComputeWorkgroupStorageSize)) {
     throw new Error(`${where}: recomputing Δraw takes ${deltaRecomputeBytes(L, R, wg)} bytes of workgroup memory more than the plan's ` +
       `${plan.workgroupBytes}, over the adapter's ${gpu.limits.maxComputeWorkgroupStorageSize}; pass delta_raw`);
   }
