@@ -254,8 +254,8 @@ export class VimGpu {
     const scanT = scanTuning(gpu); // the backward kernel and the adapter's subgroup size
     const scanPlan = selectiveScanBackwardPlan({ B, L, E, N, R }, scanT);
     const fwdCkpt = opts.training && (opts.scanCheckpoints ? opts.scanCheckpoints === 'forward' : scanCheckpointsInForward(scanPlan));
-    // in training with the forward's checkpoints, where the backward can recompute Δraw, the forward stores none
-    const dtRec = fwdCkpt && scanRecomputesDelta(scanPlan, { B, L, E, N, R }, fwdCkpt, gpu.limits.maxComputeWorkgroupStorageSize);
+    // in training, where the backward can recompute Δraw (it needs the forward's checkpoints), the forward stores none
+    const dtRec = opts.training && scanRecomputesDelta(scanPlan, { B, L, E, N, R }, fwdCkpt, gpu.limits.maxComputeWorkgroupStorageSize);
     this.scanCheckpoints = opts.training ? (fwdCkpt ? 'forward' : 'backward') : null;
     this.scanDelta = opts.training ? (dtRec ? 'recomputed' : 'stored') : null;
     const ckElems = Math.max(4, scanCheckpointElements({ B, L, E, N, R }, scanPlan.segment));
