@@ -236,6 +236,11 @@ const SPLIT_SMAX = 4u;   // backward_split: longest segment
 @group(0) @binding(3) var<storage, read_write> r_dDskip: array<f32>;   // (E)
 @group(0) @binding(4) var<storage, read_write> r_ddt_bias: array<f32>; // (E)
 @group(0) @binding(5) var<storage, read> r_part_par: array<f32>;       // (B, N+2, E)
+// with DIRS = 2 the second direction's parameter gradients (its dxdbl and partials follow the
+// first's in the bindings above, at DX_OFF1, BC_OFF1, PAR_OFF1); else placeholders
+@group(0) @binding(6) var<storage, read_write> r_dA_log1: array<f32>;   // (E, N)
+@group(0) @binding(7) var<storage, read_write> r_dDskip1: array<f32>;   // (E)
+@group(0) @binding(8) var<storage, read_write> r_ddt_bias1: array<f32>; // (E)
 
 // [token][B_t (NV vec4) | C_t (NV vec4) | forward with FUSE_DT: dt_low (RV vec4)] of one sample, padding 0
 var<workgroup> s_bc: array<vec4<f32>, BCT * BCW>;
@@ -1450,36 +1455,49 @@ fn selective_scan_backward_split(@builtin(workgroup_id) wid: vec3u, @builtin(loc
 
 override RP_COLS: u32 = 16u;  // reduce: parameter outputs a workgroup (reduceParamsGeometry)
 override RP_LANES: u32 = 16u; // reduce: batch lanes an output; RP_COLS · RP_LANES invocations a workgroup
-override RBC: u32 = 1u;       // reduce: workgroups of the [dB | dC] part
+override RBC: u32 = 1u;       // reduce: workgroups of the [dB | dC] part, per direction
+override DIRS: u32 = 1u;      // reduce: directions summed by this dispatch (1 or 2)
+override DX_OFF1: u32 = 0u;   // reduce, DIRS = 2: where the second direction's rows start in r_dxdbl,
+override BC_OFF1: u32 = 0u;   // in r_part_bc
+override PAR_OFF1: u32 = 0u;  // and in r_part_par (elements)
 
+// selective_scan_reduce: the partials of DIRS directions' backwards summed, each direction's
+// outputs with the same additions in the same order: its RBC workgroups of [dB | dC] rows (the NWG
+// partial rows of each (b, t) in order), then its ⌈(N+2)·E / RP_COLS⌉ workgroups of parameters
+// (each output's B partials in RP_LANES strided sums, then those in order).
 @compute @workgroup_size(RP_COLS * RP_LANES)
 fn selective_scan_reduce(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3u) {
   let w = wid.x + wid.y * nwg.x; // uniform in the workgroup, so are the returns below
-  if (w < RBC) { // [dB | dC]: the NWG partial rows of (b, t), summed in order
+  if (w < DIRS * RBC) { // [dB | dC]: the NWG partial rows of (b, t), summed in order
+    let d = w / RBC;
     let Q = 2u * N;
-    let i = w * RP_COLS * RP_LANES + lid;
+    let i = (w - d * RBC) * RP_COLS * RP_LANES + lid;
     if (i < B * L * Q) {
       let bt = i / Q;
       let c = i - bt * Q;
       let b = bt / L;
       let t = bt - b * L;
+      let pb = select(0u, BC_OFF1, d == 1u);
       var s = 0.0;
-      for (var k = 0u; k < NWG; k++) { s += r_part_bc[((b * NWG + k) * L + t) * Q + c]; }
-      let o = bt * (R + Q) + R + c;
+      for (var k = 0u; k < NWG; k++) { s += r_part_bc[pb + ((b * NWG + k) * L + t) * Q + c]; }
+      let o = select(0u, DX_OFF1, d == 1u) + bt * (R + Q) + R + c;
       if (ACC_BC) { r_dxdbl[o] += s; } else { r_dxdbl[o] = s; }
     }
     return;
   }
   // the parameters: output k·E + e of part_par's rows, summed over the batch
   let X = (N + 2u) * E;
-  let pw = w - RBC;
-  if (pw * RP_COLS >= X) { return; }
+  let PW = (X + RP_COLS - 1u) / RP_COLS; // workgroups a direction
+  let d = (w - DIRS * RBC) / PW;
+  let pw = w - DIRS * RBC - d * PW;
+  if (d >= DIRS) { return; }
   let lx = lid % RP_COLS;
   let ly = lid / RP_COLS;
   let o = pw * RP_COLS + lx;
+  let pb = select(0u, PAR_OFF1, d == 1u);
   var acc = 0.0;
   if (o < X) {
-    for (var b = ly; b < B; b += RP_LANES) { acc += r_part_par[b * X + o]; }
+    for (var b = ly; b < B; b += RP_LANES) { acc += r_part_par[pb + b * X + o]; }
   }
   s_lane[ly * RP_COLS + lx] = acc;
   workgroupBarrier();
@@ -1488,13 +1506,30 @@ fn selective_scan_reduce(@builtin(workgroup_id) wid: vec3u, @builtin(local_invoc
     for (var y = 1u; y < RP_LANES; y++) { s += s_lane[y * RP_COLS + lx]; }
     let k = o / E;
     let e = o - k * E;
-    if (k < N) {
-      let j = e * N + k;
-      if (ACC_PAR) { r_dA_log[j] += s; } else { r_dA_log[j] = s; }
-    } else if (k == N) {
-      if (ACC_PAR) { r_dDskip[e] += s; } else { r_dDskip[e] = s; }
-    } else {
-      if (ACC_PAR) { r_ddt_bias[e] += s; } else { r_ddt_bias[e] = s; }
-    }
+    if (d == 0u) { reduce_param_out(k, e, s); } else { reduce_param_out1(k, e, s); }
+  }
+}
+
+// Parameter output (k, e) of the first direction: dA_log[e, k] for k < N, then dD[e], dbias[e].
+fn reduce_param_out(k: u32, e: u32, s: f32) {
+  if (k < N) {
+    let j = e * N + k;
+    if (ACC_PAR) { r_dA_log[j] += s; } else { r_dA_log[j] = s; }
+  } else if (k == N) {
+    if (ACC_PAR) { r_dDskip[e] += s; } else { r_dDskip[e] = s; }
+  } else {
+    if (ACC_PAR) { r_ddt_bias[e] += s; } else { r_ddt_bias[e] = s; }
+  }
+}
+
+// reduce_param_out for the second direction (DIRS = 2).
+fn reduce_param_out1(k: u32, e: u32, s: f32) {
+  if (k < N) {
+    let j = e * N + k;
+    if (ACC_PAR) { r_dA_log1[j] += s; } else { r_dA_log1[j] = s; }
+  } else if (k == N) {
+    if (ACC_PAR) { r_dDskip1[e] += s; } else { r_dDskip1[e] = s; }
+  } else {
+    if (ACC_PAR) { r_ddt_bias1[e] += s; } else { r_ddt_bias1[e] = s; }
   }
 }

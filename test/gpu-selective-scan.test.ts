@@ -12,7 +12,7 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  describeScanBackwardPlan, reduceParamsGeometry, scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanForwardTuningFromEnv, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan,
+  describeScanBackwardPlan, reduceParamsGeometry, scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanForwardTuningFromEnv, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPair, selectiveScanBackwardPlan,
   selectiveScanForward, selectiveScanScratch, type ScanTuning, type ScanWalkForm,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
@@ -335,6 +335,47 @@ async function checkBothDirections(
   await compareGrads(gpu, tB, refB, initB, bwd);
 }
 
+/** A view of `n` elements of `t` from element `at` (a multiple of 64: 256 bytes). */
+function viewOf(t: GpuTensor, at: number, n: number, label: string): GpuTensor {
+  return { ...t, offset: t.offset + 4 * at, size: 4 * n, label };
+}
+
+/**
+ * Both directions of one block as the model runs them (the second adds its dz), their partials'
+ * reductions either one dispatch each (selectiveScanBackward twice) or one for both
+ * (selectiveScanBackwardPair, each direction's dxdbl and scratch views of one tensor): every output.
+ */
+async function bothDirectionsOutputs(seed: number, c: Case, tuning: ScanTuning, pair: boolean): Promise<Record<string, Float64Array>> {
+  const gpu = await testGpu();
+  const { B, L, E, N, R } = c;
+  const bwd = makeCase(seed + 1, B, L, E, N, R);
+  bwd.xz.set(c.xz);
+  const rng = new Rng(seed + 2);
+  const dout = [randArray(rng, B * L * E, -1, 1), randArray(rng, B * L * E, -1, 1)];
+  const init = [gradArrays(rng, c), gradArrays(rng, bwd)];
+  const al = (n: number): number => Math.ceil(n / 64) * 64;
+  const sizes = selectiveScanScratch(c, tuning);
+  const nx = B * L * (R + 2 * N);
+  const dxdbl = tensorFrom(gpu, [...init[0].dxdbl, ...new Float64Array(al(nx) - nx), ...init[1].dxdbl], 'dxdbl pair');
+  const bc = zerosTensor(gpu, al(sizes.bcPartials) + sizes.bcPartials, 'bcPartials pair');
+  const par = zerosTensor(gpu, al(sizes.paramPartials) + sizes.paramPartials, 'paramPartials pair');
+  const t = init.map((g) => gradTensors(gpu, g));
+  t[1].dxz = t[0].dxz; // both directions' dz in one tensor
+  for (const d of [0, 1]) t[d].dxdbl = viewOf(dxdbl, d * al(nx), nx, `dxdbl ${d}`);
+  const scratch = [0, 1].map((d) => ({
+    bcPartials: viewOf(bc, d * al(sizes.bcPartials), sizes.bcPartials, `bcPartials ${d}`),
+    paramPartials: viewOf(par, d * al(sizes.paramPartials), sizes.paramPartials, `paramPartials ${d}`),
+  }));
+  const inp = [upload(gpu, c), { ...upload(gpu, bwd), xz: upload(gpu, c).xz }];
+  const args = [0, 1].map((d) => ({
+    ...inp[d], ...t[d], dout: tensorFrom(gpu, dout[d]), scratch: scratch[d], B, L, E, N, R, reverse: d === 1, accumulate: { dz: d === 1 }, ...tuning,
+  }));
+  await run(gpu, pair ? selectiveScanBackwardPair(gpu, [args[0], args[1]]) : [...selectiveScanBackward(gpu, args[0]), ...selectiveScanBackward(gpu, args[1])]);
+  const out: Record<string, Float64Array> = {};
+  for (const d of [0, 1]) for (const [k, v] of Object.entries(t[d])) out[`${k} ${d}`] = await read(gpu, v);
+  return out;
+}
+
 describe('selective scan forward', () => {
   const small = makeCase(1, 3, 7, 13, 5, 3);
   const wide = makeCase(2, 3, 7, 37, 5, 3);
@@ -486,6 +527,28 @@ describe('selective scan backward (split)', () => {
  * The forward writes the checkpoints (the state entering each segment) and the backward skips its
  * pass 1, for each backward kernel; segments that end exactly at L (no checkpoint past the last).
  */
+describe('both directions\' reductions in one dispatch', () => {
+  it('selectiveScanBackwardPair gives the same bits as each direction\'s own reduction, with the default and the split kernel (idle channels), and says which views are out of order', async () => {
+    const s = scanSubgroupSize(await testGpu());
+    const c = makeCase(95, 2, 13, 37, 16, 3);
+    for (const tuning of [{}, { kernel: 'split', subgroupSize: s, workgroupSize: 2 * s, segment: 3 }] as ScanTuning[]) {
+      const own = await bothDirectionsOutputs(95, c, tuning, false);
+      const paired = await bothDirectionsOutputs(95, c, tuning, true);
+      for (const k of Object.keys(own)) expect(paired[k], k).toEqual(own[k]);
+    }
+    const gpu = await testGpu();
+    const { B, L, E, N, R } = c;
+    const sizes = selectiveScanScratch(c, {});
+    const t = gradTensors(gpu, gradArrays(null, c));
+    const a = (dxdbl: GpuTensor, reverse: boolean) => ({
+      ...upload(gpu, c), ...t, dxdbl, dout: zerosTensor(gpu, B * L * E), B, L, E, N, R, reverse,
+      scratch: { bcPartials: zerosTensor(gpu, sizes.bcPartials), paramPartials: zerosTensor(gpu, sizes.paramPartials) },
+    });
+    expect(() => selectiveScanBackwardPair(gpu, [a(t.dxdbl, false), a(zerosTensor(gpu, B * L * (R + 2 * N), 'other dxdbl'), true)]))
+      .toThrow(/the second direction's dxdbl must follow the first's in the same buffer/);
+  });
+});
+
 describe('checkpoints written by the forward', () => {
   const sg = async (): Promise<number> => scanSubgroupSize(await testGpu());
   it('split, the default geometry: B=2 L=65 E=40 N=16, segments of 4 (reverse, accumulating)', async () => {
@@ -711,7 +774,7 @@ describe('Δraw stored or recomputed', () => {
 });
 
 describe("bench-vim --check's scan checks", () => {
-  it('pass as the model runs the scans, with the split backward recomputing Δraw and with the default kernel storing it', async () => {
+  it('pass as the model runs the scans, with the split backward recomputing Δraw and with the default kernel storing it, both directions\' reductions in one dispatch too', async () => {
     const gpu = await testGpu();
     const cfg = loadConfig('vim-nano');
     for (const kernel of ['split', undefined]) {
@@ -726,6 +789,7 @@ describe("bench-vim --check's scan checks", () => {
       expect(rows.map((r) => [r.kernel, r.pass])).toEqual([
         ["selective scan forward direction, the combine's backward fused, drop path", true],
         ['selective scan backward direction, the combine fused both ways, drop path', true],
+        ['selective scan reductions of both directions in one dispatch', true],
         ['selective scan forward, dt_proj fused', true],
       ]);
     }

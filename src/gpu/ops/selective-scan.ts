@@ -1018,6 +1018,18 @@ export interface ScanBackwardArgs extends Omit<ScanInputs, 'delta_raw'>, ScanSha
  * over the batch.
  */
 export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[] {
+  const p = scanBackwardParts(gpu, a);
+  return [p.scan, scanReduce(gpu, p.args, [p.dir])];
+}
+
+/** One direction's backward scan, and what its partials' reduction needs. */
+interface ScanBackwardParts {
+  scan: Dispatch;
+  dir: ScanReduceDir;
+  args: ScanReduceArgs;
+}
+
+function scanBackwardParts(gpu: Gpu, a: ScanBackwardArgs): ScanBackwardParts {
   const where = 'selectiveScanBackward';
   checkShape(where, a);
   const { B, L, E, N, R } = a;
@@ -1080,7 +1092,6 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
   const np = plan.partialsPerSample;
   const sgr = plan.subgroupSize;
   const prelude = scanPrelude(sgr, N);
-  const Q = 2 * N;
   const accOuts = b01(acc.du) + b01(acc.ddelta_raw) + b01(acc.dz);
   const common = {
     L, E, N, R, WG: wg, TC: plan.segment, NWG: np, REVERSE: b01(a.reverse),
@@ -1139,15 +1150,85 @@ export function selectiveScanBackward(gpu: Gpu, a: ScanBackwardArgs): Dispatch[]
       prelude,
       shape: `${a.reverse ? 'reverse' : 'forward'}${accOuts ? ', accumulating' : ''}`, // bench-vim --by-shape: one row per pipeline
     });
-  // both reductions in one dispatch: the [dB | dC] rows, then the parameters
-  const nbc = B * L * Q;
+  const red: ScanReduceDir = { dxdbl: a.dxdbl, partials: partialsView, paramPartials: a.scratch.paramPartials, dA_log: a.dA_log, dDskip: a.dDskip, ddt_bias: a.ddt_bias };
+  const reduceArgs: ScanReduceArgs = { shape: a, partialsPerSample: np, dBC: b01(acc.dBC), params: b01(acc.params), partialsElems, prelude };
+  return { scan, dir: red, args: reduceArgs };
+}
+
+/** What the partials' reduction needs of one direction's backward. */
+interface ScanReduceDir {
+  dxdbl: GpuTensor;
+  partials: GpuTensor; // the [dB | dC] partials' region of scratch.bcPartials
+  paramPartials: GpuTensor;
+  dA_log: GpuTensor;
+  dDskip: GpuTensor;
+  ddt_bias: GpuTensor;
+}
+
+/** What the partials' reduction needs of the backward's plan (the same for both directions of a pair). */
+interface ScanReduceArgs {
+  shape: ScanShape;
+  partialsPerSample: number;
+  dBC: number;
+  params: number;
+  partialsElems: number;
+  prelude: string;
+}
+
+/** One binding over the regions `first` and `second` of one buffer (second after first), and second's start in elements. */
+function spanOf(where: string, what: string, first: GpuTensor, second: GpuTensor): [GpuTensor, number] {
+  if (first.buffer !== second.buffer || second.offset < first.offset + first.size) {
+    throw new Error(`${where}: the second direction's ${what} must follow the first's in the same buffer ` +
+      `(${first.label} at byte ${first.offset}, ${second.label} at byte ${second.offset})`);
+  }
+  const size = second.offset + second.size - first.offset;
+  return [{ ...first, size, label: `${first.label} (both directions)` }, (second.offset - first.offset) / 4];
+}
+
+/**
+ * The partials' reduction of one direction's backward, or of two in one dispatch (their dxdbl,
+ * partials and parameter partials each in one buffer, the second after the first): the [dB | dC]
+ * rows, then the parameters, each output with the same additions in the same order either way.
+ */
+function scanReduce(gpu: Gpu, r: ScanReduceArgs, dirs: readonly ScanReduceDir[]): Dispatch {
+  const where = 'selectiveScanBackwardPair';
+  const { B, L, E, N, R } = r.shape;
+  const nbc = B * L * 2 * N;
   const X = (N + 2) * E;
   const [rpCols, rpLanes] = reduceParamsGeometry(gpu);
   const rbc = ceilDiv(nbc, rpCols * rpLanes);
-  const reduce = makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce',
-    { B, L, E, N, R, NWG: np, ACC_BC: b01(acc.dBC), ACC_PAR: b01(acc.params), RP_COLS: rpCols, RP_LANES: rpLanes, RBC: rbc },
-    [a.dxdbl, partialsView, a.dA_log, a.dDskip, a.ddt_bias, a.scratch.paramPartials], workgroupGrid(gpu, rbc + ceilDiv(X, rpCols)),
+  const [d0, d1] = dirs;
+  let dx = d0.dxdbl, bc = d0.partials, par = d0.paramPartials;
+  const offs: Record<string, number> = {};
+  if (d1) {
+    [dx, offs.DX_OFF1] = spanOf(where, 'dxdbl', d0.dxdbl, d1.dxdbl);
+    [bc, offs.BC_OFF1] = spanOf(where, '[dB | dC] partials', d0.partials, d1.partials);
+    [par, offs.PAR_OFF1] = spanOf(where, 'parameter partials', d0.paramPartials, d1.paramPartials);
+  }
+  const n = dirs.length;
+  return makeDispatch(gpu, 'selective-scan', 'selective_scan_reduce',
+    { B, L, E, N, R, NWG: r.partialsPerSample, ACC_BC: r.dBC, ACC_PAR: r.params, RP_COLS: rpCols, RP_LANES: rpLanes, RBC: rbc, ...(d1 ? { DIRS: 2, ...offs } : {}) },
+    [dx, bc, d0.dA_log, d0.dDskip, d0.ddt_bias, par,
+      d1?.dA_log ?? placeholder(gpu, 5), d1?.dDskip ?? placeholder(gpu, 6), d1?.ddt_bias ?? placeholder(gpu, 7)],
+    workgroupGrid(gpu, n * (rbc + ceilDiv(X, rpCols))),
     // floor: the dB, dC outputs and the parameter gradients
-    { bytes: 4 * (nbc * (1 + b01(acc.dBC)) + X * (1 + b01(acc.params))), flops: partialsElems + sizes.paramPartials, prelude });
-  return [scan, reduce];
+    { bytes: n * 4 * (nbc * (1 + r.dBC) + X * (1 + r.params)), flops: n * (r.partialsElems + B * X), prelude: r.prelude });
+}
+
+/**
+ * Both directions' selectiveScanBackward with their partials' reductions in one dispatch: the two
+ * scans, then one reduction (one dispatch fewer; the same results, bit for bit). Each direction's
+ * dxdbl, scratch.bcPartials and scratch.paramPartials must lie in one buffer with the second
+ * direction's after the first's (views of one tensor, such as selectiveScanScratch's sizes twice,
+ * each at a 256-byte boundary), its accumulate flags for dBC and params the same.
+ */
+export function selectiveScanBackwardPair(gpu: Gpu, a: readonly [ScanBackwardArgs, ScanBackwardArgs]): Dispatch[] {
+  const where = 'selectiveScanBackwardPair';
+  const [p0, p1] = a.map((d) => scanBackwardParts(gpu, d));
+  const same = (k: keyof ScanReduceArgs) => p0.args[k] === p1.args[k];
+  const s0 = p0.args.shape, s1 = p1.args.shape;
+  if (s0.B !== s1.B || s0.L !== s1.L || s0.E !== s1.E || s0.N !== s1.N || s0.R !== s1.R || !same('partialsPerSample') || !same('dBC') || !same('params')) {
+    throw new Error(`${where}: both directions must have the same shape, plan and accumulate flags for dBC and params`);
+  }
+  return [p0.scan, p1.scan, scanReduce(gpu, p0.args, [p0.dir, p1.dir])];
 }
