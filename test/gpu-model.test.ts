@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/model/config.js';
 import { initParams } from '../src/model/init.js';
 import { ParamSet, paramSpecs } from '../src/model/params.js';
-import { fuseCombineDefault, mergeWeightSumsDefault, VimGpu } from '../src/model/vim-gpu.js';
+import { fuseCombineDefault, mergeWeightSumsDefault, pairScanReduceDefault, VimGpu } from '../src/model/vim-gpu.js';
 import { vimLoss } from '../src/reference/vim.js';
 import { smooth_targets } from '../src/reference/cross-entropy.js';
 import { loadCifar10Split } from '../src/data/cifar10.js';
@@ -132,7 +132,7 @@ describe('Vim on the GPU (vim-nano)', () => {
     });
   });
 
-  it('16 images, where the weight gradients split: every gradient matches the float64 reference with the sums merged a block, and VIM_MERGE_WEIGHT_SUMS=0 gives the same bits', async () => {
+  it('16 images, where the weight gradients split: every gradient matches the float64 reference with the sums merged a block; VIM_MERGE_WEIGHT_SUMS=0 and VIM_SCAN_PAIR_REDUCE=1 (both scan reductions of a block in one dispatch) give the same bits', async () => {
     const gpu = await testGpu();
     const B = 16;
     const p64 = initParams(cfg, 11).toFloat64();
@@ -140,13 +140,16 @@ describe('Vim on the GPU (vim-nano)', () => {
     const { images, targets } = batch(test, 6, B, cfg.C, 0.1);
     const ref = vimLoss(p64, images, targets, B);
     const flats: Float64Array[] = [];
-    await withEnv('VIM_MERGE_WEIGHT_SUMS', async () => {
-      for (const merged of [true, false]) {
+    await withEnv(['VIM_MERGE_WEIGHT_SUMS', 'VIM_SCAN_PAIR_REDUCE'], async () => {
+      for (const [merged, pair] of [[true, false], [false, false], [true, true]]) {
         process.env.VIM_MERGE_WEIGHT_SUMS = merged ? '1' : '0';
+        process.env.VIM_SCAN_PAIR_REDUCE = pair ? '1' : '0';
         const model = await VimGpu.create(gpu, cfg, { batch: B, training: true });
         const sums = model.backwardList.filter((d) => d.label === 'matmul_backward_weight_sums').length;
         const own = model.backwardList.filter((d) => d.label === 'matmul_backward_weight_sum').length;
         expect([sums, own]).toEqual(merged ? [cfg.depth, 1] : [0, 6 * cfg.depth + 1]); // (+1: the patch embedding's)
+        const reductions = model.backwardList.filter((d) => d.label === 'selective_scan_reduce').length;
+        expect(reductions).toBe(pair ? cfg.depth : 2 * cfg.depth);
         model.setParams(p64);
         model.setBatch(images, B, Float32Array.from(targets));
         const loss = await model.computeGradients();
@@ -158,8 +161,13 @@ describe('Vim on the GPU (vim-nano)', () => {
         model.destroy();
       }
       expect(Array.from(flats[0])).toEqual(Array.from(flats[1]));
+      expect(Array.from(flats[0])).toEqual(Array.from(flats[2]));
       process.env.VIM_MERGE_WEIGHT_SUMS = 'yes';
       expect(() => mergeWeightSumsDefault()).toThrow(/VIM_MERGE_WEIGHT_SUMS must be '0' \(a sum dispatch for each weight gradient\) or '1'/);
+      delete process.env.VIM_SCAN_PAIR_REDUCE;
+      expect(pairScanReduceDefault(), 'one reduction a direction by default').toBe(false);
+      process.env.VIM_SCAN_PAIR_REDUCE = '2';
+      expect(() => pairScanReduceDefault()).toThrow(/VIM_SCAN_PAIR_REDUCE must be '0' \(a reduction after each direction's scan backward\) or '1'/);
     });
   });
 

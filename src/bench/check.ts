@@ -21,7 +21,7 @@ import {
   conv1dSiluForward2,
 } from '../gpu/ops/conv1d.js';
 import {
-  scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
+  scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanTuning, selectiveScanBackward, selectiveScanBackwardPair, selectiveScanBackwardPlan, selectiveScanForward, type ScanBackwardArgs,
   selectiveScanScratch,
 } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
@@ -291,22 +291,30 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
   // Where the model's backward recomputes Δraw (scanRecomputesDelta), the forward takes dt_proj
   // fused and stores none, and the backward computes it from xdbl and dt_proj's weight too.
   const fuse = fuseCombineDefault();
+  const shape = { B, L, E, N, R };
+  // as the model trains: the forward writes the backward's checkpoints where that pays, and the
+  // backward recomputes Δraw where it can
+  const scanAsTrained = (gpu: Gpu) => {
+    const st = scanTuning(gpu);
+    const plan = selectiveScanBackwardPlan(shape, st);
+    const fwdCk = scanCheckpointsInForward(plan);
+    return { st, plan, fwdCk, dtRec: scanRecomputesDelta(plan, shape, fwdCk, gpu.limits.maxComputeWorkgroupStorageSize) };
+  };
+  // A_log near the S4D-real initialisation: log(n + 1) plus a little noise
+  const scanALog = (c: Ctx): Float64Array => {
+    const alog = new Float64Array(E * N);
+    for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) alog[e * N + n] = Math.fround(Math.log(n + 1) + 0.1 * c.rng.uniform());
+    return alog;
+  };
   for (const reverse of [false, true]) {
     const how = !fuse ? '' : reverse ? ', the combine fused both ways, drop path' : ', the combine\'s backward fused, drop path';
     checks.push({
       kernel: `selective scan ${reverse ? 'backward direction' : 'forward direction'}${how}`, shapes: `B=${B} L=${L} E=${E} N=${N}`,
       run: async (c) => {
         const S = R + 2 * N;
-        const shape = { B, L, E, N, R };
-        const st = scanTuning(c.gpu);
-        // as the model trains: the forward writes the backward's checkpoints where that pays, and
-        // the backward recomputes Δraw where it can
-        const plan = selectiveScanBackwardPlan(shape, st);
-        const fwdCk = scanCheckpointsInForward(plan);
-        const dtRec = scanRecomputesDelta(plan, shape, fwdCk, c.gpu.limits.maxComputeWorkgroupStorageSize);
+        const { st, plan, fwdCk, dtRec } = scanAsTrained(c.gpu);
         const u = c.rand(BL * E), dtb = c.rand(E, -4, -2);
-        const alog = new Float64Array(E * N);
-        for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) alog[e * N + n] = Math.fround(Math.log(n + 1) + 0.1 * c.rng.uniform());
+        const alog = scanALog(c);
         const xdbl = c.rand(BL * S), dsk = c.rand(E, 0.5, 1.5), xz = c.rand(BL * 2 * E, -2, 2), g = c.rand(BL * E);
         // Δraw: given, or dt_low · dt_projᵀ where the backward recomputes it
         const w = c.rand(E * R, -0.3, 0.3);
@@ -367,13 +375,53 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
       },
     });
   }
+  // with VIM_SCAN_PAIR_REDUCE=1 the model sums both directions' partials in one dispatch
+  // (pairScanReduceDefault): the same bits as one reduction after each direction's scan, which the
+  // two rows above check against float64
+  checks.push({
+    kernel: 'selective scan reductions of both directions in one dispatch', shapes: `B=${B} L=${L} E=${E} N=${N}`,
+    run: async (c) => {
+      const S = R + 2 * N;
+      const { st, plan, fwdCk, dtRec } = scanAsTrained(c.gpu);
+      const alog = scanALog(c);
+      const xz = c.t(c.rand(BL * 2 * E, -2, 2));
+      const dirs = [false, true].map((reverse) => ({
+        reverse, u: c.t(c.rand(BL * E)), ...(dtRec ? { dtWeight: c.t(c.rand(E * R, -0.3, 0.3)) } : { delta_raw: c.t(c.rand(BL * E, -3, 1)) }),
+        dt_bias: c.t(c.rand(E, -4, -2)), A_log: c.t(alog), xdbl: c.t(c.rand(BL * S)), Dskip: c.t(c.rand(E, 0.5, 1.5)), xz,
+        dout: c.t(c.rand(BL * E)), ck: fwdCk ? c.t(Math.max(4, scanCheckpointElements(shape, plan.segment))) : undefined,
+      }));
+      const fwd = dirs.map((d) => selectiveScanForward(c.gpu, {
+        out: c.t(BL * E), ...d, B, L, E, N, R, ...(d.ck ? { checkpoints: { out: d.ck, segment: plan.segment } } : {}), exp2: st.exp2,
+      }));
+      const sc = selectiveScanScratch(shape, st, { forwardCheckpoints: fwdCk });
+      const al = (n: number): number => Math.ceil(n / 64) * 64;
+      const view = (x: GpuTensor, at: number, n: number): GpuTensor => ({ ...x, offset: x.offset + 4 * at, size: 4 * n });
+      // each form's outputs: per direction du, ddelta, dxdbl, dA_log, dD, dbias views of one tensor each (dxz shared)
+      const outputs = async (pair: boolean): Promise<Float64Array[]> => {
+        const sizes = [BL * E, BL * E, BL * S, E * N, E, E, Math.max(1, sc.bcPartials), Math.max(1, sc.paramPartials)];
+        const all = sizes.map((n) => c.t(al(n) + n));
+        const dxz = c.t(BL * 2 * E);
+        const args = dirs.map((d, k): ScanBackwardArgs => {
+          const [du, dd, dxdbl, dA, dD, db, bc, pp] = sizes.map((n, i) => view(all[i], k * al(n), n));
+          return {
+            ...d, du, ddelta_raw: dd, dxz, dxdbl, dA_log: dA, dDskip: dD, ddt_bias: db, B, L, E, N, R,
+            scratch: { bcPartials: bc, paramPartials: pp }, accumulate: { dz: d.reverse }, ...st, checkpoints: d.ck,
+          };
+        });
+        await c.run([...fwd, ...(pair ? selectiveScanBackwardPair(c.gpu, [args[0], args[1]]) : args.flatMap((a) => selectiveScanBackward(c.gpu, a)))]);
+        return Promise.all([...all.slice(0, 6), dxz].map((x) => c.read(x)));
+      };
+      const own = await outputs(false), paired = await outputs(true);
+      const names = ['du', 'ddelta_raw', 'dxdbl', 'dA_log', 'dD', 'ddt_bias', 'dxz'];
+      return Object.fromEntries(names.map((k, i) => [`${k} (both)`, relErr(paired[i], own[i])]));
+    },
+  });
   checks.push({
     kernel: 'selective scan forward, dt_proj fused', shapes: `B=${B} L=${L} E=${E} N=${N} R=${R}`,
     run: async (c) => {
       const S = R + 2 * N;
       const u = c.rand(BL * E), dtb = c.rand(E, -4, -2), w = c.rand(E * R, -0.3, 0.3);
-      const alog = new Float64Array(E * N);
-      for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) alog[e * N + n] = Math.fround(Math.log(n + 1) + 0.1 * c.rng.uniform());
+      const alog = scanALog(c);
       const xdbl = c.rand(BL * S), dsk = c.rand(E, 0.5, 1.5), xz = c.rand(BL * 2 * E, -2, 2);
       const out = c.t(BL * E), delta = c.t(BL * E);
       await c.run([selectiveScanForward(c.gpu, {

@@ -207,7 +207,7 @@ export function describeGpu(gpu: Gpu): string {
       ['VIM_SCAN_SPLIT', 'scan backward lanes per channel'], ['VIM_SCAN_LOOKAHEAD', 'scan backward lookahead'],
       ['VIM_SCAN_LANE_MEMORY', 'scan backward arrays in workgroup memory'], ['VIM_SCAN_WALK', 'scan backward walk'], ['VIM_SCAN_UNROLL', 'scan backward unrolled'], ['VIM_SCAN_EXP2', 'scan decay as exp2'], ['VIM_SCAN_WGSUM', 'scan backward sums over subgroups'], ['VIM_SCAN_SCALAR_SUMS', 'scan backward sums to single columns'],
       ['VIM_SCAN_DIAG', 'scan backward parts skipped (timing only)'], ['VIM_SCAN_FORWARD_DIAG', 'scan forward parts skipped (timing only)'], ['VIM_SCAN_REDUCE_PARAMS', 'scan parameter reduction'],
-      ['VIM_SCAN_FORWARD_AHEAD', 'scan forward tokens ahead'], ['VIM_MERGE_WEIGHT_SUMS', 'weight sums a block in one dispatch'], ['VIM_SCAN_FORWARD_CHUNK', 'scan forward tokens staged']]
+      ['VIM_SCAN_FORWARD_AHEAD', 'scan forward tokens ahead'], ['VIM_MERGE_WEIGHT_SUMS', 'weight sums a block in one dispatch'], ['VIM_SCAN_PAIR_REDUCE', 'scan reductions of both directions in one dispatch'], ['VIM_SCAN_FORWARD_CHUNK', 'scan forward tokens staged']]
       .flatMap(([k, what]) => (process.env[k] ? [`${what}: ${process.env[k]}`] : [])),
   ];
   return `${name}${i.isCpu ? ' (CPU)' : ''}${f.length ? ` [${f.join(', ')}]` : ''}${env.length ? ` (${env.join('; ')})` : ''}`;

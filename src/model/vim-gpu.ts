@@ -37,7 +37,7 @@ import {
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
 import { conv1dBackward2ScratchElements, conv1dSiluBackward2, conv1dSiluForward2 } from '../gpu/ops/conv1d.js';
 import {
-  scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanTuning, selectiveScanBackward, selectiveScanBackwardPlan, selectiveScanForward,
+  scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanTuning, selectiveScanBackward, selectiveScanBackwardPair, selectiveScanBackwardPlan, selectiveScanForward, type ScanBackwardArgs,
   selectiveScanScratch,
 } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
@@ -137,6 +137,21 @@ export function mergeWeightSumsDefault(): boolean {
   if (v === undefined || v === '' || v === '1') return true;
   if (v === '0') return false;
   throw new VimError(`VIM_MERGE_WEIGHT_SUMS must be '0' (a sum dispatch for each weight gradient) or '1' (a block's in one); it is '${v}'`);
+}
+
+/**
+ * Whether both directions' scan backwards sum their partials in one dispatch after both scans
+ * (selectiveScanBackwardPair: the same sums, the same bits) instead of one after each: 24 dispatches
+ * fewer a step at depth 24, for a second ddelta, dxdbl and scan partials (60 MB for vim-tiny at
+ * batch 256). VIM_SCAN_PAIR_REDUCE=1 selects it; 0 or unset, one each: on an H200 the pair took the
+ * reductions' timed 1.00 ms to 0.77, but two steps in flight 0.14 ms longer by wall clock
+ * (docs/performance.md change 38).
+ */
+export function pairScanReduceDefault(): boolean {
+  const v = process.env.VIM_SCAN_PAIR_REDUCE;
+  if (v === '1') return true;
+  if (v === undefined || v === '' || v === '0') return false;
+  throw new VimError(`VIM_SCAN_PAIR_REDUCE must be '0' (a reduction after each direction's scan backward) or '1' (one after both); it is '${v}'`);
 }
 
 /** Bytes of the step read-back buffer before the logits: loss at 0, the gradient stats at 16. */
@@ -288,12 +303,17 @@ export class VimGpu {
     const mm = (M: number, I: number, O: number) => Math.max(
       matmulBackwardWeightPlan(M, I, O).scratchElements, biasBackwardPlan(M, O).scratchElements);
     const scanScratch = selectiveScanScratch({ B, L, E, N, R }, scanT, { forwardCheckpoints: fwdCkpt });
+    // with the pair reduction each direction's scan partials, parameter partials and dxdbl lie in
+    // one tensor, the reverse direction's from the first 256-byte boundary after the forward one's
+    const pair = opts.training && pairScanReduceDefault();
+    const dirs = pair ? 2 : 1;
+    const al = (n: number): number => Math.ceil(n / 64) * 64;
     const scratchElems = Math.max(
       mm(BL, D, 2 * E), mm(BL, E, R + 2 * N), mm(BL, R, E), mm(BL, E, D), mm(B * Np, 3 * P * P, D), mm(B, D, C),
       rmsnormBackwardScratchElements(BL, D), rmsnormBackwardScratchElements(B, D),
-      conv1dBackward2ScratchElements(B, L, E, K), scanScratch.bcPartials, 1);
+      conv1dBackward2ScratchElements(B, L, E, K), (dirs - 1) * al(scanScratch.bcPartials) + scanScratch.bcPartials, 1);
     const scratch = opts.training ? t('scratch', scratchElems) : null;
-    const scratch2 = opts.training ? t('scan parameter partials', Math.max(1, scanScratch.paramPartials)) : null;
+    const scratch2 = opts.training ? t('scan parameter partials', Math.max(1, (dirs - 1) * al(scanScratch.paramPartials) + scanScratch.paramPartials)) : null;
     // a block's weight gradients' split partials, all at once where their sums run together at its end
     const blockWeights = [[BL, E, D], [BL, R, E], [BL, R, E], [BL, E, R + 2 * N], [BL, E, R + 2 * N], [BL, D, 2 * E]] as const;
     const weightSums = opts.training && mergeWeightSumsDefault()
@@ -366,8 +386,16 @@ export class VimGpu {
     const dy = fuseCombine ? null : [t('dy forward', BL * E), t('dy backward', BL * E)];
     const dxz = t('dxz', BL * 2 * E);
     const du = [t('du forward', BL * E), t('du backward', BL * E)]; // (BL, E) each, direction order
-    const ddelta = t('ddelta', BL * E);
-    const dxdbl = t('dxdbl', BL * (R + 2 * N));
+    // (BL, E) and (BL, R+2N), one a direction with the pair reduction (both scans run before it), else one for both
+    const nx = BL * (R + 2 * N);
+    const ddelta = pair ? [t('ddelta forward', BL * E), t('ddelta backward', BL * E)] : [t('ddelta', BL * E)];
+    const dxdblAll = t('dxdbl', (dirs - 1) * al(nx) + nx);
+    const view = (x: GpuTensor, at: number, n: number, label: string): GpuTensor => ({ ...x, offset: x.offset + 4 * at, size: 4 * n, label });
+    const dxdbl = [0, 1].map((d) => (pair ? view(dxdblAll, d * al(nx), nx, `dxdbl ${['forward', 'backward'][d]}`) : dxdblAll));
+    const scanScratchOf = (d: number) => (pair
+      ? { bcPartials: view(scratch, d * al(scanScratch.bcPartials), scanScratch.bcPartials, `scan partials ${['forward', 'backward'][d]}`),
+        paramPartials: view(scratch2, d * al(scanScratch.paramPartials), scanScratch.paramPartials, `scan parameter partials ${['forward', 'backward'][d]}`) }
+      : { bcPartials: scratch, paramPartials: scratch2 });
     const dpe = t('dpatch embeddings', B * Np * D);
 
     W.push(softmaxCrossEntropyBackward(gpu, { dlogits, probs, targets: this.targets, B, C, scale: 1 / B }));
@@ -388,27 +416,32 @@ export class VimGpu {
       W.push(matmulBackwardInput(gpu, { dinp: dcmb, dout: gIn, weight: mix(i, 'out_proj.weight'), M: BL, I: E, O: D }));
       W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'out_proj.weight'), dout: gIn, inp: a.cmb, M: BL, I: E, O: D, scratch, sums: weightSums }));
       if (dy) W.push(combineBackward(gpu, { dyF: dy[0], dyB: dy[1], dout: dcmb, B, L, E, ...dropRow(i) }));
-      for (let d = 0; d < 2; d++) {
+      // the scans write du, ddelta, the B/C columns of dxdbl, the z half of dxz (both directions add) and their parameters
+      const scanArgs = [0, 1].map((d): ScanBackwardArgs => {
         const da = a.dirs[d];
-        const reverse = d === 1;
-        // the scan writes du, ddelta, the B/C columns of dxdbl, the z half of dxz (both directions add) and its parameters
-        W.push(...selectiveScanBackward(gpu, {
-          du: du[d], ddelta_raw: ddelta, dxz, dxdbl, dA_log: gm(i, DIRECTION_NAMES.ALog[d]), dDskip: gm(i, DIRECTION_NAMES.D[d]),
+        return {
+          du: du[d], ddelta_raw: ddelta[d % ddelta.length], dxz, dxdbl: dxdbl[d], dA_log: gm(i, DIRECTION_NAMES.ALog[d]), dDskip: gm(i, DIRECTION_NAMES.D[d]),
           ddt_bias: gm(i, DIRECTION_NAMES.dtProjBias[d]), ...(dy ? { dout: dy[d] } : { dout: dcmb, doutCombined: dropRow(i) }),
           u: da.u, ...(da.delta ? { delta_raw: da.delta } : { dtWeight: mix(i, DIRECTION_NAMES.dtProjWeight[d]) }),
           dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
           xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
-          B, L, E, N, R, reverse, scratch: { bcPartials: scratch, paramPartials: scratch2 },
+          B, L, E, N, R, reverse: d === 1, scratch: scanScratchOf(d),
           accumulate: { dz: d === 1 }, ...scanT, ...(da.ckpt ? { checkpoints: da.ckpt } : {}),
-        }));
+        };
+      });
+      if (pair) W.push(...selectiveScanBackwardPair(gpu, [scanArgs[0], scanArgs[1]]));
+      for (let d = 0; d < 2; d++) {
+        const da = a.dirs[d];
+        if (!pair) W.push(...selectiveScanBackward(gpu, scanArgs[d]));
+        const dd = ddelta[d % ddelta.length];
         // dt_proj: Δraw = dt_low · Wdtᵀ, dt_low = xdbl[:, 0…R−1]
-        W.push(matmulBackwardInput(gpu, { dinp: dxdbl, dout: ddelta, weight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), M: BL, I: R, O: E, ldi: R + 2 * N }));
+        W.push(matmulBackwardInput(gpu, { dinp: dxdbl[d], dout: dd, weight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), M: BL, I: R, O: E, ldi: R + 2 * N }));
         W.push(...matmulBackwardWeight(gpu, {
-          dweight: gm(i, DIRECTION_NAMES.dtProjWeight[d]), dout: ddelta, inp: da.xdbl, M: BL, I: R, O: E, ldi: R + 2 * N, scratch, sums: weightSums,
+          dweight: gm(i, DIRECTION_NAMES.dtProjWeight[d]), dout: dd, inp: da.xdbl, M: BL, I: R, O: E, ldi: R + 2 * N, scratch, sums: weightSums,
         }));
         // x_proj: xdbl = u · Wxᵀ; du already holds the scan's part, add this one
-        W.push(matmulBackwardInput(gpu, { dinp: du[d], dout: dxdbl, weight: mix(i, DIRECTION_NAMES.xProj[d]), M: BL, I: E, O: R + 2 * N, accumulate: true }));
-        W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, DIRECTION_NAMES.xProj[d]), dout: dxdbl, inp: da.u, M: BL, I: E, O: R + 2 * N, scratch, sums: weightSums }));
+        W.push(matmulBackwardInput(gpu, { dinp: du[d], dout: dxdbl[d], weight: mix(i, DIRECTION_NAMES.xProj[d]), M: BL, I: E, O: R + 2 * N, accumulate: true }));
+        W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, DIRECTION_NAMES.xProj[d]), dout: dxdbl[d], inp: da.u, M: BL, I: E, O: R + 2 * N, scratch, sums: weightSums }));
       }
       // both directions' conv1d + SiLU: the x half of dxz written once (forward direction's part + reversed one's)
       W.push(...conv1dSiluBackward2(gpu, {
