@@ -12,7 +12,7 @@ import { Rng } from '../src/rng.js';
 import type { Gpu } from '../src/gpu/device.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
-  describeScanBackwardPlan, reduceParamsGeometry, scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanForwardTuningFromEnv, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanTuning, selectiveScanBackward, selectiveScanBackwardPair, selectiveScanBackwardPlan,
+  describeScanBackwardPlan, reduceParamsGeometry, scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanForwardTuningFromEnv, scanTuningFromEnv, scanKernelDefault, scanSubgroupSize, scanPairElements, scanPairViews, scanTuning, selectiveScanBackward, selectiveScanBackwardPair, selectiveScanBackwardPlan,
   selectiveScanForward, selectiveScanScratch, type ScanTuning, type ScanWalkForm,
 } from '../src/gpu/ops/selective-scan.js';
 import { selective_scan_backward, selective_scan_forward } from '../src/reference/selective-scan.js';
@@ -335,11 +335,6 @@ async function checkBothDirections(
   await compareGrads(gpu, tB, refB, initB, bwd);
 }
 
-/** A view of `n` elements of `t` from element `at` (a multiple of 64: 256 bytes). */
-function viewOf(t: GpuTensor, at: number, n: number, label: string): GpuTensor {
-  return { ...t, offset: t.offset + 4 * at, size: 4 * n, label };
-}
-
 /**
  * Both directions of one block as the model runs them (the second adds its dz), their partials'
  * reductions either one dispatch each (selectiveScanBackward twice) or one for both
@@ -353,19 +348,15 @@ async function bothDirectionsOutputs(seed: number, c: Case, tuning: ScanTuning, 
   const rng = new Rng(seed + 2);
   const dout = [randArray(rng, B * L * E, -1, 1), randArray(rng, B * L * E, -1, 1)];
   const init = [gradArrays(rng, c), gradArrays(rng, bwd)];
-  const al = (n: number): number => Math.ceil(n / 64) * 64;
   const sizes = selectiveScanScratch(c, tuning);
   const nx = B * L * (R + 2 * N);
-  const dxdbl = tensorFrom(gpu, [...init[0].dxdbl, ...new Float64Array(al(nx) - nx), ...init[1].dxdbl], 'dxdbl pair');
-  const bc = zerosTensor(gpu, al(sizes.bcPartials) + sizes.bcPartials, 'bcPartials pair');
-  const par = zerosTensor(gpu, al(sizes.paramPartials) + sizes.paramPartials, 'paramPartials pair');
+  const dxdbl = tensorFrom(gpu, [...init[0].dxdbl, ...new Float64Array(scanPairElements(nx) - 2 * nx), ...init[1].dxdbl], 'dxdbl pair');
+  const bc = scanPairViews(zerosTensor(gpu, scanPairElements(sizes.bcPartials), 'bcPartials pair'), sizes.bcPartials);
+  const par = scanPairViews(zerosTensor(gpu, scanPairElements(sizes.paramPartials), 'paramPartials pair'), sizes.paramPartials);
   const t = init.map((g) => gradTensors(gpu, g));
   t[1].dxz = t[0].dxz; // both directions' dz in one tensor
-  for (const d of [0, 1]) t[d].dxdbl = viewOf(dxdbl, d * al(nx), nx, `dxdbl ${d}`);
-  const scratch = [0, 1].map((d) => ({
-    bcPartials: viewOf(bc, d * al(sizes.bcPartials), sizes.bcPartials, `bcPartials ${d}`),
-    paramPartials: viewOf(par, d * al(sizes.paramPartials), sizes.paramPartials, `paramPartials ${d}`),
-  }));
+  [t[0].dxdbl, t[1].dxdbl] = scanPairViews(dxdbl, nx);
+  const scratch = [0, 1].map((d) => ({ bcPartials: bc[d], paramPartials: par[d] }));
   const inp = [upload(gpu, c), { ...upload(gpu, bwd), xz: upload(gpu, c).xz }];
   const args = [0, 1].map((d) => ({
     ...inp[d], ...t[d], dout: tensorFrom(gpu, dout[d]), scratch: scratch[d], B, L, E, N, R, reverse: d === 1, accumulate: { dz: d === 1 }, ...tuning,

@@ -22,6 +22,7 @@ import {
 } from '../gpu/ops/conv1d.js';
 import {
   scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanTuning, selectiveScanBackward, selectiveScanBackwardPair, selectiveScanBackwardPlan, selectiveScanForward, type ScanBackwardArgs,
+  scanPairElements, scanPairViews,
   selectiveScanScratch,
 } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
@@ -394,15 +395,13 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
         out: c.t(BL * E), ...d, B, L, E, N, R, ...(d.ck ? { checkpoints: { out: d.ck, segment: plan.segment } } : {}), exp2: st.exp2,
       }));
       const sc = selectiveScanScratch(shape, st, { forwardCheckpoints: fwdCk });
-      const al = (n: number): number => Math.ceil(n / 64) * 64;
-      const view = (x: GpuTensor, at: number, n: number): GpuTensor => ({ ...x, offset: x.offset + 4 * at, size: 4 * n });
       // each form's outputs: per direction du, ddelta, dxdbl, dA_log, dD, dbias views of one tensor each (dxz shared)
       const outputs = async (pair: boolean): Promise<Float64Array[]> => {
         const sizes = [BL * E, BL * E, BL * S, E * N, E, E, Math.max(1, sc.bcPartials), Math.max(1, sc.paramPartials)];
-        const all = sizes.map((n) => c.t(al(n) + n));
+        const all = sizes.map((n) => c.t(scanPairElements(n)));
         const dxz = c.t(BL * 2 * E);
         const args = dirs.map((d, k): ScanBackwardArgs => {
-          const [du, dd, dxdbl, dA, dD, db, bc, pp] = sizes.map((n, i) => view(all[i], k * al(n), n));
+          const [du, dd, dxdbl, dA, dD, db, bc, pp] = sizes.map((n, i) => scanPairViews(all[i], n)[k]);
           return {
             ...d, du, ddelta_raw: dd, dxz, dxdbl, dA_log: dA, dDskip: dD, ddt_bias: db, B, L, E, N, R,
             scratch: { bcPartials: bc, paramPartials: pp }, accumulate: { dz: d.reverse }, ...st, checkpoints: d.ck,

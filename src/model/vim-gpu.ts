@@ -38,7 +38,7 @@ import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratch
 import { conv1dBackward2ScratchElements, conv1dSiluBackward2, conv1dSiluForward2 } from '../gpu/ops/conv1d.js';
 import {
   scanCheckpointElements, scanCheckpointsInForward, scanRecomputesDelta, scanTuning, selectiveScanBackward, selectiveScanBackwardPair, selectiveScanBackwardPlan, selectiveScanForward, type ScanBackwardArgs,
-  selectiveScanScratch,
+  scanPairElements, scanPairViews, selectiveScanScratch,
 } from '../gpu/ops/selective-scan.js';
 import { combineBackward, combineForward } from '../gpu/ops/combine.js';
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyForward } from '../gpu/ops/cross-entropy.js';
@@ -306,14 +306,13 @@ export class VimGpu {
     // with the pair reduction each direction's scan partials, parameter partials and dxdbl lie in
     // one tensor, the reverse direction's from the first 256-byte boundary after the forward one's
     const pair = opts.training && pairScanReduceDefault();
-    const dirs = pair ? 2 : 1;
-    const al = (n: number): number => Math.ceil(n / 64) * 64;
+    const both = (n: number): number => (pair ? scanPairElements(n) : n);
     const scratchElems = Math.max(
       mm(BL, D, 2 * E), mm(BL, E, R + 2 * N), mm(BL, R, E), mm(BL, E, D), mm(B * Np, 3 * P * P, D), mm(B, D, C),
       rmsnormBackwardScratchElements(BL, D), rmsnormBackwardScratchElements(B, D),
-      conv1dBackward2ScratchElements(B, L, E, K), (dirs - 1) * al(scanScratch.bcPartials) + scanScratch.bcPartials, 1);
+      conv1dBackward2ScratchElements(B, L, E, K), both(scanScratch.bcPartials), 1);
     const scratch = opts.training ? t('scratch', scratchElems) : null;
-    const scratch2 = opts.training ? t('scan parameter partials', Math.max(1, (dirs - 1) * al(scanScratch.paramPartials) + scanScratch.paramPartials)) : null;
+    const scratch2 = opts.training ? t('scan parameter partials', Math.max(1, both(scanScratch.paramPartials))) : null;
     // a block's weight gradients' split partials, all at once where their sums run together at its end
     const blockWeights = [[BL, E, D], [BL, R, E], [BL, R, E], [BL, E, R + 2 * N], [BL, E, R + 2 * N], [BL, D, 2 * E]] as const;
     const weightSums = opts.training && mergeWeightSumsDefault()
@@ -389,13 +388,10 @@ export class VimGpu {
     // (BL, E) and (BL, R+2N), one a direction with the pair reduction (both scans run before it), else one for both
     const nx = BL * (R + 2 * N);
     const ddelta = pair ? [t('ddelta forward', BL * E), t('ddelta backward', BL * E)] : [t('ddelta', BL * E)];
-    const dxdblAll = t('dxdbl', (dirs - 1) * al(nx) + nx);
-    const view = (x: GpuTensor, at: number, n: number, label: string): GpuTensor => ({ ...x, offset: x.offset + 4 * at, size: 4 * n, label });
-    const dxdbl = [0, 1].map((d) => (pair ? view(dxdblAll, d * al(nx), nx, `dxdbl ${['forward', 'backward'][d]}`) : dxdblAll));
-    const scanScratchOf = (d: number) => (pair
-      ? { bcPartials: view(scratch, d * al(scanScratch.bcPartials), scanScratch.bcPartials, `scan partials ${['forward', 'backward'][d]}`),
-        paramPartials: view(scratch2, d * al(scanScratch.paramPartials), scanScratch.paramPartials, `scan parameter partials ${['forward', 'backward'][d]}`) }
-      : { bcPartials: scratch, paramPartials: scratch2 });
+    const dxdblAll = t('dxdbl', both(nx));
+    const dxdbl = pair ? scanPairViews(dxdblAll, nx) : [dxdblAll, dxdblAll];
+    const bcPartials = pair ? scanPairViews(scratch, scanScratch.bcPartials) : [scratch, scratch];
+    const paramPartials = pair ? scanPairViews(scratch2, scanScratch.paramPartials) : [scratch2, scratch2];
     const dpe = t('dpatch embeddings', B * Np * D);
 
     W.push(softmaxCrossEntropyBackward(gpu, { dlogits, probs, targets: this.targets, B, C, scale: 1 / B }));
@@ -425,7 +421,7 @@ export class VimGpu {
           u: da.u, ...(da.delta ? { delta_raw: da.delta } : { dtWeight: mix(i, DIRECTION_NAMES.dtProjWeight[d]) }),
           dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
           xdbl: da.xdbl, Dskip: mix(i, DIRECTION_NAMES.D[d]), xz: a.xz,
-          B, L, E, N, R, reverse: d === 1, scratch: scanScratchOf(d),
+          B, L, E, N, R, reverse: d === 1, scratch: { bcPartials: bcPartials[d], paramPartials: paramPartials[d] },
           accumulate: { dz: d === 1 }, ...scanT, ...(da.ckpt ? { checkpoints: da.ckpt } : {}),
         };
       });

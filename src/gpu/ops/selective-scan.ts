@@ -26,7 +26,7 @@
 import { VimError } from '../../errors.js';
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
-import { createTensor, type GpuTensor } from '../tensor.js';
+import { align, createTensor, type GpuTensor } from '../tensor.js';
 import { checkPositive, need, workgroupGrid } from './reduce.js';
 import { checkCombineScale, type CombineScale } from './combine.js';
 
@@ -526,15 +526,15 @@ const SCAN_SPLIT_SEGMENT = 4;
 /** Invocations per workgroup of the split backward by default with several lanes a channel. */
 const SCAN_SPLIT_WORKGROUP = 256;
 
-/**
- * Whether the split backward can hold N states on P lanes a channel with subgroups of `sgr`: P
- * divides ⌈N/4⌉, a subgroup holds whole channels, and its sums over channels have a lane for each item.
- */
 /** Whether the split backward sums gB and gC in one shuffle sum of 2·QS items (BCJ): they fit the subgroup's lanes. */
 function joinedSums(N: number, P: number, sgr: number): boolean {
   return 2 * shuffleItems(N, P) <= sgr / P;
 }
 
+/**
+ * Whether the split backward can hold N states on P lanes a channel with subgroups of `sgr`: P
+ * divides ⌈N/4⌉, a subgroup holds whole channels, and its sums over channels have a lane for each item.
+ */
 function splitFits(N: number, P: number, sgr: number): boolean {
   return sgr >= P && Math.ceil(N / 4) % P === 0 && shuffleItems(N, P) <= sgr / P;
 }
@@ -1216,11 +1216,26 @@ function scanReduce(gpu: Gpu, r: ScanReduceArgs, dirs: readonly ScanReduceDir[])
 }
 
 /**
+ * Elements of one tensor that holds both directions' n-element copies of a tensor in the layout
+ * selectiveScanBackwardPair binds as one (scanPairViews): the second from the first 256-byte
+ * boundary after the first.
+ */
+export function scanPairElements(n: number): number {
+  return align(n, REGION_ALIGN / 4) + n;
+}
+
+/** The forward and backward direction's n-element views of a tensor of scanPairElements(n) elements. */
+export function scanPairViews(t: GpuTensor, n: number): [GpuTensor, GpuTensor] {
+  return [{ ...t, size: 4 * n, label: `${t.label} (forward)` },
+    { ...t, offset: t.offset + 4 * align(n, REGION_ALIGN / 4), size: 4 * n, label: `${t.label} (backward)` }];
+}
+
+/**
  * Both directions' selectiveScanBackward with their partials' reductions in one dispatch: the two
  * scans, then one reduction (one dispatch fewer; the same results, bit for bit). Each direction's
  * dxdbl, scratch.bcPartials and scratch.paramPartials must lie in one buffer with the second
- * direction's after the first's (views of one tensor, such as selectiveScanScratch's sizes twice,
- * each at a 256-byte boundary), its accumulate flags for dBC and params the same.
+ * direction's after the first's (such as scanPairViews of one tensor each), its accumulate flags
+ * for dBC and params the same.
  */
 export function selectiveScanBackwardPair(gpu: Gpu, a: readonly [ScanBackwardArgs, ScanBackwardArgs]): Dispatch[] {
   const where = 'selectiveScanBackwardPair';
