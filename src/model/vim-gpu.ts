@@ -387,7 +387,7 @@ export class VimGpu {
     const du = [t('du forward', BL * E), t('du backward', BL * E)]; // (BL, E) each, direction order
     // (BL, E) and (BL, R+2N), one a direction with the pair reduction (both scans run before it), else one for both
     const nx = BL * (R + 2 * N);
-    const ddelta = pair ? [t('ddelta forward', BL * E), t('ddelta backward', BL * E)] : [t('ddelta', BL * E)];
+    const ddelta = pair ? [t('ddelta forward', BL * E), t('ddelta backward', BL * E)] : Array(2).fill(t('ddelta', BL * E));
     const dxdblAll = t('dxdbl', both(nx));
     const dxdbl = pair ? scanPairViews(dxdblAll, nx) : [dxdblAll, dxdblAll];
     const bcPartials = pair ? scanPairViews(scratch, scanScratch.bcPartials) : [scratch, scratch];
@@ -416,7 +416,7 @@ export class VimGpu {
       const scanArgs = [0, 1].map((d): ScanBackwardArgs => {
         const da = a.dirs[d];
         return {
-          du: du[d], ddelta_raw: ddelta[d % ddelta.length], dxz, dxdbl: dxdbl[d], dA_log: gm(i, DIRECTION_NAMES.ALog[d]), dDskip: gm(i, DIRECTION_NAMES.D[d]),
+          du: du[d], ddelta_raw: ddelta[d], dxz, dxdbl: dxdbl[d], dA_log: gm(i, DIRECTION_NAMES.ALog[d]), dDskip: gm(i, DIRECTION_NAMES.D[d]),
           ddt_bias: gm(i, DIRECTION_NAMES.dtProjBias[d]), ...(dy ? { dout: dy[d] } : { dout: dcmb, doutCombined: dropRow(i) }),
           u: da.u, ...(da.delta ? { delta_raw: da.delta } : { dtWeight: mix(i, DIRECTION_NAMES.dtProjWeight[d]) }),
           dt_bias: mix(i, DIRECTION_NAMES.dtProjBias[d]), A_log: mix(i, DIRECTION_NAMES.ALog[d]),
@@ -429,7 +429,7 @@ export class VimGpu {
       for (let d = 0; d < 2; d++) {
         const da = a.dirs[d];
         if (!pair) W.push(...selectiveScanBackward(gpu, scanArgs[d]));
-        const dd = ddelta[d % ddelta.length];
+        const dd = ddelta[d];
         // dt_proj: Δraw = dt_low · Wdtᵀ, dt_low = xdbl[:, 0…R−1]
         W.push(matmulBackwardInput(gpu, { dinp: dxdbl[d], dout: dd, weight: mix(i, DIRECTION_NAMES.dtProjWeight[d]), M: BL, I: R, O: E, ldi: R + 2 * N }));
         W.push(...matmulBackwardWeight(gpu, {
