@@ -23,7 +23,8 @@
 // matmul_backward_input), and a layer with at most 64 outputs (x_proj's) a fifth for its forward
 // and its input gradient (matmul_forward_skinny and matmul_backward_input_skinny, last: blocks of
 // rows of inp or dout and chunks of weight staged in workgroup memory by coalesced loads; the
-// forward binds out, bias, inp4, weight4, the input gradient dinp4, dout, weight4_bi).
+// forward binds out, bias, inp4, weight4, the input gradient dinp4, dout, weight4_bi). The narrow
+// input gradients have one more kernel in matmul-rows.wgsl (it needs subgroups).
 // The 64×64 tiling: a workgroup of 16×16 invocations computes a 64×64 tile of the result (TM × TN),
 // each invocation a 4×4 register block at rows ty + 16r and columns tx + 16c (so neighbouring
 // invocations store neighbouring columns), walking the reduction in steps of TK = 16 through two

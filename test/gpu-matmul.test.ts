@@ -431,9 +431,9 @@ describe('parametrised tiles', () => {
     expect(matmulDefault('forward', 16640, 256, 1024).variant).toEqual({ kernel: 'tile128' }); // not listed
     expect(matmulDefault('forward', 16640, 64, 256).variant).toEqual({ kernel: 'tile128' }); // vim-nano's in_proj: the rule
     expect(matmulDefault('backward_input', 1000, 64, 256).variant).toEqual({ kernel: 'tile64' });
-    // narrow input gradients (dt_proj's, I = R ≤ 16) take the narrow kernel: vim-tiny's R = 12, vim-nano's 4
-    expect(matmulDefault('backward_input', 16640, 12, 384).variant).toEqual({ kernel: 'narrow' });
-    expect(matmulDefault('backward_input', 1040, 4, 128).variant).toEqual({ kernel: 'narrow' });
+    // narrow input gradients (dt_proj's, I = R ≤ 16) take the rows kernel: vim-tiny's R = 12, vim-nano's 4
+    expect(matmulDefault('backward_input', 16640, 12, 384).variant).toEqual({ kernel: 'rows' });
+    expect(matmulDefault('backward_input', 1040, 4, 128).variant).toEqual({ kernel: 'rows' });
     expect(matmulDefault('backward_input', 1000, 17, 256).variant).toEqual({ kernel: 'tile64' });
     expect(matmulDefault('forward', 1000, 12, 384).variant).not.toEqual({ kernel: 'narrow' });
     expect(matmulBackwardWeightPlan(1040, 128, 36)).toEqual(matmulBackwardWeightPlan(1040, 128, 36, undefined, 64)); // vim-nano x_proj: the rule
@@ -706,6 +706,76 @@ describe('narrow input gradient', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+// The rows input-gradient kernel (kernels/matmul-rows.wgsl): each row's reduction over O taken by
+// one subgroup's lanes, 4 rows at a time, dout read as vec4s, the lanes' sums added by halving
+// shuffles (on lavapipe's subgroups of 8, rows and components halved once each). The cases take
+// dt_proj's column slice with offsets at O = 384 (12 vec4s a lane on 8 lanes), with and without
+// accumulate, I not a multiple of 4 with idle lanes past O, I = 16 (four products a vec4 of dout),
+// I = 1 with O = 4 (one vec4 a row), ragged M, and other shapes of the workgroup
+// ($VIM_MATMUL_ROWS: three batches a subgroup, two subgroups; one batch, one subgroup).
+const ROWS_INPUT: (Case & { accumulate?: boolean; shape?: string })[] = [
+  { name: 'dt_proj slice (I = 12 of 44 columns), offsets, O = 384', M: 37, I: 12, O: 384, ldi: 44, inpOffset: 5, ldo: 388, outOffset: 4 },
+  { name: 'the same, accumulating', M: 37, I: 12, O: 384, ldi: 44, inpOffset: 5, ldo: 388, outOffset: 4, accumulate: true },
+  { name: 'I not a multiple of 4, O not a multiple of the lanes', M: 21, I: 5, O: 36, ldi: 7, inpOffset: 1 },
+  { name: 'I = 16, ragged M, accumulating', M: 50, I: 16, O: 40, accumulate: true },
+  { name: 'I = 1, O = 4', M: 19, I: 1, O: 4, ldi: 3, inpOffset: 2 },
+  { name: 'three batches a subgroup, two subgroups', M: 37, I: 12, O: 40, ldi: 44, shape: '3x2' },
+  { name: 'one batch, one subgroup, accumulating', M: 37, I: 7, O: 24, shape: '1x1', accumulate: true },
+];
+
+describe('rows input gradient', () => {
+  it.each(ROWS_INPUT)('$name', async (c) => {
+    const gpu = await testGpu();
+    await withEnv('VIM_MATMUL_ROWS', async () => {
+      if (c.shape) process.env.VIM_MATMUL_ROWS = c.shape;
+      else delete process.env.VIM_MATMUL_ROWS;
+      expect(kernelOf(gpu, 'backward_input', c)).toBe('rows'); // the default for results of ≤ 16 columns
+      await gpuBackwardInput(gpu, { ...c, variant: 'rows' }, c.accumulate ?? false, 91);
+    });
+  });
+
+  it('one workgroup per NSG · RB · RIT rows; the same bits run after run', async () => {
+    const gpu = await testGpu();
+    const c = { M: 37, I: 12, O: 384, ldi: 44, inpOffset: 5, ldo: 388, outOffset: 4 }; // a case above: its pipeline is built
+    const rng = new Rng(93);
+    const dout = tensorFrom(gpu, randArray(rng, c.outOffset + c.M * c.ldo), 'dout');
+    const weight = tensorFrom(gpu, randArray(rng, c.O * c.I), 'weight');
+    const results: Float64Array[] = [];
+    for (let k = 0; k < 2; k++) {
+      const dinp = zerosTensor(gpu, c.inpOffset + c.M * c.ldi, 'dinp');
+      const d = matmulBackwardInput(gpu, { dinp, dout, weight, ...c, variant: 'rows' });
+      expect(d.workgroups).toEqual([1, 1, 1]); // 8 subgroups × 2 batches × 4 rows = 64 rows
+      await run(gpu, [d]);
+      results.push(await read(gpu, dinp));
+    }
+    expect(Array.from(results[1])).toEqual(Array.from(results[0]));
+  });
+
+  it('parses and prints as "rows"; refuses what it cannot run, and the default falls back to narrow', async () => {
+    expect(parseMatmulVariant('rows')).toEqual({ kernel: 'rows' });
+    expect(matmulVariantName({ kernel: 'rows' })).toBe('rows');
+    expect(matmulDefault('backward_input', 16640, 12, 384).variant).toEqual({ kernel: 'rows' });
+    const gpu = await testGpu();
+    const t = zerosTensor(gpu, 4000);
+    expect(() => matmulBackwardInput(gpu, { dinp: t, dout: t, weight: t, M: 37, I: 12, O: 37, variant: 'rows' }))
+      .toThrow(/variant rows cannot run backward_input M=37 I=12 O=37: dout is read as vec4s/);
+    expect(() => matmulBackwardInput(gpu, { dinp: t, dout: t, weight: t, M: 37, I: 17, O: 24, variant: 'rows' }))
+      .toThrow(/variant rows cannot run backward_input M=37 I=17 O=24: I = 17 columns/);
+    expect(() => matmulForward(gpu, { out: t, inp: t, weight: t, bias: null, M: 37, I: 12, O: 24, variant: 'rows' }))
+      .toThrow(/variant rows cannot run forward .*only the input gradient/);
+    expect(() => matmulBackwardWeightPlan(37, 12, 24, undefined, 'rows')).toThrow(/rows cannot run backward_weight/);
+    // dout misaligned: the default's rows kernel cannot read it as vec4s, the narrow one runs it
+    expect(matmulKernelFor(gpu, 'backward_input', { dinp: t, dout: t, weight: t, M: 37, I: 12, O: 37 }))
+      .toEqual({ name: 'narrow', fallback: 'rows: dout is read as vec4s: O, its row stride and offset must be multiples of 4' });
+    await withEnv('VIM_MATMUL_ROWS', () => {
+      process.env.VIM_MATMUL_ROWS = '4x2x8';
+      expect(() => matmulKernelFor(gpu, 'backward_input', { dinp: t, dout: t, weight: t, M: 37, I: 12, O: 24 })).toThrow(/VIM_MATMUL_ROWS must be RITxNSG/);
+      process.env.VIM_MATMUL_ROWS = '1x2048'; // more invocations a workgroup than the adapter allows
+      expect(matmulKernelFor(gpu, 'backward_input', { dinp: t, dout: t, weight: t, M: 37, I: 12, O: 24 }).name).toBe('narrow');
+    });
   });
 });
 

@@ -194,6 +194,15 @@ export async function acquireGpu(opts: AcquireOptions = {}): Promise<Gpu> {
   return gpu;
 }
 
+/**
+ * The subgroup size kernels may rely on: the adapter's, where subgroups are enabled and every
+ * subgroup has the same power-of-two size; else 0.
+ */
+export function fixedSubgroupSize(gpu: Gpu): number {
+  const { subgroupMinSize: lo, subgroupMaxSize: hi } = gpu.info;
+  return gpu.features.subgroups && lo === hi && lo >= 1 && (lo & (lo - 1)) === 0 ? lo : 0;
+}
+
 /** A one-line description of the adapter for logs. */
 export function describeGpu(gpu: Gpu): string {
   const i = gpu.info;
@@ -202,7 +211,7 @@ export function describeGpu(gpu: Gpu): string {
   // settings from the environment that change which kernels run or how
   const env = [
     ...(gpu.toggles.length ? [`Dawn toggles: ${gpu.toggles.join(',')}${dawnToggles() === undefined ? ' (the default on a GPU)' : ''}`] : []),
-    ...[['VIM_MATMUL_TUNED', 'matmul tuning from'], ['VIM_SCAN_KERNEL', 'scan backward kernel'],
+    ...[['VIM_MATMUL_TUNED', 'matmul tuning from'], ['VIM_MATMUL_ROWS', 'narrow input gradient rows'], ['VIM_SCAN_KERNEL', 'scan backward kernel'],
       ['VIM_SCAN_WORKGROUP', 'scan backward workgroup'], ['VIM_SCAN_SEGMENT', 'scan backward segment'],
       ['VIM_SCAN_SPLIT', 'scan backward lanes per channel'], ['VIM_SCAN_LOOKAHEAD', 'scan backward lookahead'],
       ['VIM_SCAN_LANE_MEMORY', 'scan backward arrays in workgroup memory'], ['VIM_SCAN_WALK', 'scan backward walk'], ['VIM_SCAN_UNROLL', 'scan backward unrolled'], ['VIM_SCAN_EXP2', 'scan decay as exp2'], ['VIM_SCAN_WGSUM', 'scan backward sums over subgroups'], ['VIM_SCAN_SCALAR_SUMS', 'scan backward sums to single columns'],

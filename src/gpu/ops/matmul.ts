@@ -35,10 +35,12 @@
  * "128x64/8x8/k16/v4/db"). The input gradient has a fourth, 'narrow', for results of at most
  * NARROW_MAX_I columns (dt_proj's, I = R): the reduction over O split across the 256 invocations
  * of a workgroup of 16 rows, so that the narrow result still has hundreds of thousands of
- * invocations; the forward and the input gradient of a layer of at most SKINNY_MAX_O outputs
- * (x_proj's) have 'skinny': blocks of 64 rows of inp (or dout) and chunks of weight staged in
- * workgroup memory by coalesced loads, a few accumulators of (rows, columns) an invocation (a
- * candidate for the in-model sweep, not a default).
+ * invocations; and a fifth, 'rows' (kernels/matmul-rows.wgsl, the default for those results where
+ * the adapter has subgroups of one size): each row's reduction taken by the lanes of one subgroup,
+ * four rows at a time, so that many of dout's vec4 loads are in flight. The forward and the input
+ * gradient of a layer of at most SKINNY_MAX_O outputs (x_proj's) have 'skinny': blocks of 64 rows
+ * of inp (or dout) and chunks of weight staged in workgroup memory by coalesced loads, a few
+ * accumulators of (rows, columns) an invocation (a candidate for the in-model sweep, not a default).
  * Which one runs by default is decided in one place, `matmulDefault`
  * (the `MATMUL_TUNED` table, then the size rule `matmulTile`); `variant` (or the older `tile`)
  * forces one. scripts/bench/matmul.mjs times every variant of every matmul of a training step.
@@ -48,7 +50,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { VimError } from '../../errors.js';
-import type { Gpu } from '../device.js';
+import { fixedSubgroupSize, type Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
 import { workgroupGrid } from './reduce.js';
 import { createTensor, numel, type GpuTensor } from '../tensor.js';
@@ -83,6 +85,24 @@ const NARROW_INVOCATIONS = 256;
 function narrowWorkgroupBytes(I: number): number {
   return 16 * Math.ceil(I / 4) * 256;
 }
+/**
+ * The rows kernel (matmul_backward_input_rows): subgroups a workgroup (NSG) and batches of 4 rows a
+ * subgroup takes (RIT); rows a workgroup 4 · NSG · RIT. The defaults, or $VIM_MATMUL_ROWS as
+ * RITxNSG (e.g. "2x8"), for measurements.
+ */
+export interface RowsShape { rit: number; nsg: number }
+const ROWS_DEFAULT: RowsShape = { rit: 2, nsg: 8 };
+export function rowsShape(): RowsShape {
+  const v = process.env.VIM_MATMUL_ROWS;
+  if (v === undefined || v === '') return ROWS_DEFAULT;
+  const m = /^(\d+)x(\d+)$/.exec(v.trim());
+  const shape = m ? { rit: +m[1], nsg: +m[2] } : undefined;
+  if (!shape || shape.rit < 1 || shape.nsg < 1) {
+    throw new VimError(`VIM_MATMUL_ROWS must be RITxNSG (batches of 4 rows a subgroup ≥ 1, subgroups a workgroup ≥ 1), e.g. "2x8"; it is '${v}'`);
+  }
+  return shape;
+}
+
 /** The skinny kernels: the most outputs O of the layer they run (the forward's result columns, the input gradient's reduction). */
 export const SKINNY_MAX_O = 64;
 /**
@@ -130,6 +150,16 @@ export interface NarrowVariant {
 }
 
 /**
+ * The input gradient's other kernel for results of at most NARROW_MAX_I columns
+ * (kernels/matmul-rows.wgsl): each row's reduction over O taken by the lanes of one subgroup, 4
+ * rows at a time as 4×4 matrix products (dout read as vec4s, weight staged once a workgroup), the
+ * lanes' sums added by halving shuffles. Needs subgroups of one fixed size.
+ */
+export interface RowsVariant {
+  kernel: 'rows';
+}
+
+/**
  * The kernels of a layer with at most SKINNY_MAX_O outputs (x_proj's R + 2N), forward and input
  * gradient (matmul.wgsl's matmul_forward_skinny and matmul_backward_input_skinny): the forward
  * stages 64 rows of inp and O rows of weight in chunks of 64 reduction indices, each invocation 4
@@ -141,8 +171,8 @@ export interface SkinnyVariant {
   kernel: 'skinny';
 }
 
-/** A matmul kernel: the fixed 64×64 or 128×128 one, the parametrised one, the narrow or the skinny one. */
-export type MatmulVariant = { kernel: 'tile64' } | { kernel: 'tile128' } | NarrowVariant | SkinnyVariant | TiledVariant;
+/** A matmul kernel: the fixed 64×64 or 128×128 one, the parametrised one, the narrow, rows or skinny one. */
+export type MatmulVariant = { kernel: 'tile64' } | { kernel: 'tile128' } | NarrowVariant | RowsVariant | SkinnyVariant | TiledVariant;
 
 /**
  * How the weight gradient's split partials are added up (all deterministic, in a fixed order):
@@ -281,9 +311,11 @@ export function matmulDefault(op: MatmulOp, M: number, I: number, O: number): Ma
   const tuned = (matmulTunedOverride() ?? MATMUL_TUNED)[`${op}:${I}x${O}`];
   if (typeof tuned === 'string') return { variant: parseMatmulVariant(tuned) };
   if (tuned !== undefined) return { ...tuned, variant: parseMatmulVariant(tuned.variant) };
-  // Narrow input gradients (dt_proj's, I = R): the narrow kernel. On an H200, vim-tiny's (I = 12)
-  // went from 2.49 to 1.31 ms a step against the size rule's tile (docs/performance.md change 17).
-  if (op === 'backward_input' && I <= NARROW_MAX_I) return { variant: { kernel: 'narrow' } };
+  // Narrow input gradients (dt_proj's, I = R): the rows kernel, or where it cannot run the narrow
+  // one (resolveKernel). On an H200 vim-tiny's (I = 12) went from 2.49 to 1.31 ms a step with the
+  // narrow kernel against the size rule's tile (docs/performance.md change 17), and from 1.49 to
+  // 1.21 with rows (change 39).
+  if (op === 'backward_input' && I <= NARROW_MAX_I) return { variant: { kernel: 'rows' } };
   return { variant: fixedVariant(ruleTile(op, M, I, O)) };
 }
 
@@ -300,7 +332,7 @@ function fixedVariant(tile: MatmulTile): MatmulVariant {
 
 // ---- variants: names and checks --------------------------------------------------------------------
 
-/** "tile64", "tile128", "narrow", "skinny", or the parametrised kernel as "ROWSxCOLS/BRxBC/kK[/v4][/db]". */
+/** "tile64", "tile128", "narrow", "rows", "skinny", or the parametrised kernel as "ROWSxCOLS/BRxBC/kK[/v4][/db]". */
 export function matmulVariantName(v: MatmulVariant): string {
   if (v.kernel !== 'tiled') return v.kernel;
   return `${v.rows}x${v.cols}/${v.blockRows}x${v.blockCols}/k${v.k}${v.vec4 ? '/v4' : ''}${v.doubleBuffer ? '/db' : ''}`;
@@ -308,10 +340,10 @@ export function matmulVariantName(v: MatmulVariant): string {
 
 /** The inverse of matmulVariantName; throws on anything else, saying what is accepted. */
 export function parseMatmulVariant(name: string): MatmulVariant {
-  if (name === 'tile64' || name === 'tile128' || name === 'narrow' || name === 'skinny') return { kernel: name };
+  if (name === 'tile64' || name === 'tile128' || name === 'narrow' || name === 'rows' || name === 'skinny') return { kernel: name };
   const m = /^(\d+)x(\d+)\/(\d+)x(\d+)\/k(\d+)((?:\/(?:v4|db))*)$/.exec(name);
   if (!m) {
-    throw new Error(`matmul: expected a variant "tile64", "tile128", "narrow", "skinny" or "ROWSxCOLS/BRxBC/kK[/v4][/db]" (e.g. "128x64/8x8/k16/v4") but received "${name}"`);
+    throw new Error(`matmul: expected a variant "tile64", "tile128", "narrow", "rows", "skinny" or "ROWSxCOLS/BRxBC/kK[/v4][/db]" (e.g. "128x64/8x8/k16/v4") but received "${name}"`);
   }
   const flags = m[6].split('/').filter(Boolean);
   const v: TiledVariant = {
@@ -356,8 +388,8 @@ export function tiledWorkgroupBytes(v: TiledVariant): number {
 function toVariant(v: MatmulVariant | string): MatmulVariant {
   if (typeof v === 'string') return parseMatmulVariant(v);
   if (v.kernel === 'tiled') checkTiled(v);
-  else if (v.kernel !== 'tile64' && v.kernel !== 'tile128' && v.kernel !== 'narrow' && v.kernel !== 'skinny') {
-    throw new Error(`matmul: variant kernel must be "tile64", "tile128", "narrow", "skinny" or "tiled", got "${(v as { kernel: string }).kernel}"`);
+  else if (v.kernel !== 'tile64' && v.kernel !== 'tile128' && v.kernel !== 'narrow' && v.kernel !== 'rows' && v.kernel !== 'skinny') {
+    throw new Error(`matmul: variant kernel must be "tile64", "tile128", "narrow", "rows", "skinny" or "tiled", got "${(v as { kernel: string }).kernel}"`);
   }
   return v;
 }
@@ -563,7 +595,7 @@ export function matmulBackwardWeightPlan(
   }
   if (tile === undefined) {
     const choice = matmulDefault('backward_weight', M, I, O);
-    if (choice.variant.kernel === 'narrow' || choice.variant.kernel === 'skinny') { // cannot run the weight gradient: the size rule's kernel does
+    if (choice.variant.kernel === 'narrow' || choice.variant.kernel === 'rows' || choice.variant.kernel === 'skinny') { // cannot run the weight gradient: the size rule's kernel does
       return weightPlan(M, I, O, splits, fixedVariant(ruleTile('backward_weight', M, I, O)));
     }
     const plan = weightPlan(M, I, O, splits ?? splitsFromRows(M, choice.splitRows), choice.variant);
@@ -581,7 +613,7 @@ function splitsFromRows(M: number, splitRows: number | undefined): number | unde
 }
 
 function weightPlan(M: number, I: number, O: number, splits: number | undefined, v: MatmulVariant): SplitPlan {
-  if (v.kernel === 'narrow') throw new Error(`matmul: variant narrow cannot run backward_weight: ${NARROW_OP_ONLY}`);
+  if (v.kernel === 'narrow' || v.kernel === 'rows') throw new Error(`matmul: variant ${v.kernel} cannot run backward_weight: ${NARROW_OP_ONLY}`);
   if (v.kernel === 'skinny') throw new Error(`matmul: variant skinny cannot run backward_weight: ${SKINNY_OP_ONLY}`);
   if (v.kernel !== 'tiled') {
     const edge = v.kernel === 'tile128' ? 128 : 64;
@@ -697,6 +729,17 @@ function narrowUnfit(gpu: Gpu, p: Problem): string | null {
   return limitsUnfit(gpu, p.M, NARROW_INVOCATIONS, narrowWorkgroupBytes(p.I), NARROW_ROWS);
 }
 
+/** Why the rows kernel cannot run problem `p` on this adapter, or null when it can. */
+function rowsUnfit(gpu: Gpu, p: Problem): string | null {
+  if (p.op !== 'backward_input') return NARROW_OP_ONLY;
+  if (p.I > NARROW_MAX_I) return `I = ${p.I} columns, at most ${NARROW_MAX_I}`;
+  const sg = fixedSubgroupSize(gpu);
+  if (sg === 0) return 'the adapter has no subgroups of one fixed size';
+  if (!vec4View(p.a)) return 'dout is read as vec4s: O, its row stride and offset must be multiples of 4';
+  const { rit, nsg } = rowsShape();
+  return limitsUnfit(gpu, p.M, sg * nsg, 16 * Math.ceil(p.I / 4) * p.O, 4 * nsg * rit);
+}
+
 /** Why a skinny kernel cannot run problem `p` on this adapter, or null when it can. */
 function skinnyUnfit(gpu: Gpu, p: Problem): string | null {
   if (p.op === 'backward_weight') return SKINNY_OP_ONLY;
@@ -711,6 +754,7 @@ function skinnyUnfit(gpu: Gpu, p: Problem): string | null {
 function unfit(gpu: Gpu, v: MatmulVariant, p: Problem): string | null {
   if (v.kernel === 'tiled') return tiledUnfit(gpu, v, p);
   if (v.kernel === 'narrow') return narrowUnfit(gpu, p);
+  if (v.kernel === 'rows') return rowsUnfit(gpu, p);
   if (v.kernel === 'skinny') return skinnyUnfit(gpu, p);
   return null;
 }
@@ -731,7 +775,9 @@ function resolveKernel(gpu: Gpu, p: Problem, a: Strides): Kernel {
     const why = unfit(gpu, v, p);
     if (why) {
       fallback = `${matmulVariantName(v)}: ${why}`;
-      v = fixedVariant(ruleTile(p.op, p.M, p.I, p.O));
+      // the rows kernel's results: the narrow kernel where it can run them, else the size rule
+      const narrow: MatmulVariant = { kernel: 'narrow' };
+      v = v.kernel === 'rows' && !unfit(gpu, narrow, p) ? narrow : fixedVariant(ruleTile(p.op, p.M, p.I, p.O));
     }
   }
   const vec = v.kernel === 'tiled' && v.vec4;
@@ -807,6 +853,10 @@ function tiledConstants(k: Kernel, rows: number, cols: number, exactK: boolean):
 function tileOf(v: MatmulVariant, op: MatmulOp, O: number): { rows: number; cols: number } {
   if (v.kernel === 'tiled') return { rows: v.rows, cols: v.cols };
   if (v.kernel === 'narrow') return { rows: NARROW_ROWS, cols: NARROW_MAX_I };
+  if (v.kernel === 'rows') {
+    const { rit, nsg } = rowsShape();
+    return { rows: 4 * nsg * rit, cols: NARROW_MAX_I };
+  }
   if (v.kernel === 'skinny') {
     const { rows, cols } = skinnyShape(op, O);
     return { rows, cols };
@@ -816,7 +866,7 @@ function tileOf(v: MatmulVariant, op: MatmulOp, O: number): { rows: number; cols
 }
 
 function entryOf(base: string, v: MatmulVariant): string {
-  return v.kernel === 'tiled' ? `${base}_g` : v.kernel === 'tile128' ? `${base}_128` : v.kernel === 'narrow' || v.kernel === 'skinny' ? `${base}_${v.kernel}` : base;
+  return v.kernel === 'tiled' ? `${base}_g` : v.kernel === 'tile128' ? `${base}_128` : v.kernel === 'narrow' || v.kernel === 'rows' || v.kernel === 'skinny' ? `${base}_${v.kernel}` : base;
 }
 
 // ---- dispatches -----------------------------------------------------------------------------------
@@ -858,7 +908,7 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
 
 /**
  * dinp (M, I) (+)= dout (M, O) · weight (O, I). One dispatch, grid (⌈I/Tc⌉, ⌈M/Tr⌉), Tr × Tc the
- * tile; the narrow kernel: grid (1, ⌈M/16⌉); the skinny one: grid (⌈I/64⌉, ⌈M/64⌉).
+ * tile; the narrow kernel: grid (1, ⌈M/16⌉); the rows kernel: grid (1, ⌈M/(4·NSG·RIT)⌉); the skinny one: grid (⌈I/64⌉, ⌈M/64⌉).
  */
 export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispatch {
   const { M, I, O } = a;
@@ -871,19 +921,25 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
   const tile = tileOf(k.variant, 'backward_input', O);
   const tiled = k.variant.kernel === 'tiled';
   const skinny = k.variant.kernel === 'skinny'; // reads weight only as vec4s (binding 4)
+  const rows = k.variant.kernel === 'rows'; // its own file: dinp, dout (as vec4s), weight
   const bindings = [a.dinp, a.dout, skinny ? null : a.weight];
   if (tiled) bindings.push(a.dout, a.weight); // the vec4 views (bindings 3, 4)
   if (skinny) bindings.push(null, a.weight);
+  let shape = {};
+  if (rows) {
+    const r = rowsShape();
+    shape = { SG: fixedSubgroupSize(gpu), NSG: r.nsg, RIT: r.rit };
+  }
   return makeDispatch(
-    gpu, FILE, entryOf('matmul_backward_input', k.variant),
+    gpu, rows ? 'matmul-rows' : FILE, entryOf('matmul_backward_input', k.variant),
     {
       M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset, ACCUMULATE: acc ? 1 : 0,
-      ...(tiled ? tiledConstants(k, M, I, O % (k.variant as TiledVariant).k === 0) : {}),
+      ...(tiled ? tiledConstants(k, M, I, O % (k.variant as TiledVariant).k === 0) : {}), ...shape,
     },
     bindings,
     [ceilDiv(I, tile.cols), ceilDiv(M, tile.rows)],
     {
-      label: 'matmul_backward_input', shape: `M=${M} I=${I} O=${O}`,
+      label: 'matmul_backward_input', shape: `M=${M} I=${I} O=${O}`, ...(rows ? { prelude: 'enable subgroups;\n' } : {}),
       flops: 2 * M * I * O + (acc ? M * I : 0),
       bytes: 4 * (M * O + O * I + M * I * (acc ? 2 : 1)),
     },

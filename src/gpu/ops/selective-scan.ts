@@ -24,7 +24,7 @@
  * no combine dispatches, no y_b, dy_f, dy_b buffers.
  */
 import { VimError } from '../../errors.js';
-import type { Gpu } from '../device.js';
+import { fixedSubgroupSize, type Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
 import { align, createTensor, type GpuTensor } from '../tensor.js';
 import { checkPositive, need, workgroupGrid } from './reduce.js';
@@ -291,13 +291,9 @@ export function scanKernelDefault(gpu?: Gpu): ScanBackwardKernel {
   return gpu.toggles.includes('disable_robustness') ? 'split' : 'segmented';
 }
 
-/**
- * The subgroup size the scan's shuffle sums may rely on: the adapter's, where subgroups are
- * enabled and every subgroup has the same power-of-two size; else 0.
- */
+/** The subgroup size the scan's shuffle sums may rely on (fixedSubgroupSize). */
 export function scanSubgroupSize(gpu: Gpu): number {
-  const { subgroupMinSize: lo, subgroupMaxSize: hi } = gpu.info;
-  return gpu.features.subgroups && lo === hi && lo >= 1 && (lo & (lo - 1)) === 0 ? lo : 0;
+  return fixedSubgroupSize(gpu);
 }
 
 /** A positive integer from the environment variable `name`, or undefined where it is unset or empty. */
