@@ -9,8 +9,8 @@
 // src/model/vim-gpu.ts, cross-checked against a built model's dispatch list: counts and flops per
 // kernel label) and every kernel variant the op layer can run for it (the fixed 64/128 tiles, the
 // parametrised kernel's tiles, register blocks, reduction steps, vec4 loads, double buffering;
-// the narrow kernel for input gradients of at most 16 columns; for the weight gradient also split
-// sizes and the three split sums), on the current adapter:
+// the narrow and rows kernels for input gradients of at most 16 columns; for the weight gradient
+// also split sizes and the three split sums), on the current adapter:
 //   - correctness: one run on random inputs, the output read back and compared with a float64
 //     product on sampled elements: max |gpu − ref| / rms(ref) over the samples ("rel err"); rows
 //     and columns a strided output must not touch are checked to be untouched, and elements the
@@ -147,13 +147,13 @@ function stepFlags(K, quick) {
 }
 
 /**
- * Phase 1 choices for a problem: the fixed kernels, the narrow one where it runs (input gradients
- * of at most NARROW_MAX_I columns) and the parametrised grid (default split for dweight).
+ * Phase 1 choices for a problem: the fixed kernels, the narrow and rows ones where they run (input
+ * gradients of at most NARROW_MAX_I columns) and the parametrised grid (default split for dweight).
  */
 function grid(p, quick) {
   const d = dims(p);
   const out = [{ variant: 'tile64' }, { variant: 'tile128' }];
-  if (p.op === 'backward_input' && p.I <= NARROW_MAX_I) out.push({ variant: 'narrow' });
+  if (p.op === 'backward_input' && p.I <= NARROW_MAX_I) out.push({ variant: 'narrow' }, { variant: 'rows' });
   // The problems that occur once a step (patch embedding, head) get the small grid. Flags
   // outermost: if the budget runs short, the later (less likely) flags go, not whole tiles.
   const small = quick || p.count === 1;
@@ -502,12 +502,12 @@ async function main() {
       return r;
     };
     // Problems left share what remains of the budget; past a problem's share, only the default, the
-    // fixed kernels and the narrow one run.
+    // fixed kernels and the narrow and rows ones run.
     const share = (opts.budget - elapsed()) / (problems.length - pi);
     const pStart = elapsed();
     const def = await tryChoice({});
     for (const c of grid(p, opts.quick)) {
-      if (elapsed() - pStart > share && !['tile64', 'tile128', 'narrow'].includes(c.variant)) {
+      if (elapsed() - pStart > share && !['tile64', 'tile128', 'narrow', 'rows'].includes(c.variant)) {
         trimmed = true;
         continue;
       }
