@@ -44,6 +44,9 @@ override RIT: u32 = 2u;        // batches of 4 rows a subgroup takes
 override NQ: u32 = (I + 3u) / 4u;        // vec4s of a result row (≤ 4)
 override OQ: u32 = O / 4u;               // vec4s of a dout row
 override JQ: u32 = (OQ + SG - 1u) / SG;  // vec4s of a row a lane reads
+// what a lane holds after the halvings that SG's bits allow (see above): NR rows, NC components of each q
+override NR: u32 = select(select(4u, 2u, SG >= 2u), 1u, SG >= 4u);
+override NC: u32 = select(select(4u, 2u, SG >= 8u), 1u, SG >= 16u);
 
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(1) var<storage, read> dout4: array<vec4<f32>>;
@@ -69,27 +72,27 @@ fn halve_rows1(a: mat4x4<f32>, m: u32, hi: bool) -> mat4x4<f32> {
   return o;
 }
 // Halvings of the components of each held row: keep z, w (hi) or x, y into x, y; keep y (hi) or x into x.
-fn halve_comp2(a: mat4x4<f32>, nr: u32, m: u32, hi: bool) -> mat4x4<f32> {
+fn halve_comp2(a: mat4x4<f32>, m: u32, hi: bool) -> mat4x4<f32> {
   var o = a;
-  for (var r = 0u; r < nr; r++) {
+  for (var r = 0u; r < NR; r++) {
     let v = a[r];
     let k = select(v.xy, v.zw, hi) + subgroupShuffleXor(select(v.zw, v.xy, hi), m);
     o[r] = vec4<f32>(k, v.zw);
   }
   return o;
 }
-fn halve_comp1(a: mat4x4<f32>, nr: u32, m: u32, hi: bool) -> mat4x4<f32> {
+fn halve_comp1(a: mat4x4<f32>, m: u32, hi: bool) -> mat4x4<f32> {
   var o = a;
-  for (var r = 0u; r < nr; r++) {
+  for (var r = 0u; r < NR; r++) {
     let v = a[r];
     o[r].x = select(v.x, v.y, hi) + subgroupShuffleXor(select(v.y, v.x, hi), m);
   }
   return o;
 }
-fn butterfly(a: mat4x4<f32>, nr: u32, nc: u32, m: u32) -> mat4x4<f32> {
+fn butterfly(a: mat4x4<f32>, m: u32) -> mat4x4<f32> {
   var o = a;
-  for (var r = 0u; r < nr; r++) {
-    for (var c = 0u; c < nc; c++) { o[r][c] = a[r][c] + subgroupShuffleXor(a[r][c], m); }
+  for (var r = 0u; r < NR; r++) {
+    for (var c = 0u; c < NC; c++) { o[r][c] = a[r][c] + subgroupShuffleXor(a[r][c], m); }
   }
   return o;
 }
@@ -99,11 +102,9 @@ fn lane_sums(a: mat4x4<f32>, s: u32) -> mat4x4<f32> {
   var o = a;
   if (SG >= 2u) { o = halve_rows2(o, SG / 2u, (s & (SG / 2u)) != 0u); }
   if (SG >= 4u) { o = halve_rows1(o, SG / 4u, (s & (SG / 4u)) != 0u); }
-  let nr = select(select(4u, 2u, SG >= 2u), 1u, SG >= 4u);
-  if (SG >= 8u) { o = halve_comp2(o, nr, SG / 8u, (s & (SG / 8u)) != 0u); }
-  if (SG >= 16u) { o = halve_comp1(o, nr, SG / 16u, (s & (SG / 16u)) != 0u); }
-  let nc = select(select(4u, 2u, SG >= 8u), 1u, SG >= 16u);
-  for (var m = SG / 32u; m >= 1u; m /= 2u) { o = butterfly(o, nr, nc, m); }
+  if (SG >= 8u) { o = halve_comp2(o, SG / 8u, (s & (SG / 8u)) != 0u); }
+  if (SG >= 16u) { o = halve_comp1(o, SG / 16u, (s & (SG / 16u)) != 0u); }
+  for (var m = SG / 32u; m >= 1u; m /= 2u) { o = butterfly(o, m); }
   return o;
 }
 
@@ -152,9 +153,7 @@ fn matmul_backward_input_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
     if (NQ > 1u) { a1 = lane_sums(a1, s); }
     if (NQ > 2u) { a2 = lane_sums(a2, s); }
     if (NQ > 3u) { a3 = lane_sums(a3, s); }
-    // what the lane holds: rows rb .. rb + nr − 1, components cb .. cb + nc − 1 of each q
-    let nr = select(select(4u, 2u, SG >= 2u), 1u, SG >= 4u);
-    let nc = select(select(4u, 2u, SG >= 8u), 1u, SG >= 16u);
+    // what the lane holds: rows rb .. rb + NR − 1, components cb .. cb + NC − 1 of each q
     var rb = 0u;
     if (SG >= 2u && (s & (SG / 2u)) != 0u) { rb += 2u; }
     if (SG >= 4u && (s & (SG / 4u)) != 0u) { rb += 1u; }
@@ -166,8 +165,8 @@ fn matmul_backward_input_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
       for (var q = 0u; q < NQ; q++) {
         var a = a0;
         if (q == 1u) { a = a1; } else if (q == 2u) { a = a2; } else if (q == 3u) { a = a3; }
-        for (var r = 0u; r < nr; r++) {
-          for (var c = 0u; c < nc; c++) {
+        for (var r = 0u; r < NR; r++) {
+          for (var c = 0u; c < NC; c++) {
             let row = row0 + rb + r;
             let i = 4u * q + cb + c;
             if (i < I && row < M) {

@@ -332,6 +332,11 @@ function fixedVariant(tile: MatmulTile): MatmulVariant {
 
 // ---- variants: names and checks --------------------------------------------------------------------
 
+/** The kernels named by a word (the parametrised one is named by its shape). */
+const NAMED_KERNELS = ['tile64', 'tile128', 'narrow', 'rows', 'skinny'] as const;
+type NamedKernel = (typeof NAMED_KERNELS)[number];
+const NAMED_LIST = NAMED_KERNELS.map((n) => `"${n}"`).join(', ');
+
 /** "tile64", "tile128", "narrow", "rows", "skinny", or the parametrised kernel as "ROWSxCOLS/BRxBC/kK[/v4][/db]". */
 export function matmulVariantName(v: MatmulVariant): string {
   if (v.kernel !== 'tiled') return v.kernel;
@@ -340,10 +345,10 @@ export function matmulVariantName(v: MatmulVariant): string {
 
 /** The inverse of matmulVariantName; throws on anything else, saying what is accepted. */
 export function parseMatmulVariant(name: string): MatmulVariant {
-  if (name === 'tile64' || name === 'tile128' || name === 'narrow' || name === 'rows' || name === 'skinny') return { kernel: name };
+  if ((NAMED_KERNELS as readonly string[]).includes(name)) return { kernel: name as NamedKernel } as MatmulVariant;
   const m = /^(\d+)x(\d+)\/(\d+)x(\d+)\/k(\d+)((?:\/(?:v4|db))*)$/.exec(name);
   if (!m) {
-    throw new Error(`matmul: expected a variant "tile64", "tile128", "narrow", "rows", "skinny" or "ROWSxCOLS/BRxBC/kK[/v4][/db]" (e.g. "128x64/8x8/k16/v4") but received "${name}"`);
+    throw new Error(`matmul: expected a variant ${NAMED_LIST} or "ROWSxCOLS/BRxBC/kK[/v4][/db]" (e.g. "128x64/8x8/k16/v4") but received "${name}"`);
   }
   const flags = m[6].split('/').filter(Boolean);
   const v: TiledVariant = {
@@ -388,8 +393,8 @@ export function tiledWorkgroupBytes(v: TiledVariant): number {
 function toVariant(v: MatmulVariant | string): MatmulVariant {
   if (typeof v === 'string') return parseMatmulVariant(v);
   if (v.kernel === 'tiled') checkTiled(v);
-  else if (v.kernel !== 'tile64' && v.kernel !== 'tile128' && v.kernel !== 'narrow' && v.kernel !== 'rows' && v.kernel !== 'skinny') {
-    throw new Error(`matmul: variant kernel must be "tile64", "tile128", "narrow", "rows", "skinny" or "tiled", got "${(v as { kernel: string }).kernel}"`);
+  else if (!(NAMED_KERNELS as readonly string[]).includes(v.kernel)) {
+    throw new Error(`matmul: variant kernel must be ${NAMED_LIST} or "tiled", got "${(v as { kernel: string }).kernel}"`);
   }
   return v;
 }
@@ -722,17 +727,22 @@ function limitsUnfit(gpu: Gpu, M: number, invocations: number, bytes: number, ro
   return null;
 }
 
-/** Why the narrow kernel cannot run problem `p` on this adapter, or null when it can. */
-function narrowUnfit(gpu: Gpu, p: Problem): string | null {
+/** Why problem `p` is not a narrow input gradient (the narrow and rows kernels' problems), or null when it is. */
+function notNarrowInput(p: Problem): string | null {
   if (p.op !== 'backward_input') return NARROW_OP_ONLY;
   if (p.I > NARROW_MAX_I) return `I = ${p.I} columns, at most ${NARROW_MAX_I}`;
-  return limitsUnfit(gpu, p.M, NARROW_INVOCATIONS, narrowWorkgroupBytes(p.I), NARROW_ROWS);
+  return null;
+}
+
+/** Why the narrow kernel cannot run problem `p` on this adapter, or null when it can. */
+function narrowUnfit(gpu: Gpu, p: Problem): string | null {
+  return notNarrowInput(p) ?? limitsUnfit(gpu, p.M, NARROW_INVOCATIONS, narrowWorkgroupBytes(p.I), NARROW_ROWS);
 }
 
 /** Why the rows kernel cannot run problem `p` on this adapter, or null when it can. */
 function rowsUnfit(gpu: Gpu, p: Problem): string | null {
-  if (p.op !== 'backward_input') return NARROW_OP_ONLY;
-  if (p.I > NARROW_MAX_I) return `I = ${p.I} columns, at most ${NARROW_MAX_I}`;
+  const why = notNarrowInput(p);
+  if (why) return why;
   const sg = fixedSubgroupSize(gpu);
   if (sg === 0) return 'the adapter has no subgroups of one fixed size';
   if (!vec4View(p.a)) return 'dout is read as vec4s: O, its row stride and offset must be multiples of 4';
@@ -866,7 +876,7 @@ function tileOf(v: MatmulVariant, op: MatmulOp, O: number): { rows: number; cols
 }
 
 function entryOf(base: string, v: MatmulVariant): string {
-  return v.kernel === 'tiled' ? `${base}_g` : v.kernel === 'tile128' ? `${base}_128` : v.kernel === 'narrow' || v.kernel === 'rows' || v.kernel === 'skinny' ? `${base}_${v.kernel}` : base;
+  return v.kernel === 'tile64' ? base : v.kernel === 'tiled' ? `${base}_g` : v.kernel === 'tile128' ? `${base}_128` : `${base}_${v.kernel}`;
 }
 
 // ---- dispatches -----------------------------------------------------------------------------------
@@ -925,16 +935,16 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
   const bindings = [a.dinp, a.dout, skinny ? null : a.weight];
   if (tiled) bindings.push(a.dout, a.weight); // the vec4 views (bindings 3, 4)
   if (skinny) bindings.push(null, a.weight);
-  let shape = {};
+  let rowsConstants = {};
   if (rows) {
     const r = rowsShape();
-    shape = { SG: fixedSubgroupSize(gpu), NSG: r.nsg, RIT: r.rit };
+    rowsConstants = { SG: fixedSubgroupSize(gpu), NSG: r.nsg, RIT: r.rit };
   }
   return makeDispatch(
     gpu, rows ? 'matmul-rows' : FILE, entryOf('matmul_backward_input', k.variant),
     {
       M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset, ACCUMULATE: acc ? 1 : 0,
-      ...(tiled ? tiledConstants(k, M, I, O % (k.variant as TiledVariant).k === 0) : {}), ...shape,
+      ...(tiled ? tiledConstants(k, M, I, O % (k.variant as TiledVariant).k === 0) : {}), ...rowsConstants,
     },
     bindings,
     [ceilDiv(I, tile.cols), ceilDiv(M, tile.rows)],
