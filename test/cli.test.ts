@@ -138,7 +138,7 @@ describe('train-vim, eval-vim and predict-vim as a user runs them', () => {
     expect(whole.code, whole.stderr).toBe(0);
     const stopped = await cli('train-vim', [...args, '--out', b], (out) => /step 3\/24/.test(out));
     expect(stopped.code, stopped.stderr).toBe(130);
-    expect(stopped.stdout).toContain(`resume with: train-vim --resume ${b}`);
+    expect(stopped.stdout).toContain(`resume with: npm run train-vim -- --resume ${b}`);
     const before = jsonl<StepRecord>(join(b, 'steps.jsonl'));
     expect(before.length).toBeGreaterThanOrEqual(3);
     expect(before.length).toBeLessThan(48);

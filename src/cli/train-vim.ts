@@ -3,10 +3,12 @@
  * `train-vim`: train a Vim on CIFAR-10 and leave the run in runs/NAME/ (see src/train/run-dir.ts).
  *
  * The defaults fit the adapter (src/train/recipe.ts): the full Vim-Ti recipe on a GPU, a
- * 10-minute vim-nano run on a CPU fallback adapter such as lavapipe. Ctrl-C (or SIGTERM) finishes
- * the current step, saves the training state and says how to resume; --resume continues exactly.
+ * 10-minute vim-nano run on a CPU fallback adapter such as lavapipe. Ctrl-C (SIGINT), SIGTERM or
+ * SIGHUP (the terminal closed, an SSH connection dropped) finishes the current step, saves the
+ * training state and says how to resume; --resume continues exactly.
  */
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import { basename, resolve } from 'node:path';
 import { VimError } from '../errors.js';
 import { acquireGpu, describeGpu } from '../gpu/device.js';
@@ -17,13 +19,17 @@ import { describeConfig } from '../model/checkpoint.js';
 import { paramCount } from '../model/params.js';
 import { TrainProgress, formatDuration, pct } from '../train/progress.js';
 import {
-  augmentNames, checkResumeOptions, defaultRecipe, describeRecipe, MIX_ALPHA, parseAugmentList, scaledLr, storedRecipe, validateRecipe,
-  type Recipe, type RecipeKind,
+  augmentNames, checkResumeOptions, defaultRecipe, describeRecipe, MIX_ALPHA, parseAugmentList, RESUME_OPTIONS, scaledLr, storedRecipe,
+  validateRecipe, type Recipe, type RecipeKind,
 } from '../train/recipe.js';
 import { describeHoldout } from '../train/holdout.js';
-import { holdsRun, readJson, RUN_FILES, runPath } from '../train/run-dir.js';
+import { checkNewRunFolder, checkResumable, readJson, RUN_FILES, runPath, type RunFolderKind } from '../train/run-dir.js';
 import { Trainer } from '../train/trainer.js';
 import { numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
+
+/** The options --resume takes besides the folder, for its help: "--epochs, … and --data-dir". */
+const resumable = RESUME_OPTIONS.filter((o) => o !== 'resume').map((o) => `--${o}`);
+const resumableList = `${resumable.slice(0, -1).join(', ')} and ${resumable[resumable.length - 1]}`;
 
 const spec: CommandSpec = {
   name: 'train-vim',
@@ -49,7 +55,7 @@ const spec: CommandSpec = {
     seed: { type: 'string', arg: 'N', help: 'seed of the initialisation, the shuffle and the augmentation (default: 0)' },
     'data-dir': { type: 'string', arg: 'DIR', help: 'where CIFAR-10 is, or is fetched to (default: $VIM_DATA_DIR, else datasets/)' },
     out: { type: 'string', arg: 'DIR', help: 'run folder for checkpoints, metrics and plots (default: runs/MODEL-DATE-TIME)' },
-    resume: { type: 'string', arg: 'DIR', help: 'continue the run in DIR where it stopped (its recipe; --epochs, --eval-every, --lr, --min-lr, --grad-clip and --log-every may change)' },
+    resume: { type: 'string', arg: 'DIR', help: `continue the run in DIR where it stopped (its recipe; ${resumableList} may change)` },
     'eval-every': { type: 'string', arg: 'N', help: 'evaluate on the test images (and the --holdout images) every N epochs, and after the last (default: 5 on a GPU, 1 on a CPU adapter)' },
     subset: { type: 'string', arg: 'N', help: 'train on the first N training images (of those --holdout leaves); 0 = all (default: 0 on a GPU, 1600 on a CPU adapter)' },
     'drop-path': { type: 'string', arg: 'RATE', help: 'drop path (stochastic depth): drop each block\'s output per sample with probability rising linearly over the blocks to RATE (as Vim does), 0…0.9; 0 = off (default: 0.1 on a GPU, 0 on a CPU adapter)' },
@@ -64,9 +70,31 @@ const spec: CommandSpec = {
     'EMA when there is one), state.safetensors (everything --resume needs), curves.png and confusion.png.',
     'With --holdout, metrics.jsonl has val_loss, val_acc, val_top5 and val_images next to the test figures,',
     'and best.safetensors is the epoch best on those validation images (without, the epoch best on the test set).',
-    'Ctrl-C (or SIGTERM) finishes the current step, saves the state and prints the command that resumes the run.',
+    'Ctrl-C, SIGTERM or SIGHUP (the terminal closed, an SSH connection dropped) finishes the current step, saves',
+    'the state and prints the command that resumes the run.',
   ].join('\n'),
 };
+
+/** "1 epoch", "3 epochs": a count with its noun (regular plurals only). */
+function count(n: number, noun: string): string {
+  return `${n.toLocaleString('en-US')} ${noun}${n === 1 ? '' : 's'}`;
+}
+
+/** An argument as a POSIX shell reads it back (quoted when it has anything but plain path characters). */
+function shellWord(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
+}
+
+/**
+ * A command line to print as a hint: `train-vim …` when this process was started through the
+ * linked bin (`npm link` put the commands on PATH; the script's name then has no .js), else
+ * `npm run train-vim -- …`, which works in the project folder without it.
+ */
+function hint(command: string, args: string[]): string {
+  const linked = basename(process.argv[1] ?? '') === spec.name;
+  const line = args.map(shellWord).join(' ');
+  return linked ? `${command} ${line}` : `npm run ${command} -- ${line}`;
+}
 
 function stamp(d = new Date()): string {
   const p = (n: number) => String(n).padStart(2, '0');
@@ -140,6 +168,7 @@ function resumedRecipe(p: Parsed, dir: string): Recipe {
   if (!existsSync(path)) {
     throw new VimError(`${dir} holds no train-vim run (it has no ${RUN_FILES.recipe}): nothing to resume; check the folder name`);
   }
+  checkResumable(dir);
   const stored = readJson(path, 'the recipe of the run') as Recipe;
   if (typeof stored !== 'object' || stored === null || typeof stored.model !== 'string' || typeof stored.epochs !== 'number') {
     throw new VimError(`${path} is not a recipe written by train-vim; the run folder is damaged`);
@@ -165,6 +194,7 @@ async function main(p: Parsed): Promise<void> {
   // Check what can be checked before the GPU starts: the options, the model, the run folder.
   let recipe: Recipe | null = null;
   let cfg: VimConfig | null = null;
+  let folder: RunFolderKind = 'new';
   if (resumeDir !== undefined) {
     recipe = resumedRecipe(p, resumeDir);
     cfg = resolveConfig(readJson(runPath(resumeDir, 'config'), 'the model config of the run'), runPath(resumeDir, 'config'));
@@ -172,9 +202,7 @@ async function main(p: Parsed): Promise<void> {
     const model = stringOpt(p, 'model');
     if (model !== undefined) cfg = loadConfig(model);
     const out = stringOpt(p, 'out');
-    if (out !== undefined && holdsRun(out)) {
-      throw new VimError(`${out} already holds a run: continue it with --resume ${out}, or choose another --out`);
-    }
+    if (out !== undefined) folder = checkNewRunFolder(out); // Trainer.create checks again, and clears an unfinished run's logs
     if (recipeOpt !== 'auto') recipe = newRecipe(p, recipeOpt as RecipeKind);
     else newRecipe(p, 'gpu'); // validates the options now; the adapter decides the defaults below
   }
@@ -212,26 +240,34 @@ async function main(p: Parsed): Promise<void> {
   console.log(`model: ${describeConfig(cfg)}, ${paramCount(cfg).toLocaleString('en-US')} parameters`);
   if (trainer.model.note) console.log(`note: ${trainer.model.note}`);
   console.log(`recipe: ${describeRecipe(recipe, trainer.train.n, trainer.test.n)}`);
-  console.log(`${trainer.stepsPerEpoch} steps per epoch, ${trainer.totalSteps} in all`);
+  console.log(`${count(trainer.stepsPerEpoch, 'step')} per epoch, ${trainer.totalSteps.toLocaleString('en-US')} in all`);
   const st = trainer.sampler.state;
   if (resumeDir !== undefined) {
     if (st.epoch >= recipe.epochs) {
-      console.log(`the run in ${shown} has already finished its ${recipe.epochs} epochs; pass --epochs with more to train longer`);
+      console.log(`the run in ${shown} has already finished its ${count(recipe.epochs, 'epoch')}; pass --epochs with more to train longer`);
       trainer.destroy();
       return;
     }
     console.log(`resuming ${shown} at epoch ${st.epoch + 1}, step ${trainer.model.step} (batch ${st.cursor} of ${trainer.stepsPerEpoch} done)`);
+  } else if (folder === 'unfinished') {
+    console.log(`run folder: ${shown} (it held a run that never finished an epoch; starting over in it)`);
   } else {
     console.log(`run folder: ${shown}`);
   }
 
-  // The first SIGINT (Ctrl-C) or SIGTERM (a scheduler's stop, `timeout`, `kill`) finishes the step
-  // and saves; another more than a second later quits at once. A signal that arrives twice within a
-  // second counts once: `timeout` sends it to the process and then to its whole process group.
+  // The first SIGINT (Ctrl-C), SIGTERM (a scheduler's stop, `timeout`, `kill`) or SIGHUP (the
+  // terminal closed, an SSH connection dropped) finishes the step and saves; another more than a
+  // second later quits at once. A signal that arrives twice within a second counts once: `timeout`
+  // sends it to the process and then to its whole process group.
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   let stopSignal: NodeJS.Signals | null = null;
   let stopAt = 0;
-  const exitCode = (signal: NodeJS.Signals) => (signal === 'SIGTERM' ? 143 : 130); // 128 + the signal's number
+  const exitCode = (signal: NodeJS.Signals) => 128 + constants.signals[signal]; // 130, 143, 129
   const onSignal = (signal: NodeJS.Signals) => {
+    if (signal === 'SIGHUP') {
+      // The terminal may be gone: writing to it fails (EIO), which must not stop the save.
+      for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+    }
     if (stopSignal === null) {
       stopSignal = signal;
       stopAt = Date.now();
@@ -244,14 +280,12 @@ async function main(p: Parsed): Promise<void> {
       process.exit(exitCode(signal));
     }
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  for (const signal of signals) process.on(signal, onSignal);
   let outcome;
   try {
     outcome = await trainer.run();
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const signal of signals) process.off(signal, onSignal);
     progress.stopBar();
     trainer.destroy();
   }
@@ -269,14 +303,14 @@ async function main(p: Parsed): Promise<void> {
     const s = trainer.sampler.state;
     console.log(
       `stopped at step ${outcome.step} (epoch ${s.epoch + 1}, batch ${s.cursor} of ${trainer.stepsPerEpoch}); ${best}. ` +
-      `The training state is saved in ${runPath(shown, 'state')}.\nresume with: train-vim --resume ${shown}`,
+      `The training state is saved in ${runPath(shown, 'state')}.\nresume with: ${hint('train-vim', ['--resume', shown])}`,
     );
     process.exitCode = exitCode(stopSignal ?? 'SIGINT');
     return;
   }
   const elapsed = outcome.last ? formatDuration(outcome.last.elapsed_s) : '';
-  console.log(`done: ${outcome.epochs} epochs, ${outcome.step} steps in ${elapsed}; ${best}`);
+  console.log(`done: ${count(outcome.epochs, 'epoch')}, ${count(outcome.step, 'step')} in ${elapsed}; ${best}`);
   console.log(`files in ${shown}: best.safetensors, last.safetensors, metrics.jsonl, steps.jsonl, curves.png, confusion.png, state.safetensors`);
-  console.log(`evaluate with: eval-vim --checkpoint ${runPath(shown, 'best')}`);
+  console.log(`evaluate with: ${hint('eval-vim', ['--checkpoint', runPath(shown, 'best')])}`);
 }
 runCli(spec, main);

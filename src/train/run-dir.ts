@@ -19,8 +19,19 @@
  * last.safetensors, best.safetensors, state.safetensors, then the plots. So the logs and
  * checkpoints on disk are never behind the training state (--resume drops log lines past it),
  * and a run killed before an epoch's state is on disk resumes from the epoch before.
+ *
+ * While a process trains in the folder it holds train-vim.lock there (its pid and host; removed
+ * when it ends): a second train-vim given the same folder, to start over in it or to resume it,
+ * is refused while the first runs. A lock left by a process that no longer runs (killed with
+ * SIGKILL, the machine restarted) is taken over.
+ *
+ * A run that ends in its first epoch without saving (its loss became NaN, it was killed, it quit
+ * without saving) leaves only config.json, recipe.json and the logs: nothing to resume or keep.
+ * A new run may start over in such a folder (runFolderKind: 'unfinished'), never in one with a
+ * training state, a checkpoint, a plot or a recorded epoch, nor in a folder of other files.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { VimError } from '../errors.js';
 import { writeFileAtomic } from '../io/safetensors.js';
@@ -37,6 +48,7 @@ export const RUN_FILES = {
   state: 'state.safetensors',
   curves: 'curves.png',
   confusion: 'confusion.png',
+  lock: 'train-vim.lock',
 } as const;
 
 export function runPath(dir: string, file: keyof typeof RUN_FILES): string {
@@ -148,7 +160,167 @@ export function readJsonl<T>(path: string): T[] {
   return rows;
 }
 
-/** True when a folder already holds a run (its recipe, metrics or training state). */
-export function holdsRun(dir: string): boolean {
-  return ['recipe', 'metrics', 'state'].some((f) => existsSync(runPath(dir, f as keyof typeof RUN_FILES)));
+/**
+ * What a folder named for a run holds:
+ *   new         nothing is there yet
+ *   empty       an empty folder
+ *   unfinished  a train-vim run that never finished an epoch and saved no state (it failed, was
+ *               killed, or quit without saving in its first epoch): nothing in it can be resumed
+ *               or evaluated, so a new run may start over in it
+ *   run         a run with something to keep: a training state, a checkpoint, a plot or a
+ *               recorded epoch (never reused)
+ *   other       a folder with other files and no train-vim recipe, or a file
+ */
+export type RunFolderKind = 'new' | 'empty' | 'unfinished' | 'run' | 'other';
+
+/** Files that exist only once a run has something to keep (an epoch's end or a saved stop). */
+const KEPT_FILES = ['state', 'last', 'best', 'curves', 'confusion'] as const;
+
+/** Logs a run that starts over in an unfinished folder removes (it writes config and recipe anew). */
+const STALE_LOGS = ['steps', 'metrics'] as const;
+
+export function runFolderKind(dir: string): RunFolderKind {
+  if (!existsSync(dir)) return 'new';
+  if (!statSync(dir).isDirectory()) return 'other';
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch (e) {
+    throw new VimError(`cannot read the folder ${dir} (${(e as Error).message}); choose another folder`);
+  }
+  if (entries.every((e) => e === RUN_FILES.lock)) return 'empty';
+  if (KEPT_FILES.some((f) => existsSync(runPath(dir, f)))) return 'run';
+  // Any text in metrics.jsonl is a recorded epoch (a damaged line too); one that cannot be read counts as one.
+  const metrics = runPath(dir, 'metrics');
+  if (existsSync(metrics)) {
+    try {
+      if (readFileSync(metrics, 'utf8').trim() !== '') return 'run';
+    } catch {
+      return 'run';
+    }
+  }
+  return isRecipeFile(runPath(dir, 'recipe')) ? 'unfinished' : 'other';
+}
+
+/** True when `path` is a recipe.json that train-vim wrote (an object with a model and epochs). */
+function isRecipeFile(path: string): boolean {
+  if (!existsSync(path)) return false;
+  try {
+    const r = JSON.parse(readFileSync(path, 'utf8')) as { model?: unknown; epochs?: unknown } | null;
+    return typeof r === 'object' && r !== null && typeof r.model === 'string' && typeof r.epochs === 'number';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Check that a new run may start in `dir` (named `shown` in messages): a new or empty folder, or
+ * one holding a run that never finished an epoch. Returns the folder's kind; throws VimError for
+ * a folder that holds a run with something to keep, or other files.
+ */
+export function checkNewRunFolder(dir: string, shown = dir): RunFolderKind {
+  refuseHeldFolder(dir, shown);
+  const kind = runFolderKind(dir);
+  if (kind === 'run') {
+    throw new VimError(`${shown} already holds a run: continue it with --resume ${shown}, or choose another --out`);
+  }
+  if (kind === 'other') {
+    const what = statSync(dir).isDirectory() ? 'a folder with other files in it and no train-vim run' : 'a file, not a folder';
+    throw new VimError(`--out ${shown} is ${what}: choose a new or empty folder for the run`);
+  }
+  return kind;
+}
+
+/** Remove the logs of an unfinished run that a new run starts over from (see runFolderKind). */
+export function removeStaleLogs(dir: string): void {
+  for (const f of STALE_LOGS) rmSync(runPath(dir, f), { force: true });
+}
+
+/**
+ * Check that `dir` (named `shown` in messages) holds a training state to resume; throws VimError
+ * saying what to do instead when it does not. The recipe is checked by the caller.
+ */
+export function checkResumable(dir: string, shown = dir): void {
+  refuseHeldFolder(dir, shown);
+  if (existsSync(runPath(dir, 'state'))) return;
+  if (runFolderKind(dir) === 'unfinished') {
+    throw new VimError(
+      `${shown} holds a run that never finished an epoch (it has no ${RUN_FILES.state}), so there is nothing to resume: ` +
+      `start it again with --out ${shown} and its options (they are in ${runPath(shown, 'recipe')})`,
+    );
+  }
+  throw new VimError(
+    `${shown} holds no training state (${runPath(shown, 'state')}), so the run cannot be resumed: start a new run with another --out`,
+  );
+}
+
+/** Who holds a run folder's lock: a process id on a host. */
+interface LockHolder {
+  pid: number;
+  host: string;
+}
+
+function readLock(path: string): LockHolder | null {
+  try {
+    const h = JSON.parse(readFileSync(path, 'utf8')) as Partial<LockHolder>;
+    return typeof h.pid === 'number' && typeof h.host === 'string' ? { pid: h.pid, host: h.host } : null;
+  } catch {
+    return null; // gone, or not written whole: nobody holds it
+  }
+}
+
+/** Whether the holder still runs: on this host, a signal 0 finds it (EPERM: another user's, alive). */
+function holderRuns(h: LockHolder): boolean {
+  if (h.host !== hostname()) return true; // cannot tell from here: assume it does
+  if (h.pid === process.pid) return false; // this process: a lock of its own left by an earlier Trainer
+  try {
+    process.kill(h.pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Throw VimError when another process that still runs holds `dir` (named `shown`). */
+function refuseHeldFolder(dir: string, shown: string): void {
+  const path = runPath(dir, 'lock');
+  const h = existsSync(path) ? readLock(path) : null;
+  if (h === null || !holderRuns(h)) return;
+  throw new VimError(
+    `${shown} is in use: train-vim (process ${h.pid} on ${h.host}) is training in it; wait for it to end or stop it ` +
+    `(Ctrl-C, or kill ${h.pid}: it saves and quits). If no train-vim runs there, delete ${runPath(shown, 'lock')}`,
+  );
+}
+
+/**
+ * Take the run folder `dir` (which exists) for this process until the returned function is called
+ * or the process exits; throws VimError while another process that still runs holds it.
+ */
+export function lockRunFolder(dir: string): () => void {
+  const path = runPath(dir, 'lock');
+  const mine = `${JSON.stringify({ pid: process.pid, host: hostname(), started: new Date().toISOString() })}\n`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(path, mine, { flag: 'wx' });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) {
+        throw new VimError(`cannot take the run folder ${dir} for this run (${(e as Error).message}); check its permissions`);
+      }
+    }
+    refuseHeldFolder(dir, dir);
+    rmSync(path, { force: true }); // left by a process that no longer runs
+  }
+  const release = () => {
+    try {
+      if (readFileSync(path, 'utf8') === mine) unlinkSync(path);
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', release);
+  return () => {
+    process.off('exit', release);
+    release();
+  };
 }

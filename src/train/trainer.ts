@@ -23,13 +23,14 @@
  * the run waits for all of them, so run() returns with every file on disk.
  *
  * The library prints nothing: progress goes to the `events` callbacks (the CLI draws bars or
- * lines from them). A stop is requested with requestStop() (the CLI calls it on Ctrl-C).
+ * lines from them). A stop is requested with requestStop() (the CLI calls it on Ctrl-C, SIGTERM
+ * or SIGHUP).
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
 import { VimError } from '../errors.js';
 import type { Gpu } from '../gpu/device.js';
 import { confusionPng, curvesPng } from '../io/plots.js';
-import { checkpointChunks, loadCheckpoint } from '../model/checkpoint.js';
+import { checkpointChunks, loadCheckpoint, type LoadedCheckpoint } from '../model/checkpoint.js';
 import { configToJson, resolveConfig, sameArchitecture, type VimConfig } from '../model/config.js';
 import { initParams } from '../model/init.js';
 import { ParamSet } from '../model/params.js';
@@ -41,7 +42,7 @@ import { holdoutSplit } from './holdout.js';
 import { argmaxRow, type ClassificationResult } from './metrics.js';
 import { dropPathRates, validateRecipe, type Recipe } from './recipe.js';
 import {
-  emptyTotals, holdsRun, jsonlText, readJson, readJsonl, runPath, writeJson,
+  checkNewRunFolder, checkResumable, emptyTotals, jsonlText, lockRunFolder, readJson, readJsonl, removeStaleLogs, RUN_FILES, runPath, writeJson,
   type EpochRecord, type EpochTotals, type StepRecord, type TrainState,
 } from './run-dir.js';
 import { EpochSampler, type SamplerState } from './sampler.js';
@@ -139,6 +140,8 @@ interface GpuState {
 
 export class Trainer {
   private stopRequested = false;
+  /** Gives the run folder back (lockRunFolder); destroy calls it. */
+  private unlock: () => void = () => undefined;
   private rng: Rng;
   private steps: StepRecord[] = [];
   private metrics: EpochRecord[] = [];
@@ -186,10 +189,9 @@ export class Trainer {
     const sampler = new EpochSampler(train.n, recipe.batchSize, recipe.seed);
 
     let cfg = s.cfg;
+    let unlock: () => void;
     if (s.resume) {
-      if (!existsSync(runPath(s.dir, 'state'))) {
-        throw new VimError(`${s.dir} holds no training state (${runPath(s.dir, 'state')}): there is nothing to resume; start a run with --out`);
-      }
+      checkResumable(s.dir);
       if (existsSync(runPath(s.dir, 'config'))) {
         cfg = resolveConfig(readJson(runPath(s.dir, 'config'), 'model config'), runPath(s.dir, 'config'));
         if (!sameArchitecture(cfg, s.cfg)) {
@@ -200,35 +202,48 @@ export class Trainer {
       if (existsSync(runPath(s.dir, 'recipe'))) {
         const held = (readJson(runPath(s.dir, 'recipe'), 'the recipe of the run') as { holdout?: number }).holdout ?? 0;
         if (held !== recipe.holdout) {
-          throw new VimError(`the run in ${s.dir} holds out ${held} training images (--holdout ${held}), not ${recipe.holdout}: a resumed run keeps its held-out images`);
+          throw new VimError(
+            `the run in ${s.dir} holds out ${held} training ${held === 1 ? 'image' : 'images'} (--holdout ${held}), not ${recipe.holdout}: ` +
+            'a resumed run keeps its held-out images',
+          );
         }
       }
+      unlock = lockRunFolder(s.dir);
     } else {
-      if (holdsRun(s.dir)) {
-        throw new VimError(`${s.dir} already holds a run: continue it with --resume ${s.dir}, or choose another --out`);
-      }
+      // A new, empty or unfinished folder (see runFolderKind); the CLI has said when it starts over.
+      checkNewRunFolder(s.dir);
       try {
         mkdirSync(s.dir, { recursive: true });
       } catch (e) {
         throw new VimError(`cannot create the run folder ${s.dir} (${(e as Error).message}); choose another --out`);
       }
+      unlock = lockRunFolder(s.dir); // then look again: another run may have started in it since
+      if (checkNewRunFolder(s.dir) === 'unfinished') removeStaleLogs(s.dir);
     }
 
-    const model = await VimGpu.create(s.gpu, cfg, {
-      batch: recipe.batchSize, training: true, ema: recipe.ema > 0, dropPath: recipe.dropPath > 0,
-    });
-    const evalModel = await VimGpu.create(s.gpu, cfg, { batch: recipe.batchSize, training: false });
-    const t = new Trainer(s, cfg, recipe, train, test, val, sampler, model, evalModel);
-    if (s.resume) {
-      t.loadState();
-      writeJson(runPath(s.dir, 'recipe'), recipe); // with any option changed on resuming (e.g. more --epochs)
-    } else {
-      model.setParams(initParams(cfg, recipe.seed));
-      if (model.ema) model.resetEma();
-      writeJson(runPath(s.dir, 'config'), configToJson(cfg));
-      writeJson(runPath(s.dir, 'recipe'), recipe);
+    let t: Trainer | undefined;
+    try {
+      const model = await VimGpu.create(s.gpu, cfg, {
+        batch: recipe.batchSize, training: true, ema: recipe.ema > 0, dropPath: recipe.dropPath > 0,
+      });
+      const evalModel = await VimGpu.create(s.gpu, cfg, { batch: recipe.batchSize, training: false });
+      t = new Trainer(s, cfg, recipe, train, test, val, sampler, model, evalModel);
+      t.unlock = unlock;
+      if (s.resume) {
+        t.loadState();
+        writeJson(runPath(s.dir, 'recipe'), recipe); // with any option changed on resuming (e.g. more --epochs)
+      } else {
+        model.setParams(initParams(cfg, recipe.seed));
+        if (model.ema) model.resetEma();
+        writeJson(runPath(s.dir, 'config'), configToJson(cfg));
+        writeJson(runPath(s.dir, 'recipe'), recipe);
+      }
+      return t;
+    } catch (e) {
+      if (t !== undefined) t.destroy();
+      else unlock();
+      throw e;
     }
-    return t;
   }
 
   /** Ask the loop to stop after the current step (or evaluation batch) and save its state. */
@@ -256,14 +271,21 @@ export class Trainer {
   private loadState(): void {
     const { dir } = this.s;
     const path = runPath(dir, 'state');
-    const ck = loadCheckpoint(path, this.cfg, { extraPrefixes: [STATE_PREFIX] });
+    let ck: LoadedCheckpoint;
+    try {
+      ck = loadCheckpoint(path, this.cfg, { extraPrefixes: [STATE_PREFIX] });
+    } catch (e) {
+      // The reader's advice (re-create the file, pass --model, …) does not apply to a run's state.
+      if (e instanceof VimError && readable(path)) throw damagedState(dir, readerReason(e.message, path));
+      throw e;
+    }
     const st = ck.meta.train_state as TrainState | undefined;
     if (!st || st.version !== 1 || !Array.isArray(st.rng) || typeof st.step !== 'number') {
-      throw new VimError(`${path} holds no training state in its metadata: it is not a state file written by train-vim`);
+      throw damagedState(dir, 'its metadata holds no training state');
     }
     const tensor = (name: string): Float32Array => {
       const x = ck.extra.get(STATE_PREFIX + name);
-      if (!x) throw new VimError(`${path} lacks the tensor ${STATE_PREFIX}${name}: the training state is damaged`);
+      if (!x) throw damagedState(dir, `it lacks the tensor ${STATE_PREFIX}${name}`);
       return Float32Array.from(x.data);
     };
     this.model.setParams(ck.params);
@@ -544,9 +566,50 @@ export class Trainer {
     };
   }
 
+  /** Free the GPU models and give the run folder back (see lockRunFolder). */
   destroy(): void {
     this.model.destroy();
     this.evalModel.destroy();
+    this.unlock();
+  }
+}
+
+/**
+ * The error for a run whose state.safetensors cannot be loaded. A run continues only from its
+ * state (the checkpoints lack the AdamW moments, the sampler and the RNG) and train-vim has no
+ * option to start from a checkpoint, so what is left is a new run; the checkpoints still evaluate.
+ */
+function damagedState(dir: string, reason: string): VimError {
+  const kept = (['last', 'best'] as const).filter((f) => existsSync(runPath(dir, f))).map((f) => RUN_FILES[f]);
+  const still = kept.length > 0 ? ` (its ${kept.join(' and ')} ${kept.length > 1 ? 'are' : 'is'} kept and can still be evaluated with eval-vim)` : '';
+  return new VimError(
+    `the run's training state ${runPath(dir, 'state')} is damaged (${reason}), so the run cannot be resumed: ` +
+    `start a new run with another --out${still}`,
+  );
+}
+
+/**
+ * What a reader's error says is wrong with the file at `path`, without the file's name in front
+ * and without its advice after (the first "; " or ". ", or ": pass …"/": give …").
+ */
+function readerReason(message: string, path: string): string {
+  let m = message;
+  for (const prefix of [`${path}: `, `checkpoint ${path} `, `${path} `]) {
+    if (m.startsWith(prefix)) {
+      m = m.slice(prefix.length);
+      break;
+    }
+  }
+  m = m.split(/; |\. |: (?:pass|give) /)[0].replace(/\.$/, '');
+  return /^(is|was|does|has|holds|lacks)\b/.test(m) ? `it ${m}` : m;
+}
+
+function readable(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK);
+    return true;
+  } catch {
+    return false;
   }
 }
 
