@@ -7,17 +7,17 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../io/safetensors.js';
+import { sniffModelFile, writeFileAtomic } from '../io/safetensors.js';
 import { acquireGpu, describeGpu } from '../gpu/device.js';
-import { loadConfig } from '../model/config.js';
-import { runKernelChecks, CHECK_TOLERANCE, type CheckRow } from '../bench/check.js';
+import { loadConfig, type VimConfig } from '../model/config.js';
+import { kernelChecks, runKernelChecks, CHECK_TOLERANCE, type CheckRow } from '../bench/check.js';
 import { benchTiming, type KernelTiming } from '../bench/timing.js';
 import { describeScanBackwardPlan, scanCheckpointsInForward, scanTuning, selectiveScanBackwardPlan } from '../gpu/ops/selective-scan.js';
 import { VimError } from '../errors.js';
 import { describeConfig } from '../model/checkpoint.js';
 import { initParams } from '../model/init.js';
 import type { OnnxBenchResult } from '../onnx/runtime.js';
-import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
+import { boolOpt, checkOutputPath, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
 
 const spec: CommandSpec = {
   name: 'bench-vim',
@@ -56,29 +56,74 @@ function kernelRows(k: KernelTiming[]): string[][] {
   ]);
 }
 
+/** Every option's value, checked before anything is built, exported or measured. */
+interface BenchOptions {
+  batch?: number;
+  steps?: number;
+  warmup?: number;
+  seed?: number;
+  /** --filter as given, and as the case-insensitive regular expression it is */
+  filter?: { text: string; re: RegExp };
+  jsonPath?: string;
+}
+
+function benchOptions(p: Parsed): BenchOptions {
+  const filterText = stringOpt(p, 'filter');
+  let filter: BenchOptions['filter'];
+  if (filterText !== undefined) {
+    if (!boolOpt(p, 'check')) {
+      throw new VimError(boolOpt(p, 'onnx')
+        ? '--filter chooses which kernels --check tests; --onnx times a whole model: drop --filter'
+        : '--filter chooses which kernels --check tests: add --check, or drop --filter');
+    }
+    try {
+      filter = { text: filterText, re: new RegExp(filterText, 'i') };
+    } catch (e) {
+      const why = (e as Error).message.replace(/^Invalid regular expression: \/.*\/[a-z]*: /s, '');
+      throw new VimError(`--filter '${filterText}' is not a valid regular expression: ${why}; give a JavaScript regular expression such as 'scan|conv1d'`);
+    }
+  }
+  const jsonPath = stringOpt(p, 'json');
+  checkOutputPath('json', jsonPath);
+  return {
+    batch: numberOpt(p, 'batch-size', { integer: true, min: 1 }),
+    steps: numberOpt(p, 'steps', { integer: true, min: 1 }),
+    warmup: numberOpt(p, 'warmup', { integer: true, min: 0 }),
+    seed: numberOpt(p, 'seed', { integer: true, min: 0 }),
+    filter, jsonPath,
+  };
+}
+
 /** `bench-vim --onnx [FILE]`: no WebGPU involved; everything runs in onnxruntime-node on the CPU. */
 async function benchOnnxCommand(p: Parsed): Promise<void> {
+  if (boolOpt(p, 'check')) throw new VimError('--check tests the WebGPU kernels and --onnx times an ONNX model: give one of them');
+  if (p.positionals.length > 1) throw new VimError(`--onnx takes one model file but received ${p.positionals.length}: ${p.positionals.join(' ')}`);
+  const { batch: batchOpt, steps: stepsOpt, jsonPath } = benchOptions(p);
+  const given = p.positionals[0];
+  if (given !== undefined && stringOpt(p, 'model') !== undefined) {
+    throw new VimError('--model chooses the config to export when no ONNX file is given; with a file, its own config is used: drop --model');
+  }
+  if (given !== undefined && sniffModelFile(given) === 'safetensors') {
+    throw new VimError(`${given} is a safetensors checkpoint, not an ONNX model: export it first (export-vim --checkpoint ${given} --out model.onnx) and time model.onnx`);
+  }
+  // the model: the file given, or this config with random weights, exported to a temporary file
+  const model: { file: string } | { cfg: VimConfig } = given !== undefined ? { file: given } : { cfg: loadConfig(stringOpt(p, 'model') ?? 'vim-tiny') };
   // onnxruntime loads only here: the GPU benchmarks run where it is not installed.
   const { exportVimOnnx } = await import('../onnx/export.js');
   const { benchOnnx, describeOnnxRuntime, readOnnxMetadata } = await import('../onnx/runtime.js');
-  if (boolOpt(p, 'check')) throw new VimError('--check tests the WebGPU kernels and --onnx times an ONNX model: give one of them');
-  if (p.positionals.length > 1) throw new VimError(`--onnx takes one model file but received ${p.positionals.length}: ${p.positionals.join(' ')}`);
-  const batchOpt = numberOpt(p, 'batch-size', { integer: true, min: 1 });
-  const stepsOpt = numberOpt(p, 'steps', { integer: true, min: 1 });
-  const jsonPath = stringOpt(p, 'json');
-  let file = p.positionals[0];
   let tmp: string | undefined;
   let exportMs: number | undefined;
   try {
-    if (file === undefined) {
-      const cfg = loadConfig(stringOpt(p, 'model') ?? 'vim-tiny');
+    let file: string;
+    if ('file' in model) {
+      file = model.file;
+    } else {
+      const { cfg } = model;
       tmp = mkdtempSync(join(tmpdir(), 'bench-vim-'));
       file = join(tmp, `${cfg.name}.onnx`);
       const r = exportVimOnnx(initParams(cfg, 1234), cfg, file, { source: 'bench-vim (random init)' });
       exportMs = r.ms;
       console.log(`exported ${cfg.name} with random init weights to a temporary file: ${(r.bytes / 1e6).toFixed(1)} MB in ${(r.ms / 1e3).toFixed(2)} s`);
-    } else if (stringOpt(p, 'model') !== undefined) {
-      throw new VimError('--model chooses the config to export when no ONNX file is given; with a file, its own config is used: drop --model');
     }
     const meta = readOnnxMetadata(file);
     console.log(`engine: ${describeOnnxRuntime()}`);
@@ -106,12 +151,22 @@ async function benchOnnxCommand(p: Parsed): Promise<void> {
 runCli(spec, async (p) => {
   if (boolOpt(p, 'onnx')) return benchOnnxCommand(p);
   if (p.positionals.length > 0) throw new VimError(`unexpected argument "${p.positionals[0]}": only --onnx takes a file; see bench-vim --help`);
+  const opts = benchOptions(p);
+  const { jsonPath } = opts;
+  const modelOpt = stringOpt(p, 'model');
+  const chosenCfg = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
+  const check = boolOpt(p, 'check');
   const gpu = await acquireGpu();
   const cpu = gpu.info.isCpu;
-  const cfg = loadConfig(stringOpt(p, 'model') ?? (cpu ? 'vim-nano' : 'vim-tiny'));
-  const check = boolOpt(p, 'check');
-  const batch = numberOpt(p, 'batch-size', { integer: true, min: 1 }) ?? (cpu ? (check ? 2 : 8) : 128);
-  const jsonPath = stringOpt(p, 'json');
+  const cfg = chosenCfg ?? loadConfig(cpu ? 'vim-nano' : 'vim-tiny');
+  const batch = opts.batch ?? (cpu ? (check ? 2 : 8) : 128);
+  if (check && opts.filter !== undefined) {
+    const names = kernelChecks(cfg, batch).map((c) => c.kernel);
+    const re = opts.filter.re;
+    if (!names.some((n) => re.test(n))) {
+      throw new VimError(`--filter '${opts.filter.text}' matches no kernel check; the kernels (matched case-insensitively) are: ${names.join('; ')}`);
+    }
+  }
   console.log(`adapter: ${describeGpu(gpu)}`);
   console.log(`model: ${cfg.name} (D=${cfg.D}, depth ${cfg.depth}, E=${cfg.E}, N=${cfg.N}, L=${cfg.L}), batch ${batch}`);
   const scanPlan = selectiveScanBackwardPlan({ B: batch, L: cfg.L, E: cfg.E, N: cfg.N, R: cfg.R }, scanTuning(gpu));
@@ -119,11 +174,9 @@ runCli(spec, async (p) => {
   console.log(`scan backward: ${describeScanBackwardPlan(scanPlan)}; checkpoints ${ckFrom}`);
 
   if (check) {
-    const filterText = stringOpt(p, 'filter');
-    const filter = filterText ? new RegExp(filterText, 'i') : undefined;
     console.log(`checking every kernel against the float64 reference (pass: relative error < ${CHECK_TOLERANCE})\n`);
     const rows: CheckRow[] = await runKernelChecks(gpu, cfg, batch, {
-      seed: numberOpt(p, 'seed', { integer: true, min: 0 }), filter,
+      seed: opts.seed, filter: opts.filter?.re,
       onRow: (r) => console.log(`${r.pass ? 'pass' : 'FAIL'}  ${r.kernel}  (${r.shapes})  ${fmtErr(r.relErr)} [${r.worst}]  ${(r.ms / 1e3).toFixed(1)} s`),
     });
     console.log(`\n${table(['kernel', 'shapes', 'rel. error', 'worst output', 'result'],
@@ -135,9 +188,9 @@ runCli(spec, async (p) => {
     return;
   }
 
-  const steps = numberOpt(p, 'steps', { integer: true, min: 1 }) ?? 10;
+  const steps = opts.steps ?? 10;
   const res = await benchTiming(gpu, cfg, batch, {
-    steps, warmup: numberOpt(p, 'warmup', { integer: true, min: 0 }),
+    steps, warmup: opts.warmup,
     byShape: boolOpt(p, 'by-shape'),
     onProgress: (m) => console.log(m),
   });

@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { VimError } from '../errors.js';
+import { outputPathProblem, sniffModelFile } from '../io/safetensors.js';
 
 export interface OptionSpec {
   type: 'string' | 'boolean';
@@ -119,6 +120,22 @@ export function numberOpt(
     throw new VimError(`--${key}: expected ${article} ${kind}${range ? ` ${range}` : ''} but received ${JSON.stringify(raw)}`);
   }
   return v;
+}
+
+/**
+ * Refuse an output file's path before the work that produces it starts (its folder must exist,
+ * be a folder and be writable; the path must not be a folder), naming the option and the path as
+ * the user gave it: minutes of evaluation are not lost to a typo in --plot.
+ */
+export function checkOutputPath(option: string, path: string | undefined): void {
+  if (path === undefined) return;
+  const problem = outputPathProblem(path);
+  if (problem !== undefined) throw new VimError(`--${option}: cannot write ${path}: ${problem}`);
+}
+
+/** Refuse an ONNX model given as --checkpoint, before anything else reads it. */
+export function refuseOnnxCheckpoint(path: string): void {
+  if (sniffModelFile(path) === 'onnx') throw new VimError(`${path} is an ONNX model, not a safetensors checkpoint: pass it with --onnx`);
 }
 
 /**

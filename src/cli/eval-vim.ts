@@ -9,6 +9,7 @@
 import cliProgress from 'cli-progress';
 import { describeGpu } from '../gpu/device.js';
 import { ensureCifar10, loadCifar10Split } from '../data/cifar10.js';
+import { VimError } from '../errors.js';
 import { writeFileAtomic } from '../io/safetensors.js';
 import { confusionPng } from '../io/plots.js';
 import { loadConfig, type VimConfig } from '../model/config.js';
@@ -21,7 +22,7 @@ import { evaluate, imageRange, type LabelledImages } from '../train/evaluate.js'
 import { CIFAR10_TRAIN_IMAGES, describeHoldout, holdoutSplit } from '../train/holdout.js';
 import type { ClassificationResult } from '../train/metrics.js';
 import { pct } from '../train/progress.js';
-import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
+import { boolOpt, checkOutputPath, numberOpt, refuseOnnxCheckpoint, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
 
 const spec: CommandSpec = {
   name: 'eval-vim',
@@ -63,7 +64,15 @@ async function main(p: Parsed): Promise<void> {
   const limit = numberOpt(p, 'limit', { integer: true, min: 1 });
   const workersOpt = numberOpt(p, 'workers', { integer: true, min: 1, max: 64 });
   const holdout = numberOpt(p, 'holdout', { integer: true, min: 1 });
-  // with --holdout, the record range of the training set to evaluate (refuses 50,000 or more)
+  if (holdout !== undefined && holdout >= CIFAR10_TRAIN_IMAGES) {
+    const fmt = (n: number) => n.toLocaleString('en-US');
+    const why = holdout > CIFAR10_TRAIN_IMAGES
+      ? `the CIFAR-10 training set has only ${fmt(CIFAR10_TRAIN_IMAGES)} images`
+      : `that is the whole CIFAR-10 training set, which train-vim never holds out`;
+    throw new VimError(`--holdout ${holdout}: ${why}; give N from 1 to ${fmt(CIFAR10_TRAIN_IMAGES - 1)} ` +
+      '(the last N training images, those train-vim --holdout N keeps out of training)');
+  }
+  // with --holdout, the record range of the training set to evaluate
   const held = holdout !== undefined ? holdoutSplit(CIFAR10_TRAIN_IMAGES, holdout, 0).val : undefined;
   const setName = held ? 'held-out' : 'test';
   const what = held ? `held-out training image${holdout === 1 ? '' : 's'}` : 'test images';
@@ -71,6 +80,8 @@ async function main(p: Parsed): Promise<void> {
   const batchOpt = numberOpt(p, 'batch-size', { integer: true, min: 1 });
   const json = boolOpt(p, 'json');
   const plot = stringOpt(p, 'plot');
+  checkOutputPath('plot', plot); // before the evaluation, not after it
+  if (source.checkpoint !== undefined) refuseOnnxCheckpoint(source.checkpoint);
   const say = (line: string) => {
     if (!json) console.log(line);
   };
@@ -82,7 +93,9 @@ async function main(p: Parsed): Promise<void> {
   let gpuModel: VimGpu | undefined;
   const header: string[] = [];
   let B: number;
-  const batches = async () => ensureCifar10({ dir: stringOpt(p, 'data-dir'), progress: !json, log: () => undefined });
+  const batches = async () => ensureCifar10({
+    dir: stringOpt(p, 'data-dir'), progress: !json, log: () => undefined, notice: (m) => console.error(`data: ${m}`),
+  });
   // the images evaluated: the test set, or with --holdout the last N training images
   const loadImages = async (): Promise<LabelledImages> => {
     if (!held) return loadCifar10Split(await batches(), 'test', { verify: false });
@@ -153,10 +166,9 @@ async function main(p: Parsed): Promise<void> {
     await onnx?.release();
   }
   const seconds = (performance.now() - t0) / 1000;
-  if (plot !== undefined) {
-    writeFileAtomic(plot, await confusionPng(result.confusion, names,
-      `${cfg.name}: ${setName} confusion (${pct(result.top1)} of ${result.n.toLocaleString('en-US')})`));
-  }
+  // The results are printed first, the plot written after: a failed write loses nothing computed.
+  const drawPlot = async (path: string) => writeFileAtomic(path, await confusionPng(result.confusion, names,
+    `${cfg.name}: ${setName} confusion (${pct(result.top1)} of ${result.n.toLocaleString('en-US')})`));
   if (json) {
     console.log(JSON.stringify({
       ...(source.onnx !== undefined ? { onnx: source.onnx } : { checkpoint: source.checkpoint }),
@@ -166,6 +178,7 @@ async function main(p: Parsed): Promise<void> {
       per_class: Object.fromEntries(names.map((n, i) => [n, result.perClass[i]])), class_names: names,
       confusion: result.confusion, seconds, ...(plot !== undefined ? { plot } : {}),
     }));
+    if (plot !== undefined) await drawPlot(plot);
     return;
   }
   say(`evaluated ${result.n.toLocaleString('en-US')} ${what}${flip ? ' and their mirrors' : ''} in ${seconds.toFixed(1)} s ` +
@@ -187,6 +200,9 @@ async function main(p: Parsed): Promise<void> {
   const cw = Math.max(5, String(Math.max(...result.confusion.flat())).length + 1);
   say(`  ${''.padEnd(w)} ${names.map((n) => n.slice(0, cw - 1).padStart(cw)).join('')}`);
   names.forEach((n, i) => say(`  ${n.padEnd(w)} ${result.confusion[i].map((v) => String(v).padStart(cw)).join('')}`));
-  if (plot !== undefined) say(`\nconfusion matrix drawn in ${plot}`);
+  if (plot !== undefined) {
+    await drawPlot(plot);
+    say(`\nconfusion matrix drawn in ${plot}`);
+  }
 }
 runCli(spec, main);

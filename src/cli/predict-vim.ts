@@ -20,7 +20,7 @@ import { VimGpu } from '../model/vim-gpu.js';
 import { chooseModelSource, checkpointEngine, onnxFromCheckpoint, openOnnxModel } from '../onnx/classify.js';
 import type { OnnxVim } from '../onnx/runtime.js';
 import { softmax, topK } from '../train/metrics.js';
-import { boolOpt, numberOpt, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
+import { boolOpt, numberOpt, refuseOnnxCheckpoint, runCli, stringOpt, type CommandSpec, type Parsed } from './common.js';
 
 const spec: CommandSpec = {
   name: 'predict-vim',
@@ -52,6 +52,8 @@ async function main(p: Parsed): Promise<void> {
   if (p.positionals.length === 0) throw new VimError('give at least one image file, e.g. predict-vim --checkpoint best.safetensors cat.jpg');
   const modelOpt = stringOpt(p, 'model');
   const expected = modelOpt !== undefined ? loadConfig(modelOpt) : undefined;
+  const top = numberOpt(p, 'top', { integer: true, min: 1 }) ?? 5;
+  if (source.checkpoint !== undefined) refuseOnnxCheckpoint(source.checkpoint);
   let cfg: VimConfig;
   let names: string[];
   let params: ParamSet<Float32Array> | undefined;
@@ -72,7 +74,7 @@ async function main(p: Parsed): Promise<void> {
     if (engine.note !== undefined && process.stderr.isTTY) console.error(`predict-vim: ${engine.note}`);
     if (gpu === undefined) onnx = (await onnxFromCheckpoint(cfg, params, source.checkpoint!, { checkpointMeta: loaded.meta })).model;
   }
-  const k = Math.min(numberOpt(p, 'top', { integer: true, min: 1 }) ?? 5, cfg.C);
+  const k = Math.min(top, cfg.C);
   const json = boolOpt(p, 'json');
 
   const results: Prediction[] = [];

@@ -13,11 +13,12 @@
  * file behind.
  */
 import {
-  closeSync, fsyncSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync,
+  accessSync, closeSync, constants, fsyncSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync,
+  type Stats,
 } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, sep } from 'node:path';
 import { VimError } from '../errors.js';
 
 /** The dtypes this module reads. */
@@ -233,8 +234,72 @@ function validateHeader(
   return { tensors, metadata, dataStart };
 }
 
+// ---------------------------------------------------------------------------------------------
+// What kind of file: a safetensors checkpoint, or an ONNX model given where a checkpoint belongs
+// (and the reverse, for the ONNX reader)
+
+/** Bytes to read from the start of a file for looksLikeSafetensors and looksLikeOnnx. */
+export const SNIFF_BYTES = 16;
+
+/**
+ * Whether the first bytes of a file have a safetensors file's shape: a u64 little-endian header
+ * length below 2⁴⁰ (its top three bytes zero) and the JSON header's "{" right after it. A
+ * truncated file counts too (its length field may point past the end).
+ */
+export function looksLikeSafetensors(first: Uint8Array): boolean {
+  return first.length >= 9 && first[5] === 0 && first[6] === 0 && first[7] === 0 && first[8] === 0x7b; // '{'
+}
+
+/**
+ * Whether the first bytes of a file are those of an ONNX ModelProto (protobuf): every writer puts
+ * field 1, ir_version, first (tag 0x08, a one-byte varint between 3 and 100), and the next field is
+ * another of ModelProto's (producer_name, producer_version, domain, model_version, doc_string,
+ * graph, opset_import or metadata_props). A safetensors file can start with 0x08 too (a header of
+ * 0x..08 bytes) but then has '{' at byte 8 and zeros before it, so looksLikeSafetensors is asked first.
+ */
+export function looksLikeOnnx(first: Uint8Array): boolean {
+  if (first.length < 3 || looksLikeSafetensors(first)) return false;
+  if (first[0] !== 0x08 || first[1] < 3 || first[1] > 100) return false;
+  const tag = first[2];
+  const field = tag >>> 3;
+  const wire = tag & 7;
+  return (field === 5 && wire === 0) || ([2, 3, 4, 6, 7, 8, 14].includes(field) && wire === 2);
+}
+
+/**
+ * What the file at `path` looks like from its first bytes: 'safetensors', 'onnx' or 'other'
+ * ('other' too where it cannot be read: the reader that follows says why).
+ */
+export function sniffModelFile(path: string): 'safetensors' | 'onnx' | 'other' {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return 'other';
+  }
+  try {
+    const first = new Uint8Array(SNIFF_BYTES);
+    const n = readSync(fd, first, 0, SNIFF_BYTES, 0);
+    const got = first.subarray(0, n);
+    return looksLikeSafetensors(got) ? 'safetensors' : looksLikeOnnx(got) ? 'onnx' : 'other';
+  } catch {
+    return 'other';
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The error for an ONNX model given where a safetensors checkpoint belongs. */
+function onnxNotSafetensors(source: string): never {
+  throw new VimError(
+    `${source} is an ONNX model, not a safetensors checkpoint: give the .safetensors checkpoint ` +
+    '(eval-vim and predict-vim run an ONNX model with --onnx)',
+  );
+}
+
 /** Read the header length field; throws when it cannot be a safetensors header in `fileLength` bytes. */
-function headerLength(first8: Uint8Array, fileLength: number, source: string): number {
+function headerLength(first8: Uint8Array, fileLength: number, source: string, first?: Uint8Array): number {
+  if (first !== undefined && looksLikeOnnx(first)) onnxNotSafetensors(source);
   if (fileLength < 8) {
     fail(source, `the file is ${fileLength} bytes long, too short for a safetensors header (8-byte length + JSON); ${NOT_SAFETENSORS}`);
   }
@@ -293,7 +358,7 @@ function decodeTensor(bytes: Uint8Array, dtype: SafetensorsDtype, count: number)
  * Throws VimError when the bytes are not a well-formed safetensors file.
  */
 export function parseSafetensors(bytes: Uint8Array, source = 'safetensors data'): SafetensorsContent {
-  const n = headerLength(bytes.subarray(0, 8), bytes.length, source);
+  const n = headerLength(bytes.subarray(0, 8), bytes.length, source, bytes.subarray(0, SNIFF_BYTES));
   const raw = decodeHeaderJson(bytes.subarray(8, 8 + n), source);
   const dataStart = 8 + n;
   const header = validateHeader(raw, bytes.length - dataStart, source, dataStart);
@@ -340,9 +405,11 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
     } catch (e) {
       readError(path, e);
     }
+    const first = new Uint8Array(Math.min(size, SNIFF_BYTES));
+    readFully(fd, first, 0, path);
     const first8 = new Uint8Array(8);
-    if (size >= 8) readFully(fd, first8, 0, path); // else headerLength reports the short file
-    const n = headerLength(first8, size, path);
+    first8.set(first.subarray(0, 8)); // a file shorter than 8 bytes: headerLength reports it
+    const n = headerLength(first8, size, path, first);
     const headerBytes = new Uint8Array(n);
     readFully(fd, headerBytes, 8, path);
     const raw = decodeHeaderJson(headerBytes, path);
@@ -460,16 +527,62 @@ function tempPath(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`);
 }
 
-function writeError(path: string, e: unknown): never {
+/**
+ * Why a file cannot be written at `path`, found before writing (the folder missing, a part of
+ * its folder path not a folder, the path itself a folder, no permission to write in the folder),
+ * or undefined where nothing stands in the way. Used by writeFileAtomic to explain a failure,
+ * and by the commands to refuse an output path before the work that produces the file.
+ */
+export function outputPathProblem(path: string): string | undefined {
+  if (path === '') return 'the path is empty; give a file name';
+  const dir = dirname(path);
+  if (path.endsWith('/') || path.endsWith(sep)) return 'it names a folder (it ends with a slash); give a file name';
+  // the nearest part of the folder path that exists
+  let at = dir;
+  let st: Stats;
+  for (;;) {
+    try {
+      st = statSync(at);
+      break;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM') return `permission denied in ${dir}; choose a folder you can write to`;
+      const up = dirname(at);
+      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || up === at) return `the folder ${dir} cannot be used (${(e as Error).message})`;
+      at = up;
+    }
+  }
+  if (!st.isDirectory()) return `${at} is not a folder; choose another path`;
+  if (at !== dir) return `the folder ${dir} does not exist; create it or choose another path`;
+  try {
+    if (statSync(path).isDirectory()) return 'it is a folder; give a file name (inside it, or elsewhere)';
+  } catch {
+    // no file there yet: fine
+  }
+  try {
+    accessSync(dir, constants.W_OK | constants.X_OK);
+  } catch {
+    return `permission denied in ${dir}; choose a folder you can write to`;
+  }
+  return undefined;
+}
+
+/** The VimError for a failed write of `path` through the temporary file `tmp`: names `path`, never `tmp`. */
+function writeError(path: string, tmp: string, e: unknown): never {
   const code = (e as NodeJS.ErrnoException).code;
   const dir = dirname(path);
+  if (code === 'ENOSPC' || code === 'EDQUOT') throw new VimError(`cannot write ${path}: the disk is full; free some space`);
+  if (code === 'EROFS') throw new VimError(`cannot write ${path}: ${dir} is on a read-only file system; choose another folder`);
+  if (code === 'ENAMETOOLONG') throw new VimError(`cannot write ${path}: the file name is too long; choose a shorter one`);
+  const problem = outputPathProblem(path);
+  if (problem !== undefined) throw new VimError(`cannot write ${path}: ${problem}`);
   if (code === 'ENOENT') throw new VimError(`cannot write ${path}: the folder ${dir} does not exist; create it or choose another path`);
-  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+  if (code === 'EACCES' || code === 'EPERM') {
     throw new VimError(`cannot write ${path}: permission denied in ${dir}; choose a folder you can write to`);
   }
-  if (code === 'ENOSPC' || code === 'EDQUOT') throw new VimError(`cannot write ${path}: the disk is full; free some space`);
   if (code === 'EISDIR') throw new VimError(`cannot write ${path}: it is a folder; choose a file name`);
-  throw new VimError(`cannot write ${path} (${(e as Error).message})`);
+  const why = ((e as Error).message ?? String(e)).split(tmp).join(path);
+  throw new VimError(`cannot write ${path} (${why})`);
 }
 
 /**
@@ -494,7 +607,7 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
       try { closeSync(fd); } catch { /* already failing; the original error matters */ }
     }
     try { unlinkSync(tmp); } catch { /* it may never have been created */ }
-    writeError(path, e);
+    writeError(path, tmp, e);
   }
   // Persist the rename. Folders cannot be opened for fsync everywhere (Windows); that is fine.
   try {
@@ -534,7 +647,7 @@ export async function writeFileAtomicAsync(path: string, data: Uint8Array | read
       try { await fh.close(); } catch { /* already failing; the original error matters */ }
     }
     try { await unlink(tmp); } catch { /* it may never have been created */ }
-    writeError(path, e);
+    writeError(path, tmp, e);
   } finally {
     pendingTemps.delete(tmp);
   }

@@ -36,10 +36,11 @@
  * computed in float64 and rounded once.
  * Small int64/float constants (shapes, slice bounds, mean, std) are shared by value.
  */
-import { existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VimError } from '../errors.js';
+import { outputPathProblem, writeFileAtomic as writeBytesAtomic } from '../io/safetensors.js';
 import { CIFAR10_MEAN, CIFAR10_STD, configToJson, sameArchitecture, type VimConfig } from '../model/config.js';
 import { DIRECTION_NAMES, paramCount, type ParamSet } from '../model/params.js';
 import { attr, floatTensor, GraphBuilder, valueInfo } from './graph-builder.js';
@@ -407,30 +408,13 @@ export function buildVimOnnx(cfg: VimConfig, params: ParamSet<Float32Array>, opt
 
 /** Write `bytes` to `path` through a temporary file in the same folder and a rename. */
 export function writeFileAtomic(path: string, bytes: Uint8Array, what = 'file'): void {
-  const abs = resolve(path);
-  const dir = dirname(abs);
-  if (!existsSync(dir)) {
-    throw new VimError(`cannot write the ${what} ${path}: the folder ${dir} does not exist; create it or choose another path`);
+  const problem = outputPathProblem(path);
+  if (problem !== undefined) {
+    const isFolder = problem.startsWith('it is a folder') || problem.startsWith('it names a folder');
+    throw new VimError(`cannot write the ${what} ${path}: ` +
+      (isFolder ? `it is a folder; give a file name such as ${join(path, 'model.onnx')}` : problem));
   }
-  if (!statSync(dir).isDirectory()) {
-    throw new VimError(`cannot write the ${what} ${path}: ${dir} is a file, not a folder; choose another path`);
-  }
-  if (existsSync(abs) && statSync(abs).isDirectory()) {
-    throw new VimError(`cannot write the ${what} ${path}: it is a folder; give a file name such as ${path.replace(/\/+$/, '')}/model.onnx`);
-  }
-  const tmp = `${abs}.tmp-${process.pid}-${Date.now().toString(36)}`;
-  try {
-    writeFileSync(tmp, bytes);
-    renameSync(tmp, abs);
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // nothing was written
-    }
-    const err = e as NodeJS.ErrnoException;
-    throw new VimError(`cannot write the ${what} ${path}: ${err.code ?? ''} ${err.message}; check the path and its permissions`.replace(/ {2,}/g, ' '));
-  }
+  writeBytesAtomic(path, bytes);
 }
 
 /** Count the nodes of a graph and of the first Scan body in it. */
