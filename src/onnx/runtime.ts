@@ -141,7 +141,11 @@ export function u8BatchPixels(images: Uint8Array, B: number, H: number): Float32
 export interface OnnxVimOptions {
   /** Threads for one run (default: onnxruntime's choice, all cores). */
   threads?: number;
-  /** onnxruntime graph optimisation level (default 'all'). */
+  /**
+   * onnxruntime graph optimisation level (default 'basic': its constant folding and fusions;
+   * 'extended' and 'all' add passes that cost 30-40 ms a session and gain nothing on this graph,
+   * docs/performance.md "ONNX session creation").
+   */
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
 }
 
@@ -149,7 +153,7 @@ export interface OnnxVimOptions {
 export function sessionOptions(opts: OnnxVimOptions): Ort.InferenceSession.SessionOptions {
   const options: Ort.InferenceSession.SessionOptions = {
     executionProviders: ['cpu'],
-    graphOptimizationLevel: opts.optimization ?? 'all',
+    graphOptimizationLevel: opts.optimization ?? 'basic',
   };
   if (opts.threads !== undefined) {
     if (!Number.isInteger(opts.threads) || opts.threads < 1) {
