@@ -3,7 +3,8 @@
  * output path that cannot be written (refused before the work starts, named as given; a write
  * that fails after the work still leaves the results printed), a --filter that is no regular
  * expression or matches nothing, a bad number, an ONNX model given as --checkpoint and a
- * checkpoint given as --onnx (whatever their names), and a --holdout past the training set.
+ * checkpoint given as --onnx (whatever their names), a --holdout past the training set, a
+ * mistyped option (the closest one suggested) and options npm took for itself (no `--`).
  * The model is vim-nano with random weights; nothing here evaluates more than a few batches.
  */
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,6 +21,7 @@ import { loadConfig } from '../src/model/config.js';
 import { initParams } from '../src/model/init.js';
 import { exportVimOnnx } from '../src/onnx/export.js';
 import { readOnnxMetadata } from '../src/onnx/runtime.js';
+import { closestOption, optionsTakenByNpm, type CommandSpec } from '../src/cli/common.js';
 import { buildIfStale, expectOneLineError, runCommand, type Ran } from './helpers/cli.js';
 
 const TMP = mkdtempSync(join(tmpdir(), 'vim-cli-inputs-'));
@@ -165,5 +167,37 @@ describe('eval-vim --holdout', () => {
     await refusedAtTheDoor('eval-vim', ['--onnx', ONNX, '--holdout', '50000'],
       /--holdout 50000: that is the whole CIFAR-10 training set, which train-vim never holds out; give N from 1 to 49,999/);
     await refusedAtTheDoor('eval-vim', ['--onnx', ONNX, '--holdout', '0'], /--holdout: expected an integer ≥ 1 but received "0"/);
+  });
+});
+
+describe('mistyped options', () => {
+  const spec: CommandSpec = {
+    name: 'train-vim', summary: '', usage: '',
+    options: {
+      epochs: { type: 'string', help: '' }, 'batch-size': { type: 'string', help: '' }, lr: { type: 'string', help: '' },
+      'min-lr': { type: 'string', help: '' }, json: { type: 'boolean', help: '' },
+    },
+  };
+
+  it('an unknown option names the closest one when one is close', async () => {
+    expect(closestOption(spec, '--epocs')).toBe('epochs');
+    expect(closestOption(spec, '--ephocs')).toBe('epochs'); // two letters swapped
+    expect(closestOption(spec, '--batchsize=8')).toBe('batch-size');
+    expect(closestOption(spec, '--lrr')).toBe('lr');
+    expect(closestOption(spec, '--hlep')).toBe('help');
+    expect(closestOption(spec, '--foo')).toBeUndefined();
+    expect(closestOption(spec, '--x')).toBeUndefined();
+    await refusedAtTheDoor('eval-vim', ['--chekpoint', CKPT], /^eval-vim: error: Unknown option '--chekpoint'; did you mean --checkpoint\? see eval-vim --help$/);
+    await refusedAtTheDoor('eval-vim', ['--foo'], /^eval-vim: error: Unknown option '--foo'; see eval-vim --help$/);
+  });
+
+  it('options npm took for itself (npm run without --) are named, with where the -- goes', () => {
+    const run = { npm_lifecycle_event: 'train-vim' };
+    expect(optionsTakenByNpm(spec, { ...run, npm_config_epochs: 'true', npm_config_batch_size: 'true' })?.message).toBe(
+      'npm took --epochs, --batch-size for itself, so train-vim never saw them: put -- between the command and its options, ' +
+      'e.g. npm run train-vim -- --epochs …');
+    expect(optionsTakenByNpm(spec, { ...run, npm_config_json: 'true' })).toBeUndefined(); // npm's own option
+    expect(optionsTakenByNpm(spec, { npm_lifecycle_event: 'test', npm_config_epochs: 'true' })).toBeUndefined(); // not npm run train-vim
+    expect(optionsTakenByNpm(spec, run)).toBeUndefined();
   });
 });

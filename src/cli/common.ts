@@ -71,9 +71,52 @@ export function joinNegativeValues(spec: CommandSpec, argv: readonly string[]): 
   return out;
 }
 
+/** Edit distance (insertions, deletions, substitutions, adjacent swaps) between two short strings. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/** The command's option closest to a mistyped one (`--epocs` → `--epochs`), if one is close. */
+export function closestOption(spec: CommandSpec, typed: string): string | undefined {
+  const name = typed.replace(/^-+/, '').split('=')[0];
+  let best: [string, number] | undefined;
+  for (const k of [...Object.keys(spec.options), 'help']) {
+    const dist = editDistance(name, k);
+    if (dist <= Math.max(1, Math.floor(k.length / 3)) && (best === undefined || dist < best[1])) best = [k, dist];
+  }
+  return best?.[0];
+}
+
+/** Options npm itself has: `npm run X --json` is npm's, not a sign of a missing `--`. */
+const NPM_OWN_OPTIONS = new Set(['json']);
+
+/**
+ * `npm run train-vim --epochs 1` (no `--` before the options) gives the command's options to npm,
+ * which sets npm_config_epochs and passes on only the values. Under `npm run`, name the options
+ * npm took and say where the `--` goes.
+ */
+export function optionsTakenByNpm(spec: CommandSpec, env: NodeJS.ProcessEnv = process.env): VimError | undefined {
+  if (env.npm_lifecycle_event !== spec.name) return undefined;
+  const taken = Object.keys(spec.options).filter((k) => !NPM_OWN_OPTIONS.has(k) && env[`npm_config_${k.replaceAll('-', '_')}`] !== undefined);
+  if (taken.length === 0) return undefined;
+  return new VimError(
+    `npm took ${taken.map((k) => `--${k}`).join(', ')} for itself, so ${spec.name} never saw ${taken.length === 1 ? 'it' : 'them'}: ` +
+    `put -- between the command and its options, e.g. npm run ${spec.name} -- --${taken[0]} …`,
+  );
+}
+
 /** Parse argv; unknown options and missing values become VimErrors that name the option. */
 export function parseCommand(spec: CommandSpec, rawArgv: readonly string[]): Parsed | 'help' {
   if (rawArgv.includes('--help') || rawArgv.includes('-h')) return 'help';
+  const byNpm = optionsTakenByNpm(spec);
+  if (byNpm !== undefined) throw byNpm;
   const argv = joinNegativeValues(spec, rawArgv);
   const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
   for (const [k, o] of Object.entries(spec.options)) {
@@ -87,7 +130,10 @@ export function parseCommand(spec: CommandSpec, rawArgv: readonly string[]): Par
     for (const [k, o] of Object.entries(spec.options)) out[k] = (values as Parsed['values'])[k] ?? o.default;
     return { values: out, positionals };
   } catch (e) {
-    throw new VimError(`${(e as Error).message.replace(/\. To specify.*$/s, '')}; see ${spec.name} --help`);
+    const message = (e as Error).message.replace(/\. To specify.*$/s, '');
+    const unknown = /^Unknown option '([^']+)'/.exec(message)?.[1];
+    const near = unknown !== undefined ? closestOption(spec, unknown) : undefined;
+    throw new VimError(`${message}; ${near !== undefined ? `did you mean --${near}? ` : ''}see ${spec.name} --help`);
   }
 }
 
