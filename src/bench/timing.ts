@@ -45,6 +45,9 @@ export interface TimingResult {
   peak: { gbps: number; gflops: number };
 }
 
+/** The floor column's default peak rates: an H200 through Vulkan (bytes, and a good f32 tiled matmul's flops). */
+export const H200_PEAK = { gbps: 4100, gflops: 35000 } as const;
+
 export interface TimingOptions {
   warmup?: number;
   steps?: number;
@@ -135,8 +138,8 @@ function kernelTable(list: Dispatch[], ns: number[] | null, peakGBps: number, pe
 export async function benchTiming(gpu: Gpu, cfg: VimConfig, batch: number, opts: TimingOptions = {}): Promise<TimingResult> {
   const warmup = opts.warmup ?? 3;
   const steps = opts.steps ?? 10;
-  const peakGBps = opts.peakGBps ?? 4100;
-  const peakGFlops = opts.peakGFlops ?? 35000;
+  const peakGBps = opts.peakGBps ?? H200_PEAK.gbps;
+  const peakGFlops = opts.peakGFlops ?? H200_PEAK.gflops;
   const log = opts.onProgress ?? (() => {});
   const rng = new Rng(5);
   const images = new Uint8Array(batch * 3 * cfg.imgSize * cfg.imgSize);

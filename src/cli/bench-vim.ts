@@ -11,7 +11,7 @@ import { sniffModelFile, writeFileAtomic } from '../io/safetensors.js';
 import { acquireGpu, describeGpu } from '../gpu/device.js';
 import { loadConfig, type VimConfig } from '../model/config.js';
 import { kernelChecks, runKernelChecks, CHECK_TOLERANCE, type CheckRow } from '../bench/check.js';
-import { benchTiming, type KernelTiming } from '../bench/timing.js';
+import { benchTiming, H200_PEAK, type KernelTiming } from '../bench/timing.js';
 import { describeScanBackwardPlan, scanCheckpointsInForward, scanTuning, selectiveScanBackwardPlan } from '../gpu/ops/selective-scan.js';
 import { VimError } from '../errors.js';
 import { describeConfig } from '../model/checkpoint.js';
@@ -206,7 +206,8 @@ runCli(spec, async (p) => {
   const heads = ['kernel', 'count', 'ms', 'share', 'MB', 'GFLOP', 'GB/s', 'GFLOP/s', 'floor ms'];
   const right = [false, true, true, true, true, true, true, true, true];
   if (res.train.gpuMs !== null) {
-    console.log(`\ntraining step, per kernel (floor: bytes / ${res.peak.gbps} GB/s or flops / ${res.peak.gflops} GFLOP/s, whichever is larger)`);
+    console.log(`\ntraining step, per kernel (floor: bytes / ${res.peak.gbps} GB/s or flops / ${res.peak.gflops} GFLOP/s, whichever is larger; ` +
+      `${res.peak.gbps === H200_PEAK.gbps && res.peak.gflops === H200_PEAK.gflops ? 'an H200\'s rates through Vulkan' : 'the peak rates given'})`);
     console.log(table(heads, kernelRows(res.kernels), right));
     console.log('\ninference, per kernel');
     console.log(table(heads, kernelRows(res.inferKernels), right));
