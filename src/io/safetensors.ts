@@ -297,13 +297,16 @@ function onnxNotSafetensors(source: string): never {
   );
 }
 
-/** Read the header length field; throws when it cannot be a safetensors header in `fileLength` bytes. */
-function headerLength(first8: Uint8Array, fileLength: number, source: string, first?: Uint8Array): number {
-  if (first !== undefined && looksLikeOnnx(first)) onnxNotSafetensors(source);
+/**
+ * Read the header length field from the file's first bytes (`first`: up to SNIFF_BYTES of them);
+ * throws when it cannot be a safetensors header in `fileLength` bytes, or the file is ONNX.
+ */
+function headerLength(first: Uint8Array, fileLength: number, source: string): number {
+  if (looksLikeOnnx(first)) onnxNotSafetensors(source);
   if (fileLength < 8) {
     fail(source, `the file is ${fileLength} bytes long, too short for a safetensors header (8-byte length + JSON); ${NOT_SAFETENSORS}`);
   }
-  const view = new DataView(first8.buffer, first8.byteOffset, 8);
+  const view = new DataView(first.buffer, first.byteOffset, 8);
   const n = view.getBigUint64(0, true);
   if (n > BigInt(fileLength - 8)) {
     fail(
@@ -358,7 +361,7 @@ function decodeTensor(bytes: Uint8Array, dtype: SafetensorsDtype, count: number)
  * Throws VimError when the bytes are not a well-formed safetensors file.
  */
 export function parseSafetensors(bytes: Uint8Array, source = 'safetensors data'): SafetensorsContent {
-  const n = headerLength(bytes.subarray(0, 8), bytes.length, source, bytes.subarray(0, SNIFF_BYTES));
+  const n = headerLength(bytes.subarray(0, SNIFF_BYTES), bytes.length, source);
   const raw = decodeHeaderJson(bytes.subarray(8, 8 + n), source);
   const dataStart = 8 + n;
   const header = validateHeader(raw, bytes.length - dataStart, source, dataStart);
@@ -405,11 +408,9 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
     } catch (e) {
       readError(path, e);
     }
-    const first = new Uint8Array(Math.min(size, SNIFF_BYTES));
+    const first = new Uint8Array(Math.min(size, SNIFF_BYTES)); // a file shorter than 8 bytes: headerLength reports it
     readFully(fd, first, 0, path);
-    const first8 = new Uint8Array(8);
-    first8.set(first.subarray(0, 8)); // a file shorter than 8 bytes: headerLength reports it
-    const n = headerLength(first8, size, path, first);
+    const n = headerLength(first, size, path);
     const headerBytes = new Uint8Array(n);
     readFully(fd, headerBytes, 8, path);
     const raw = decodeHeaderJson(headerBytes, path);

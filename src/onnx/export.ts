@@ -36,7 +36,7 @@
  * computed in float64 and rounded once.
  * Small int64/float constants (shapes, slice bounds, mean, std) are shared by value.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VimError } from '../errors.js';
@@ -408,12 +408,9 @@ export function buildVimOnnx(cfg: VimConfig, params: ParamSet<Float32Array>, opt
 
 /** Write `bytes` to `path` through a temporary file in the same folder and a rename. */
 export function writeFileAtomic(path: string, bytes: Uint8Array, what = 'file'): void {
-  const problem = outputPathProblem(path);
-  if (problem !== undefined) {
-    const isFolder = problem.startsWith('it is a folder') || problem.startsWith('it names a folder');
-    throw new VimError(`cannot write the ${what} ${path}: ` +
-      (isFolder ? `it is a folder; give a file name such as ${join(path, 'model.onnx')}` : problem));
-  }
+  const folder = /[\\/]$/.test(path) || (existsSync(path) && statSync(path).isDirectory());
+  const problem = folder ? `it is a folder; give a file name such as ${join(path, 'model.onnx')}` : outputPathProblem(path);
+  if (problem !== undefined) throw new VimError(`cannot write the ${what} ${path}: ${problem}`);
   writeBytesAtomic(path, bytes);
 }
 
