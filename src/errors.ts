@@ -5,8 +5,20 @@
  */
 export class VimError extends Error {
   override readonly name = 'VimError';
-  constructor(message: string) {
+  /**
+   * What is wrong with the thing the message names, alone: without the name in front and without
+   * what follows (the advice, the conclusion), worded to stand in another message (e.g. "the run's
+   * state … is damaged (<reason>)"). Undefined where the message has no such part.
+   */
+  readonly reason: string | undefined;
+  constructor(message: string, reason?: string) {
     super(message);
+    this.reason = reason;
+  }
+
+  /** `where: reason`, with `; tail` after it where given (the value found, the conclusion, the advice). */
+  static at(where: string, reason: string, tail?: string): VimError {
+    return new VimError(tail === undefined ? `${where}: ${reason}` : `${where}: ${reason}; ${tail}`, reason);
   }
 }
 

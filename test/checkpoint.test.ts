@@ -247,9 +247,14 @@ describe('safetensors', () => {
     function errorFor(bytes: Uint8Array): string {
       const path = freshPath('bad.safetensors');
       writeFileSync(path, bytes);
-      const msg = vimErrorOf(() => readSafetensors(path)).message;
-      expect(msg).toContain(path);
-      return msg;
+      const e = vimErrorOf(() => readSafetensors(path));
+      expect(e.message).toContain(path);
+      // its reason alone, for messages that wrap it: what is wrong, without the file's name or the advice
+      expect(e.reason).toBeTruthy();
+      expect(e.message.startsWith(`${path}: ${e.reason}`)).toBe(true);
+      expect(e.reason).not.toContain(path);
+      expect(e.reason).not.toMatch(/Re-create it|copy it again|choose another file/);
+      return e.message;
     }
     const good = serializeSafetensors(tensors, { k: 'v' });
     const data8 = new Uint8Array(8);
@@ -372,10 +377,11 @@ describe('checkpoints', () => {
   });
 
   it('refuses a checkpoint of another config, naming both and what to pass', () => {
-    const msg = vimErrorOf(() => loadCheckpoint(saved, tiny)).message;
-    expect(msg).toContain(`checkpoint ${saved} was trained for vim-nano (D=64, depth 4`);
-    expect(msg).toContain('but the model is vim-tiny (D=192, depth 24');
-    expect(msg).toContain('pass --model vim-nano or another checkpoint');
+    const e = vimErrorOf(() => loadCheckpoint(saved, tiny));
+    expect(e.message).toContain(`checkpoint ${saved} was trained for vim-nano (D=64, depth 4`);
+    expect(e.message).toContain('but the model is vim-tiny (D=192, depth 24');
+    expect(e.message).toContain('pass --model vim-nano or another checkpoint');
+    expect(e.reason).toMatch(/^it was trained for vim-nano \(D=64.*but the model is vim-tiny \(D=192, depth 24[^:]*$/);
   });
 
   /** Re-write the saved checkpoint with its tensors changed by `edit`, keeping the metadata. */
@@ -389,9 +395,10 @@ describe('checkpoints', () => {
 
   it('refuses a checkpoint with a missing tensor, naming it and its shape', () => {
     const path = tampered((l) => l.filter((t) => t.name !== 'layers.2.mixer.A_b_log'));
-    const msg = vimErrorOf(() => loadCheckpoint(path, nano)).message;
-    expect(msg).toContain(path);
-    expect(msg).toContain('tensor "layers.2.mixer.A_b_log" is missing (expected shape [128, 16])');
+    const e = vimErrorOf(() => loadCheckpoint(path, nano));
+    expect(e.message).toContain(path);
+    expect(e.message).toContain('tensor "layers.2.mixer.A_b_log" is missing (expected shape [128, 16])');
+    expect(e.reason).toMatch(/^it does not match its config vim-nano \(.*\): tensor "layers\.2\.mixer\.A_b_log" is missing \(expected shape \[128, 16\]\)$/);
   });
 
   it('refuses a checkpoint with an unexpected tensor, naming it', () => {
@@ -436,10 +443,14 @@ describe('checkpoints', () => {
   it('refuses a damaged config in the metadata', () => {
     const path = freshPath();
     writeSafetensors(path, [], { format: 'vim-webgpu', config: '{"name": "x", ' });
-    expect(vimErrorOf(() => loadCheckpoint(path)).message).toMatch(/"config" in the checkpoint's metadata is not valid JSON/);
+    const notJson = vimErrorOf(() => loadCheckpoint(path));
+    expect(notJson.message).toMatch(/"config" in the checkpoint's metadata is not valid JSON.*; the file is damaged$/);
+    expect(notJson.reason).toMatch(/^the "config" in the checkpoint's metadata is not valid JSON \(.*\)$/);
     const bad = freshPath();
     writeSafetensors(bad, [], { format: 'vim-webgpu', config: JSON.stringify({ ...configToJson(nano), depth: -1 }) });
-    expect(vimErrorOf(() => loadCheckpoint(bad)).message).toMatch(/positive integer for depth/);
+    const negative = vimErrorOf(() => loadCheckpoint(bad));
+    expect(negative.message).toMatch(/positive integer for depth/);
+    expect(negative.reason).toBe('expected a positive integer for depth but received -1');
   });
 
   it('refuses a missing checkpoint file', () => {

@@ -139,10 +139,6 @@ export function f32ToF16Bits(x: number): number {
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
-function fail(source: string, what: string): never {
-  throw new VimError(`${source}: ${what}`);
-}
-
 function isNonNegInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
@@ -165,18 +161,18 @@ function validateHeader(
   raw: unknown, dataLength: number, source: string, dataStart: number,
 ): SafetensorsHeader {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    fail(source, `the safetensors header is not a JSON object; ${NOT_SAFETENSORS}`);
+    throw VimError.at(source, 'the safetensors header is not a JSON object', NOT_SAFETENSORS);
   }
   const metadata: Record<string, string> = {};
   const tensors = new Map<string, TensorInfo>();
   for (const [name, entry] of Object.entries(raw as Record<string, unknown>)) {
     if (name === '__metadata__') {
       if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
-        fail(source, '"__metadata__" in the header must be an object of strings');
+        throw VimError.at(source, '"__metadata__" in the header must be an object of strings');
       }
       for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
         if (typeof v !== 'string') {
-          fail(source, `metadata "${k}" must be a string but is ${JSON.stringify(v)}`);
+          throw VimError.at(source, `metadata "${k}" must be a string but is ${JSON.stringify(v)}`);
         }
         metadata[k] = v;
       }
@@ -184,35 +180,36 @@ function validateHeader(
     }
     const where = `tensor "${name}"`;
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
-      fail(source, `${where}: header entry must be an object with dtype, shape and data_offsets`);
+      throw VimError.at(source, `${where}: header entry must be an object with dtype, shape and data_offsets`);
     }
     const e = entry as Record<string, unknown>;
-    if (typeof e.dtype !== 'string') fail(source, `${where}: missing dtype`);
+    if (typeof e.dtype !== 'string') throw VimError.at(source, `${where}: missing dtype`);
     if (!Object.hasOwn(BYTES_PER_ELEMENT, e.dtype)) {
-      fail(source, `${where}: dtype ${JSON.stringify(e.dtype)} is not supported; only F32, F16 and BF16 tensors can be read`);
+      throw VimError.at(source, `${where}: dtype ${JSON.stringify(e.dtype)} is not supported`, 'only F32, F16 and BF16 tensors can be read');
     }
     const dtype = e.dtype as SafetensorsDtype;
     if (!Array.isArray(e.shape) || !e.shape.every(isNonNegInt)) {
-      fail(source, `${where}: shape must be an array of non-negative integers but is ${JSON.stringify(e.shape)}`);
+      throw VimError.at(source, `${where}: shape must be an array of non-negative integers but is ${JSON.stringify(e.shape)}`);
     }
     const shape = e.shape as number[];
     const offs = e.data_offsets;
     if (!Array.isArray(offs) || offs.length !== 2 || !isNonNegInt(offs[0]) || !isNonNegInt(offs[1]) || offs[0] > offs[1]) {
-      fail(source, `${where}: data_offsets must be [begin, end] with 0 ≤ begin ≤ end but is ${JSON.stringify(offs)}`);
+      throw VimError.at(source, `${where}: data_offsets must be [begin, end] with 0 ≤ begin ≤ end but is ${JSON.stringify(offs)}`);
     }
     const [begin, end] = offs as [number, number];
     if (end > dataLength) {
-      fail(
+      throw VimError.at(
         source,
-        `${where}: its data ends at byte ${dataStart + end} but the file has only ${dataStart + dataLength} bytes; ` +
+        `${where}: its data ends at byte ${dataStart + end} but the file has only ${dataStart + dataLength} bytes`,
         'the file is truncated (an interrupted copy or download?); copy it again or use another file',
       );
     }
     const want = product(shape) * BYTES_PER_ELEMENT[dtype];
     if (end - begin !== want) {
-      fail(
+      throw VimError.at(
         source,
-        `${where}: data_offsets [${begin}, ${end}] span ${end - begin} bytes but shape ${fmtShape(shape)} of ${dtype} needs ${want}; the file is corrupt`,
+        `${where}: data_offsets [${begin}, ${end}] span ${end - begin} bytes but shape ${fmtShape(shape)} of ${dtype} needs ${want}`,
+        'the file is corrupt',
       );
     }
     tensors.set(name, { dtype, shape: [...shape], dataOffsets: [begin, end] });
@@ -225,9 +222,10 @@ function validateHeader(
     const [prevName, prev] = spans[i - 1];
     const [name, cur] = spans[i];
     if (cur.dataOffsets[0] < prev.dataOffsets[1]) {
-      fail(
+      throw VimError.at(
         source,
-        `tensors "${prevName}" ${JSON.stringify(prev.dataOffsets)} and "${name}" ${JSON.stringify(cur.dataOffsets)} overlap; the file is corrupt`,
+        `tensors "${prevName}" ${JSON.stringify(prev.dataOffsets)} and "${name}" ${JSON.stringify(cur.dataOffsets)} overlap`,
+        'the file is corrupt',
       );
     }
   }
@@ -294,6 +292,7 @@ function onnxNotSafetensors(source: string): never {
   throw new VimError(
     `${source} is an ONNX model, not a safetensors checkpoint: give the .safetensors checkpoint ` +
     '(eval-vim and predict-vim run an ONNX model with --onnx)',
+    'it is an ONNX model, not a safetensors checkpoint',
   );
 }
 
@@ -304,14 +303,14 @@ function onnxNotSafetensors(source: string): never {
 function headerLength(first: Uint8Array, fileLength: number, source: string): number {
   if (looksLikeOnnx(first)) onnxNotSafetensors(source);
   if (fileLength < 8) {
-    fail(source, `the file is ${fileLength} bytes long, too short for a safetensors header (8-byte length + JSON); ${NOT_SAFETENSORS}`);
+    throw VimError.at(source, `the file is ${fileLength} bytes long, too short for a safetensors header (8-byte length + JSON)`, NOT_SAFETENSORS);
   }
   const view = new DataView(first.buffer, first.byteOffset, 8);
   const n = view.getBigUint64(0, true);
   if (n > BigInt(fileLength - 8)) {
-    fail(
+    throw VimError.at(
       source,
-      `the header length field says ${n} bytes but only ${fileLength - 8} bytes follow it; ` +
+      `the header length field says ${n} bytes but only ${fileLength - 8} bytes follow it`,
       `the file is truncated or not safetensors; ${NOT_SAFETENSORS}`,
     );
   }
@@ -323,12 +322,12 @@ function decodeHeaderJson(bytes: Uint8Array, source: string): unknown {
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    fail(source, `the safetensors header is not UTF-8 text; ${NOT_SAFETENSORS}`);
+    throw VimError.at(source, 'the safetensors header is not UTF-8 text', NOT_SAFETENSORS);
   }
   try {
     return JSON.parse(text);
   } catch (e) {
-    fail(source, `the safetensors header is not valid JSON (${(e as Error).message}); ${NOT_SAFETENSORS}`);
+    throw VimError.at(source, `the safetensors header is not valid JSON (${(e as Error).message})`, NOT_SAFETENSORS);
   }
 }
 
@@ -376,10 +375,10 @@ export function parseSafetensors(bytes: Uint8Array, source = 'safetensors data')
 
 function readError(path: string, e: unknown): never {
   const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') throw new VimError(`${path}: no such file; check the path`);
-  if (code === 'EISDIR') throw new VimError(`${path}: is a folder, not a safetensors file; pass the .safetensors file inside it`);
-  if (code === 'EACCES' || code === 'EPERM') throw new VimError(`${path}: permission denied; check the file's permissions`);
-  throw new VimError(`${path}: cannot read the file (${(e as Error).message})`);
+  if (code === 'ENOENT') throw VimError.at(path, 'no such file', 'check the path');
+  if (code === 'EISDIR') throw new VimError(`${path}: is a folder, not a safetensors file; pass the .safetensors file inside it`, 'it is a folder, not a safetensors file');
+  if (code === 'EACCES' || code === 'EPERM') throw VimError.at(path, 'permission denied', "check the file's permissions");
+  throw VimError.at(path, `cannot read the file (${(e as Error).message})`);
 }
 
 /** Read and parse a safetensors file. Throws VimError naming the file on any problem. */
@@ -429,7 +428,7 @@ function readFully(fd: number, into: Uint8Array, position: number, path: string)
     } catch (e) {
       readError(path, e);
     }
-    if (got === 0) fail(path, 'the file ended early; it is truncated; copy it again or use another file');
+    if (got === 0) throw VimError.at(path, 'the file ended early', 'it is truncated; copy it again or use another file');
     done += got;
   }
 }

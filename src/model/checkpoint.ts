@@ -156,8 +156,8 @@ function checkpointConfig(path: string, metadata: Record<string, string>, expect
   const text = metadata.config;
   if (text === undefined) {
     if (expected) return expected;
-    throw new VimError(
-      `${path}: the checkpoint's metadata holds no model config, so its architecture is unknown; ` +
+    throw VimError.at(
+      path, "the checkpoint's metadata holds no model config, so its architecture is unknown",
       'pass --model with the config it was trained with, or use a checkpoint saved by train-vim',
     );
   }
@@ -165,7 +165,7 @@ function checkpointConfig(path: string, metadata: Record<string, string>, expect
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new VimError(`${path}: the "config" in the checkpoint's metadata is not valid JSON (${(e as Error).message}); the file is damaged`);
+    throw VimError.at(path, `the "config" in the checkpoint's metadata is not valid JSON (${(e as Error).message})`, 'the file is damaged');
   }
   return resolveConfig(raw, `${path} (model config in the metadata)`);
 }
@@ -188,10 +188,8 @@ export function loadCheckpoint(path: string, expected?: VimConfig, opts: LoadOpt
   const file = readSafetensors(path);
   const cfg = checkpointConfig(path, file.metadata, expected);
   if (expected && !sameArchitecture(cfg, expected)) {
-    throw new VimError(
-      `checkpoint ${path} was trained for ${describeConfig(cfg)}, but the model is ${describeConfig(expected)}: ` +
-      `pass --model ${cfg.name} or another checkpoint`,
-    );
+    const what = `was trained for ${describeConfig(cfg)}, but the model is ${describeConfig(expected)}`;
+    throw new VimError(`checkpoint ${path} ${what}: pass --model ${cfg.name} or another checkpoint`, `it ${what}`);
   }
 
   const params = ParamSet.zeros32(cfg);
@@ -222,9 +220,10 @@ export function loadCheckpoint(path: string, expected?: VimConfig, opts: LoadOpt
   if (problems.length > 0) {
     const shown = problems.slice(0, 6).join('; ');
     const more = problems.length > 6 ? `; and ${problems.length - 6} more` : '';
+    const what = `does not match its config ${describeConfig(cfg)}: ${shown}${more}`;
     throw new VimError(
-      `checkpoint ${path} does not match its config ${describeConfig(cfg)}: ${shown}${more}. ` +
-      'The file is damaged or was written for another model; use a checkpoint saved for this config',
+      `checkpoint ${path} ${what}. The file is damaged or was written for another model; use a checkpoint saved for this config`,
+      `it ${what}`,
     );
   }
 

@@ -68,16 +68,14 @@ export const MODELS_DIR = resolve(here, '..', '..', 'models');
 
 function posInt(key: string, value: unknown, where: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
-    throw new VimError(
-      `${where}: expected a positive integer for ${key} but received ${JSON.stringify(value)}`,
-    );
+    throw VimError.at(where, `expected a positive integer for ${key} but received ${JSON.stringify(value)}`);
   }
   return value;
 }
 
 function posNum(key: string, value: unknown, where: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new VimError(`${where}: expected a positive number for ${key} but received ${JSON.stringify(value)}`);
+    throw VimError.at(where, `expected a positive number for ${key} but received ${JSON.stringify(value)}`);
   }
   return value;
 }
@@ -85,7 +83,7 @@ function posNum(key: string, value: unknown, where: string): number {
 /** Validate a config object and resolve every size; throws VimError naming the bad field. */
 export function resolveConfig(raw: unknown, where = 'model config'): VimConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new VimError(`${where}: expected a JSON object`);
+    throw VimError.at(where, 'expected a JSON object');
   }
   const c = raw as Record<string, unknown>;
   const known = new Set([
@@ -93,12 +91,12 @@ export function resolveConfig(raw: unknown, where = 'model config'): VimConfig {
     'dt_rank', 'num_classes', 'norm_eps', 'dt_min', 'dt_max', 'dt_init_floor', 'class_names', 'description',
   ]);
   for (const k of Object.keys(c)) {
-    if (!known.has(k)) throw new VimError(`${where}: unknown field "${k}" (known: ${[...known].join(', ')})`);
+    if (!known.has(k)) throw VimError.at(where, `unknown field "${k}" (known: ${[...known].join(', ')})`);
   }
   const name = typeof c.name === 'string' && c.name.length > 0 ? c.name : 'vim';
   const imgSize = posInt('img_size', c.img_size ?? 32, where);
   const inChans = posInt('in_chans', c.in_chans ?? 3, where);
-  if (inChans !== 3) throw new VimError(`${where}: in_chans must be 3 (RGB images); received ${inChans}`);
+  if (inChans !== 3) throw VimError.at(where, `in_chans must be 3 (RGB images); received ${inChans}`);
   const P = posInt('patch_size', c.patch_size, where);
   const D = posInt('embed_dim', c.embed_dim, where);
   const depth = posInt('depth', c.depth, where);
@@ -112,20 +110,20 @@ export function resolveConfig(raw: unknown, where = 'model config'): VimConfig {
   const dtMax = posNum('dt_max', c.dt_max ?? 1e-1, where);
   const dtInitFloor = posNum('dt_init_floor', c.dt_init_floor ?? 1e-4, where);
   if (imgSize % P !== 0) {
-    throw new VimError(`${where}: patch_size ${P} does not divide img_size ${imgSize}; choose a divisor such as 2, 4 or 8`);
+    throw VimError.at(where, `patch_size ${P} does not divide img_size ${imgSize}`, 'choose a divisor such as 2, 4 or 8');
   }
-  if (dtMin >= dtMax) throw new VimError(`${where}: dt_min (${dtMin}) must be below dt_max (${dtMax})`);
-  if (K < 2) throw new VimError(`${where}: d_conv must be at least 2; received ${K}`);
+  if (dtMin >= dtMax) throw VimError.at(where, `dt_min (${dtMin}) must be below dt_max (${dtMax})`);
+  if (K < 2) throw VimError.at(where, `d_conv must be at least 2; received ${K}`);
   const Np = (imgSize / P) ** 2;
-  if (Np < 2) throw new VimError(`${where}: patch_size ${P} leaves ${Np} patch; need at least 2 patches`);
+  if (Np < 2) throw VimError.at(where, `patch_size ${P} leaves ${Np} patch`, 'need at least 2 patches');
   let classNames: string[];
   if (c.class_names !== undefined) {
     if (!Array.isArray(c.class_names) || c.class_names.some((s) => typeof s !== 'string')) {
-      throw new VimError(`${where}: class_names must be an array of strings`);
+      throw VimError.at(where, 'class_names must be an array of strings');
     }
     classNames = c.class_names as string[];
     if (classNames.length !== C) {
-      throw new VimError(`${where}: class_names has ${classNames.length} names but num_classes is ${C}`);
+      throw VimError.at(where, `class_names has ${classNames.length} names but num_classes is ${C}`);
     }
   } else {
     classNames = C === 10 ? [...CIFAR10_CLASSES] : Array.from({ length: C }, (_, i) => `class ${i}`);

@@ -276,7 +276,7 @@ export class Trainer {
       ck = loadCheckpoint(path, this.cfg, { extraPrefixes: [STATE_PREFIX] });
     } catch (e) {
       // The reader's advice (re-create the file, pass --model, …) does not apply to a run's state.
-      if (e instanceof VimError && readable(path)) throw damagedState(dir, readerReason(e.message, path));
+      if (e instanceof VimError && readable(path)) throw damagedState(dir, e.reason ?? e.message);
       throw e;
     }
     const st = ck.meta.train_state as TrainState | undefined;
@@ -586,22 +586,6 @@ function damagedState(dir: string, reason: string): VimError {
     `the run's training state ${runPath(dir, 'state')} is damaged (${reason}), so the run cannot be resumed: ` +
     `start a new run with another --out${still}`,
   );
-}
-
-/**
- * What a reader's error says is wrong with the file at `path`, without the file's name in front
- * and without its advice after (the first "; " or ". ", or ": pass …"/": give …").
- */
-function readerReason(message: string, path: string): string {
-  let m = message;
-  for (const prefix of [`${path}: `, `checkpoint ${path} `, `${path} `]) {
-    if (m.startsWith(prefix)) {
-      m = m.slice(prefix.length);
-      break;
-    }
-  }
-  m = m.split(/; |\. |: (?:pass|give) /)[0].replace(/\.$/, '');
-  return /^(is|was|does|has|holds|lacks)\b/.test(m) ? `it ${m}` : m;
 }
 
 function readable(path: string): boolean {
