@@ -215,7 +215,7 @@ async function main(p: Parsed): Promise<void> {
     if (kind === 'cpu') {
       console.log(
         'this is a CPU adapter (a few GFLOP/s), so train-vim starts from its short CPU recipe: by default vim-nano on the ' +
-        'first 1,600 training images for 3 epochs, about 7 minutes on 2 cores; it shows the pipeline working, not a good ' +
+        'first 1,600 training images for 3 epochs, about 3½ minutes on 2 cores; it shows the pipeline working, not a good ' +
         'model. Options change any part of it; --recipe gpu starts from the full Vim-Ti recipe (days on a CPU).',
       );
     }

@@ -13,7 +13,7 @@
  *     final run, experiment 18), about 18 minutes on one H200.
  *   - 'cpu' (a CPU fallback adapter such as lavapipe, a few GFLOP/s): vim-nano on the first 1,600
  *     training images for 3 epochs, batch 32, peak lr 3e-3, evaluation on the first 1,000 test
- *     images: about 7 minutes on 2 cores. It shows the whole pipeline working, not a good model.
+ *     images: about 3½ minutes on 2 cores. It shows the whole pipeline working, not a good model.
  * Neither holds anything out (holdout 0). With `holdout` N > 0 (--holdout N) the last N of the
  * 50,000 training images in file order (the end of data_batch_5 first; see holdout.ts) are never
  * trained on: they are evaluated, next to the test images, at every evaluation, a validation set
