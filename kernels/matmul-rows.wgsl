@@ -12,7 +12,8 @@
 //                           Wt_q(p) column c = weight[4p + c, 4q .. 4q+3],
 // so acc_q (q < NQ = ⌈I/4⌉) holds in column r the lane's partial sums of row r, columns 4q .. 4q+3:
 // 64 FMAs a matrix product, Wt_q(p) read from workgroup memory (4 vec4s for 64 FMAs).
-//   grid (1, ⌈M / (4·NSG·RIT)⌉); vim-tiny at batch 256 (M = 16 640, I = 12, O = 384), NSG = 8,
+//   grid (1, ⌈M / (4·NSG·RIT)⌉, Z): Z problems of one shape, problem z = wg.z's dinp, dout and
+//   weight Z_INP, Z_OUT (a multiple of 4) and Z_W elements after problem 0's; vim-tiny at batch 256 (M = 16 640, I = 12, O = 384), NSG = 8,
 //   RIT = 2: 260 workgroups of 256 invocations, each lane 3 vec4s of each of 4 rows.
 //
 // weight is staged once a workgroup, transposed: Ws[(c·NQ + q)·OQ + p] = weight[4p + c, 4q .. 4q+3]
@@ -38,6 +39,9 @@ override LDO: u32;             // a multiple of 4
 override INP_OFF: u32 = 0u;
 override OUT_OFF: u32 = 0u;    // a multiple of 4
 override ACCUMULATE: bool = false;
+override Z_INP: u32 = 0u;      // elements between problems in dinp
+override Z_OUT: u32 = 0u;      // in dout (a multiple of 4)
+override Z_W: u32 = 0u;        // in weight
 override SG: u32 = 32u;        // lanes of a subgroup (a power of two)
 override NSG: u32 = 8u;        // subgroups a workgroup
 override RIT: u32 = 2u;        // batches of 4 rows a subgroup takes
@@ -120,7 +124,7 @@ fn matmul_backward_input_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
     let o = 4u * p + cq / NQ;
     var v = vec4<f32>(0.0);
     for (var e = 0u; e < 4u; e++) {
-      if (4u * q + e < I) { v[e] = weight[o * I + 4u * q + e]; }
+      if (4u * q + e < I) { v[e] = weight[wg.z * Z_W + o * I + 4u * q + e]; }
     }
     Ws[k] = v;
   }
@@ -129,10 +133,10 @@ fn matmul_backward_input_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
   for (var it = 0u; it < RIT; it++) {
     let row0 = ((wg.y * RIT + it) * NSG + w) * 4u; // neighbouring subgroups, neighbouring batches
     // rows past M are clamped to the last (their sums are never stored)
-    let b0 = (OUT_OFF + min(row0, M - 1u) * LDO) / 4u;
-    let b1 = (OUT_OFF + min(row0 + 1u, M - 1u) * LDO) / 4u;
-    let b2 = (OUT_OFF + min(row0 + 2u, M - 1u) * LDO) / 4u;
-    let b3 = (OUT_OFF + min(row0 + 3u, M - 1u) * LDO) / 4u;
+    let b0 = (OUT_OFF + wg.z * Z_OUT + min(row0, M - 1u) * LDO) / 4u;
+    let b1 = (OUT_OFF + wg.z * Z_OUT + min(row0 + 1u, M - 1u) * LDO) / 4u;
+    let b2 = (OUT_OFF + wg.z * Z_OUT + min(row0 + 2u, M - 1u) * LDO) / 4u;
+    let b3 = (OUT_OFF + wg.z * Z_OUT + min(row0 + 3u, M - 1u) * LDO) / 4u;
     var a0 = mat4x4<f32>(); // acc_q
     var a1 = mat4x4<f32>();
     var a2 = mat4x4<f32>();
@@ -170,7 +174,7 @@ fn matmul_backward_input_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
             let row = row0 + rb + r;
             let i = 4u * q + cb + c;
             if (i < I && row < M) {
-              let idx = INP_OFF + row * LDI + i;
+              let idx = INP_OFF + wg.z * Z_INP + row * LDI + i;
               var v = a[r][c];
               if (ACCUMULATE) { v += dinp[idx]; }
               dinp[idx] = v;

@@ -55,6 +55,25 @@ override SPLITS: u32 = 1u;
 override CHUNK: u32 = 1u; // rows of M per split
 override SUM_N: u32 = 1u; // elements summed by sum_partials
 
+// Batches (every matmul kernel but the skinny ones): several problems of one shape in one dispatch,
+// problem z's operands z · Z_INP elements further in inp / dinp / saved_inp, z · Z_OUT in out /
+// dout, z · Z_W in weight (forward, input gradient) or in the result (weight gradient: its
+// partials or dweight); z = wg.z (forward, input gradient: the grid's third dimension) or
+// wg.z / SPLITS (weight gradient, whose split is then wg.z % SPLITS). Strides of operands read or
+// stored as vec4s are multiples of 4. One problem (all three 0) is what the kernels always did.
+override Z_INP: u32 = 0u;
+override Z_OUT: u32 = 0u;
+override Z_W: u32 = 0u;
+var<private> z_inp: u32; // this workgroup's problem's offsets: z · Z_INP, z · Z_OUT, z · Z_W
+var<private> z_out: u32;
+var<private> z_w: u32;
+
+fn set_problem(z: u32) {
+  z_inp = z * Z_INP;
+  z_out = z * Z_OUT;
+  z_w = z * Z_W;
+}
+
 const TM: u32 = 64u; // result rows per workgroup
 const TN: u32 = 64u; // result columns per workgroup
 const TK: u32 = 16u; // reduction step
@@ -108,17 +127,18 @@ fn multiply_tiles(tx: u32, ty: u32) {
 // ---- forward ----------------------------------------------------------------------------------
 
 fn fwd_inp(m: u32, i: u32) -> f32 {
-  if (m < M && i < I) { return inp[INP_OFF + m * LDI + i]; }
+  if (m < M && i < I) { return inp[INP_OFF + z_inp + m * LDI + i]; }
   return 0.0;
 }
 
 fn fwd_weight(o: u32, i: u32) -> f32 {
-  if (o < O && i < I) { return weight[o * I + i]; }
+  if (o < O && i < I) { return weight[z_w + o * I + i]; }
   return 0.0;
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul_forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  set_problem(wg.z);
   let tx = lid.x;
   let ty = lid.y;
   let t = ty * 16u + tx;
@@ -145,7 +165,7 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id
       if (o >= O) { continue; }
       var v = acc[4u * r + c];
       if (HAS_BIAS) { v += bias[o]; }
-      let idx = OUT_OFF + m * LDO + o;
+      let idx = OUT_OFF + z_out + m * LDO + o;
       if (ACCUMULATE) { v += out[idx]; }
       out[idx] = v;
     }
@@ -155,17 +175,18 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id
 // ---- backward: input gradient -------------------------------------------------------------------
 
 fn bwd_dout(m: u32, o: u32) -> f32 {
-  if (m < M && o < O) { return dout[OUT_OFF + m * LDO + o]; }
+  if (m < M && o < O) { return dout[OUT_OFF + z_out + m * LDO + o]; }
   return 0.0;
 }
 
 fn bwd_weight(o: u32, i: u32) -> f32 {
-  if (o < O && i < I) { return weight[o * I + i]; }
+  if (o < O && i < I) { return weight[z_w + o * I + i]; }
   return 0.0;
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul_backward_input(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  set_problem(wg.z);
   let tx = lid.x;
   let ty = lid.y;
   let t = ty * 16u + tx;
@@ -193,7 +214,7 @@ fn matmul_backward_input(@builtin(workgroup_id) wg: vec3u, @builtin(local_invoca
       let i = col0 + tx + 16u * c;
       if (i >= I) { continue; }
       var v = acc[4u * r + c];
-      let idx = INP_OFF + m * LDI + i;
+      let idx = INP_OFF + z_inp + m * LDI + i;
       if (ACCUMULATE) { v += dinp[idx]; }
       dinp[idx] = v;
     }
@@ -203,12 +224,12 @@ fn matmul_backward_input(@builtin(workgroup_id) wg: vec3u, @builtin(local_invoca
 // ---- backward: weight gradient (split-K over M) ----------------------------------------------------
 
 fn bww_dout(m: u32, o: u32, m_end: u32) -> f32 {
-  if (m < m_end && o < O) { return dout[OUT_OFF + m * LDO + o]; }
+  if (m < m_end && o < O) { return dout[OUT_OFF + z_out + m * LDO + o]; }
   return 0.0;
 }
 
 fn bww_inp(m: u32, i: u32, m_end: u32) -> f32 {
-  if (m < m_end && i < I) { return saved_inp[INP_OFF + m * LDI + i]; }
+  if (m < m_end && i < I) { return saved_inp[INP_OFF + z_inp + m * LDI + i]; }
   return 0.0;
 }
 
@@ -219,7 +240,9 @@ fn matmul_backward_weight(@builtin(workgroup_id) wg: vec3u, @builtin(local_invoc
   let t = ty * 16u + tx;
   let row0 = wg.y * TM; // rows o
   let col0 = wg.x * TN; // columns i
-  let m_begin = wg.z * CHUNK;
+  set_problem(wg.z / SPLITS);
+  let split = wg.z % SPLITS;
+  let m_begin = split * CHUNK;
   let m_end = min(M, m_begin + CHUNK);
   clear_acc();
   for (var k0 = m_begin; k0 < m_end; k0 += TK) {
@@ -234,7 +257,7 @@ fn matmul_backward_weight(@builtin(workgroup_id) wg: vec3u, @builtin(local_invoc
     multiply_tiles(tx, ty);
     workgroupBarrier();
   }
-  let base = wg.z * O * I;
+  let base = z_w + split * O * I;
   for (var r = 0u; r < 4u; r++) {
     let o = row0 + ty + 16u * r;
     if (o >= O) { continue; }
@@ -354,6 +377,7 @@ fn block_row(rb: u32, t16: u32) -> u32 {
 
 @compute @workgroup_size(16, 16)
 fn matmul_forward_128(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  set_problem(wg.z);
   let tx = lid.x;
   let ty = lid.y;
   let t = ty * 16u + tx;
@@ -404,7 +428,7 @@ fn matmul_forward_128(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocatio
         if (o >= O) { continue; }
         var v = v4[c];
         if (HAS_BIAS) { v += bias[o]; }
-        let idx = OUT_OFF + m * LDO + o;
+        let idx = OUT_OFF + z_out + m * LDO + o;
         if (ACCUMULATE) { v += out[idx]; }
         out[idx] = v;
       }
@@ -414,6 +438,7 @@ fn matmul_forward_128(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocatio
 
 @compute @workgroup_size(16, 16)
 fn matmul_backward_input_128(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  set_problem(wg.z);
   let tx = lid.x;
   let ty = lid.y;
   let t = ty * 16u + tx;
@@ -467,7 +492,7 @@ fn matmul_backward_input_128(@builtin(workgroup_id) wg: vec3u, @builtin(local_in
         let i = col0 + 64u * h + 4u * tx + c;
         if (i >= I) { continue; }
         var v = v4[c];
-        let idx = INP_OFF + m * LDI + i;
+        let idx = INP_OFF + z_inp + m * LDI + i;
         if (ACCUMULATE) { v += dinp[idx]; }
         dinp[idx] = v;
       }
@@ -482,7 +507,9 @@ fn matmul_backward_weight_128(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
   let t = ty * 16u + tx;
   let row0 = wg.y * BT; // rows o
   let col0 = wg.x * BT; // columns i
-  let m_begin = wg.z * CHUNK;
+  set_problem(wg.z / SPLITS);
+  let split = wg.z % SPLITS;
+  let m_begin = split * CHUNK;
   let m_end = min(M, m_begin + CHUNK);
   var acc: array<vec4<f32>, 16>;
   // Both operands are contiguous along their result dimension (o, i), strided along m: step
@@ -519,7 +546,7 @@ fn matmul_backward_weight_128(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
     multiply_tiles_128(&acc, tx, ty);
     workgroupBarrier();
   }
-  let base = wg.z * O * I;
+  let base = z_w + split * O * I;
   for (var r = 0u; r < 8u; r++) {
     let o = row0 + block_row(r, ty);
     if (o >= O) { continue; }
@@ -565,9 +592,10 @@ fn matmul_backward_weight_128(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
 // rows / columns are a multiple of the tile's and the reduction (within every split) of GK, and
 // drop those checks. Results are stored as vec4s: the result's columns, row stride and offset must
 // be multiples of 4.
-//   matmul_forward_g:         grid (⌈O/GTN⌉, ⌈M/GTM⌉)
-//   matmul_backward_input_g:  grid (⌈I/GTN⌉, ⌈M/GTM⌉)
-//   matmul_backward_weight_g: grid (⌈I/GTN⌉, ⌈O/GTM⌉, SPLITS), the split scheme above.
+//   matmul_forward_g:         grid (⌈O/GTN⌉, ⌈M/GTM⌉, Z), Z problems (batches, below)
+//   matmul_backward_input_g:  grid (⌈I/GTN⌉, ⌈M/GTM⌉, Z)
+//   matmul_backward_weight_g: grid (⌈I/GTN⌉, ⌈O/GTM⌉, SPLITS · Z), the split scheme above, each
+//                             problem's splits at Z_W elements from the previous one's.
 //   sum_partials4:            sum_partials on vec4s (SUM_N a multiple of 4), grid ⌈SUM_N/1024⌉ of 256;
 //                             the same additions in the same order, so the same bits.
 //   sum_partials_lanes:       8 invocations per element (workgroups of 32 elements × 8 lanes, grid
@@ -687,14 +715,14 @@ fn fwd_a_g(j: u32, row0: u32, k0: u32) -> vec4<f32> { // inp (M, I): KC
   if (VA) {
     let k = k0 + 4u * (j % (GK / 4u));
     let m = clamp_g(row0 + j / (GK / 4u), M, XR);
-    if (XK || k < I) { return inp4[(INP_OFF + m * LDI + k) / 4u]; }
+    if (XK || k < I) { return inp4[(INP_OFF + z_inp + m * LDI + k) / 4u]; }
     return vec4<f32>(0.0);
   }
   let k = k0 + j % GK;
   let r = row0 + 4u * (j / GK);
   var v = vec4<f32>(0.0);
   if (XK || k < I) {
-    for (var c = 0u; c < 4u; c++) { v[c] = inp[INP_OFF + clamp_g(r + c, M, XR) * LDI + k]; }
+    for (var c = 0u; c < 4u; c++) { v[c] = inp[INP_OFF + z_inp + clamp_g(r + c, M, XR) * LDI + k]; }
   }
   return v;
 }
@@ -703,14 +731,14 @@ fn fwd_b_g(j: u32, col0: u32, k0: u32) -> vec4<f32> { // weight (O, I): KC
   if (VB) {
     let k = k0 + 4u * (j % (GK / 4u));
     let o = clamp_g(col0 + j / (GK / 4u), O, XC);
-    if (XK || k < I) { return weight4[(o * I + k) / 4u]; }
+    if (XK || k < I) { return weight4[(z_w + o * I + k) / 4u]; }
     return vec4<f32>(0.0);
   }
   let k = k0 + j % GK;
   let r = col0 + 4u * (j / GK);
   var v = vec4<f32>(0.0);
   if (XK || k < I) {
-    for (var c = 0u; c < 4u; c++) { v[c] = weight[clamp_g(r + c, O, XC) * I + k]; }
+    for (var c = 0u; c < 4u; c++) { v[c] = weight[z_w + clamp_g(r + c, O, XC) * I + k]; }
   }
   return v;
 }
@@ -719,14 +747,14 @@ fn bwi_a_g(j: u32, row0: u32, k0: u32) -> vec4<f32> { // dout (M, O): KC
   if (VA) {
     let k = k0 + 4u * (j % (GK / 4u));
     let m = clamp_g(row0 + j / (GK / 4u), M, XR);
-    if (XK || k < O) { return dout4[(OUT_OFF + m * LDO + k) / 4u]; }
+    if (XK || k < O) { return dout4[(OUT_OFF + z_out + m * LDO + k) / 4u]; }
     return vec4<f32>(0.0);
   }
   let k = k0 + j % GK;
   let r = row0 + 4u * (j / GK);
   var v = vec4<f32>(0.0);
   if (XK || k < O) {
-    for (var c = 0u; c < 4u; c++) { v[c] = dout[OUT_OFF + clamp_g(r + c, M, XR) * LDO + k]; }
+    for (var c = 0u; c < 4u; c++) { v[c] = dout[OUT_OFF + z_out + clamp_g(r + c, M, XR) * LDO + k]; }
   }
   return v;
 }
@@ -735,9 +763,9 @@ fn bwi_b_g(j: u32, col0: u32, k0: u32) -> vec4<f32> { // weight (O, I): RC, k = 
   let k = k0 + j / (GTN / 4u);
   let c0 = col0 + 4u * (j % (GTN / 4u));
   if (!(XK || k < O)) { return vec4<f32>(0.0); }
-  if (VB) { return weight4_bi[(k * I + select(min(c0, I - 4u), c0, XC)) / 4u]; }
+  if (VB) { return weight4_bi[(z_w + k * I + select(min(c0, I - 4u), c0, XC)) / 4u]; }
   var v: vec4<f32>;
-  for (var c = 0u; c < 4u; c++) { v[c] = weight[k * I + clamp_g(c0 + c, I, XC)]; }
+  for (var c = 0u; c < 4u; c++) { v[c] = weight[z_w + k * I + clamp_g(c0 + c, I, XC)]; }
   return v;
 }
 
@@ -745,9 +773,9 @@ fn bww_a_g(j: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> { // dout (M, O)
   let k = k0 + j / (GTM / 4u);
   let r0 = row0 + 4u * (j % (GTM / 4u));
   if (!(XK || k < k_end)) { return vec4<f32>(0.0); }
-  if (VA) { return dout4[(OUT_OFF + k * LDO + select(min(r0, O - 4u), r0, XR)) / 4u]; }
+  if (VA) { return dout4[(OUT_OFF + z_out + k * LDO + select(min(r0, O - 4u), r0, XR)) / 4u]; }
   var v: vec4<f32>;
-  for (var c = 0u; c < 4u; c++) { v[c] = dout[OUT_OFF + k * LDO + clamp_g(r0 + c, O, XR)]; }
+  for (var c = 0u; c < 4u; c++) { v[c] = dout[OUT_OFF + z_out + k * LDO + clamp_g(r0 + c, O, XR)]; }
   return v;
 }
 
@@ -755,14 +783,15 @@ fn bww_b_g(j: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> { // saved_inp (
   let k = k0 + j / (GTN / 4u);
   let c0 = col0 + 4u * (j % (GTN / 4u));
   if (!(XK || k < k_end)) { return vec4<f32>(0.0); }
-  if (VB) { return saved_inp4[(INP_OFF + k * LDI + select(min(c0, I - 4u), c0, XC)) / 4u]; }
+  if (VB) { return saved_inp4[(INP_OFF + z_inp + k * LDI + select(min(c0, I - 4u), c0, XC)) / 4u]; }
   var v: vec4<f32>;
-  for (var c = 0u; c < 4u; c++) { v[c] = saved_inp[INP_OFF + k * LDI + clamp_g(c0 + c, I, XC)]; }
+  for (var c = 0u; c < 4u; c++) { v[c] = saved_inp[INP_OFF + z_inp + k * LDI + clamp_g(c0 + c, I, XC)]; }
   return v;
 }
 
 @compute @workgroup_size(WX, WY)
 fn matmul_forward_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  set_problem(wg.z);
   let tx = lid.x;
   let ty = lid.y;
   let t = ty * WX + tx;
@@ -800,7 +829,7 @@ fn matmul_forward_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_
         if (!XC && o >= O) { continue; }
         var v = acc[(4u * g + r) * HN + h];
         if (HAS_BIAS) { v += vec4<f32>(bias[o], bias[o + 1u], bias[o + 2u], bias[o + 3u]); }
-        let idx = (OUT_OFF + m * LDO + o) / 4u;
+        let idx = (OUT_OFF + z_out + m * LDO + o) / 4u;
         if (ACCUMULATE) { v += out4[idx]; }
         out4[idx] = v;
       }
@@ -810,6 +839,7 @@ fn matmul_forward_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_
 
 @compute @workgroup_size(WX, WY)
 fn matmul_backward_input_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  set_problem(wg.z);
   let tx = lid.x;
   let ty = lid.y;
   let t = ty * WX + tx;
@@ -846,7 +876,7 @@ fn matmul_backward_input_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_invo
         let i = col0 + h * 4u * WX + 4u * tx;
         if (!XC && i >= I) { continue; }
         var v = acc[(4u * g + r) * HN + h];
-        let idx = (INP_OFF + m * LDI + i) / 4u;
+        let idx = (INP_OFF + z_inp + m * LDI + i) / 4u;
         if (ACCUMULATE) { v += dinp4[idx]; }
         dinp4[idx] = v;
       }
@@ -856,12 +886,14 @@ fn matmul_backward_input_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_invo
 
 @compute @workgroup_size(WX, WY)
 fn matmul_backward_weight_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  set_problem(wg.z / SPLITS);
+  let split = wg.z % SPLITS;
   let tx = lid.x;
   let ty = lid.y;
   let t = ty * WX + tx;
   let row0 = wg.y * GTM; // rows o
   let col0 = wg.x * GTN; // columns i
-  let m_begin = wg.z * CHUNK;
+  let m_begin = split * CHUNK;
   let m_end = min(M, m_begin + CHUNK);
   var acc: array<vec4<f32>, 16>;
   var pa: array<vec4<f32>, 8>;
@@ -886,7 +918,7 @@ fn matmul_backward_weight_g(@builtin(workgroup_id) wg: vec3u, @builtin(local_inv
     }
     s++;
   }
-  let base = wg.z * O * I;
+  let base = z_w + split * O * I;
   for (var g = 0u; g < HM; g++) {
     for (var r = 0u; r < 4u; r++) {
       let o = row0 + g * 4u * WY + 4u * ty + r;
@@ -998,12 +1030,13 @@ var<workgroup> Ws: array<vec4<f32>, NQ * NOC>; // weight chunk Ws[q·NOC + o]; t
 
 @compute @workgroup_size(NSL, NRG)
 fn matmul_backward_input_narrow(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  set_problem(wg.z);
   let s = lid.x; // slice: reduction indices o ≡ s (mod NSL)
   let g = lid.y; // row group: rows row0 + g + NRG·r
   let t = g * NSL + s;
   let row0 = wg.y * NROWS;
   var base: array<u32, NRB>; // each row's first dout element
-  for (var r = 0u; r < NRB; r++) { base[r] = OUT_OFF + min(row0 + g + NRG * r, M - 1u) * LDO; }
+  for (var r = 0u; r < NRB; r++) { base[r] = OUT_OFF + z_out + min(row0 + g + NRG * r, M - 1u) * LDO; }
   var acc: array<vec4<f32>, 8>; // acc[4r + q]: row g + NRG·r, columns 4q .. 4q+3
   for (var c0 = 0u; c0 < O; c0 += NOC) {
     let n = min(NOC, O - c0); // rows o in this chunk
@@ -1015,7 +1048,7 @@ fn matmul_backward_input_narrow(@builtin(workgroup_id) wg: vec3u, @builtin(local
       let k = (c0 + o) * I + 4u * q;
       var w = vec4<f32>(0.0);
       for (var c = 0u; c < 4u; c++) {
-        if (4u * q + c < I) { w[c] = weight[k + c]; }
+        if (4u * q + c < I) { w[c] = weight[z_w + k + c]; }
       }
       Ws[q * NOC + o] = w;
     }
@@ -1060,7 +1093,7 @@ fn matmul_backward_input_narrow(@builtin(workgroup_id) wg: vec3u, @builtin(local
     var v = Ws[k0][c];
     for (var j = 1u; j < half; j++) { v += Ws[k0 + j * NQ][c]; }
     if (m < M) {
-      let idx = INP_OFF + m * LDI + i;
+      let idx = INP_OFF + z_inp + m * LDI + i;
       if (ACCUMULATE) { v += dinp[idx]; }
       dinp[idx] = v;
     }

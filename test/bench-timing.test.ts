@@ -30,7 +30,12 @@ describe('benchTiming', () => {
     expect(row('matmul_backward_input', `M=${BL} I=${D} O=${2 * E}`)?.count).toBe(cfg.depth);
     const weightRows = split.kernels.filter((r) => r.kernel === 'matmul_backward_weight');
     expect(weightRows.length).toBeGreaterThan(1);
-    expect(weightRows.every((r) => /^M=\d+ I=\d+ O=\d+( S=\d+)?$/.test(r.shape ?? ''))).toBe(true);
+    expect(weightRows.every((r) => /^M=\d+ I=\d+ O=\d+( S=\d+)?( ×2)?$/.test(r.shape ?? ''))).toBe(true);
+    // x_proj's and dt_proj's weight gradients: both directions in one dispatch, a row of depth dispatches each
+    const { N, R } = cfg;
+    for (const [I, O] of [[E, R + 2 * N], [R, E]]) {
+      expect(weightRows.filter((r) => r.shape?.startsWith(`M=${BL} I=${I} O=${O}`) && r.shape.endsWith(' ×2')).map((r) => r.count)).toEqual([cfg.depth]);
+    }
     // the flops of a kernel are the same whichever way the table is cut
     const flops = (rows: typeof plain.kernels, k: string) => rows.filter((r) => r.kernel === k).reduce((a, r) => a + r.flops, 0);
     expect(flops(split.kernels, 'matmul_forward')).toBe(flops(plain.kernels, 'matmul_forward'));

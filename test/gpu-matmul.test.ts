@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
+import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
   MATMUL_TUNED, NARROW_MAX_I, SKINNY_MAX_O, biasBackward, biasBackwardPlan, linearBackward, linearBackwardScratchElements, matmulBackwardInput,
   matmulBackwardWeight, matmulBackwardWeightPlan, matmulDefault, matmulForward, matmulKernelFor, matmulTile,
@@ -878,5 +879,131 @@ describe('skinny forward and input gradient', () => {
     expect(() => matmulBackwardWeight(gpu, { dweight: t, dout: t, inp: t, M: 37, I: 20, O: 12, variant: 'skinny' }))
       .toThrow(/variant skinny cannot run backward_weight/);
     expect(() => matmulBackwardWeightPlan(37, 20, 12, undefined, 'skinny')).toThrow(/skinny cannot run backward_weight/);
+  });
+});
+
+// Batches (MatmulBatch): Z problems of one shape in one dispatch, problem z's operands z · stride
+// elements further in the same tensors, on every kernel that takes them. Each problem must come
+// out with the bits of its own call (the same kernel on the same operands), near float64, and
+// nothing else in the tensors may change.
+describe('batches: several problems in one dispatch', () => {
+  const Z = 3;
+  // dt_proj's strided input (ldi), offsets and strides that keep the vec4 loads; the weight stride a
+  // multiple of 64 elements, so that each problem's weight can be bound on its own for the single calls
+  const c = { M: 37, I: 12, O: 24, ldi: 16, ldo: 28, inpOffset: 4, outOffset: 8 };
+  const zs = { inp: c.M * c.ldi + 20, out: c.M * c.ldo + 12, weight: 320 };
+  const kernels: { name: string; k: { tile?: MatmulTile; variant?: string }; ops: MatmulOp[] }[] = [
+    { name: 'tile64', k: { tile: 64 }, ops: ['forward', 'backward_input', 'backward_weight'] },
+    { name: 'tile128', k: { tile: 128 }, ops: ['forward', 'backward_input', 'backward_weight'] },
+    { name: 'tiled 32x16/4x4/k8/v4/db', k: { variant: '32x16/4x4/k8/v4/db' }, ops: ['forward', 'backward_input', 'backward_weight'] },
+    { name: 'narrow', k: { variant: 'narrow' }, ops: ['backward_input'] },
+    { name: 'rows', k: { variant: 'rows' }, ops: ['backward_input'] },
+  ];
+  const cases = kernels.flatMap((kk) => kk.ops.map((op) => ({ ...kk, op })));
+
+  it.each(cases)('$op, $name: each problem with the bits of its own call', async ({ k, op }) => {
+    const gpu = await testGpu();
+    const rng = new Rng(131);
+    const inpN = c.inpOffset + (Z - 1) * zs.inp + c.M * c.ldi;
+    const outN = c.outOffset + (Z - 1) * zs.out + c.M * c.ldo;
+    const hInp = randArray(rng, inpN + 5);
+    const hOut = randArray(rng, outN + 3);
+    const hW = randArray(rng, (Z - 1) * zs.weight + c.O * c.I + 7);
+    const wView = (t: GpuTensor, z: number) => ({ ...t, offset: t.offset + 4 * z * zs.weight, size: 4 * c.O * c.I });
+    const batch = { count: Z, ...zs };
+    const accumulate = op === 'backward_input'; // x_proj's input gradient adds to du
+    let batched: Float64Array[];
+    const single: Float64Array[] = [];
+    if (op === 'forward' || op === 'backward_input') {
+      const fwd = op === 'forward';
+      const mk = () => ({ inp: tensorFrom(gpu, hInp, 'inp'), out: tensorFrom(gpu, hOut, 'out'), w: tensorFrom(gpu, hW, 'weight') });
+      const call = (t: ReturnType<typeof mk>, extra: object) => (fwd
+        ? matmulForward(gpu, { out: t.out, inp: t.inp, weight: t.w, bias: null, ...c, ...k, ...extra })
+        : matmulBackwardInput(gpu, { dinp: t.inp, dout: t.out, weight: t.w, accumulate, ...c, ...k, ...extra }));
+      const all = mk();
+      const d = call(all, { batch });
+      expect(d.workgroups[2]).toBe(Z);
+      await run(gpu, [d]);
+      const result = fwd ? all.out : all.inp;
+      const got = await read(gpu, result);
+      const one = mk();
+      for (let z = 0; z < Z; z++) {
+        await run(gpu, [call({ ...one, w: wView(one.w, z) }, { inpOffset: c.inpOffset + z * zs.inp, outOffset: c.outOffset + z * zs.out })]);
+      }
+      const each = await read(gpu, fwd ? one.out : one.inp);
+      expect(Array.from(got), 'the whole tensor: each problem as its own call, the rest untouched').toEqual(Array.from(each));
+      batched = [got];
+      // float64: problem Z − 1
+      const z = Z - 1;
+      const rows = (buf: ArrayLike<number>, off: number, ld: number, cols: number) =>
+        Float64Array.from({ length: c.M * cols }, (_, j) => buf[off + Math.floor(j / cols) * ld + (j % cols)]);
+      const w = hW.subarray(z * zs.weight, z * zs.weight + c.O * c.I);
+      if (fwd) {
+        const ref = new Float64Array(c.M * c.O);
+        linear_forward(ref, rows(hInp, c.inpOffset + z * zs.inp, c.ldi, c.I), w, null, c.M, c.I, c.O);
+        expect(relErr(rows(got, c.outOffset + z * zs.out, c.ldo, c.O), ref)).toBeLessThan(TOL);
+      } else {
+        const ref = rows(hInp, c.inpOffset + z * zs.inp, c.ldi, c.I);
+        linear_backward(ref, new Float64Array(c.O * c.I), null, rows(hOut, c.outOffset + z * zs.out, c.ldo, c.O), new Float64Array(c.M * c.I), w, c.M, c.I, c.O);
+        expect(relErr(rows(got, c.inpOffset + z * zs.inp, c.ldi, c.I), ref)).toBeLessThan(TOL);
+      }
+    } else {
+      const inp = tensorFrom(gpu, hInp, 'inp');
+      const dout = tensorFrom(gpu, hOut, 'dout');
+      const init = randArray(rng, c.O * c.I);
+      // the sums of one dispatch land in one buffer: the problems' dweights as views of one tensor, 256 bytes apart
+      const step = 64 * Math.ceil((c.O * c.I) / 64);
+      const flat = zerosTensor(gpu, Z * step, 'dweights');
+      const dweights = Array.from({ length: Z }, (_, z) => {
+        upload(gpu, flat, init, z * step);
+        return { buffer: flat.buffer, offset: 4 * z * step, size: 4 * c.O * c.I, label: `dweight ${z}` };
+      });
+      const plan = matmulBackwardWeightPlan(c.M, c.I, c.O, 3, k.tile ?? k.variant);
+      const ws = new WeightSums(zerosTensor(gpu, weightSumsElements(Array(Z).fill(plan.scratchElements)), 'partials'));
+      const list = matmulBackwardWeight(gpu, {
+        dweight: dweights[0], dout, inp, ...c, ...k, splits: 3, accumulate: true, sums: ws, batch: { count: Z, inp: zs.inp, out: zs.out, dweights },
+      });
+      expect(list).toHaveLength(1);
+      expect(list[0].workgroups[2]).toBe(3 * Z);
+      expect(ws.rows.map((r) => r.dst)).toEqual(dweights);
+      await run(gpu, [...list, ...weightSumsDispatch(gpu, ws)]);
+      batched = await Promise.all(dweights.map(async (_, z) => Float64Array.from(await download(gpu, flat, c.O * c.I, z * step))));
+      for (let z = 0; z < Z; z++) {
+        const dweight = tensorFrom(gpu, init, 'dweight');
+        await run(gpu, matmulBackwardWeight(gpu, {
+          dweight, dout, inp, ...c, ...k, splits: 3, accumulate: true, inpOffset: c.inpOffset + z * zs.inp, outOffset: c.outOffset + z * zs.out,
+        }));
+        single.push(await read(gpu, dweight));
+        expect(Array.from(batched[z]), `problem ${z}`).toEqual(Array.from(single[z]));
+      }
+      const z = Z - 1;
+      const rows = (buf: ArrayLike<number>, off: number, ld: number, cols: number) =>
+        Float64Array.from({ length: c.M * cols }, (_, j) => buf[off + Math.floor(j / cols) * ld + (j % cols)]);
+      const ref = Float64Array.from(init);
+      linear_backward(null, ref, null, rows(hOut, c.outOffset + z * zs.out, c.ldo, c.O), rows(hInp, c.inpOffset + z * zs.inp, c.ldi, c.I),
+        new Float64Array(c.O * c.I), c.M, c.I, c.O);
+      expect(relErr(batched[z], ref)).toBeLessThan(TOL);
+    }
+  });
+
+  it('refuses what a batch cannot be: a skinny kernel, a bias, a weight gradient without sums or with the wrong dweights, operands too small', async () => {
+    const gpu = await testGpu();
+    const t = (n: number, label: string) => zerosTensor(gpu, n, label);
+    const s = { M: 8, I: 8, O: 8 };
+    const batch = { count: 2, inp: 64, out: 64, weight: 64 };
+    expect(() => matmulForward(gpu, { out: t(128, 'out'), inp: t(128, 'inp'), weight: t(128, 'w'), bias: null, ...s, batch, variant: 'skinny' }))
+      .toThrow(/skinny kernels take one problem a dispatch/);
+    expect(() => matmulForward(gpu, { out: t(128, 'out'), inp: t(128, 'inp'), weight: t(128, 'w'), bias: t(8, 'b'), ...s, batch }))
+      .toThrow(/a batched forward takes no bias/);
+    expect(() => matmulForward(gpu, { out: t(100, 'out'), inp: t(128, 'inp'), weight: t(128, 'w'), bias: null, ...s, batch }))
+      .toThrow(/out \(out\) holds 100 f32 but 8×8 at stride 8 from element 64 needs 128/);
+    const dw = [t(64, 'dw0'), t(64, 'dw1')];
+    const ws = new WeightSums(t(1024, 'partials'));
+    expect(() => matmulBackwardWeight(gpu, { dweight: dw[0], dout: t(128, 'dout'), inp: t(128, 'inp'), ...s, batch: { ...batch, dweights: dw } }))
+      .toThrow(/a weight gradient in batches needs `sums`/);
+    expect(() => matmulBackwardWeight(gpu, { dweight: dw[1], dout: t(128, 'dout'), inp: t(128, 'inp'), ...s, sums: ws, batch: { ...batch, dweights: dw } }))
+      .toThrow(/takes 2 dweights in batch\.dweights, dweight the first/);
+    expect(() => matmulBackwardWeight(gpu, { dweight: dw[0], dout: t(128, 'dout'), inp: t(128, 'inp'), ...s, sums: ws, batch: { ...batch, dweights: [dw[0]] } }))
+      .toThrow(/takes 2 dweights/);
   });
 });

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/model/config.js';
 import { initParams } from '../src/model/init.js';
 import { ParamSet, paramSpecs } from '../src/model/params.js';
-import { fuseCombineDefault, mergeWeightSumsDefault, pairScanReduceDefault, VimGpu } from '../src/model/vim-gpu.js';
+import { batchDirectionsDefault, fuseCombineDefault, mergeWeightSumsDefault, pairScanReduceDefault, VimGpu } from '../src/model/vim-gpu.js';
 import { vimLoss } from '../src/reference/vim.js';
 import { smooth_targets } from '../src/reference/cross-entropy.js';
 import { loadCifar10Split } from '../src/data/cifar10.js';
@@ -132,7 +132,7 @@ describe('Vim on the GPU (vim-nano)', () => {
     });
   });
 
-  it('16 images, where the weight gradients split: every gradient matches the float64 reference with the sums merged a block; VIM_MERGE_WEIGHT_SUMS=0 and VIM_SCAN_PAIR_REDUCE=1 (both scan reductions of a block in one dispatch) give the same bits', async () => {
+  it('16 images, where the weight gradients split: every gradient matches the float64 reference with the sums merged a block and x_proj, dt_proj a dispatch for both directions; VIM_MERGE_WEIGHT_SUMS=0, VIM_SCAN_PAIR_REDUCE=1 (both scan reductions of a block in one dispatch) and VIM_BATCH_DIRECTIONS=0 (a dispatch a direction) give the same bits', async () => {
     const gpu = await testGpu();
     const B = 16;
     const p64 = initParams(cfg, 11).toFloat64();
@@ -140,14 +140,21 @@ describe('Vim on the GPU (vim-nano)', () => {
     const { images, targets } = batch(test, 6, B, cfg.C, 0.1);
     const ref = vimLoss(p64, images, targets, B);
     const flats: Float64Array[] = [];
-    await withEnv(['VIM_MERGE_WEIGHT_SUMS', 'VIM_SCAN_PAIR_REDUCE'], async () => {
-      for (const [merged, pair] of [[true, false], [false, false], [true, true]]) {
+    await withEnv(['VIM_MERGE_WEIGHT_SUMS', 'VIM_SCAN_PAIR_REDUCE', 'VIM_BATCH_DIRECTIONS'], async () => {
+      for (const [merged, pair, batched] of [[true, false, true], [false, false, true], [true, true, true], [true, false, false]]) {
         process.env.VIM_MERGE_WEIGHT_SUMS = merged ? '1' : '0';
         process.env.VIM_SCAN_PAIR_REDUCE = pair ? '1' : '0';
+        process.env.VIM_BATCH_DIRECTIONS = batched ? '1' : '0';
         const model = await VimGpu.create(gpu, cfg, { batch: B, training: true });
         const sums = model.backwardList.filter((d) => d.label === 'matmul_backward_weight_sums').length;
         const own = model.backwardList.filter((d) => d.label === 'matmul_backward_weight_sum').length;
         expect([sums, own]).toEqual(merged ? [cfg.depth, 1] : [0, 6 * cfg.depth + 1]); // (+1: the patch embedding's)
+        // x_proj's forward, input and weight gradients and dt_proj's two: one dispatch for both directions where
+        // batched (which needs the merged sums), one a direction otherwise
+        const both = merged && batched;
+        const xProj = (list: { shape?: string }[]) => list.filter((d) => d.shape?.startsWith(`M=${B * cfg.L} I=${cfg.E} O=${cfg.R + 2 * cfg.N}`));
+        expect(xProj(model.forwardList).map((d) => d.shape?.endsWith(' ×2'))).toEqual(Array(both ? cfg.depth : 2 * cfg.depth).fill(both));
+        expect(xProj(model.backwardList)).toHaveLength((both ? 2 : 4) * cfg.depth);
         const reductions = model.backwardList.filter((d) => d.label === 'selective_scan_reduce').length;
         expect(reductions).toBe(pair ? cfg.depth : 2 * cfg.depth);
         model.setParams(p64);
@@ -162,6 +169,11 @@ describe('Vim on the GPU (vim-nano)', () => {
       }
       expect(Array.from(flats[0])).toEqual(Array.from(flats[1]));
       expect(Array.from(flats[0])).toEqual(Array.from(flats[2]));
+      expect(Array.from(flats[0])).toEqual(Array.from(flats[3]));
+      process.env.VIM_BATCH_DIRECTIONS = 'no';
+      expect(() => batchDirectionsDefault()).toThrow(/VIM_BATCH_DIRECTIONS must be '0' \(x_proj and dt_proj a dispatch a direction\) or '1'/);
+      delete process.env.VIM_BATCH_DIRECTIONS;
+      expect(batchDirectionsDefault(), 'both directions in one dispatch by default').toBe(true);
       process.env.VIM_MERGE_WEIGHT_SUMS = 'yes';
       expect(() => mergeWeightSumsDefault()).toThrow(/VIM_MERGE_WEIGHT_SUMS must be '0' \(a sum dispatch for each weight gradient\) or '1'/);
       delete process.env.VIM_SCAN_PAIR_REDUCE;

@@ -14,7 +14,9 @@ import type { VimConfig } from '../model/config.js';
 import { Rng } from '../rng.js';
 import * as ref from '../reference/index.js';
 import { imageWords, normalizePatches, tokensBackward, tokensForward, uploadImages } from '../gpu/ops/embed.js';
-import { biasBackward, matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../gpu/ops/matmul.js';
+import {
+  biasBackward, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightBatchElements, matmulForward, WeightSums, weightSumsDispatch, weightSumsElements,
+} from '../gpu/ops/matmul.js';
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
 import {
   conv1dBackward2ScratchElements, conv1dBackwardScratchElements, conv1dSiluBackward, conv1dSiluBackward2, conv1dSiluForward,
@@ -284,6 +286,60 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
         out: relErr(await c.read(out), r), dinp: relErr(cols(await c.read(dxdbl), BL, S, 0, R), rdx),
         dweight: relErr(await c.read(dw), rdw),
       };
+    },
+  });
+  checks.push({
+    kernel: 'x_proj and dt_proj, both directions in one dispatch each (the model\'s)', shapes: `M=${BL} E=${E} R+2N=${R + 2 * N} R=${R} ×2`,
+    run: async (c) => {
+      // each direction's operand at the first 256-byte boundary after the other's, in one tensor, as the model lays them out
+      const S = R + 2 * N;
+      const at = (n: number) => 64 * Math.ceil(n / 64);
+      const two = (n: number, lo = -1, hi = 1) => {
+        const v = [c.rand(n, lo, hi), c.rand(n, lo, hi)];
+        const all = new Float64Array(at(n) + n);
+        all.set(v[0]);
+        all.set(v[1], at(n));
+        return { v, t: c.t(all), stride: at(n) };
+      };
+      const u = two(BL * E), wx = two(S * E, -0.2, 0.2), dx = two(BL * S), wdt = two(E * R, -0.3, 0.3), dd = two(BL * E), du = two(BL * E);
+      const xdbl = c.t(at(BL * S) + BL * S);
+      // the weight gradients' partials and sums as the model records them (a block's sums in one dispatch)
+      // (their results in one buffer, as the model's gradients: dt_proj's two, then x_proj's two)
+      const dwAll = c.t(2 * at(E * R) + 2 * at(S * E), 'weight gradients');
+      const view = (off: number, n: number, label: string): GpuTensor => ({ ...dwAll, offset: 4 * off, size: 4 * n, label });
+      const dwdtV = [view(0, E * R, 'dt_proj dweight'), view(at(E * R), E * R, 'dt_proj_b dweight')];
+      const dwxV = [view(2 * at(E * R), S * E, 'x_proj dweight'), view(2 * at(E * R) + at(S * E), S * E, 'x_proj_b dweight')];
+      const px = matmulBackwardWeightBatchElements(BL, E, S), pdt = matmulBackwardWeightBatchElements(BL, R, E);
+      const sums = new WeightSums(c.t(weightSumsElements([pdt, pdt, px, px])));
+      const dxOut = c.t(dx.v[0].length + dx.stride); // dt_proj's input gradient into dxdbl's first R columns
+      const dxt = dx.t;
+      const list = [
+        matmulForward(c.gpu, { out: xdbl, inp: u.t, weight: wx.t, bias: null, M: BL, I: E, O: S, batch: { count: 2, inp: u.stride, out: at(BL * S), weight: wx.stride } }),
+        matmulBackwardInput(c.gpu, { dinp: dxOut, dout: dd.t, weight: wdt.t, M: BL, I: R, O: E, ldi: S, batch: { count: 2, inp: dx.stride, out: dd.stride, weight: wdt.stride } }),
+        ...matmulBackwardWeight(c.gpu, { dweight: dwdtV[0], dout: dd.t, inp: dxt, M: BL, I: R, O: E, ldi: S, sums, batch: { count: 2, inp: dx.stride, out: dd.stride, dweights: dwdtV } }),
+        matmulBackwardInput(c.gpu, { dinp: du.t, dout: dxt, weight: wx.t, M: BL, I: E, O: S, accumulate: true, batch: { count: 2, inp: du.stride, out: dx.stride, weight: wx.stride } }),
+        ...matmulBackwardWeight(c.gpu, { dweight: dwxV[0], dout: dxt, inp: u.t, M: BL, I: E, O: S, sums, batch: { count: 2, inp: u.stride, out: dx.stride, dweights: dwxV } }),
+      ];
+      await c.run([...list, ...weightSumsDispatch(c.gpu, sums)]);
+      const errs: Errors = {};
+      const part = async (t: GpuTensor, d: number, n: number) => Float64Array.from(await download(c.gpu, t, n, d * at(n)));
+      for (let d = 0; d < 2; d++) {
+        const tag = d === 0 ? 'forward' : 'backward';
+        const rx = new Float64Array(BL * S);
+        ref.linear_forward(rx, u.v[d], wx.v[d], null, BL, E, S);
+        errs[`xdbl ${tag}`] = relErr(await part(xdbl, d, BL * S), rx);
+        // dt_proj: dt_low = dx's first R columns here (any (BL, S) operand serves)
+        const lo = cols(dx.v[d], BL, S, 0, R);
+        const rdlo = new Float64Array(BL * R), rdwdt = new Float64Array(E * R);
+        ref.linear_backward(rdlo, rdwdt, null, dd.v[d], lo, wdt.v[d], BL, R, E);
+        errs[`dt_proj dinp ${tag}`] = relErr(cols(await part(dxOut, d, BL * S), BL, S, 0, R), rdlo);
+        errs[`dt_proj dweight ${tag}`] = relErr(await c.read(dwdtV[d]), rdwdt);
+        const rdu = Float64Array.from(du.v[d]), rdwx = new Float64Array(S * E);
+        ref.linear_backward(rdu, rdwx, null, dx.v[d], u.v[d], wx.v[d], BL, E, S);
+        errs[`x_proj dinp (added) ${tag}`] = relErr(await part(du.t, d, BL * E), rdu);
+        errs[`x_proj dweight ${tag}`] = relErr(await c.read(dwxV[d]), rdwx);
+      }
+      return errs;
     },
   });
   // As the model runs them: by default the combine fused in (the backward direction's forward adds

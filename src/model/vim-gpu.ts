@@ -31,7 +31,7 @@ import { compileCheck, encodeDispatches, type Dispatch } from '../gpu/kernels.js
 import { align, download, mapRead, upload, type GpuTensor } from '../gpu/tensor.js';
 import { imageWords, normalizePatches, tokensBackward, tokensForward, uploadImages } from '../gpu/ops/embed.js';
 import {
-  biasBackward, biasBackwardPlan, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightPlan, matmulForward,
+  biasBackward, biasBackwardPlan, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightBatchElements, matmulBackwardWeightPlan, matmulForward,
   weightSumsDispatch, weightSumsElements, WeightSums,
 } from '../gpu/ops/matmul.js';
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
@@ -154,6 +154,35 @@ export function pairScanReduceDefault(): boolean {
   throw new VimError(`VIM_SCAN_PAIR_REDUCE must be '0' (a reduction after each direction's scan backward) or '1' (one after both); it is '${v}'`);
 }
 
+/**
+ * Whether a block's x_proj and dt_proj matmuls run both directions in one dispatch (MatmulBatch:
+ * the directions' u, xdbl, du, dΔraw and dxdbl each one tensor with the reverse direction's from the
+ * first 256-byte boundary after the forward one's, their weights a fixed stride apart in the flat
+ * parameters): 120 dispatches fewer a training step at depth 24 (24 in inference), for a second
+ * dΔraw and dxdbl (29 MB for vim-tiny at batch 256). The same sums in the same order, so the same
+ * bits. VIM_BATCH_DIRECTIONS=0 selects a dispatch a direction, for measurements; 1 or unset, one for both.
+ */
+export function batchDirectionsDefault(): boolean {
+  const v = process.env.VIM_BATCH_DIRECTIONS;
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new VimError(`VIM_BATCH_DIRECTIONS must be '0' (x_proj and dt_proj a dispatch a direction) or '1' (both directions in one); it is '${v}'`);
+}
+
+/**
+ * One binding over two views of one buffer, `second` at or after `first`: the tensor from first's
+ * start to second's end and the elements between their starts (MatmulBatch's strides).
+ */
+function spanOf(first: GpuTensor, second: GpuTensor): { t: GpuTensor; stride: number } {
+  if (first.buffer !== second.buffer || second.offset < first.offset || (second.offset - first.offset) % 4 !== 0) {
+    throw new Error(`spanOf: ${second.label} does not follow ${first.label} in one buffer`);
+  }
+  return {
+    t: { buffer: first.buffer, offset: first.offset, size: second.offset + second.size - first.offset, label: `${first.label} … ${second.label}` },
+    stride: (second.offset - first.offset) / 4,
+  };
+}
+
 /** Bytes of the step read-back buffer before the logits: loss at 0, the gradient stats at 16. */
 const READBACK_STATS_OFFSET = 16;
 const READBACK_LOGITS_OFFSET = 32;
@@ -274,15 +303,24 @@ export class VimGpu {
     this.scanCheckpoints = opts.training ? (fwdCkpt ? 'forward' : 'backward') : null;
     this.scanDelta = opts.training ? (dtRec ? 'recomputed' : 'stored') : null;
     const ckElems = Math.max(4, scanCheckpointElements({ B, L, E, N, R }, scanPlan.segment));
+    // (the batched weight gradients put their partials in a block's weight sums: not with VIM_MERGE_WEIGHT_SUMS=0)
+    const batchDirs = batchDirectionsDefault() && (!opts.training || mergeWeightSumsDefault());
+    const nx = BL * (R + 2 * N);
+    // (n) a direction: with batchDirs both directions' views of one tensor (scanPairViews), else a tensor each
+    const perDir = (label: string, n: number): [GpuTensor, GpuTensor] => (batchDirs
+      ? scanPairViews(t(label, scanPairElements(n)), n)
+      : [t(`${label} (forward)`, n), t(`${label} (backward)`, n)]);
     const newLayer = (i: number | string): LayerActs => {
-      const dir = (d: string): DirActs => ({
-        u: t(`${i}.${d}.u`, BL * E), xdbl: t(`${i}.${d}.xdbl`, BL * (R + 2 * N)),
-        delta: opts.training && !dtRec ? t(`${i}.${d}.delta`, BL * E) : null, // with dtRec the backward recomputes it
-        ckpt: fwdCkpt ? t(`${i}.${d}.scan checkpoints`, ckElems) : null,
+      const u = perDir(`${i}.u`, BL * E);
+      const xdbl = perDir(`${i}.xdbl`, nx);
+      const dir = (d: number): DirActs => ({
+        u: u[d], xdbl: xdbl[d],
+        delta: opts.training && !dtRec ? t(`${i}.${'fb'[d]}.delta`, BL * E) : null, // with dtRec the backward recomputes it
+        ckpt: fwdCkpt ? t(`${i}.${'fb'[d]}.scan checkpoints`, ckElems) : null,
       });
       return {
         r: t(`${i}.r`, BL * D), rstd: t(`${i}.rstd`, BL), hn: t(`${i}.hn`, BL * D), xz: t(`${i}.xz`, BL * 2 * E),
-        dirs: [dir('f'), dir('b')], cmb: t(`${i}.cmb`, BL * E),
+        dirs: [dir(0), dir(1)], cmb: t(`${i}.cmb`, BL * E),
       };
     };
     // Training keeps every block's activations for backward; inference shares one set, with the
@@ -314,13 +352,18 @@ export class VimGpu {
     const scratch = opts.training ? t('scratch', scratchElems) : null;
     const scratch2 = opts.training ? t('scan parameter partials', Math.max(1, both(scanScratch.paramPartials))) : null;
     // a block's weight gradients' split partials, all at once where their sums run together at its end
-    const blockWeights = [[BL, E, D], [BL, R, E], [BL, R, E], [BL, E, R + 2 * N], [BL, E, R + 2 * N], [BL, D, 2 * E]] as const;
+    // (with batchDirs, dt_proj's and x_proj's both directions in one dispatch each, their partials a region a direction)
+    const blockWeights = [[BL, E, D, false], [BL, R, E, batchDirs], [BL, R, E, batchDirs], [BL, E, R + 2 * N, batchDirs], [BL, E, R + 2 * N, batchDirs], [BL, D, 2 * E, false]] as const;
+    const partialsOf = ([m, i, o, batched]: readonly [number, number, number, boolean]) => (batched
+      ? matmulBackwardWeightBatchElements(m, i, o) : matmulBackwardWeightPlan(m, i, o).scratchElements);
     const weightSums = opts.training && mergeWeightSumsDefault()
-      ? new WeightSums(t('block weight partials', Math.max(1, weightSumsElements(blockWeights.map(([m, i, o]) => matmulBackwardWeightPlan(m, i, o).scratchElements)))))
+      ? new WeightSums(t('block weight partials', Math.max(1, weightSumsElements(blockWeights.map(partialsOf)))))
       : undefined;
 
     const p = (name: string) => this.params.get(name);
     const mix = (i: number, s: string) => p(`layers.${i}.mixer.${s}`);
+    // both directions' weights of a block as one binding (batchDirs)
+    const mixBoth = (i: number, names: readonly [string, string]) => spanOf(mix(i, names[0]), mix(i, names[1]));
     const F = this.forwardList;
 
     // ---------------------------------------------------------------- forward
@@ -343,10 +386,16 @@ export class VimGpu {
         weightF: mix(i, DIRECTION_NAMES.conv1dWeight[0]), biasF: mix(i, DIRECTION_NAMES.conv1dBias[0]),
         weightB: mix(i, DIRECTION_NAMES.conv1dWeight[1]), biasB: mix(i, DIRECTION_NAMES.conv1dBias[1]), B, L, E, K,
       }));
+      if (batchDirs) { // x_proj of both directions in one dispatch
+        const u = spanOf(a.dirs[0].u, a.dirs[1].u), xd = spanOf(a.dirs[0].xdbl, a.dirs[1].xdbl), w = mixBoth(i, DIRECTION_NAMES.xProj);
+        F.push(matmulForward(gpu, {
+          out: xd.t, inp: u.t, weight: w.t, bias: null, M: BL, I: E, O: R + 2 * N, batch: { count: 2, inp: u.stride, out: xd.stride, weight: w.stride },
+        }));
+      }
       for (let d = 0; d < 2; d++) {
         const da = a.dirs[d];
         const reverse = d === 1;
-        F.push(matmulForward(gpu, { out: da.xdbl, inp: da.u, weight: mix(i, DIRECTION_NAMES.xProj[d]), bias: null, M: BL, I: E, O: R + 2 * N }));
+        if (!batchDirs) F.push(matmulForward(gpu, { out: da.xdbl, inp: da.u, weight: mix(i, DIRECTION_NAMES.xProj[d]), bias: null, M: BL, I: E, O: R + 2 * N }));
         // dt_proj fused into the scan: Δraw = xdbl[:, 0…R−1] · dt_projᵀ, stored only for a backward that does not recompute it
         // fused: the forward direction writes y_f into cmb, the backward direction adds its output
         // there at the original tokens (· 0.5, · the drop-path factor), leaving the combined output
@@ -384,12 +433,13 @@ export class VimGpu {
     // (BL, E) each: the directions' output gradients of the separate combine (fused: the scans read dcmb)
     const dy = fuseCombine ? null : [t('dy forward', BL * E), t('dy backward', BL * E)];
     const dxz = t('dxz', BL * 2 * E);
-    const du = [t('du forward', BL * E), t('du backward', BL * E)]; // (BL, E) each, direction order
-    // (BL, E) and (BL, R+2N), one a direction with the pair reduction (both scans run before it), else one for both
-    const nx = BL * (R + 2 * N);
-    const ddelta = pair ? [t('ddelta forward', BL * E), t('ddelta backward', BL * E)] : Array(2).fill(t('ddelta', BL * E));
-    const dxdblAll = t('dxdbl', both(nx));
-    const dxdbl = pair ? scanPairViews(dxdblAll, nx) : [dxdblAll, dxdblAll];
+    const du = perDir('du', BL * E); // (BL, E) each, direction order
+    // (BL, E) and (BL, R+2N): one a direction where both scans run before the matmuls that read them
+    // (the pair reduction, batchDirs), else one for both
+    const apart = pair || batchDirs;
+    const ddelta = apart ? perDir('ddelta', BL * E) : Array(2).fill(t('ddelta', BL * E));
+    const dxdblAll = t('dxdbl', apart ? scanPairElements(nx) : nx);
+    const dxdbl = apart ? scanPairViews(dxdblAll, nx) : [dxdblAll, dxdblAll];
     const bcPartials = pair ? scanPairViews(scratch, scanScratch.bcPartials) : [scratch, scratch];
     const paramPartials = pair ? scanPairViews(scratch2, scanScratch.paramPartials) : [scratch2, scratch2];
     const dpe = t('dpatch embeddings', B * Np * D);
@@ -426,7 +476,30 @@ export class VimGpu {
         };
       });
       if (pair) W.push(...selectiveScanBackwardPair(gpu, [scanArgs[0], scanArgs[1]]));
-      for (let d = 0; d < 2; d++) {
+      else if (batchDirs) W.push(...selectiveScanBackward(gpu, scanArgs[0]), ...selectiveScanBackward(gpu, scanArgs[1]));
+      if (batchDirs) { // dt_proj and x_proj of both directions, a dispatch each
+        const dd = spanOf(ddelta[0], ddelta[1]), dx = spanOf(dxdbl[0], dxdbl[1]), xd = spanOf(a.dirs[0].xdbl, a.dirs[1].xdbl);
+        const u = spanOf(a.dirs[0].u, a.dirs[1].u), dU = spanOf(du[0], du[1]);
+        const wdt = mixBoth(i, DIRECTION_NAMES.dtProjWeight), wx = mixBoth(i, DIRECTION_NAMES.xProj);
+        const grads = (names: readonly [string, string]) => [gm(i, names[0]), gm(i, names[1])];
+        W.push(matmulBackwardInput(gpu, {
+          dinp: dx.t, dout: dd.t, weight: wdt.t, M: BL, I: R, O: E, ldi: R + 2 * N, batch: { count: 2, inp: dx.stride, out: dd.stride, weight: wdt.stride },
+        }));
+        const dtW = grads(DIRECTION_NAMES.dtProjWeight);
+        W.push(...matmulBackwardWeight(gpu, {
+          dweight: dtW[0], dout: dd.t, inp: xd.t, M: BL, I: R, O: E, ldi: R + 2 * N, scratch, sums: weightSums,
+          batch: { count: 2, inp: xd.stride, out: dd.stride, dweights: dtW },
+        }));
+        W.push(matmulBackwardInput(gpu, {
+          dinp: dU.t, dout: dx.t, weight: wx.t, M: BL, I: E, O: R + 2 * N, accumulate: true, batch: { count: 2, inp: dU.stride, out: dx.stride, weight: wx.stride },
+        }));
+        const xW = grads(DIRECTION_NAMES.xProj);
+        W.push(...matmulBackwardWeight(gpu, {
+          dweight: xW[0], dout: dx.t, inp: u.t, M: BL, I: E, O: R + 2 * N, scratch, sums: weightSums,
+          batch: { count: 2, inp: u.stride, out: dx.stride, dweights: xW },
+        }));
+      }
+      for (let d = 0; d < 2 && !batchDirs; d++) {
         const da = a.dirs[d];
         if (!pair) W.push(...selectiveScanBackward(gpu, scanArgs[d]));
         const dd = ddelta[d];

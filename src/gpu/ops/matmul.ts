@@ -412,6 +412,30 @@ interface Strides {
   tile?: MatmulTile;
   /** The kernel (a MatmulVariant or its name, e.g. "128x64/8x8/k16/v4"); default from matmulDefault. */
   variant?: MatmulVariant | string;
+  /** Several problems of this shape in one dispatch (MatmulBatch); default one. */
+  batch?: MatmulBatch;
+}
+
+/**
+ * `count` problems of one shape in one dispatch, the grid's third dimension (every kernel but the
+ * skinny ones, which give way to the size rule's): problem z's operands lie z · stride elements
+ * after problem 0's, in the same tensors (which must hold them all). Each problem is computed as
+ * it would be alone, by the same kernel, so to the same bits. Strides of operands read or written
+ * as vec4s must be multiples of 4 for vec4 loads to be used.
+ */
+export interface MatmulBatch {
+  count: number;
+  /** Elements between problems in inp / dinp, the (M, I) operand. */
+  inp: number;
+  /** In out / dout, the (M, O) operand. */
+  out: number;
+  /** In weight (forward and input gradient); 0 or omitted: one weight for all. */
+  weight?: number;
+  /**
+   * Weight gradient: each problem's dweight (`dweight` is the first of them). Their split partials
+   * go to `sums`, one region a problem, and each gets its own row of the sums.
+   */
+  dweights?: GpuTensor[];
 }
 
 export interface MatmulForwardArgs extends Strides {
@@ -613,6 +637,15 @@ export function matmulBackwardWeightPlan(
   return weightPlan(M, I, O, splits, v);
 }
 
+/**
+ * Elements of WeightSums.partials one problem of a default weight gradient in batches
+ * (MatmulBatch) takes: its splits' partials, as for one problem, and a whole O·I where it runs
+ * unsplit (one problem then writes dweight itself; a batch its partials, which are summed).
+ */
+export function matmulBackwardWeightBatchElements(M: number, I: number, O: number): number {
+  return Math.max(matmulBackwardWeightPlan(M, I, O).scratchElements, O * I);
+}
+
 function splitsFromRows(M: number, splitRows: number | undefined): number | undefined {
   return splitRows === undefined ? undefined : ceilDiv(M, splitRows);
 }
@@ -662,12 +695,15 @@ interface View {
   rows: number;
   ld: number;
   cols: number;
+  /** Problems (MatmulBatch.count) and the elements between them. */
+  zn: number;
+  zs: number;
 }
 
 /** Whether a view can be read or written as vec4s: aligned, and inside the tensor's whole vec4s. */
 function vec4View(v: View): boolean {
-  return v.cols % 4 === 0 && v.ld % 4 === 0 && v.off % 4 === 0 &&
-    v.off + (v.rows - 1) * v.ld + v.cols <= Math.floor(numel(v.t) / 4) * 4;
+  return v.cols % 4 === 0 && v.ld % 4 === 0 && v.off % 4 === 0 && v.zs % 4 === 0 &&
+    v.off + (v.zn - 1) * v.zs + (v.rows - 1) * v.ld + v.cols <= Math.floor(numel(v.t) / 4) * 4;
 }
 
 /** The operands of a matmul as the kernels see them: A (tile rows × k), B (tile columns × k), the result. */
@@ -676,6 +712,8 @@ interface Problem {
   M: number;
   I: number;
   O: number;
+  /** Problems in the dispatch (MatmulBatch.count). */
+  zn: number;
   a: View;
   b: View;
   result: View;
@@ -706,6 +744,7 @@ function tiledUnfit(gpu: Gpu, v: TiledVariant, p: Problem): string | null {
 }
 
 const NARROW_OP_ONLY = 'it computes only the input gradient (backward_input)';
+
 const SKINNY_OP_ONLY = 'it computes only the forward and the input gradient';
 
 /**
@@ -762,6 +801,7 @@ function skinnyUnfit(gpu: Gpu, p: Problem): string | null {
 
 /** Why variant `v` cannot run problem `p` on this adapter, or null when it can (the fixed kernels run anything). */
 function unfit(gpu: Gpu, v: MatmulVariant, p: Problem): string | null {
+  if (p.zn > 1 && v.kernel === 'skinny') return 'the skinny kernels take one problem a dispatch';
   if (v.kernel === 'tiled') return tiledUnfit(gpu, v, p);
   if (v.kernel === 'narrow') return narrowUnfit(gpu, p);
   if (v.kernel === 'rows') return rowsUnfit(gpu, p);
@@ -822,30 +862,35 @@ export function matmulKernelFor(
 function problemOf(op: MatmulOp, a: MatmulForwardArgs | MatmulBackwardInputArgs | MatmulBackwardWeightArgs): Problem {
   const { M, I, O } = a;
   const s = strides(a, M, I, O);
+  const zn = s.batch.count;
+  const inpSide = { zn, zs: s.batch.inp };
+  const outSide = { zn, zs: s.batch.out };
+  const weightSide = { zn, zs: s.batch.weight ?? 0 };
+  const one = { zn: 1, zs: 0 };
   if (op === 'forward') {
     const f = a as MatmulForwardArgs;
     return {
-      op, M, I, O,
-      a: { t: f.inp, off: s.inpOffset, rows: M, ld: s.ldi, cols: I },
-      b: { t: f.weight, off: 0, rows: O, ld: I, cols: I },
-      result: { t: f.out, off: s.outOffset, rows: M, ld: s.ldo, cols: O },
+      op, M, I, O, zn,
+      a: { t: f.inp, off: s.inpOffset, rows: M, ld: s.ldi, cols: I, ...inpSide },
+      b: { t: f.weight, off: 0, rows: O, ld: I, cols: I, ...weightSide },
+      result: { t: f.out, off: s.outOffset, rows: M, ld: s.ldo, cols: O, ...outSide },
     };
   }
   if (op === 'backward_input') {
     const b = a as MatmulBackwardInputArgs;
     return {
-      op, M, I, O,
-      a: { t: b.dout, off: s.outOffset, rows: M, ld: s.ldo, cols: O },
-      b: { t: b.weight, off: 0, rows: O, ld: I, cols: I },
-      result: { t: b.dinp, off: s.inpOffset, rows: M, ld: s.ldi, cols: I },
+      op, M, I, O, zn,
+      a: { t: b.dout, off: s.outOffset, rows: M, ld: s.ldo, cols: O, ...outSide },
+      b: { t: b.weight, off: 0, rows: O, ld: I, cols: I, ...weightSide },
+      result: { t: b.dinp, off: s.inpOffset, rows: M, ld: s.ldi, cols: I, ...inpSide },
     };
   }
   const w = a as MatmulBackwardWeightArgs;
   return {
-    op, M, I, O,
-    a: { t: w.dout, off: s.outOffset, rows: M, ld: s.ldo, cols: O },
-    b: { t: w.inp, off: s.inpOffset, rows: M, ld: s.ldi, cols: I },
-    result: { t: w.dweight, off: 0, rows: O, ld: I, cols: I },
+    op, M, I, O, zn,
+    a: { t: w.dout, off: s.outOffset, rows: M, ld: s.ldo, cols: O, ...outSide },
+    b: { t: w.inp, off: s.inpOffset, rows: M, ld: s.ldi, cols: I, ...inpSide },
+    result: { t: w.dweight, off: 0, rows: O, ld: I, cols: I, ...one }, // each problem's own tensor (or partials region)
   };
 }
 
@@ -888,10 +933,13 @@ function entryOf(base: string, v: MatmulVariant): string {
 export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
   const { M, I, O } = a;
   const s = strides(a, M, I, O);
-  checkTensor('out', a.out, s.outOffset, M, s.ldo, O);
-  checkTensor('inp', a.inp, s.inpOffset, M, s.ldi, I);
-  checkTensor('weight', a.weight, 0, O, I, I);
+  const z = s.batch.count;
+  const last = z - 1; // the last problem's operands are checked
+  checkTensor('out', a.out, s.outOffset + last * s.batch.out, M, s.ldo, O);
+  checkTensor('inp', a.inp, s.inpOffset + last * s.batch.inp, M, s.ldi, I);
+  checkTensor('weight', a.weight, last * (s.batch.weight ?? 0), O, I, I);
   if (a.bias) checkTensor('bias', a.bias, 0, 1, O, O);
+  if (a.bias && z > 1) throw new Error('matmul: a batched forward takes no bias');
   const acc = a.accumulate ?? false;
   const k = resolveKernel(gpu, problemOf('forward', a), a);
   const tile = tileOf(k.variant, 'forward', O);
@@ -904,14 +952,14 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
     gpu, FILE, entryOf('matmul_forward', k.variant),
     {
       M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset, HAS_BIAS: a.bias ? 1 : 0, ACCUMULATE: acc ? 1 : 0,
-      ...(tiled ? tiledConstants(k, M, O, I % (k.variant as TiledVariant).k === 0) : {}),
+      ...(tiled ? tiledConstants(k, M, O, I % (k.variant as TiledVariant).k === 0) : {}), ...batchConstants(s.batch),
     },
     bindings,
-    [ceilDiv(O, tile.cols), ceilDiv(M, tile.rows)],
+    [ceilDiv(O, tile.cols), ceilDiv(M, tile.rows), z],
     {
-      label: 'matmul_forward', shape: `M=${M} I=${I} O=${O}`,
-      flops: 2 * M * I * O + (a.bias ? M * O : 0) + (acc ? M * O : 0),
-      bytes: 4 * (M * I + O * I + (a.bias ? O : 0) + M * O * (acc ? 2 : 1)),
+      label: 'matmul_forward', shape: `M=${M} I=${I} O=${O}${batchShape(z)}`,
+      flops: z * (2 * M * I * O + (a.bias ? M * O : 0) + (acc ? M * O : 0)),
+      bytes: 4 * z * (M * I + O * I + (a.bias ? O : 0) + M * O * (acc ? 2 : 1)),
     },
   );
 }
@@ -923,9 +971,11 @@ export function matmulForward(gpu: Gpu, a: MatmulForwardArgs): Dispatch {
 export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispatch {
   const { M, I, O } = a;
   const s = strides(a, M, I, O);
-  checkTensor('dinp', a.dinp, s.inpOffset, M, s.ldi, I);
-  checkTensor('dout', a.dout, s.outOffset, M, s.ldo, O);
-  checkTensor('weight', a.weight, 0, O, I, I);
+  const z = s.batch.count;
+  const last = z - 1;
+  checkTensor('dinp', a.dinp, s.inpOffset + last * s.batch.inp, M, s.ldi, I);
+  checkTensor('dout', a.dout, s.outOffset + last * s.batch.out, M, s.ldo, O);
+  checkTensor('weight', a.weight, last * (s.batch.weight ?? 0), O, I, I);
   const acc = a.accumulate ?? false;
   const k = resolveKernel(gpu, problemOf('backward_input', a), a);
   const tile = tileOf(k.variant, 'backward_input', O);
@@ -944,14 +994,14 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
     gpu, rows ? 'matmul-rows' : FILE, entryOf('matmul_backward_input', k.variant),
     {
       M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset, ACCUMULATE: acc ? 1 : 0,
-      ...(tiled ? tiledConstants(k, M, I, O % (k.variant as TiledVariant).k === 0) : {}), ...rowsConstants,
+      ...(tiled ? tiledConstants(k, M, I, O % (k.variant as TiledVariant).k === 0) : {}), ...rowsConstants, ...batchConstants(s.batch),
     },
     bindings,
-    [ceilDiv(I, tile.cols), ceilDiv(M, tile.rows)],
+    [ceilDiv(I, tile.cols), ceilDiv(M, tile.rows), z],
     {
-      label: 'matmul_backward_input', shape: `M=${M} I=${I} O=${O}`, ...(rows ? { prelude: 'enable subgroups;\n' } : {}),
-      flops: 2 * M * I * O + (acc ? M * I : 0),
-      bytes: 4 * (M * O + O * I + M * I * (acc ? 2 : 1)),
+      label: 'matmul_backward_input', shape: `M=${M} I=${I} O=${O}${batchShape(z)}`, ...(rows ? { prelude: 'enable subgroups;\n' } : {}),
+      flops: z * (2 * M * I * O + (acc ? M * I : 0)),
+      bytes: 4 * z * (M * O + O * I + M * I * (acc ? 2 : 1)),
     },
   );
 }
@@ -960,48 +1010,59 @@ export function matmulBackwardInput(gpu: Gpu, a: MatmulBackwardInputArgs): Dispa
  * dweight (O, I) (+)= dout (M, O)ᵀ · inp (M, I). With one split: one dispatch, grid
  * (⌈I/Tc⌉, ⌈O/Tr⌉), Tr × Tc the tile. With S splits: partials (S, O, I) into scratch, grid
  * (⌈I/Tc⌉, ⌈O/Tr⌉, S), then a sum of the partials over O·I elements (`sum`: MatmulSum).
+ * With a batch of Z problems (`batch.dweights`, needs `sums`): grid (…, S·Z), each problem's
+ * partials in a region of `sums` of its own and its sum recorded there, as for Z calls.
  */
 export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dispatch[] {
   const { M, I, O } = a;
   const s = strides(a, M, I, O);
-  checkTensor('dweight', a.dweight, 0, O, I, I);
-  checkTensor('dout', a.dout, s.outOffset, M, s.ldo, O);
-  checkTensor('inp', a.inp, s.inpOffset, M, s.ldi, I);
+  const z = s.batch.count;
+  const dweights = z > 1 ? s.batch.dweights ?? [] : [a.dweight];
+  if (dweights.length !== z || dweights[0] !== a.dweight) {
+    throw new Error(`matmul: a weight gradient in batches of ${z} takes ${z} dweights in batch.dweights, dweight the first`);
+  }
+  if (z > 1 && !a.sums) throw new Error('matmul: a weight gradient in batches needs `sums` for its partials');
+  for (const d of dweights) checkTensor('dweight', d, 0, O, I, I);
+  checkTensor('dout', a.dout, s.outOffset + (z - 1) * s.batch.out, M, s.ldo, O);
+  checkTensor('inp', a.inp, s.inpOffset + (z - 1) * s.batch.inp, M, s.ldi, I);
   const { k, plan, sum } = weightSetup(gpu, a);
   const acc = a.accumulate ?? false;
   const tile = tileOf(k.variant, 'backward_weight', O);
   const tiled = k.variant.kernel === 'tiled';
-  const label = { label: 'matmul_backward_weight', shape: `M=${M} I=${I} O=${O}${plan.splits > 1 ? ` S=${plan.splits}` : ''}` };
-  const grid: [number, number, number] = [ceilDiv(I, tile.cols), ceilDiv(O, tile.rows), plan.splits];
+  const label = { label: 'matmul_backward_weight', shape: `M=${M} I=${I} O=${O}${plan.splits > 1 ? ` S=${plan.splits}` : ''}${batchShape(z)}` };
+  const grid: [number, number, number] = [ceilDiv(I, tile.cols), ceilDiv(O, tile.rows), plan.splits * z];
+  const region = alignElements(plan.splits * O * I); // a problem's partials, with a batch (one split too)
   const constants = {
     M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset,
     SPLITS: plan.splits, CHUNK: plan.chunk,
     ...(tiled ? tiledConstants(k, O, I, plan.chunk % (k.variant as TiledVariant).k === 0 && M % (k.variant as TiledVariant).k === 0) : {}),
+    ...batchConstants({ ...s.batch, weight: region }),
   };
   const entry = entryOf('matmul_backward_weight', k.variant);
   const extra = tiled ? [a.dout, a.inp] : []; // the vec4 views (bindings 3, 4)
-  const inputBytes = 4 * (M * O + M * I);
-  if (plan.splits === 1) {
+  const inputBytes = 4 * z * (M * O + M * I);
+  if (plan.splits === 1 && z === 1) {
     return [makeDispatch(gpu, FILE, entry, { ...constants, ACCUMULATE: acc ? 1 : 0 },
       [a.dweight, a.dout, a.inp, ...extra], grid,
       { ...label, flops: 2 * M * I * O + (acc ? O * I : 0), bytes: inputBytes + 4 * O * I * (acc ? 2 : 1) })];
   }
   const ws = a.sums;
   let scratch: GpuTensor;
-  if (ws) { // the partials in a region of their own; the sum recorded for weightSumsDispatch
+  if (ws) { // the partials in regions of their own (one a problem); the sums recorded for weightSumsDispatch
     const at = ws.used;
-    if (at + plan.scratchElements > numel(ws.partials)) {
-      throw new Error(`matmul_backward_weight: ${ws.partials.label} holds ${numel(ws.partials)} f32, the weight sums recorded need ${at + plan.scratchElements}`);
+    const need = (z - 1) * region + Math.max(plan.scratchElements, z > 1 ? O * I : 0);
+    if (at + need > numel(ws.partials)) {
+      throw new Error(`matmul_backward_weight: ${ws.partials.label} holds ${numel(ws.partials)} f32, the weight sums recorded need ${at + need}`);
     }
-    ws.used = at + alignElements(plan.scratchElements);
-    scratch = { buffer: ws.partials.buffer, offset: ws.partials.offset + 4 * at, size: 4 * plan.scratchElements, label: `${ws.partials.label} @${at}` };
-    ws.rows.push({ dst: a.dweight, src: at, n: O * I, splits: plan.splits, accumulate: acc, lanes: sum === 'lanes' });
+    ws.used = at + z * region;
+    scratch = { buffer: ws.partials.buffer, offset: ws.partials.offset + 4 * at, size: 4 * need, label: `${ws.partials.label} @${at}` };
+    dweights.forEach((dst, p) => ws.rows.push({ dst, src: at + p * region, n: O * I, splits: plan.splits, accumulate: acc, lanes: sum === 'lanes' }));
   } else {
     scratch = scratchFor(gpu, 'matmul_backward_weight', a.scratch, plan.scratchElements);
   }
   const partials = makeDispatch(gpu, FILE, entry, { ...constants, ACCUMULATE: 0 },
     [scratch, a.dout, a.inp, ...extra], grid,
-    { ...label, flops: 2 * M * I * O, bytes: inputBytes + 4 * plan.scratchElements });
+    { ...label, flops: z * 2 * M * I * O, bytes: inputBytes + 4 * z * plan.scratchElements });
   if (ws) return [partials];
   return [partials, sumPartials(gpu, 'matmul_backward_weight_sum', a.dweight, scratch, O * I, plan.splits, acc, sum)];
 }
@@ -1113,12 +1174,27 @@ function scratchFor(gpu: Gpu, op: string, given: GpuTensor | undefined, elements
 
 function strides(a: Strides, M: number, I: number, O: number): Required<Omit<Strides, 'tile' | 'variant'>> {
   checkDims({ M, I, O });
-  const s = { ldi: a.ldi ?? I, ldo: a.ldo ?? O, inpOffset: a.inpOffset ?? 0, outOffset: a.outOffset ?? 0 };
+  const s = {
+    ldi: a.ldi ?? I, ldo: a.ldo ?? O, inpOffset: a.inpOffset ?? 0, outOffset: a.outOffset ?? 0,
+    batch: a.batch ?? { count: 1, inp: 0, out: 0, weight: 0 },
+  };
   checkStride('ldi', s.ldi, I);
   checkStride('ldo', s.ldo, O);
   checkOffset('inpOffset', s.inpOffset);
   checkOffset('outOffset', s.outOffset);
+  checkPositiveInt('batch.count', s.batch.count);
+  for (const k of ['inp', 'out', 'weight'] as const) checkOffset(`batch.${k}`, s.batch[k] ?? 0);
   return s;
+}
+
+/** " ×Z" after a batched call's shape in the bench tables (nothing for one problem). */
+function batchShape(z: number): string {
+  return z > 1 ? ` ×${z}` : '';
+}
+
+/** The override constants of a call's batch (none for one problem, so its pipelines stay as they were). */
+function batchConstants(b: MatmulBatch): Record<string, number> {
+  return b.count > 1 ? { Z_INP: b.inp, Z_OUT: b.out, Z_W: b.weight ?? 0 } : {};
 }
 
 function checkPositiveInt(name: string, v: number): void {
