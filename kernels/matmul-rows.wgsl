@@ -13,8 +13,9 @@
 // so acc_q (q < NQ = ⌈I/4⌉) holds in column r the lane's partial sums of row r, columns 4q .. 4q+3:
 // 64 FMAs a matrix product, Wt_q(p) read from workgroup memory (4 vec4s for 64 FMAs).
 //   grid (1, ⌈M / (4·NSG·RIT)⌉, Z): Z problems of one shape, problem z = wg.z's dinp, dout and
-//   weight Z_INP, Z_OUT (a multiple of 4) and Z_W elements after problem 0's; vim-tiny at batch 256 (M = 16 640, I = 12, O = 384), NSG = 8,
-//   RIT = 2: 260 workgroups of 256 invocations, each lane 3 vec4s of each of 4 rows.
+//   weight z · Z_INP, z · Z_OUT (Z_OUT a multiple of 4) and z · Z_W elements after problem 0's.
+//   vim-tiny at batch 256 (M = 16 640, I = 12, O = 384), NSG = 8, RIT = 2: 260 workgroups of 256
+//   invocations a problem, each lane 3 vec4s of each of 4 rows.
 //
 // weight is staged once a workgroup, transposed: Ws[(c·NQ + q)·OQ + p] = weight[4p + c, 4q .. 4q+3]
 // (zero past I), so the lanes of a subgroup read SG neighbouring vec4s. (16 · NQ · O bytes: 18 KiB

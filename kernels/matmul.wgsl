@@ -592,7 +592,7 @@ fn matmul_backward_weight_128(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
 // rows / columns are a multiple of the tile's and the reduction (within every split) of GK, and
 // drop those checks. Results are stored as vec4s: the result's columns, row stride and offset must
 // be multiples of 4.
-//   matmul_forward_g:         grid (⌈O/GTN⌉, ⌈M/GTM⌉, Z), Z problems (batches, below)
+//   matmul_forward_g:         grid (⌈O/GTN⌉, ⌈M/GTM⌉, Z), Z problems (the batches at the top)
 //   matmul_backward_input_g:  grid (⌈I/GTN⌉, ⌈M/GTM⌉, Z)
 //   matmul_backward_weight_g: grid (⌈I/GTN⌉, ⌈O/GTM⌉, SPLITS · Z), the split scheme above, each
 //                             problem's splits at Z_W elements from the previous one's.

@@ -744,7 +744,6 @@ function tiledUnfit(gpu: Gpu, v: TiledVariant, p: Problem): string | null {
 }
 
 const NARROW_OP_ONLY = 'it computes only the input gradient (backward_input)';
-
 const SKINNY_OP_ONLY = 'it computes only the forward and the input gradient';
 
 /**
@@ -1023,15 +1022,17 @@ export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dis
   }
   if (z > 1 && !a.sums) throw new Error('matmul: a weight gradient in batches needs `sums` for its partials');
   for (const d of dweights) checkTensor('dweight', d, 0, O, I, I);
-  checkTensor('dout', a.dout, s.outOffset + (z - 1) * s.batch.out, M, s.ldo, O);
-  checkTensor('inp', a.inp, s.inpOffset + (z - 1) * s.batch.inp, M, s.ldi, I);
+  const last = z - 1;
+  checkTensor('dout', a.dout, s.outOffset + last * s.batch.out, M, s.ldo, O);
+  checkTensor('inp', a.inp, s.inpOffset + last * s.batch.inp, M, s.ldi, I);
   const { k, plan, sum } = weightSetup(gpu, a);
   const acc = a.accumulate ?? false;
   const tile = tileOf(k.variant, 'backward_weight', O);
   const tiled = k.variant.kernel === 'tiled';
   const label = { label: 'matmul_backward_weight', shape: `M=${M} I=${I} O=${O}${plan.splits > 1 ? ` S=${plan.splits}` : ''}${batchShape(z)}` };
   const grid: [number, number, number] = [ceilDiv(I, tile.cols), ceilDiv(O, tile.rows), plan.splits * z];
-  const region = alignElements(plan.splits * O * I); // a problem's partials, with a batch (one split too)
+  const partialsOne = plan.splits * O * I; // a problem's partials (where it has any: split, or in a batch)
+  const region = alignElements(partialsOne); // and the elements from one problem's to the next's
   const constants = {
     M, I, O, LDI: s.ldi, LDO: s.ldo, INP_OFF: s.inpOffset, OUT_OFF: s.outOffset,
     SPLITS: plan.splits, CHUNK: plan.chunk,
@@ -1050,7 +1051,7 @@ export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dis
   let scratch: GpuTensor;
   if (ws) { // the partials in regions of their own (one a problem); the sums recorded for weightSumsDispatch
     const at = ws.used;
-    const need = (z - 1) * region + Math.max(plan.scratchElements, z > 1 ? O * I : 0);
+    const need = (z - 1) * region + partialsOne;
     if (at + need > numel(ws.partials)) {
       throw new Error(`matmul_backward_weight: ${ws.partials.label} holds ${numel(ws.partials)} f32, the weight sums recorded need ${at + need}`);
     }
@@ -1062,7 +1063,7 @@ export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dis
   }
   const partials = makeDispatch(gpu, FILE, entry, { ...constants, ACCUMULATE: 0 },
     [scratch, a.dout, a.inp, ...extra], grid,
-    { ...label, flops: z * 2 * M * I * O, bytes: inputBytes + 4 * z * plan.scratchElements });
+    { ...label, flops: z * 2 * M * I * O, bytes: inputBytes + 4 * z * partialsOne });
   if (ws) return [partials];
   return [partials, sumPartials(gpu, 'matmul_backward_weight_sum', a.dweight, scratch, O * I, plan.splits, acc, sum)];
 }
