@@ -303,8 +303,8 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
       };
       const u = two(BL * E), wx = two(S * E, -0.2, 0.2), dx = two(BL * S), wdt = two(E * R, -0.3, 0.3), dd = two(BL * E), du = two(BL * E);
       const xdbl = c.t(at(BL * S) + BL * S);
-      // the weight gradients' partials and sums as the model records them (a block's sums in one dispatch)
-      // (their results in one buffer, as the model's gradients: dt_proj's two, then x_proj's two)
+      // the weight gradients' partials and sums as the model records them (a block's sums in one dispatch,
+      // their results in one buffer as the model's gradients: dt_proj's two, then x_proj's two)
       const dwAll = c.t(2 * at(E * R) + 2 * at(S * E), 'weight gradients');
       const view = (off: number, n: number, label: string): GpuTensor => ({ ...dwAll, offset: 4 * off, size: 4 * n, label });
       const dwdtV = [view(0, E * R, 'dt_proj dweight'), view(at(E * R), E * R, 'dt_proj_b dweight')];
@@ -312,13 +312,12 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
       const px = matmulBackwardWeightBatchElements(BL, E, S), pdt = matmulBackwardWeightBatchElements(BL, R, E);
       const sums = new WeightSums(c.t(weightSumsElements([pdt, pdt, px, px])));
       const dxOut = c.t(dx.v[0].length + dx.stride); // dt_proj's input gradient into dxdbl's first R columns
-      const dxt = dx.t;
       const list = [
         matmulForward(c.gpu, { out: xdbl, inp: u.t, weight: wx.t, bias: null, M: BL, I: E, O: S, batch: { count: 2, inp: u.stride, out: at(BL * S), weight: wx.stride } }),
         matmulBackwardInput(c.gpu, { dinp: dxOut, dout: dd.t, weight: wdt.t, M: BL, I: R, O: E, ldi: S, batch: { count: 2, inp: dx.stride, out: dd.stride, weight: wdt.stride } }),
-        ...matmulBackwardWeight(c.gpu, { dweight: dwdtV[0], dout: dd.t, inp: dxt, M: BL, I: R, O: E, ldi: S, sums, batch: { count: 2, inp: dx.stride, out: dd.stride, dweights: dwdtV } }),
-        matmulBackwardInput(c.gpu, { dinp: du.t, dout: dxt, weight: wx.t, M: BL, I: E, O: S, accumulate: true, batch: { count: 2, inp: du.stride, out: dx.stride, weight: wx.stride } }),
-        ...matmulBackwardWeight(c.gpu, { dweight: dwxV[0], dout: dxt, inp: u.t, M: BL, I: E, O: S, sums, batch: { count: 2, inp: u.stride, out: dx.stride, dweights: dwxV } }),
+        ...matmulBackwardWeight(c.gpu, { dweight: dwdtV[0], dout: dd.t, inp: dx.t, M: BL, I: R, O: E, ldi: S, sums, batch: { count: 2, inp: dx.stride, out: dd.stride, dweights: dwdtV } }),
+        matmulBackwardInput(c.gpu, { dinp: du.t, dout: dx.t, weight: wx.t, M: BL, I: E, O: S, accumulate: true, batch: { count: 2, inp: du.stride, out: dx.stride, weight: wx.stride } }),
+        ...matmulBackwardWeight(c.gpu, { dweight: dwxV[0], dout: dx.t, inp: u.t, M: BL, I: E, O: S, sums, batch: { count: 2, inp: u.stride, out: dx.stride, dweights: dwxV } }),
       ];
       await c.run([...list, ...weightSumsDispatch(c.gpu, sums)]);
       const errs: Errors = {};
