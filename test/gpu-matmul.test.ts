@@ -900,6 +900,9 @@ describe('batches: several problems in one dispatch', () => {
     { name: 'rows', k: { variant: 'rows' }, ops: ['backward_input'] },
   ];
   const cases = kernels.flatMap((kk) => kk.ops.map((op) => ({ ...kk, op })));
+  /** The (M, cols) matrix at `off` with row stride `ld`, dense. */
+  const rows = (buf: ArrayLike<number>, off: number, ld: number, cols: number) =>
+    Float64Array.from({ length: c.M * cols }, (_, j) => buf[off + Math.floor(j / cols) * ld + (j % cols)]);
 
   it.each(cases)('$op, $name: each problem with the bits of its own call', async ({ k, op }) => {
     const gpu = await testGpu();
@@ -935,8 +938,6 @@ describe('batches: several problems in one dispatch', () => {
       batched = [got];
       // float64: problem Z − 1
       const z = Z - 1;
-      const rows = (buf: ArrayLike<number>, off: number, ld: number, cols: number) =>
-        Float64Array.from({ length: c.M * cols }, (_, j) => buf[off + Math.floor(j / cols) * ld + (j % cols)]);
       const w = hW.subarray(z * zs.weight, z * zs.weight + c.O * c.I);
       if (fwd) {
         const ref = new Float64Array(c.M * c.O);
@@ -977,8 +978,6 @@ describe('batches: several problems in one dispatch', () => {
         expect(Array.from(batched[z]), `problem ${z}`).toEqual(Array.from(single[z]));
       }
       const z = Z - 1;
-      const rows = (buf: ArrayLike<number>, off: number, ld: number, cols: number) =>
-        Float64Array.from({ length: c.M * cols }, (_, j) => buf[off + Math.floor(j / cols) * ld + (j % cols)]);
       const ref = Float64Array.from(init);
       linear_backward(null, ref, null, rows(hOut, c.outOffset + z * zs.out, c.ldo, c.O), rows(hInp, c.inpOffset + z * zs.inp, c.ldi, c.I),
         new Float64Array(c.O * c.I), c.M, c.I, c.O);
