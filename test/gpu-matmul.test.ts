@@ -915,8 +915,6 @@ describe('batches: several problems in one dispatch', () => {
     const wView = (t: GpuTensor, z: number) => ({ ...t, offset: t.offset + 4 * z * zs.weight, size: 4 * c.O * c.I });
     const batch = { count: Z, ...zs };
     const accumulate = op === 'backward_input'; // x_proj's input gradient adds to du
-    let batched: Float64Array[];
-    const single: Float64Array[] = [];
     if (op === 'forward' || op === 'backward_input') {
       const fwd = op === 'forward';
       const mk = () => ({ inp: tensorFrom(gpu, hInp, 'inp'), out: tensorFrom(gpu, hOut, 'out'), w: tensorFrom(gpu, hW, 'weight') });
@@ -935,7 +933,6 @@ describe('batches: several problems in one dispatch', () => {
       }
       const each = await read(gpu, fwd ? one.out : one.inp);
       expect(Array.from(got), 'the whole tensor: each problem as its own call, the rest untouched').toEqual(Array.from(each));
-      batched = [got];
       // float64: problem Z − 1
       const z = Z - 1;
       const w = hW.subarray(z * zs.weight, z * zs.weight + c.O * c.I);
@@ -968,14 +965,13 @@ describe('batches: several problems in one dispatch', () => {
       expect(list[0].workgroups[2]).toBe(3 * Z);
       expect(ws.rows.map((r) => r.dst)).toEqual(dweights);
       await run(gpu, [...list, ...weightSumsDispatch(gpu, ws)]);
-      batched = await Promise.all(dweights.map(async (_, z) => Float64Array.from(await download(gpu, flat, c.O * c.I, z * step))));
+      const batched = await Promise.all(dweights.map(async (_, z) => Float64Array.from(await download(gpu, flat, c.O * c.I, z * step))));
       for (let z = 0; z < Z; z++) {
         const dweight = tensorFrom(gpu, init, 'dweight');
         await run(gpu, matmulBackwardWeight(gpu, {
           dweight, dout, inp, ...c, ...k, splits: 3, accumulate: true, inpOffset: c.inpOffset + z * zs.inp, outOffset: c.outOffset + z * zs.out,
         }));
-        single.push(await read(gpu, dweight));
-        expect(Array.from(batched[z]), `problem ${z}`).toEqual(Array.from(single[z]));
+        expect(Array.from(batched[z]), `problem ${z}`).toEqual(Array.from(await read(gpu, dweight)));
       }
       const z = Z - 1;
       const ref = Float64Array.from(init);
