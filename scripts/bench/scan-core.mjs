@@ -24,11 +24,16 @@
  *   - io-staged:   io with each 12 tokens' u, Δraw, z loaded by the whole workgroup at once (16-byte
  *                  loads, all in flight together) into workgroup memory, then read from there.
  *   - bwd-*:       the backward's walk (192 invocations a workgroup, segments of 4 tokens) alone
- *                  and with its parts, described at backward() below.
+ *                  and with its parts, described at backward() below; bwd-grp*, bwd-grpx*,
+ *                  bwd-grpl: the same work as bwd-full with a segment's states a group of 4 at a
+ *                  time (performance.md, measurement 17), at backwardGroups() and after it.
  * Results are not checked: these are timing kernels, not the model's. The first kernel runs for
  * half a second before it is timed (the GPU's clocks rise under load); run one GPU at a time.
  *
- *   node scripts/bench/scan-core.mjs [--repeat 20] [--rounds 7] [--only core,io,…]
+ *   node scripts/bench/scan-core.mjs [--repeat 20] [--rounds 7] [--only core,io,…] [--compare]
+ *
+ * --compare reads back each kind's du, dΔraw, dz and per-channel sums and prints their worst
+ * relative difference from the first kind's (for backward kinds that must agree: bwd-full, bwd-grp*).
  *
  * Needs the build (`npm run build`).
  */
@@ -40,6 +45,7 @@ const { values } = parseArgs({
     repeat: { type: 'string', default: '20' },
     rounds: { type: 'string', default: '7' },
     only: { type: 'string' },
+    compare: { type: 'boolean', default: false },
   },
 });
 const B = 256, L = 65, E = 384, N = 16, WG = 128;
@@ -181,6 +187,11 @@ ${entry}
 //         the last token's are done after the loop; the first token's start finishes a zero row
 //         into a spare row
 const BWG = 192, S4 = 4;
+// every backward kind's start after its state: B_t, C_t staged, the channel's dt bias and D (made up)
+const bwdStart = `${stageBC}
+  workgroupBarrier();
+  let bias = -2.0 + f32(e % 5u) * 0.1;
+  let Dv = 0.5;`;
 function backward(kind) {
   const sums = kind.includes('sums') || kind.includes('full');
   const rec = kind.includes('rec') || kind.includes('full');
@@ -220,10 +231,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var carry: array<vec4<f32>, NV>;
   var gA: array<vec4<f32>, NV>;
   for (var i = 0u; i < NV; i++) { A[i] = -vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(i + 1u) * (1.0 + f32(e) * 1e-4); h[i] = vec4<f32>(0.1); }
-  ${stageBC}
-  workgroupBarrier();
-  let bias = -2.0 + f32(e % 5u) * 0.1;
-  let Dv = 0.5;
+  ${bwdStart}
   var acc = 0.0;
   var gD = 0.0;
   var gbias = 0.0;
@@ -328,8 +336,248 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }`;
 }
 
+// The backward with the segment's states taken a group at a time (bwd-grp*): the same work as
+// bwd-full, but each segment's loop nest inverted: for each group of 4 states (one vec4) the
+// group's states are recomputed over the segment from the checkpoint and the group walked backward
+// over the segment's tokens, its y, du and dΔ terms added into per-token sums; the per-token
+// gradients are made and stored after the last group. Only one group's S states are live at once
+// (4·S floats instead of 16·S). Each token's group items (gB, gC: 2 vec4) are summed over the
+// subgroup's channels at once (exchanges at 16, 8, 4, then 2 and 1 on the float left), 8 lanes
+// storing the 8 columns. Variants by name:
+//   wm  the channel's A, carry and gA (48 floats) in workgroup memory, a group's read at its start
+//       and its carry and gA written back at its end (registers: only the group's 12; 45 KB of
+//       workgroup memory a workgroup with B_t, C_t's)
+//   wa  only A in workgroup memory
+//   s8  segments of 8 tokens (half the checkpoints)
+function backwardGroups(kind) {
+  const S = kind.includes('s8') ? 8 : 4;
+  const wm = kind.includes('wm');
+  const wa = wm || kind.includes('wa'); // A in workgroup memory
+  const BLE = B * L * E;
+  const nseg = Math.ceil(L / S);
+  const st = (a, i) => `s_st[(${a}u * NV + ${i}) * WG + lid]`;
+  return `enable subgroups;${header(BWG)}const S = ${S}u; const BLE = ${BLE}u; const NSEG = ${nseg}u;
+@group(0) @binding(2) var<storage, read> inp4: array<vec4<f32>>;
+${wa ? `var<workgroup> s_st: array<vec4<f32>, ${(wm ? 3 : 1) * (N / 4) * BWG}>; // A (, carry, gA): [array][vec4][lane]` : ''}
+fn decay(x: vec4<f32>) -> vec4<f32> { return exp(x); }
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+  let b = wid.y;
+  let e = wid.x * WG + lid;
+  var h: array<vec4<f32>, NV>;
+  ${wa ? '' : 'var A: array<vec4<f32>, NV>;'}
+  ${wm ? '' : 'var carry: array<vec4<f32>, NV>;\n  var gA: array<vec4<f32>, NV>;'}
+  for (var i = 0u; i < NV; i++) {
+    let a0 = -vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(i + 1u) * (1.0 + f32(e) * 1e-4);
+    h[i] = vec4<f32>(0.1);
+    ${wa ? `${st(0, 'i')} = a0;` : 'A[i] = a0;'}
+    ${wm ? `${st(1, 'i')} = vec4<f32>(0.0); ${st(2, 'i')} = vec4<f32>(0.0);` : 'carry[i] = vec4<f32>(0.0); gA[i] = vec4<f32>(0.0);'}
+  }
+  ${bwdStart}
+  var gD = 0.0;
+  var gbias = 0.0;
+  let c8 = select(0u, 16u, (lane & 16u) != 0u) + select(0u, 2u, (lane & 8u) != 0u) + select(0u, 1u, (lane & 4u) != 0u);
+  for (var kk = 0u; kk < NSEG; kk++) {
+    let k = NSEG - 1u - kk;
+    let t0 = k * S;
+    let tn = min(S, L - t0);
+    var tok: array<vec4<f32>, S>; // u, Δraw, dout, z of token t0 + j
+    for (var j = 0u; j < S; j++) {
+      let row = (b * L + t0 + min(j, tn - 1u)) * E + e;
+      tok[j] = vec4<f32>(inp[row], inp[BLE + row], inp[2u * BLE + row], inp[3u * BLE + row]);
+    }
+    var del: array<f32, S>;
+    var gy: array<f32, S>;
+    var du: array<f32, S>;
+    var ya: array<f32, S>;  // Σ over the groups: C_t · h_t
+    var gua: array<f32, S>; // gh_t · B_t
+    var gda: array<f32, S>; // A ⊙ gh_t ⊙ a_t ⊙ h_{t−1}
+    for (var j = 0u; j < S; j++) {
+      del[j] = softplus(tok[j].y + bias);
+      gy[j] = tok[j].z * tok[j].w * sigmoid(tok[j].w);
+      du[j] = del[j] * tok[j].x;
+      ya[j] = 0.0; // (set, not left to the declaration: lavapipe does not zero a loop's variables each iteration)
+      gua[j] = 0.0;
+      gda[j] = 0.0;
+    }
+    for (var g = 0u; g < NV; g++) {
+      let Ag = ${wa ? st(0, 'g') : 'A[g]'};
+      var cg = ${wm ? st(1, 'g') : 'carry[g]'};
+      var gAg = ${wm ? st(2, 'g') : 'gA[g]'};
+      var sh: array<vec4<f32>, S>; // the group's state entering token t0 + j
+      var hr = select(inp4[((b * (NSEG - 1u) + max(k, 1u) - 1u) * NV + g) * E + e], vec4<f32>(0.0), k == 0u);
+      sh[0] = hr;
+      for (var j = 0u; j + 1u < S; j++) {
+        hr = decay(del[j] * Ag) * hr + du[j] * s_bc[(t0 + j) * 2u * NV + g];
+        sh[j + 1u] = hr;
+      }
+      var hg = h[g];
+      for (var jj = 0u; jj < S; jj++) {
+        let tt = S - 1u - jj;
+        if (tt >= tn) { continue; }
+        let bct = (t0 + tt) * 2u * NV + g;
+        let Bv = s_bc[bct];
+        let Cv = s_bc[bct + NV];
+        let hPrev = sh[tt];
+        let a = decay(del[tt] * Ag);
+        ya[tt] += dot(Cv, hg);
+        let gh = gy[tt] * Cv + cg;
+        let iB = gh * du[tt];
+        let iC = gy[tt] * hg;
+        gua[tt] += dot(gh, Bv);
+        let p = gh * (a * hPrev);
+        gda[tt] += dot(Ag, p);
+        gAg += p * del[tt];
+        cg = a * gh;
+        hg = hPrev;
+        let u16 = (lane & 16u) != 0u;
+        let r16 = select(iB, iC, u16) + subgroupShuffleXor(select(iC, iB, u16), 16u);
+        let u8 = (lane & 8u) != 0u;
+        let r8 = select(r16.xy, r16.zw, u8) + subgroupShuffleXor(select(r16.zw, r16.xy, u8), 8u);
+        let u4 = (lane & 4u) != 0u;
+        let r4 = select(r8.x, r8.y, u4) + subgroupShuffleXor(select(r8.y, r8.x, u4), 4u);
+        let r2 = r4 + subgroupShuffleXor(r4, 2u);
+        let r1 = r2 + subgroupShuffleXor(r2, 1u);
+        if ((lane & 3u) == 0u) { out[3u * BLE + ((b * 12u + wid.x * 6u + lid / 32u) * L + t0 + tt) * 32u + c8 + 4u * g] = r1; }
+      }
+      h[g] = hg;
+      ${wm ? `${st(1, 'g')} = cg;\n      ${st(2, 'g')} = gAg;` : 'carry[g] = cg;\n      gA[g] = gAg;'}
+    }
+    for (var j = 0u; j < S; j++) {
+      if (j >= tn) { continue; }
+      let uu = tok[j].x;
+      let z = tok[j].w;
+      let sz = sigmoid(z);
+      let y = Dv * uu + ya[j];
+      let gz = tok[j].z * y * sz * (1.0 + z * (1.0 - sz));
+      gD += gy[j] * uu;
+      let gu = Dv * gy[j] + del[j] * gua[j];
+      let gdr = (gda[j] + uu * gua[j]) * sigmoid(tok[j].y + bias);
+      gbias += gdr;
+      let row = (b * L + t0 + j) * E + e;
+      out[row] = gu;
+      out[BLE + row] = gdr;
+      out[2u * BLE + row] = gz;
+    }
+  }
+  var gsum = gD + gbias;
+  for (var i = 0u; i < NV; i++) { let v = ${wm ? st(2, 'i') : 'gA[i]'}; gsum += v.x + v.w; }
+  out[4u * BLE + b * E + e] = gsum;
+}`;
+}
+
+// bwd-grpx*: bwd-grp written out (every group and token loop generated, each per-token value a
+// named variable), so no array is indexed by a variable; wa, wm as for bwd-grp (S = 4).
+// bwd-grpl: the same with the groups in a loop the compiler cannot write out (its trip count is
+// not a constant to it), the group's h, carry and gA in workgroup memory (read at the group's
+// start, written at its end) and its A made anew (the model would read it from memory); the
+// segment's tokens still written out, so the per-token values stay in registers.
+function backwardGroupsWritten(kind) {
+  const S = 4;
+  const loop = kind.startsWith('bwd-grpl');
+  const wm = loop || kind.includes('wm'); // carry, gA (and with loop, h) in workgroup memory
+  const wa = !loop && (wm || kind.includes('wa'));
+  const BLE = B * L * E;
+  const nseg = Math.ceil(L / S);
+  const NVn = N / 4;
+  const arrays = loop ? ['h', 'carry', 'gA'] : wa ? ['A', ...(wm ? ['carry', 'gA'] : [])] : [];
+  // group g's vec4 of an array: a register (h0, A2, …) or its row of s_st; g a number or 'g' (the loop's)
+  const gi = (g) => (typeof g === 'number' ? `${g}u` : g);
+  const v = (name, g) => (arrays.includes(name) ? `s_st[(${arrays.indexOf(name)}u * NV + ${gi(g)}) * WG + lid]` : `${name}${g}`);
+  const makeA = (g) => `-vec4<f32>(1.0, 2.0, 3.0, 4.0) * f32(${gi(g)} + 1u) * (1.0 + f32(e) * 1e-4)`;
+  const J = [...Array(S).keys()];
+  const G = [...Array(NVn).keys()];
+  const group = (g) => `{
+      let Ag = ${loop ? makeA(g) : v('A', g)};
+      var cg = ${v('carry', g)};
+      var gAg = ${v('gA', g)};
+      let sh0 = select(inp4[((b * (NSEG - 1u) + max(k, 1u) - 1u) * NV + ${gi(g)}) * E + e], vec4<f32>(0.0), k == 0u);
+${J.slice(1).map((j) => `      let sh${j} = decay(del${j - 1} * Ag) * sh${j - 1} + du${j - 1} * s_bc[(t0 + ${j - 1}u) * 2u * NV + ${gi(g)}];`).join('\n')}
+      var hg = ${v('h', g)};
+${J.slice().reverse().map((tt) => `      if (${tt}u < tn) {
+        let bct = (t0 + ${tt}u) * 2u * NV + ${gi(g)};
+        let Bv = s_bc[bct];
+        let Cv = s_bc[bct + NV];
+        let a = decay(del${tt} * Ag);
+        ya${tt} += dot(Cv, hg);
+        let gh = gy${tt} * Cv + cg;
+        let iB = gh * du${tt};
+        let iC = gy${tt} * hg;
+        gua${tt} += dot(gh, Bv);
+        let p = gh * (a * sh${tt});
+        gda${tt} += dot(Ag, p);
+        gAg += p * del${tt};
+        cg = a * gh;
+        hg = sh${tt};
+        let r16 = select(iB, iC, u16) + subgroupShuffleXor(select(iC, iB, u16), 16u);
+        let r8 = select(r16.xy, r16.zw, u8) + subgroupShuffleXor(select(r16.zw, r16.xy, u8), 8u);
+        let r4 = select(r8.x, r8.y, u4) + subgroupShuffleXor(select(r8.y, r8.x, u4), 4u);
+        let r2 = r4 + subgroupShuffleXor(r4, 2u);
+        let r1 = r2 + subgroupShuffleXor(r2, 1u);
+        if (w8) { out[prow + (t0 + ${tt}u) * 32u + 4u * ${gi(g)}] = r1; }
+      }`).join('\n')}
+      ${v('h', g)} = hg;
+      ${v('carry', g)} = cg;
+      ${v('gA', g)} = gAg;
+    }`;
+  return `enable subgroups;${header(BWG)}const S = ${S}u; const BLE = ${BLE}u; const NSEG = ${nseg}u;
+@group(0) @binding(2) var<storage, read> inp4: array<vec4<f32>>;
+${arrays.length ? `var<workgroup> s_st: array<vec4<f32>, ${arrays.length * NVn * BWG}>; // ${arrays.join(', ')}: [array][vec4][lane]` : ''}
+fn decay(x: vec4<f32>) -> vec4<f32> { return exp(x); }
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+  let b = wid.y;
+  let e = wid.x * WG + lid;
+${G.map((g) => ['h', 'carry', 'gA', ...(loop ? [] : ['A'])].map((name) => {
+    const init = name === 'h' ? 'vec4<f32>(0.1)' : name === 'A' ? makeA(g) : 'vec4<f32>(0.0)';
+    return arrays.includes(name) ? `  ${v(name, g)} = ${init};` : `  var ${name}${g} = ${init};`;
+  }).join('\n')).join('\n')}
+  ${bwdStart}
+  var gD = 0.0;
+  var gbias = 0.0;
+  let u16 = (lane & 16u) != 0u;
+  let u8 = (lane & 8u) != 0u;
+  let u4 = (lane & 4u) != 0u;
+  let w8 = (lane & 3u) == 0u;
+  let prow = 3u * BLE + (b * 12u + wid.x * 6u + lid / 32u) * L * 32u + select(0u, 16u, u16) + select(0u, 2u, u8) + select(0u, 1u, u4);
+  let ng = select(NV, 0u, wid.x > 100000u); // NV, not known to the compiler (and uniform)
+  for (var kk = 0u; kk < NSEG; kk++) {
+    let k = NSEG - 1u - kk;
+    let t0 = k * S;
+    let tn = min(S, L - t0);
+${J.map((j) => `    let row${j} = (b * L + t0 + min(${j}u, tn - 1u)) * E + e;
+    let tok${j} = vec4<f32>(inp[row${j}], inp[BLE + row${j}], inp[2u * BLE + row${j}], inp[3u * BLE + row${j}]);
+    let del${j} = softplus(tok${j}.y + bias);
+    let gy${j} = tok${j}.z * tok${j}.w * sigmoid(tok${j}.w);
+    let du${j} = del${j} * tok${j}.x;
+    var ya${j} = 0.0;
+    var gua${j} = 0.0;
+    var gda${j} = 0.0;`).join('\n')}
+${loop ? `    for (var g = 0u; g < ng; g++) ${group('g')}` : G.map(group).join('\n')}
+${J.map((j) => `    if (${j}u < tn) {
+      let z = tok${j}.w;
+      let sz = sigmoid(z);
+      let y = Dv * tok${j}.x + ya${j};
+      let gz = tok${j}.z * y * sz * (1.0 + z * (1.0 - sz));
+      gD += gy${j} * tok${j}.x;
+      let gu = Dv * gy${j} + del${j} * gua${j};
+      let gdr = (gda${j} + tok${j}.x * gua${j}) * sigmoid(tok${j}.y + bias);
+      gbias += gdr;
+      out[row${j}] = gu;
+      out[BLE + row${j}] = gdr;
+      out[2u * BLE + row${j}] = gz;
+    }`).join('\n')}
+  }
+  var gsum = gD + gbias;
+${G.map((g) => `  { let gv = ${v('gA', g)}; gsum += gv.x + gv.w; }`).join('\n')}
+  out[4u * BLE + b * E + e] = gsum;
+}`;
+}
+
 // body(kind): the per-token code; kinds share the prologue and the final store
 function kernel(kind) {
+  if (kind.startsWith('bwd-grpx') || kind.startsWith('bwd-grpl')) return backwardGroupsWritten(kind);
+  if (kind.startsWith('bwd-grp')) return backwardGroups(kind);
   if (kind.startsWith('bwd')) return backward(kind);
   if (kind.startsWith('io-batch')) return batched(kind.slice(9));
   if (kind.startsWith('io-staged')) return staged(kind.endsWith('-noexp'));
@@ -364,7 +612,7 @@ ${entry}
 const gpu = await acquireGpu({});
 console.log(describeGpu(gpu));
 const dev = gpu.device;
-const outBuf = dev.createBuffer({ size: 4 * (4 * B * L * E + B * E + B * 12 * 32), usage: GPUBufferUsage.STORAGE });
+const outBuf = dev.createBuffer({ size: 4 * (4 * B * L * E + B * E + B * 12 * 32), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
 const inBuf = dev.createBuffer({ size: 4 * (4 * B * L * E + 8), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
 dev.queue.writeBuffer(inBuf, 0, new Float32Array(4 * B * L * E + 8).map((_, i) => Math.sin(i) * 0.5));
 
@@ -377,6 +625,7 @@ const layout = dev.createPipelineLayout({ bindGroupLayouts: [bgl] });
 const kinds = (values.only ? values.only.split(',') : ['core', 'core-noexp', 'core-bc', 'io', 'io-noexp', 'io-noload', 'io-nostore', 'io-nofn', 'io-batch', 'io-batch-break', 'io-batch-chunk', 'io-batch-xz', 'io-batch-rw', 'io-batch-tokstore', 'io-staged', 'io-staged-noexp',
   'bwd-arith', 'bwd-arith-noexp', 'bwd-sums', 'bwd-sums-nosel', 'bwd-rec', 'bwd-sums-rec', 'bwd-io', 'bwd-full', 'bwd-full-noexp', 'bwd-full-nosel',
   'bwd-sums-scalar', 'bwd-sums-pipe', 'bwd-full-scalar', 'bwd-full-pipe', 'bwd-full-fold2', 'bwd-full-fold2-pipe']);
+let first = null; // --compare: the first kind's outputs
 for (const kind of kinds) {
   const module = dev.createShaderModule({ code: kernel(kind) });
   const info = await module.getCompilationInfo();
@@ -404,5 +653,22 @@ for (const kind of kinds) {
   for (let r = 0; r < rounds; r++) times.push(((await run(repeat)) - (await run(1))) / (repeat - 1));
   times.sort((a, b) => a - b);
   const us = times[times.length >> 1] * 1000;
-  console.log(`${kind.padEnd(12)} ${us.toFixed(1)} µs a dispatch, ${(us * 48 / 1000).toFixed(2)} ms for 48`);
+  let diff = '';
+  if (values.compare) { // du, dΔraw, dz and the per-channel sums against the first kind's
+    const read = dev.createBuffer({ size: 4 * (3 * B * L * E + B * E), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = dev.createCommandEncoder();
+    enc.copyBufferToBuffer(outBuf, 0, read, 0, 4 * 3 * B * L * E);
+    enc.copyBufferToBuffer(outBuf, 4 * 4 * B * L * E, read, 4 * 3 * B * L * E, 4 * B * E);
+    dev.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const got = new Float32Array(read.getMappedRange().slice(0));
+    read.unmap();
+    if (!first) first = got;
+    else {
+      let worst = 0;
+      for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - first[i]) / (Math.abs(first[i]) + 1e-3));
+      diff = `, outputs against ${kinds[0]}'s: ${worst.toExponential(2)} (relative, worst)`;
+    }
+  }
+  console.log(`${kind.padEnd(12)} ${us.toFixed(1)} µs a dispatch, ${(us * 48 / 1000).toFixed(2)} ms for 48${diff}`);
 }
