@@ -431,9 +431,9 @@ export function kernelChecks(cfg: VimConfig, B: number): Check[] {
       },
     });
   }
-  // with VIM_SCAN_PAIR_REDUCE=1 the model sums both directions' partials in one dispatch
-  // (pairScanReduceDefault): the same bits as one reduction after each direction's scan, which the
-  // two rows above check against float64
+  // the model sums both directions' partials in one dispatch (pairScanReduceDefault; with
+  // VIM_SCAN_PAIR_REDUCE=0 one after each direction's scan): the same bits as one reduction a
+  // direction, which the two rows above check against float64
   checks.push({
     kernel: 'selective scan reductions of both directions in one dispatch', shapes: `B=${B} L=${L} E=${E} N=${N}`,
     run: async (c) => {

@@ -142,15 +142,16 @@ export function mergeWeightSumsDefault(): boolean {
 /**
  * Whether both directions' scan backwards sum their partials in one dispatch after both scans
  * (selectiveScanBackwardPair: the same sums, the same bits) instead of one after each: 24 dispatches
- * fewer a step at depth 24, for a second ddelta, dxdbl and scan partials (60 MB for vim-tiny at
- * batch 256). VIM_SCAN_PAIR_REDUCE=1 selects it; 0 or unset, one each: on an H200 the pair took the
- * reductions' timed 1.00 ms to 0.77, but two steps in flight 0.14 ms longer by wall clock
- * (docs/performance.md change 38).
+ * fewer a step at depth 24, for a second set of scan partials (at most 33 MB for vim-tiny at batch 256; a
+ * second ddelta and dxdbl too where x_proj and dt_proj run a dispatch a direction). 1 or unset, one
+ * for both; 0, one each. On an H200 with both directions' x_proj and dt_proj batched the pair saves
+ * 0.25 ms of GPU time and 0.3 ms a step by wall clock (docs/performance.md change 41; change 38 found
+ * it slower by wall clock when each direction's matmuls ran between the two scans).
  */
 export function pairScanReduceDefault(): boolean {
   const v = process.env.VIM_SCAN_PAIR_REDUCE;
-  if (v === '1') return true;
-  if (v === undefined || v === '' || v === '0') return false;
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
   throw new VimError(`VIM_SCAN_PAIR_REDUCE must be '0' (a reduction after each direction's scan backward) or '1' (one after both); it is '${v}'`);
 }
 
