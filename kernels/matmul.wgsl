@@ -297,14 +297,15 @@ fn bias_backward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id)
 
 @compute @workgroup_size(256)
 fn sum_partials(@builtin(global_invocation_id) gid: vec3u) {
-  sum_split(0u, 0u, SUM_N, SPLITS, gid.x, ACCUMULATE);
+  sum_split(0u, 0u, SUM_N, SPLITS, SUM_N, gid.x, ACCUMULATE);
 }
 
-// Element i < n of a split sum: sums[dst + i] (+)= Σ_s partials[src + s·n + i], s in order.
-fn sum_split(dst: u32, src: u32, n: u32, S: u32, i: u32, accumulate: bool) {
+// Element i < n of a split sum: sums[dst + i] (+)= Σ_s partials[src + s·stride + i], s in order
+// (stride n where the splits' partials lie back to back).
+fn sum_split(dst: u32, src: u32, n: u32, S: u32, stride: u32, i: u32, accumulate: bool) {
   if (i >= n) { return; }
   var v = 0.0;
-  for (var s = 0u; s < S; s++) { v += partials[src + s * n + i]; }
+  for (var s = 0u; s < S; s++) { v += partials[src + s * stride + i]; }
   if (accumulate) { v += sums[dst + i]; }
   sums[dst + i] = v;
 }
@@ -312,13 +313,13 @@ fn sum_split(dst: u32, src: u32, n: u32, S: u32, i: u32, accumulate: bool) {
 // The same for the 32 elements i0 … i0 + 31 (those below n) by a workgroup of 256 invocations, 8
 // lanes an element: invocation lid takes element i0 + lid % 32 and lane lid / 32, which sums splits
 // lane, lane + 8, … in order; then lane 0 adds the lanes in order. Call in uniform control flow.
-fn sum_split_lanes(dst: u32, src: u32, n: u32, S: u32, i0: u32, lid: u32, accumulate: bool) {
+fn sum_split_lanes(dst: u32, src: u32, n: u32, S: u32, stride: u32, i0: u32, lid: u32, accumulate: bool) {
   let x = lid % 32u;
   let y = lid / 32u;
   let i = i0 + x;
   var v = 0.0;
   if (i < n) {
-    for (var s = y; s < S; s += 8u) { v += partials[src + s * n + i]; }
+    for (var s = y; s < S; s += 8u) { v += partials[src + s * stride + i]; }
   }
   red[lid] = v;
   workgroupBarrier();
@@ -948,21 +949,22 @@ fn sum_partials4(@builtin(global_invocation_id) gid: vec3u) {
 
 @compute @workgroup_size(32, 8)
 fn sum_partials_lanes(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  sum_split_lanes(0u, 0u, SUM_N, SPLITS, wg.x * 32u, lid, ACCUMULATE);
+  sum_split_lanes(0u, 0u, SUM_N, SPLITS, SUM_N, wg.x * 32u, lid, ACCUMULATE);
 }
 
 // ---- several weight gradients' split sums in one dispatch (sum_partials_multi) ------------------
 //
 // sum_table holds SUM_ROWS rows of SUM_ROW u32, in workgroup order: the row's first workgroup, the
-// element offset of its sums in `sums` and of its partials (S blocks of n) in `partials`, n, S, and
-// flags (1: add to the sums' present values; 2: the lanes form). Workgroup w (of a 1-D grid, folded
+// element offset of its sums in `sums` and of its partials (S blocks of n, each `stride` after the
+// one before) in `partials`, n, S, flags (1: add to the sums' present values; 2: the lanes form)
+// and the stride. Workgroup w (of a 1-D grid, folded
 // into y past the grid limit) takes the last row whose first workgroup is at most w. The plain form
 // sums 256 elements a workgroup (sum_split, as sum_partials does; sum_partials4 adds in the same
 // order), the lanes form 32 elements × 8 lanes (sum_split_lanes, as sum_partials_lanes): the same
 // bits as one dispatch each.
 
 override SUM_ROWS: u32 = 1u;
-const SUM_ROW: u32 = 6u;
+const SUM_ROW: u32 = 7u;
 var<workgroup> sum_pick: u32; // the row, and 65536 with the lanes form
 
 @compute @workgroup_size(256)
@@ -981,10 +983,11 @@ fn sum_partials_multi(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocatio
   let n = sum_table[r + 3u];
   let S = sum_table[r + 4u];
   let accumulate = (sum_table[r + 5u] & 1u) != 0u;
+  let stride = sum_table[r + 6u];
   if (pick < 65536u) {
-    sum_split(dst, src, n, S, (w - w0) * 256u + lid, accumulate);
+    sum_split(dst, src, n, S, stride, (w - w0) * 256u + lid, accumulate);
   } else {
-    sum_split_lanes(dst, src, n, S, (w - w0) * 32u, lid, accumulate);
+    sum_split_lanes(dst, src, n, S, stride, (w - w0) * 32u, lid, accumulate);
   }
 }
 

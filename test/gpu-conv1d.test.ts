@@ -6,6 +6,7 @@ import {
 } from '../src/gpu/ops/conv1d.js';
 import type { Dispatch } from '../src/gpu/kernels.js';
 import type { GpuTensor } from '../src/gpu/tensor.js';
+import { weightSumsDispatch, weightSumsElements, WeightSums } from '../src/gpu/ops/matmul.js';
 import { Rng } from '../src/rng.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
@@ -177,8 +178,8 @@ describe('conv1d + SiLU kernels', () => {
     });
   }
 
-  for (const { B, L, E, K, accumulate } of cases2) {
-    it(`backward, both directions${accumulate ? ' (accumulate)' : ''} B=${B} L=${L} E=${E} K=${K}`, async () => {
+  for (const { B, L, E, K, accumulate } of cases2) for (const viaSums of [false, true]) {
+    it(`backward, both directions${accumulate ? ' (accumulate)' : ''} B=${B} L=${L} E=${E} K=${K}${viaSums ? ', parameters summed by weightSumsDispatch' : ''}`, async () => {
       const gpu = await testGpu();
       const rng = new Rng(B * 3 + L + E + K + (accumulate ? 100 : 0));
       const xz = randArray(rng, B * L * 2 * E, -2, 2);
@@ -190,14 +191,31 @@ describe('conv1d + SiLU kernels', () => {
       // with accumulate the gradients start from random values, else from stale ones to be overwritten
       const dw = [0, 1].map(() => (accumulate ? randArray(rng, E * K) : new Float64Array(E * K)));
       const db = [0, 1].map(() => (accumulate ? randArray(rng, E) : new Float64Array(E)));
-      const tdw = dw.map((a) => tensorFrom(gpu, accumulate ? a : randArray(rng, E * K), 'dweight'));
-      const tdb = db.map((a) => tensorFrom(gpu, accumulate ? a : randArray(rng, E), 'dbias'));
-      await run(gpu, conv1dSiluBackward2(gpu, {
+      const starts = [dw[0], db[0], dw[1], db[1]].map((a) => (accumulate ? a : randArray(rng, a.length)));
+      let tdw: GpuTensor[];
+      let tdb: GpuTensor[];
+      let sums: WeightSums | undefined;
+      if (viaSums) { // the four gradients as views of one buffer at 256-byte steps (weightSumsDispatch's results share one)
+        const at = [0, 1, 2, 3].map((k) => 64 * starts.slice(0, k).reduce((t, a) => t + Math.ceil(a.length / 64), 0));
+        const host = new Float64Array(at[3] + starts[3].length);
+        starts.forEach((a, k) => host.set(a, at[k]));
+        const flat = tensorFrom(gpu, host, 'gradients');
+        const view = (k: number): GpuTensor => ({ buffer: flat.buffer, offset: flat.offset + 4 * at[k], size: 4 * starts[k].length, label: `gradient ${k}` });
+        [tdw, tdb] = [[view(0), view(2)], [view(1), view(3)]];
+        sums = new WeightSums(zerosTensor(gpu, weightSumsElements([conv1dBackward2ScratchElements(B, L, E, K)]), 'partials'));
+      } else {
+        tdw = [tensorFrom(gpu, starts[0], 'dweight'), tensorFrom(gpu, starts[2], 'dweight')];
+        tdb = [tensorFrom(gpu, starts[1], 'dbias'), tensorFrom(gpu, starts[3], 'dbias')];
+      }
+      const list = conv1dSiluBackward2(gpu, {
         dxz: tdxz, dweightF: tdw[0], dbiasF: tdb[0], dweightB: tdw[1], dbiasB: tdb[1],
         doutF: tensorFrom(gpu, dout[0]), doutB: tensorFrom(gpu, dout[1]), xz: tensorFrom(gpu, xz),
         weightF: tensorFrom(gpu, w[0]), biasF: tensorFrom(gpu, bias[0]), weightB: tensorFrom(gpu, w[1]), biasB: tensorFrom(gpu, bias[1]),
-        B, L, E, K, scratch: zerosTensor(gpu, conv1dBackward2ScratchElements(B, L, E, K)), accumulate, accumulateParams: accumulate,
-      }));
+        B, L, E, K, scratch: zerosTensor(gpu, conv1dBackward2ScratchElements(B, L, E, K)), accumulate, accumulateParams: accumulate, sums,
+      });
+      expect(list).toHaveLength(viaSums ? 1 : 2);
+      if (sums) expect(sums.rows.map((r) => [r.n, r.stride])).toEqual([[E * K, 2 * E * (K + 1)], [E, 2 * E * (K + 1)], [E * K, 2 * E * (K + 1)], [E, 2 * E * (K + 1)]]);
+      await run(gpu, sums ? [...list, ...weightSumsDispatch(gpu, sums)] : list);
       if (!accumulate) for (let r = 0; r < B * L; r++) dxz.fill(0, r * 2 * E, r * 2 * E + E);
       for (let d = 0; d < 2; d++) conv1d_silu_backward(dxz, dw[d], db[d], dout[d], xz, w[d], bias[d], B, L, E, K, d === 1);
       expect(relErr(await read(gpu, tdxz), dxz)).toBeLessThan(TOL);

@@ -18,7 +18,7 @@ import type { GpuTensor } from '../src/gpu/tensor.js';
 import {
   MATMUL_TUNED, NARROW_MAX_I, SKINNY_MAX_O, biasBackward, biasBackwardPlan, linearBackward, linearBackwardScratchElements, matmulBackwardInput,
   matmulBackwardWeight, matmulBackwardWeightPlan, matmulDefault, matmulForward, matmulKernelFor, matmulTile,
-  matmulVariantName, parseMatmulVariant, tiledWorkgroupBytes, weightSumsDispatch, weightSumsElements, WeightSums, type MatmulOp, type MatmulSum, type MatmulTile, type MatmulTunedEntry,
+  matmulVariantName, parseMatmulVariant, tiledWorkgroupBytes, weightSumsDispatch, weightSumsElements, weightSumsRegion, WeightSums, type MatmulOp, type MatmulSum, type MatmulTile, type MatmulTunedEntry,
   type TiledVariant,
 } from '../src/gpu/ops/matmul.js';
 import { linear_backward, linear_forward } from '../src/reference/linear.js';
@@ -517,9 +517,9 @@ describe('parametrised tiles', () => {
     expect(list).toHaveLength(cases.length); // no sum dispatches of their own
     expect(ws.rows).toHaveLength(3);
     expect(() => weightSumsDispatch(gpu, { ...ws, rows: [...ws.rows] } as WeightSums, zerosTensor(gpu, 17, 'short table')))
-      .toThrow(/short table holds 17 elements, the table of 3 gradients needs 18/);
-    const table = zerosTensor(gpu, 64 + 18, 'tables');
-    const sums = weightSumsDispatch(gpu, ws, { ...table, offset: 256, size: 4 * 18, label: 'table' });
+      .toThrow(/short table holds 17 elements, the table of 3 gradients needs 21/);
+    const table = zerosTensor(gpu, 64 + 21, 'tables');
+    const sums = weightSumsDispatch(gpu, ws, { ...table, offset: 256, size: 4 * 21, label: 'table' });
     expect(sums).toHaveLength(1);
     expect(sums[0].workgroups[0]).toBe(Math.ceil(560 / 256) + Math.ceil(288 / 32) + Math.ceil(560 / 256));
     expect(ws.rows).toHaveLength(0);
@@ -550,6 +550,34 @@ describe('parametrised tiles', () => {
     const small = new WeightSums(zerosTensor(gpu, need - 1, 'small partials'));
     expect(() => matmulBackwardWeight(gpu, { ...c, dweight: zerosTensor(gpu, c.O * c.I, 'dweight'), dout, inp, sums: small }))
       .toThrow(new RegExp(`small partials holds ${need - 1} f32, the weight sums recorded need ${need}`));
+  });
+
+  it("another op's partials in weight sums: regions after the gradients', a row a column range with the row's stride", async () => {
+    const gpu = await testGpu();
+    const ws = new WeightSums(zerosTensor(gpu, 64 + 3 * 70, 'weight partials'));
+    ws.used = 64;
+    const flat = zerosTensor(gpu, 128, 'flat');
+    const view = (at: number, n: number) => ({ buffer: flat.buffer, offset: 4 * at, size: 4 * n, label: `g${at}` });
+    const region = weightSumsRegion(ws, 'op', 3, 70, [{ dst: view(0, 50), at: 0, n: 50 }, { dst: view(64, 20), at: 50, n: 20 }], true);
+    expect([region.offset, region.size, ws.used]).toEqual([4 * 64, 4 * 210, 64 + 256]);
+    expect(ws.rows.map((r) => [r.src, r.n, r.splits, r.stride, r.accumulate, r.lanes])).toEqual([[64, 50, 3, 70, true, false], [114, 20, 3, 70, true, false]]);
+    expect(() => weightSumsRegion(new WeightSums(zerosTensor(gpu, 209, 'small')), 'op', 3, 70, [], false))
+      .toThrow(/op: small holds 209 f32, the weight sums recorded need 210/);
+    expect(() => weightSumsRegion(new WeightSums(zerosTensor(gpu, 210, 'p')), 'op', 3, 70, [{ dst: view(0, 30), at: 50, n: 30 }], false))
+      .toThrow(/op: columns 50…79 of g0 are outside the 70 of a partial row/);
+    // the sums: Σ over the 3 rows of each range, added to the gradients' present values
+    const part = Float32Array.from({ length: 210 }, (_, i) => ((i * 7) % 13) - 6);
+    gpu.queue.writeBuffer(region.buffer, region.offset, part);
+    const init = Float32Array.from({ length: 128 }, (_, i) => i);
+    gpu.queue.writeBuffer(flat.buffer, 0, init);
+    await run(gpu, weightSumsDispatch(gpu, ws));
+    const got = await read(gpu, flat);
+    const want = Float64Array.from(init);
+    for (let r = 0; r < 3; r++) {
+      for (let i = 0; i < 50; i++) want[i] += part[r * 70 + i];
+      for (let i = 0; i < 20; i++) want[64 + i] += part[r * 70 + 50 + i];
+    }
+    expect(Array.from(got)).toEqual(Array.from(want));
   });
 
   it('MATMUL_TUNED entries become the default, and fall back to the size rule where they cannot run', async () => {

@@ -3,6 +3,7 @@ import { residual_rmsnorm_backward, residual_rmsnorm_forward } from '../src/refe
 import {
   residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardRowsPerGroup, rmsnormBackwardScratchElements,
 } from '../src/gpu/ops/rmsnorm.js';
+import { weightSumsDispatch, weightSumsElements, WeightSums } from '../src/gpu/ops/matmul.js';
 import { Rng } from '../src/rng.js';
 import { randArray, read, relErr, run, tensorFrom, testGpu, zerosTensor } from './helpers/gpu.js';
 
@@ -49,8 +50,8 @@ describe('residual rmsnorm kernels', () => {
     { BL: 9001, D: 130, drNext: false, accumulate: false }, // 8 rows a group (2 per slot), 1126 groups
     { BL: 9, D: 2100, drNext: true, accumulate: false }, // wide rows: fewer slots fit workgroup memory
   ];
-  for (const { BL, D, drNext, accumulate } of cases) {
-    it(`backward BL=${BL} D=${D}${drNext ? '' : ' (no dr_next)'}${accumulate ? ' (accumulate)' : ''}`, async () => {
+  for (const { BL, D, drNext, accumulate } of cases) for (const viaSums of [false, true]) {
+    it(`backward BL=${BL} D=${D}${drNext ? '' : ' (no dr_next)'}${accumulate ? ' (accumulate)' : ''}${viaSums ? ', dweight summed by weightSumsDispatch' : ''}`, async () => {
       const gpu = await testGpu();
       const rng = new Rng(7 * BL + D);
       const r = randArray(rng, BL * D, -2, 2);
@@ -65,12 +66,17 @@ describe('residual rmsnorm kernels', () => {
       const dw = accumulate ? randArray(rng, D) : new Float64Array(D);
       const tdr = tensorFrom(gpu, accumulate ? dr : randArray(rng, BL * D), 'dr');
       const tdw = tensorFrom(gpu, accumulate ? dw : randArray(rng, D), 'dweight');
-      await run(gpu, residualRmsnormBackward(gpu, {
+      // with weight sums, the partials go to a region after another gradient's and the sum waits for weightSumsDispatch
+      const sums = viaSums ? new WeightSums(zerosTensor(gpu, weightSumsElements([100, rmsnormBackwardScratchElements(BL, D)]), 'partials')) : undefined;
+      if (sums) sums.used = 128;
+      const list = residualRmsnormBackward(gpu, {
         dr: tdr, dweight: tdw, dout: tensorFrom(gpu, dout), drNext: dn ? tensorFrom(gpu, dn) : null,
         r: tensorFrom(gpu, r), rstd: tensorFrom(gpu, rstd32), weight: tensorFrom(gpu, weight), BL, D,
         scratch: zerosTensor(gpu, rmsnormBackwardScratchElements(BL, D), 'scratch'),
-        accumulate, accumulateWeight: accumulate,
-      }));
+        accumulate, accumulateWeight: accumulate, sums,
+      });
+      expect(list).toHaveLength(viaSums ? 1 : 2);
+      await run(gpu, sums ? [...list, ...weightSumsDispatch(gpu, sums)] : list);
       residual_rmsnorm_backward(dr, dw, dout, dn, r, rstd32, weight, BL, D);
       expect(relErr(await read(gpu, tdr), dr)).toBeLessThan(TOL);
       expect(relErr(await read(gpu, tdw), dw)).toBeLessThan(TOL);

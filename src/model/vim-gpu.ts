@@ -32,7 +32,7 @@ import { align, download, mapRead, upload, type GpuTensor } from '../gpu/tensor.
 import { imageWords, normalizePatches, tokensBackward, tokensForward, uploadImages } from '../gpu/ops/embed.js';
 import {
   biasBackward, biasBackwardPlan, matmulBackwardInput, matmulBackwardWeight, matmulBackwardWeightBatchElements, matmulBackwardWeightPlan, matmulForward,
-  weightSumsDispatch, weightSumsElements, WeightSums,
+  WEIGHT_SUM_ROW, weightSumsDispatch, weightSumsElements, WeightSums,
 } from '../gpu/ops/matmul.js';
 import { residualRmsnormBackward, residualRmsnormForward, rmsnormBackwardScratchElements } from '../gpu/ops/rmsnorm.js';
 import { conv1dBackward2ScratchElements, conv1dSiluBackward2, conv1dSiluForward2 } from '../gpu/ops/conv1d.js';
@@ -128,8 +128,10 @@ export function fuseCombineDefault(): boolean {
 /**
  * Whether a block's weight gradients (out_proj, dt_proj and x_proj of both directions, in_proj)
  * add up their split partials in one dispatch at the block's end (matmul.ts weightSumsDispatch:
- * the same sums, the same bits) instead of one dispatch each: 6 a block, 120 fewer a step at depth
- * 24, for a buffer holding all six gradients' partials at once (38 MB for vim-tiny at batch 256).
+ * the same sums, the same bits) instead of one dispatch each, and its RMSNorm weight's and both
+ * directions' conv1d parameters' partials with them (summed in another order than their own tree
+ * sums): one dispatch a block instead of eight, 168 fewer a step at depth 24, for a buffer holding
+ * all their partials at once (48 MB for vim-tiny at batch 256, 46 of them the matmuls').
  * VIM_MERGE_WEIGHT_SUMS=0 selects one dispatch each, for measurements; 1 or unset, the merged form.
  */
 export function mergeWeightSumsDefault(): boolean {
@@ -357,9 +359,12 @@ export class VimGpu {
     const blockWeights = [[BL, E, D, false], [BL, R, E, batchDirs], [BL, R, E, batchDirs], [BL, E, R + 2 * N, batchDirs], [BL, E, R + 2 * N, batchDirs], [BL, D, 2 * E, false]] as const;
     const partialsOf = ([m, i, o, batched]: readonly [number, number, number, boolean]) => (batched
       ? matmulBackwardWeightBatchElements(m, i, o) : matmulBackwardWeightPlan(m, i, o).scratchElements);
+    // (and the block's RMSNorm weight and both directions' conv1d parameters, whose partials join those sums)
+    const otherPartials = [rmsnormBackwardScratchElements(BL, D), conv1dBackward2ScratchElements(B, L, E, K)];
     const weightSums = opts.training && mergeWeightSumsDefault()
-      ? new WeightSums(t('block weight partials', Math.max(1, weightSumsElements(blockWeights.map(partialsOf)))))
+      ? new WeightSums(t('block weight partials', Math.max(1, weightSumsElements([...blockWeights.map(partialsOf), ...otherPartials]))))
       : undefined;
+    const sumRows = blockWeights.length + 1 + 4; // the matmuls' six (a batched pair two), RMSNorm's one, conv1d's four
 
     const p = (name: string) => this.params.get(name);
     const mix = (i: number, s: string) => p(`layers.${i}.mixer.${s}`);
@@ -520,16 +525,18 @@ export class VimGpu {
         doutF: du[0], doutB: du[1], xz: a.xz,
         weightF: mix(i, DIRECTION_NAMES.conv1dWeight[0]), biasF: mix(i, DIRECTION_NAMES.conv1dBias[0]),
         weightB: mix(i, DIRECTION_NAMES.conv1dWeight[1]), biasB: mix(i, DIRECTION_NAMES.conv1dBias[1]), B, L, E, K, scratch,
+        sums: weightSums,
       }));
       // in_proj: xz = hn · Winᵀ
       W.push(matmulBackwardInput(gpu, { dinp: dhn, dout: dxz, weight: mix(i, 'in_proj.weight'), M: BL, I: D, O: 2 * E }));
       W.push(...matmulBackwardWeight(gpu, { dweight: gm(i, 'in_proj.weight'), dout: dxz, inp: a.hn, M: BL, I: D, O: 2 * E, scratch, sums: weightSums }));
-      if (weightSums) W.push(...weightSumsDispatch(gpu, weightSums, t(`weight sums table ${i}`, 6 * blockWeights.length))); // the block's six sums (none where no gradient was split)
       // residual add + norm: ∂loss/∂R_i = ∂loss/∂R_{i+1} + norm backward
       W.push(...residualRmsnormBackward(gpu, {
         dr: gOut, dweight: g(`layers.${i}.norm.weight`), dout: dhn, drNext: gIn, r: a.r, rstd: a.rstd,
-        weight: p(`layers.${i}.norm.weight`), BL, D, scratch,
+        weight: p(`layers.${i}.norm.weight`), BL, D, scratch, sums: weightSums,
       }));
+      // the block's weight sums: its matmuls' split ones (none where no gradient was split), its norm's and conv1d's
+      if (weightSums) W.push(...weightSumsDispatch(gpu, weightSums, t(`weight sums table ${i}`, WEIGHT_SUM_ROW * sumRows)));
       gIn = gOut;
     }
     // R_0 = tokens

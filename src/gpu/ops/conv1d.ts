@@ -15,6 +15,7 @@
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
 import type { GpuTensor } from '../tensor.js';
+import { weightSumsRegion, type WeightSums } from './matmul.js';
 import { checkPositive, colSumForward, grid1d, need } from './reduce.js';
 
 /** The widest conv the kernels take (their per-invocation tap sums are a fixed array). */
@@ -223,8 +224,13 @@ export interface Conv1dSiluBackward2Args {
   L: number;
   E: number;
   K: number;
-  /** (conv1dBackward2ScratchElements(B, L, E, K)) partial sums. */
+  /** (conv1dBackward2ScratchElements(B, L, E, K)) partial sums (not used with `sums`). */
   scratch: GpuTensor;
+  /**
+   * The partials to a region of `sums.partials` of their own, the four gradients' sums recorded
+   * there for weightSumsDispatch (with a block's weight gradients' sums) instead of a dispatch here.
+   */
+  sums?: WeightSums;
   /** dxz x half += instead of =. */
   accumulate?: boolean;
   /** dweight, dbias of both directions += instead of =. */
@@ -236,7 +242,8 @@ export interface Conv1dSiluBackward2Args {
  * part added first), dweightF, dbiasF, dweightB, dbiasB (= or +=) their sums over (b, t). As
  * conv1dSiluBackward for reverse false, then for reverse true accumulating into dxz, but xz is
  * read and dxz's x half written once. Two dispatches: the walk (dx and both directions' partials,
- * side by side in a (G, 2·(E·K + E)) row) and one tree column sum finishing all four gradients.
+ * side by side in a (G, 2·(E·K + E)) row) and one tree column sum finishing all four gradients;
+ * with `sums`, the walk alone (weightSumsDispatch adds the partials, in another order).
  */
 export function conv1dSiluBackward2(gpu: Gpu, a: Conv1dSiluBackward2Args): Dispatch[] {
   const { B, L, E, K } = a;
@@ -257,19 +264,23 @@ export function conv1dSiluBackward2(gpu: Gpu, a: Conv1dSiluBackward2Args): Dispa
   const plan = conv1dBackwardPlan(B, L);
   const G = plan.groups;
   const X = E * (K + 1);
-  need(w, 'scratch', a.scratch, 2 * G * X);
+  const outs = [{ dst: a.dweightF, at: 0, n: E * K }, { dst: a.dbiasF, at: E * K, n: E }, { dst: a.dweightB, at: X, n: E * K }, { dst: a.dbiasB, at: X + E * K, n: E }];
+  const partials = a.sums ? weightSumsRegion(a.sums, w, G, 2 * X, outs, a.accumulateParams ?? false) : a.scratch;
+  need(w, 'scratch', partials, 2 * G * X);
   const n = B * L * E;
   const acc = a.accumulate ? 1 : 0;
+  const walk = makeDispatch(gpu, 'conv1d', 'conv1d_silu_backward2', {
+    B, L, E, K, ACCUMULATE: acc, CHUNK: plan.chunk, UNITS_PER_GROUP: plan.unitsPerGroup,
+  }, [a.dxz, a.xz, a.weightF, a.biasF, a.doutF, a.weightB, a.biasB, a.doutB, partials], [ceilDiv(E, 64), G], {
+    // x and both douts read, dx written (and read when accumulating), both directions' weights
+    // and biases read, the partials written
+    label: 'conv1d_silu_backward2', bytes: 4 * (n * (4 + acc) + 2 * X + 2 * G * X), flops: n * (12 * K + 25),
+  });
+  if (a.sums) return [walk];
   return [
-    makeDispatch(gpu, 'conv1d', 'conv1d_silu_backward2', {
-      B, L, E, K, ACCUMULATE: acc, CHUNK: plan.chunk, UNITS_PER_GROUP: plan.unitsPerGroup,
-    }, [a.dxz, a.xz, a.weightF, a.biasF, a.doutF, a.weightB, a.biasB, a.doutB, a.scratch], [ceilDiv(E, 64), G], {
-      // x and both douts read, dx written (and read when accumulating), both directions' weights
-      // and biases read, the partials written
-      label: 'conv1d_silu_backward2', bytes: 4 * (n * (4 + acc) + 2 * X + 2 * G * X), flops: n * (12 * K + 25),
-    }),
+    walk,
     ...colSumForward(gpu, {
-      out: a.dweightF, inp: a.scratch, M: G, X: 2 * X,
+      out: a.dweightF, inp: partials, M: G, X: 2 * X,
       split: [{ at: E * K, out: a.dbiasF }, { at: X, out: a.dweightB }, { at: X + E * K, out: a.dbiasB }],
       accumulate: a.accumulateParams, singlePass: true, label: 'conv1d_dparams2',
     }),

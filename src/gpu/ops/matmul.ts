@@ -487,13 +487,17 @@ export interface MatmulBackwardWeightArgs extends Strides {
 }
 
 /**
- * Weight gradients whose split sums wait for one dispatch (matmulBackwardWeight with `sums`, then
- * weightSumsDispatch): each takes the next region of `partials` (aligned to 256 bytes), so they
- * all stay there until the sums run. Their results must lie in one buffer (a flat gradient buffer).
+ * Weight gradients whose split sums wait for one dispatch (matmulBackwardWeight with `sums`, or
+ * another op's parameter partials through weightSumsRegion, then weightSumsDispatch): each takes
+ * the next region of `partials` (aligned to 256 bytes), so they all stay there until the sums run.
+ * Their results must lie in one buffer (a flat gradient buffer).
  */
 export class WeightSums {
-  /** Rows of the sum table: where the sums go and their partials are, n, splits, accumulate, lanes form. */
-  rows: { dst: GpuTensor; src: number; n: number; splits: number; accumulate: boolean; lanes: boolean }[] = [];
+  /**
+   * Rows of the sum table: where the sums go and their partials are, n, splits, accumulate, lanes
+   * form, and the elements from one split's partials to the next (n where omitted).
+   */
+  rows: { dst: GpuTensor; src: number; n: number; splits: number; accumulate: boolean; lanes: boolean; stride?: number }[] = [];
   /** f32 elements of `partials` taken. */
   used = 0;
   constructor(readonly partials: GpuTensor) {}
@@ -502,6 +506,31 @@ export class WeightSums {
 /** Elements of WeightSums.partials that weight gradients with these plans' scratch need together. */
 export function weightSumsElements(scratchElements: number[]): number {
   return scratchElements.reduce((t, e) => t + alignElements(e), 0);
+}
+
+/** u32 of weightSumsDispatch's table a recorded sum. */
+export const WEIGHT_SUM_ROW = 7;
+
+/**
+ * The next region of `ws.partials` for an op's parameter partials, G rows of X (row-major), whose
+ * column ranges `outs` (X columns from `at`, n wide) sum over the G rows into `dst` at the next
+ * weightSumsDispatch, in the lanes form (eight interleaved lanes, then the lanes in order) from 32
+ * rows on, else in row order. The region comes back as a tensor for the op to write its partials to.
+ */
+export function weightSumsRegion(
+  ws: WeightSums, where: string, G: number, X: number, outs: readonly { dst: GpuTensor; at: number; n: number }[], accumulate: boolean,
+): GpuTensor {
+  const at = ws.used;
+  const need = G * X;
+  if (at + need > numel(ws.partials)) {
+    throw new Error(`${where}: ${ws.partials.label} holds ${numel(ws.partials)} f32, the weight sums recorded need ${at + need}`);
+  }
+  for (const o of outs) {
+    if (o.at < 0 || o.at + o.n > X) throw new Error(`${where}: columns ${o.at}…${o.at + o.n - 1} of ${o.dst.label} are outside the ${X} of a partial row`);
+  }
+  ws.used = at + alignElements(need);
+  for (const o of outs) ws.rows.push({ dst: o.dst, src: at + o.at, n: o.n, splits: G, accumulate, lanes: G >= 32, stride: X });
+  return { buffer: ws.partials.buffer, offset: ws.partials.offset + 4 * at, size: 4 * need, label: `${ws.partials.label} @${at}` };
 }
 
 const SUM_ALIGN = 64; // f32 elements: 256 bytes, the largest minStorageBufferOffsetAlignment WebGPU allows
@@ -513,9 +542,9 @@ function alignElements(e: number): number {
  * One dispatch (sum_partials_multi) that adds up the split partials of every weight gradient
  * recorded in `ws`, each in the order its own sum dispatch would (the same bits); none when nothing
  * was recorded. `ws` is emptied, so its regions serve the next gradients (whose partials are
- * written after these sums in the same stream). The dispatch's table of 6 u32 a gradient goes to
- * `table` (a region the caller owns, at least 6 elements a recorded gradient), else to a buffer of
- * its own.
+ * written after these sums in the same stream). The dispatch's table of WEIGHT_SUM_ROW u32 a
+ * gradient goes to `table` (a region the caller owns, at least WEIGHT_SUM_ROW elements a recorded
+ * gradient), else to a buffer of its own.
  */
 export function weightSumsDispatch(gpu: Gpu, ws: WeightSums, table?: GpuTensor): Dispatch[] {
   const rows = ws.rows;
@@ -526,12 +555,12 @@ export function weightSumsDispatch(gpu: Gpu, ws: WeightSums, table?: GpuTensor):
   for (const r of rows) {
     if (r.dst.buffer !== buffer) throw new Error(`weightSumsDispatch: ${r.dst.label} is not in the buffer of ${rows[0].dst.label}; the sums of one dispatch must land in one buffer`);
   }
-  const rowsU32 = new Uint32Array(rows.length * 6);
+  const rowsU32 = new Uint32Array(rows.length * WEIGHT_SUM_ROW);
   let groups = 0;
   let bytes = 0;
   let flops = 0;
   rows.forEach((r, k) => {
-    rowsU32.set([groups, r.dst.offset / 4, r.src, r.n, r.splits, (r.accumulate ? 1 : 0) | (r.lanes ? 2 : 0)], 6 * k);
+    rowsU32.set([groups, r.dst.offset / 4, r.src, r.n, r.splits, (r.accumulate ? 1 : 0) | (r.lanes ? 2 : 0), r.stride ?? r.n], WEIGHT_SUM_ROW * k);
     groups += ceilDiv(r.n, r.lanes ? 32 : 256);
     const c = splitSumCost(r.n, r.splits, r.accumulate);
     bytes += c.bytes;

@@ -14,6 +14,7 @@
 import type { Gpu } from '../device.js';
 import { ceilDiv, makeDispatch, type Dispatch } from '../kernels.js';
 import type { GpuTensor } from '../tensor.js';
+import { weightSumsRegion, type WeightSums } from './matmul.js';
 import { checkPositive, colSumForward, need, workgroupGrid } from './reduce.js';
 
 /** Rows of a strided row selection: row offset + k·stride of a (BL, D) tensor, k < count. */
@@ -105,8 +106,13 @@ export interface ResidualRmsnormBackwardArgs {
   weight: GpuTensor; // (D)
   BL: number;
   D: number;
-  /** (rmsnormBackwardScratchElements(rows, D)) dweight partials. */
+  /** (rmsnormBackwardScratchElements(rows, D)) dweight partials (not used with `sums`). */
   scratch: GpuTensor;
+  /**
+   * The dweight partials to a region of `sums.partials` of their own, their sum recorded there
+   * for weightSumsDispatch (with a block's weight gradients' sums) instead of a dispatch here.
+   */
+  sums?: WeightSums;
   select?: RowSelect;
   /** dr += instead of dr =. */
   accumulate?: boolean;
@@ -116,7 +122,8 @@ export interface ResidualRmsnormBackwardArgs {
 
 /**
  * dr (= or +=) dr_next + ∂out/∂r · dout; dweight (= or +=) Σ_rows dout · r · rstd. Two dispatches:
- * the rows (with per-workgroup dweight partials), then one tree column sum of the partials.
+ * the rows (with per-workgroup dweight partials), then one tree column sum of the partials; with
+ * `sums`, the first alone (weightSumsDispatch adds the partials, in another order).
  */
 export function residualRmsnormBackward(gpu: Gpu, a: ResidualRmsnormBackwardArgs): Dispatch[] {
   const { BL, D } = a;
@@ -133,16 +140,21 @@ export function residualRmsnormBackward(gpu: Gpu, a: ResidualRmsnormBackwardArgs
   if (a.drNext) need(w, 'drNext', a.drNext, BL * D);
   const rpg = rmsnormBackwardRowsPerGroup(rows);
   const G = ceilDiv(rows, rpg);
-  need(w, 'scratch', a.scratch, G * D);
+  const partials = a.sums
+    ? weightSumsRegion(a.sums, w, G, D, [{ dst: a.dweight, at: 0, n: D }], a.accumulateWeight ?? false)
+    : a.scratch;
+  need(w, 'scratch', partials, G * D);
   const n = rows * D;
   const acc = a.accumulate ? 1 : 0;
+  const main = makeDispatch(gpu, 'rmsnorm', 'residual_rmsnorm_backward', {
+    D, ROWS: rows, ROW_STRIDE: sel.stride, ROW_OFFSET: sel.offset, HAS_DR_NEXT: a.drNext ? 1 : 0,
+    ROWS_PER_GROUP: rpg, ACCUMULATE: acc, SLOTS: backwardSlots(gpu, D),
+  }, [a.dr, partials, a.dout, a.r, a.rstd, a.weight, a.drNext ?? a.dout], workgroupGrid(gpu, G), {
+    bytes: 4 * (n * (3 + acc + (a.drNext ? 1 : 0)) + rows + D + G * D), flops: 9 * n,
+  });
+  if (a.sums) return [main];
   return [
-    makeDispatch(gpu, 'rmsnorm', 'residual_rmsnorm_backward', {
-      D, ROWS: rows, ROW_STRIDE: sel.stride, ROW_OFFSET: sel.offset, HAS_DR_NEXT: a.drNext ? 1 : 0,
-      ROWS_PER_GROUP: rpg, ACCUMULATE: acc, SLOTS: backwardSlots(gpu, D),
-    }, [a.dr, a.scratch, a.dout, a.r, a.rstd, a.weight, a.drNext ?? a.dout], workgroupGrid(gpu, G), {
-      bytes: 4 * (n * (3 + acc + (a.drNext ? 1 : 0)) + rows + D + G * D), flops: 9 * n,
-    }),
-    ...colSumForward(gpu, { out: a.dweight, inp: a.scratch, M: G, X: D, accumulate: a.accumulateWeight, singlePass: true, label: 'rmsnorm_dweight' }),
+    main,
+    ...colSumForward(gpu, { out: a.dweight, inp: partials, M: G, X: D, accumulate: a.accumulateWeight, singlePass: true, label: 'rmsnorm_dweight' }),
   ];
 }
