@@ -17,7 +17,8 @@
 //
 // Geometry: the row sum is a tree reduction in workgroup memory (fixed order: deterministic).
 //   forward:  one workgroup of 128 invocations per row, columns d = lid, lid + 128, …; ROWS
-//             workgroups as (x, y) with k = wg.x + wg.y · nwg.x.
+//             workgroups as (x, y) with k = wg.x + wg.y · nwg.x (residual_rmsnorm_forward_rows:
+//             16 rows a workgroup of 256, for D a multiple of 4 up to 256).
 //   backward: one workgroup of 256 invocations per ROWS_PER_GROUP consecutive rows,
 //             G = ceil(ROWS / ROWS_PER_GROUP) workgroups as (x, y). The workgroup is SLOTS row slots
 //             of 256 / SLOTS invocations (columns d = c, c + 256/SLOTS, …); slot q takes rows
@@ -25,8 +26,10 @@
 //             (before: one row of 192 columns per 128-invocation workgroup, nine barriers a row).
 //             Each slot keeps its dweight sums in workgroup memory (SLOTS · D); the slots are added
 //             in order and written as row grp of partials (G, D), which reduce.wgsl's colsum_tree
-//             adds into dweight. vim-tiny (ROWS = 16,640, D = 192, SLOTS = 4): 16 rows a group,
-//             G = 1040 workgroups, 266,240 invocations, 3 columns each.
+//             adds into dweight (or the block's weight sums). For D a multiple of 4 up to 256,
+//             residual_rmsnorm_backward_rows: 16 row slots of 16 invocations in vec4 columns, the
+//             same groups and partials. vim-tiny (ROWS = 16,640, D = 192): 16 rows a group,
+//             G = 1040 workgroups, 266,240 invocations, 3 vec4 columns each.
 
 override D: u32;
 override ROWS: u32;
@@ -82,6 +85,63 @@ fn residual_rmsnorm_forward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workg
   if (lid == 0u) { f_rstd[k] = s; }
   for (var d = lid; d < D; d += WG) {
     f_out[dst + d] = f_r_out[dst + d] * s * f_weight[d];
+  }
+}
+
+// residual_rmsnorm_forward_rows: the same for D a multiple of 4 up to 4 · FR_LANES · FR_VMAX (256):
+// a workgroup of 256 invocations takes FR_ROWS = 16 rows, FR_LANES = 16 invocations a row, each
+// with vec4 v = c, c + 16, … of it held in registers (r_out read back from nowhere), the row sum a
+// 4-level tree that the 16 rows share. ceil(ROWS / 16) workgroups as (x, y).
+@group(0) @binding(0) var<storage, read_write> f4_r_out: array<vec4<f32>>; // (ROWS, D / 4)
+@group(0) @binding(1) var<storage, read_write> f4_out: array<vec4<f32>>;   // (ROWS, D / 4)
+@group(0) @binding(3) var<storage, read> f4_h: array<vec4<f32>>;           // (BL, D / 4)
+@group(0) @binding(4) var<storage, read> f4_weight: array<vec4<f32>>;      // (D / 4)
+@group(0) @binding(5) var<storage, read> f4_r_in: array<vec4<f32>>;        // (BL, D / 4), read if HAS_R_IN
+
+const FR_LANES = 16u;
+const FR_ROWS = 16u;
+const FR_VMAX = 4u;
+var<workgroup> fr_red: array<f32, 256>; // [row slot][lane]
+
+@compute @workgroup_size(256)
+fn residual_rmsnorm_forward_rows(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                                 @builtin(local_invocation_index) lid: u32) {
+  let grp = wg.x + wg.y * nwg.x;
+  let j = lid / FR_LANES;
+  let c = lid - j * FR_LANES;
+  let k = grp * FR_ROWS + j;
+  let live = k < ROWS;
+  let kk = min(k, ROWS - 1u); // idle slots read the last row, write nothing and join the trees
+  let V = D / 4u;
+  let src = (ROW_OFFSET + kk * ROW_STRIDE) * V;
+  let dst = kk * V;
+  var r: array<vec4<f32>, FR_VMAX>;
+  var ss = 0.0;
+  for (var i = 0u; i < FR_VMAX; i++) {
+    let v = c + i * FR_LANES;
+    if (v < V) {
+      var x = f4_h[src + v];
+      if (HAS_R_IN) { x += f4_r_in[src + v]; }
+      r[i] = x;
+      ss += dot(x, x);
+    }
+  }
+  fr_red[lid] = ss;
+  workgroupBarrier();
+  for (var half = FR_LANES / 2u; half > 0u; half >>= 1u) {
+    if (c < half) { fr_red[lid] += fr_red[lid + half]; }
+    workgroupBarrier();
+  }
+  let s = 1.0 / sqrt(fr_red[j * FR_LANES] / f32(D) + EPS);
+  if (live) {
+    if (c == 0u) { f_rstd[k] = s; }
+    for (var i = 0u; i < FR_VMAX; i++) {
+      let v = c + i * FR_LANES;
+      if (v < V) {
+        f4_r_out[dst + v] = r[i];
+        f4_out[dst + v] = r[i] * s * f4_weight[v];
+      }
+    }
   }
 }
 
@@ -156,5 +216,87 @@ fn residual_rmsnorm_backward(@builtin(workgroup_id) wg: vec3u, @builtin(num_work
     var t = dw_acc[d];
     for (var j = 1u; j < SLOTS; j++) { t += dw_acc[j * D + d]; }
     b_partial[grp * D + d] = t;
+  }
+}
+
+// residual_rmsnorm_backward_rows: the same for D a multiple of 4 up to 256 (as the forward's rows
+// form): 16 row slots of 16 invocations, each invocation vec4 v = c, c + 16, … of its row in
+// registers (dout and r read once), the row sum Σ g·r a 4-level tree the 16 rows share; slot j
+// takes rows k0 + j, k0 + j + 16, … of the group's ROWS_PER_GROUP, each invocation keeps its
+// columns' dweight sums over its rows in registers, and the slots' sums are added in slot order
+// into row grp of the partials (the same (G, D) as the slots form).
+@group(0) @binding(0) var<storage, read_write> b4_dr: array<vec4<f32>>;      // (BL, D / 4)
+@group(0) @binding(1) var<storage, read_write> b4_partial: array<vec4<f32>>; // (G, D / 4)
+@group(0) @binding(2) var<storage, read> b4_dout: array<vec4<f32>>;          // (ROWS, D / 4)
+@group(0) @binding(3) var<storage, read> b4_r: array<vec4<f32>>;             // (ROWS, D / 4)
+@group(0) @binding(5) var<storage, read> b4_weight: array<vec4<f32>>;        // (D / 4)
+@group(0) @binding(6) var<storage, read> b4_dr_next: array<vec4<f32>>;       // (BL, D / 4), read if HAS_DR_NEXT
+var<workgroup> br_dw: array<vec4<f32>, 1024>; // [row slot][vec4 column] (16 × 64)
+
+@compute @workgroup_size(256)
+fn residual_rmsnorm_backward_rows(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                                  @builtin(local_invocation_index) lid: u32) {
+  let grp = wg.x + wg.y * nwg.x;
+  let k0 = grp * ROWS_PER_GROUP;
+  if (k0 >= ROWS) { return; } // uniform across the workgroup
+  let k1 = min(k0 + ROWS_PER_GROUP, ROWS);
+  let j = lid / FR_LANES;
+  let c = lid - j * FR_LANES;
+  let V = D / 4u;
+  var w: array<vec4<f32>, FR_VMAX>;
+  var dw: array<vec4<f32>, FR_VMAX>;
+  for (var i = 0u; i < FR_VMAX; i++) {
+    let v = c + i * FR_LANES;
+    if (v < V) { w[i] = b4_weight[v]; }
+    dw[i] = vec4<f32>(0.0);
+  }
+  let steps = (k1 - k0 + FR_ROWS - 1u) / FR_ROWS; // uniform: every slot takes part in every tree
+  for (var step = 0u; step < steps; step++) {
+    let k = k0 + step * FR_ROWS + j;
+    let live = k < k1;
+    let kk = min(k, k1 - 1u); // idle slots read the group's last row, write nothing and join the trees
+    let row = kk * V;
+    let s = b_rstd[kk];
+    var g: array<vec4<f32>, FR_VMAX>;
+    var r: array<vec4<f32>, FR_VMAX>;
+    var gr = 0.0;
+    for (var i = 0u; i < FR_VMAX; i++) {
+      let v = c + i * FR_LANES;
+      if (v < V) {
+        g[i] = b4_dout[row + v];
+        r[i] = b4_r[row + v];
+        gr += dot(g[i] * w[i], r[i]);
+        if (live) { dw[i] += g[i] * r[i] * s; }
+      }
+    }
+    fr_red[lid] = gr;
+    workgroupBarrier();
+    for (var half = FR_LANES / 2u; half > 0u; half >>= 1u) {
+      if (c < half) { fr_red[lid] += fr_red[lid + half]; }
+      workgroupBarrier();
+    }
+    let cc = s * s * fr_red[j * FR_LANES] / f32(D);
+    workgroupBarrier(); // fr_red is reused by the next step
+    if (live) {
+      let sel = (ROW_OFFSET + k * ROW_STRIDE) * V;
+      for (var i = 0u; i < FR_VMAX; i++) {
+        let v = c + i * FR_LANES;
+        if (v < V) {
+          var x = s * (g[i] * w[i] - r[i] * cc);
+          if (HAS_DR_NEXT) { x += b4_dr_next[sel + v]; }
+          if (ACCUMULATE) { b4_dr[sel + v] += x; } else { b4_dr[sel + v] = x; }
+        }
+      }
+    }
+  }
+  for (var i = 0u; i < FR_VMAX; i++) {
+    let v = c + i * FR_LANES;
+    if (v < V) { br_dw[j * 64u + v] = dw[i]; }
+  }
+  workgroupBarrier();
+  for (var v = lid; v < V; v += 256u) {
+    var t = br_dw[v];
+    for (var q = 1u; q < FR_ROWS; q++) { t += br_dw[q * 64u + v]; }
+    b4_partial[grp * V + v] = t;
   }
 }

@@ -18,8 +18,9 @@ function gather(x: Float64Array, D: number, count: number, stride: number, offse
 }
 
 describe('residual rmsnorm kernels', () => {
-  for (const [BL, D, withRin] of [[21, 19, true], [21, 19, false], [10, 259, true]] as const) {
-    it(`forward BL=${BL} D=${D}${withRin ? '' : ' (no r_in)'}`, async () => {
+  // a row a workgroup (D not a multiple of 4, or over 256), else 16 rows a workgroup in vec4s (the last group partly idle)
+  for (const [BL, D, withRin] of [[21, 19, true], [21, 19, false], [10, 259, true], [21, 192, true], [37, 12, false], [16, 256, true], [1000, 100, true]] as const) {
+    it(`forward BL=${BL} D=${D}${withRin ? '' : ' (no r_in)'}${D % 4 === 0 && D <= 256 ? ', 16 rows a workgroup' : ''}`, async () => {
       const gpu = await testGpu();
       const rng = new Rng(BL + D);
       const rIn = withRin ? randArray(rng, BL * D, -2, 2) : null;
@@ -49,6 +50,11 @@ describe('residual rmsnorm kernels', () => {
     { BL: 4133, D: 67, drNext: true, accumulate: true }, // 1034 partial groups, the last one row
     { BL: 9001, D: 130, drNext: false, accumulate: false }, // 8 rows a group (2 per slot), 1126 groups
     { BL: 9, D: 2100, drNext: true, accumulate: false }, // wide rows: fewer slots fit workgroup memory
+    // D a multiple of 4 up to 256: 16 rows in flight in vec4 columns
+    { BL: 21, D: 192, drNext: true, accumulate: false },
+    { BL: 4133, D: 64, drNext: true, accumulate: true }, // 4 rows a group: 12 of the 16 row slots idle
+    { BL: 70001, D: 12, drNext: false, accumulate: false }, // 68 rows a group: 5 steps, the last partly idle
+    { BL: 37, D: 256, drNext: true, accumulate: true },
   ];
   for (const { BL, D, drNext, accumulate } of cases) for (const viaSums of [false, true]) {
     it(`backward BL=${BL} D=${D}${drNext ? '' : ' (no dr_next)'}${accumulate ? ' (accumulate)' : ''}${viaSums ? ', dweight summed by weightSumsDispatch' : ''}`, async () => {
@@ -90,10 +96,10 @@ describe('residual rmsnorm kernels', () => {
     expect(rmsnormBackwardScratchElements(16640, 192)).toBe(1040 * 192);
   });
 
-  it('selected rows: the final norm at the class tokens, forward and backward', async () => {
+  for (const D of [19, 20]) it(`selected rows: the final norm at the class tokens, forward and backward, D=${D}`, async () => {
     const gpu = await testGpu();
     const rng = new Rng(99);
-    const [B, L, D, clsPos] = [3, 7, 19, 3];
+    const [B, L, clsPos] = [3, 7, 3];
     const BL = B * L;
     const select = { count: B, stride: L, offset: clsPos };
     const rIn = randArray(rng, BL * D, -2, 2);

@@ -62,12 +62,17 @@ export function residualRmsnormForward(gpu: Gpu, a: ResidualRmsnormForwardArgs):
   need(w, 'weight', a.weight, D);
   if (a.rIn) need(w, 'rIn', a.rIn, BL * D);
   const n = rows * D;
-  return makeDispatch(gpu, 'rmsnorm', 'residual_rmsnorm_forward', {
+  // 16 rows a workgroup with vec4 columns where they fit (D a multiple of 4, at most 256), else a row a workgroup
+  const rowsForm = D % 4 === 0 && D <= RMSNORM_FORWARD_ROWS_MAX_D;
+  return makeDispatch(gpu, 'rmsnorm', rowsForm ? 'residual_rmsnorm_forward_rows' : 'residual_rmsnorm_forward', {
     D, ROWS: rows, ROW_STRIDE: sel.stride, ROW_OFFSET: sel.offset, EPS: a.eps, HAS_R_IN: a.rIn ? 1 : 0,
-  }, [a.rOut, a.out, a.rstd, a.h, a.weight, a.rIn ?? a.h], workgroupGrid(gpu, rows), {
-    bytes: 4 * (n * (a.rIn ? 4 : 3) + rows + D), flops: 5 * n,
+  }, [a.rOut, a.out, a.rstd, a.h, a.weight, a.rIn ?? a.h], workgroupGrid(gpu, rowsForm ? ceilDiv(rows, 16) : rows), {
+    label: 'residual_rmsnorm_forward', bytes: 4 * (n * (a.rIn ? 4 : 3) + rows + D), flops: 5 * n,
   });
 }
+
+/** Widest rows of residual_rmsnorm_forward_rows: 16 invocations a row, 4 vec4 each. */
+export const RMSNORM_FORWARD_ROWS_MAX_D = 256;
 
 /** Rows the backward kernel has in flight per workgroup (row slots of 64 invocations). */
 const RMSNORM_BACKWARD_SLOTS = 4;
@@ -146,11 +151,13 @@ export function residualRmsnormBackward(gpu: Gpu, a: ResidualRmsnormBackwardArgs
   need(w, 'scratch', partials, G * D);
   const n = rows * D;
   const acc = a.accumulate ? 1 : 0;
-  const main = makeDispatch(gpu, 'rmsnorm', 'residual_rmsnorm_backward', {
+  // 16 rows in flight in vec4 columns where they fit (as the forward), else the row slots
+  const rowsForm = D % 4 === 0 && D <= RMSNORM_FORWARD_ROWS_MAX_D;
+  const main = makeDispatch(gpu, 'rmsnorm', rowsForm ? 'residual_rmsnorm_backward_rows' : 'residual_rmsnorm_backward', {
     D, ROWS: rows, ROW_STRIDE: sel.stride, ROW_OFFSET: sel.offset, HAS_DR_NEXT: a.drNext ? 1 : 0,
-    ROWS_PER_GROUP: rpg, ACCUMULATE: acc, SLOTS: backwardSlots(gpu, D),
+    ROWS_PER_GROUP: rpg, ACCUMULATE: acc, ...(rowsForm ? {} : { SLOTS: backwardSlots(gpu, D) }),
   }, [a.dr, partials, a.dout, a.r, a.rstd, a.weight, a.drNext ?? a.dout], workgroupGrid(gpu, G), {
-    bytes: 4 * (n * (3 + acc + (a.drNext ? 1 : 0)) + rows + D + G * D), flops: 9 * n,
+    label: 'residual_rmsnorm_backward', bytes: 4 * (n * (3 + acc + (a.drNext ? 1 : 0)) + rows + D + G * D), flops: 9 * n,
   });
   if (a.sums) return [main];
   return [
