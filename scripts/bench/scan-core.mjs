@@ -33,7 +33,8 @@
  *   node scripts/bench/scan-core.mjs [--repeat 20] [--rounds 7] [--only core,io,…] [--compare]
  *
  * --compare reads back each kind's du, dΔraw, dz and per-channel sums and prints their worst
- * relative difference from the first kind's (for backward kinds that must agree: bwd-full, bwd-grp*).
+ * relative difference from the first kind's (for backward kinds that must agree: bwd-full and the
+ * bwd-grp* kinds with segments of 4; -s8's read other checkpoints).
  *
  * Needs the build (`npm run build`).
  */
@@ -336,6 +337,50 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }`;
 }
 
+// The lanes' parts in a token's group exchange (bwd-grp*): the half each keeps at distances 16, 8
+// and 4, the 8 lanes that store (one float each) and where their column of the partial rows starts
+const groupLanes = `let u16 = (lane & 16u) != 0u;
+  let u8 = (lane & 8u) != 0u;
+  let u4 = (lane & 4u) != 0u;
+  let w8 = (lane & 3u) == 0u;
+  let prow = 3u * BLE + (b * 12u + wid.x * 6u + lid / 32u) * L * 32u + select(0u, 16u, u16) + select(0u, 2u, u8) + select(0u, 1u, u4);`;
+// Token tt's step of group g's backward walk (bwd-grp*), hg holding the group's state after the
+// token: at(name) is the token's value of a per-token array (del, gy, du, the sums ya, gua, gda,
+// and sh, the group's state entering it); its [gB | gC] items summed over the subgroup's channels
+const groupStep = (at, tt, g) => `let bct = (t0 + ${tt}) * 2u * NV + ${g};
+        let Bv = s_bc[bct];
+        let Cv = s_bc[bct + NV];
+        let a = decay(${at('del')} * Ag);
+        ${at('ya')} += dot(Cv, hg);
+        let gh = ${at('gy')} * Cv + cg;
+        let iB = gh * ${at('du')};
+        let iC = ${at('gy')} * hg;
+        ${at('gua')} += dot(gh, Bv);
+        let p = gh * (a * ${at('sh')});
+        ${at('gda')} += dot(Ag, p);
+        gAg += p * ${at('del')};
+        cg = a * gh;
+        hg = ${at('sh')};
+        let r16 = select(iB, iC, u16) + subgroupShuffleXor(select(iC, iB, u16), 16u);
+        let r8 = select(r16.xy, r16.zw, u8) + subgroupShuffleXor(select(r16.zw, r16.xy, u8), 8u);
+        let r4 = select(r8.x, r8.y, u4) + subgroupShuffleXor(select(r8.y, r8.x, u4), 4u);
+        let r2 = r4 + subgroupShuffleXor(r4, 2u);
+        let r1 = r2 + subgroupShuffleXor(r2, 1u);
+        if (w8) { out[prow + (t0 + ${tt}) * 32u + 4u * ${g}] = r1; }`;
+// A token's gradients after the segment's last group (bwd-grp*): at as for groupStep (and tok, its
+// u, Δraw, dout, z), row its row of du, dΔraw and dz
+const groupTokenGrads = (at, row) => `let z = ${at('tok')}.w;
+      let sz = sigmoid(z);
+      let y = Dv * ${at('tok')}.x + ${at('ya')};
+      let gz = ${at('tok')}.z * y * sz * (1.0 + z * (1.0 - sz));
+      gD += ${at('gy')} * ${at('tok')}.x;
+      let gu = Dv * ${at('gy')} + ${at('del')} * ${at('gua')};
+      let gdr = (${at('gda')} + ${at('tok')}.x * ${at('gua')}) * sigmoid(${at('tok')}.y + bias);
+      gbias += gdr;
+      out[${row}] = gu;
+      out[BLE + ${row}] = gdr;
+      out[2u * BLE + ${row}] = gz;`;
+
 // The backward with the segment's states taken a group at a time (bwd-grp*): the same work as
 // bwd-full, but each segment's loop nest inverted: for each group of 4 states (one vec4) the
 // group's states are recomputed over the segment from the checkpoint and the group walked backward
@@ -376,7 +421,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   ${bwdStart}
   var gD = 0.0;
   var gbias = 0.0;
-  let c8 = select(0u, 16u, (lane & 16u) != 0u) + select(0u, 2u, (lane & 8u) != 0u) + select(0u, 1u, (lane & 4u) != 0u);
+  ${groupLanes}
   for (var kk = 0u; kk < NSEG; kk++) {
     let k = NSEG - 1u - kk;
     let t0 = k * S;
@@ -415,49 +460,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       for (var jj = 0u; jj < S; jj++) {
         let tt = S - 1u - jj;
         if (tt >= tn) { continue; }
-        let bct = (t0 + tt) * 2u * NV + g;
-        let Bv = s_bc[bct];
-        let Cv = s_bc[bct + NV];
-        let hPrev = sh[tt];
-        let a = decay(del[tt] * Ag);
-        ya[tt] += dot(Cv, hg);
-        let gh = gy[tt] * Cv + cg;
-        let iB = gh * du[tt];
-        let iC = gy[tt] * hg;
-        gua[tt] += dot(gh, Bv);
-        let p = gh * (a * hPrev);
-        gda[tt] += dot(Ag, p);
-        gAg += p * del[tt];
-        cg = a * gh;
-        hg = hPrev;
-        let u16 = (lane & 16u) != 0u;
-        let r16 = select(iB, iC, u16) + subgroupShuffleXor(select(iC, iB, u16), 16u);
-        let u8 = (lane & 8u) != 0u;
-        let r8 = select(r16.xy, r16.zw, u8) + subgroupShuffleXor(select(r16.zw, r16.xy, u8), 8u);
-        let u4 = (lane & 4u) != 0u;
-        let r4 = select(r8.x, r8.y, u4) + subgroupShuffleXor(select(r8.y, r8.x, u4), 4u);
-        let r2 = r4 + subgroupShuffleXor(r4, 2u);
-        let r1 = r2 + subgroupShuffleXor(r2, 1u);
-        if ((lane & 3u) == 0u) { out[3u * BLE + ((b * 12u + wid.x * 6u + lid / 32u) * L + t0 + tt) * 32u + c8 + 4u * g] = r1; }
+        ${groupStep((n) => `${n}[tt]`, 'tt', 'g')}
       }
       h[g] = hg;
       ${wm ? `${st(1, 'g')} = cg;\n      ${st(2, 'g')} = gAg;` : 'carry[g] = cg;\n      gA[g] = gAg;'}
     }
     for (var j = 0u; j < S; j++) {
       if (j >= tn) { continue; }
-      let uu = tok[j].x;
-      let z = tok[j].w;
-      let sz = sigmoid(z);
-      let y = Dv * uu + ya[j];
-      let gz = tok[j].z * y * sz * (1.0 + z * (1.0 - sz));
-      gD += gy[j] * uu;
-      let gu = Dv * gy[j] + del[j] * gua[j];
-      let gdr = (gda[j] + uu * gua[j]) * sigmoid(tok[j].y + bias);
-      gbias += gdr;
       let row = (b * L + t0 + j) * E + e;
-      out[row] = gu;
-      out[BLE + row] = gdr;
-      out[2u * BLE + row] = gz;
+      ${groupTokenGrads((n) => `${n}[j]`, 'row')}
     }
   }
   var gsum = gD + gbias;
@@ -495,26 +506,7 @@ function backwardGroupsWritten(kind) {
 ${J.slice(1).map((j) => `      let sh${j} = decay(del${j - 1} * Ag) * sh${j - 1} + du${j - 1} * s_bc[(t0 + ${j - 1}u) * 2u * NV + ${gi(g)}];`).join('\n')}
       var hg = ${v('h', g)};
 ${J.slice().reverse().map((tt) => `      if (${tt}u < tn) {
-        let bct = (t0 + ${tt}u) * 2u * NV + ${gi(g)};
-        let Bv = s_bc[bct];
-        let Cv = s_bc[bct + NV];
-        let a = decay(del${tt} * Ag);
-        ya${tt} += dot(Cv, hg);
-        let gh = gy${tt} * Cv + cg;
-        let iB = gh * du${tt};
-        let iC = gy${tt} * hg;
-        gua${tt} += dot(gh, Bv);
-        let p = gh * (a * sh${tt});
-        gda${tt} += dot(Ag, p);
-        gAg += p * del${tt};
-        cg = a * gh;
-        hg = sh${tt};
-        let r16 = select(iB, iC, u16) + subgroupShuffleXor(select(iC, iB, u16), 16u);
-        let r8 = select(r16.xy, r16.zw, u8) + subgroupShuffleXor(select(r16.zw, r16.xy, u8), 8u);
-        let r4 = select(r8.x, r8.y, u4) + subgroupShuffleXor(select(r8.y, r8.x, u4), 4u);
-        let r2 = r4 + subgroupShuffleXor(r4, 2u);
-        let r1 = r2 + subgroupShuffleXor(r2, 1u);
-        if (w8) { out[prow + (t0 + ${tt}u) * 32u + 4u * ${gi(g)}] = r1; }
+        ${groupStep((n) => `${n}${tt}`, `${tt}u`, gi(g))}
       }`).join('\n')}
       ${v('h', g)} = hg;
       ${v('carry', g)} = cg;
@@ -535,11 +527,7 @@ ${G.map((g) => ['h', 'carry', 'gA', ...(loop ? [] : ['A'])].map((name) => {
   ${bwdStart}
   var gD = 0.0;
   var gbias = 0.0;
-  let u16 = (lane & 16u) != 0u;
-  let u8 = (lane & 8u) != 0u;
-  let u4 = (lane & 4u) != 0u;
-  let w8 = (lane & 3u) == 0u;
-  let prow = 3u * BLE + (b * 12u + wid.x * 6u + lid / 32u) * L * 32u + select(0u, 16u, u16) + select(0u, 2u, u8) + select(0u, 1u, u4);
+  ${groupLanes}
   let ng = select(NV, 0u, wid.x > 100000u); // NV, not known to the compiler (and uniform)
   for (var kk = 0u; kk < NSEG; kk++) {
     let k = NSEG - 1u - kk;
@@ -555,17 +543,7 @@ ${J.map((j) => `    let row${j} = (b * L + t0 + min(${j}u, tn - 1u)) * E + e;
     var gda${j} = 0.0;`).join('\n')}
 ${loop ? `    for (var g = 0u; g < ng; g++) ${group('g')}` : G.map(group).join('\n')}
 ${J.map((j) => `    if (${j}u < tn) {
-      let z = tok${j}.w;
-      let sz = sigmoid(z);
-      let y = Dv * tok${j}.x + ya${j};
-      let gz = tok${j}.z * y * sz * (1.0 + z * (1.0 - sz));
-      gD += gy${j} * tok${j}.x;
-      let gu = Dv * gy${j} + del${j} * gua${j};
-      let gdr = (gda${j} + tok${j}.x * gua${j}) * sigmoid(tok${j}.y + bias);
-      gbias += gdr;
-      out[row${j}] = gu;
-      out[BLE + row${j}] = gdr;
-      out[2u * BLE + row${j}] = gz;
+      ${groupTokenGrads((n) => `${n}${j}`, `row${j}`)}
     }`).join('\n')}
   }
   var gsum = gD + gbias;
