@@ -364,7 +364,6 @@ export class VimGpu {
     const weightSums = opts.training && mergeWeightSumsDefault()
       ? new WeightSums(t('block weight partials', Math.max(1, weightSumsElements([...blockWeights.map(partialsOf), ...otherPartials]))))
       : undefined;
-    const sumRows = blockWeights.length + 1 + 4; // the matmuls' six (a batched pair two), RMSNorm's one, conv1d's four
 
     const p = (name: string) => this.params.get(name);
     const mix = (i: number, s: string) => p(`layers.${i}.mixer.${s}`);
@@ -536,7 +535,7 @@ export class VimGpu {
         weight: p(`layers.${i}.norm.weight`), BL, D, scratch, sums: weightSums,
       }));
       // the block's weight sums: its matmuls' split ones (none where no gradient was split), its norm's and conv1d's
-      if (weightSums) W.push(...weightSumsDispatch(gpu, weightSums, t(`weight sums table ${i}`, WEIGHT_SUM_ROW * sumRows)));
+      if (weightSums) W.push(...weightSumsDispatch(gpu, weightSums, t(`weight sums table ${i}`, Math.max(1, WEIGHT_SUM_ROW * weightSums.rows.length))));
       gIn = gOut;
     }
     // R_0 = tokens

@@ -62,8 +62,8 @@ export function residualRmsnormForward(gpu: Gpu, a: ResidualRmsnormForwardArgs):
   need(w, 'weight', a.weight, D);
   if (a.rIn) need(w, 'rIn', a.rIn, BL * D);
   const n = rows * D;
-  // 16 rows a workgroup with vec4 columns where they fit (D a multiple of 4, at most 256), else a row a workgroup
-  const rowsForm = D % 4 === 0 && D <= RMSNORM_FORWARD_ROWS_MAX_D;
+  // 16 rows a workgroup with vec4 columns where they fit, else a row a workgroup
+  const rowsForm = rowsFormFits(D);
   return makeDispatch(gpu, 'rmsnorm', rowsForm ? 'residual_rmsnorm_forward_rows' : 'residual_rmsnorm_forward', {
     D, ROWS: rows, ROW_STRIDE: sel.stride, ROW_OFFSET: sel.offset, EPS: a.eps, HAS_R_IN: a.rIn ? 1 : 0,
   }, [a.rOut, a.out, a.rstd, a.h, a.weight, a.rIn ?? a.h], workgroupGrid(gpu, rowsForm ? ceilDiv(rows, 16) : rows), {
@@ -71,8 +71,13 @@ export function residualRmsnormForward(gpu: Gpu, a: ResidualRmsnormForwardArgs):
   });
 }
 
-/** Widest rows of residual_rmsnorm_forward_rows: 16 invocations a row, 4 vec4 each. */
-export const RMSNORM_FORWARD_ROWS_MAX_D = 256;
+/**
+ * Whether rows of D take the 16-rows-a-workgroup forms (residual_rmsnorm_forward_rows, _backward_rows):
+ * D a multiple of 4, at most 256 (16 invocations a row, 4 vec4 each).
+ */
+function rowsFormFits(D: number): boolean {
+  return D % 4 === 0 && D <= 256;
+}
 
 /** Rows the backward kernel has in flight per workgroup (row slots of 64 invocations). */
 const RMSNORM_BACKWARD_SLOTS = 4;
@@ -152,7 +157,7 @@ export function residualRmsnormBackward(gpu: Gpu, a: ResidualRmsnormBackwardArgs
   const n = rows * D;
   const acc = a.accumulate ? 1 : 0;
   // 16 rows in flight in vec4 columns where they fit (as the forward), else the row slots
-  const rowsForm = D % 4 === 0 && D <= RMSNORM_FORWARD_ROWS_MAX_D;
+  const rowsForm = rowsFormFits(D);
   const main = makeDispatch(gpu, 'rmsnorm', rowsForm ? 'residual_rmsnorm_backward_rows' : 'residual_rmsnorm_backward', {
     D, ROWS: rows, ROW_STRIDE: sel.stride, ROW_OFFSET: sel.offset, HAS_DR_NEXT: a.drNext ? 1 : 0,
     ROWS_PER_GROUP: rpg, ACCUMULATE: acc, ...(rowsForm ? {} : { SLOTS: backwardSlots(gpu, D) }),
