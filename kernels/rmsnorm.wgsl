@@ -59,6 +59,25 @@ fn workgroup_sum(v: f32, lid: u32) -> f32 {
   return total;
 }
 
+const BWG = 256u; // invocations of a backward workgroup and of the 16-row forms'
+var<workgroup> slot_red: array<f32, BWG>; // [slot][c]
+
+// Sum of v over the `width` invocations of slot q, c the invocation's place in it (every invocation
+// of the slot gets the total; the BWG invocations of a workgroup are BWG / width slots). Call in
+// uniform control flow.
+fn slot_sum(v: f32, q: u32, c: u32, width: u32) -> f32 {
+  let base = q * width;
+  slot_red[base + c] = v;
+  workgroupBarrier();
+  for (var half = width / 2u; half > 0u; half >>= 1u) {
+    if (c < half) { slot_red[base + c] += slot_red[base + c + half]; }
+    workgroupBarrier();
+  }
+  let total = slot_red[base];
+  workgroupBarrier(); // slot_red is reused by the next call
+  return total;
+}
+
 // ---- forward ------------------------------------------------------------------------------------
 @group(0) @binding(0) var<storage, read_write> f_r_out: array<f32>; // (ROWS, D)
 @group(0) @binding(1) var<storage, read_write> f_out: array<f32>;   // (ROWS, D)
@@ -98,12 +117,12 @@ fn residual_rmsnorm_forward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workg
 @group(0) @binding(4) var<storage, read> f4_weight: array<vec4<f32>>;      // (D / 4)
 @group(0) @binding(5) var<storage, read> f4_r_in: array<vec4<f32>>;        // (BL, D / 4), read if HAS_R_IN
 
-const FR_LANES = 16u;
-const FR_ROWS = 16u;
-const FR_VMAX = 4u;
-var<workgroup> fr_red: array<f32, 256>; // [row slot][lane]
+const FR_LANES = 16u;                   // invocations a row
+const FR_ROWS = 16u;                    // rows a workgroup (FR_ROWS · FR_LANES = 256)
+const FR_VMAX = 4u;                     // vec4s a row an invocation holds at most
+const FR_VCOLS = FR_LANES * FR_VMAX;    // vec4s of the widest row (D = 256)
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(BWG)
 fn residual_rmsnorm_forward_rows(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
                                  @builtin(local_invocation_index) lid: u32) {
   let grp = wg.x + wg.y * nwg.x;
@@ -126,13 +145,7 @@ fn residual_rmsnorm_forward_rows(@builtin(workgroup_id) wg: vec3u, @builtin(num_
       ss += dot(x, x);
     }
   }
-  fr_red[lid] = ss;
-  workgroupBarrier();
-  for (var half = FR_LANES / 2u; half > 0u; half >>= 1u) {
-    if (c < half) { fr_red[lid] += fr_red[lid + half]; }
-    workgroupBarrier();
-  }
-  let s = 1.0 / sqrt(fr_red[j * FR_LANES] / f32(D) + EPS);
+  let s = 1.0 / sqrt(slot_sum(ss, j, c, FR_LANES) / f32(D) + EPS);
   if (live) {
     if (c == 0u) { f_rstd[k] = s; }
     for (var i = 0u; i < FR_VMAX; i++) {
@@ -154,24 +167,7 @@ fn residual_rmsnorm_forward_rows(@builtin(workgroup_id) wg: vec3u, @builtin(num_
 @group(0) @binding(5) var<storage, read> b_weight: array<f32>;         // (D)
 @group(0) @binding(6) var<storage, read> b_dr_next: array<f32>;        // (BL, D), read if HAS_DR_NEXT
 
-const BWG = 256u;
-var<workgroup> slot_red: array<f32, BWG>; // [slot][c]
 var<workgroup> dw_acc: array<f32, DW_LEN>; // [slot][d]
-
-// Sum of v over the invocations of slot q (every invocation of the slot gets the total).
-fn slot_sum(v: f32, q: u32, c: u32) -> f32 {
-  let width = BWG / SLOTS;
-  let base = q * width;
-  slot_red[base + c] = v;
-  workgroupBarrier();
-  for (var half = width / 2u; half > 0u; half >>= 1u) {
-    if (c < half) { slot_red[base + c] += slot_red[base + c + half]; }
-    workgroupBarrier();
-  }
-  let total = slot_red[base];
-  workgroupBarrier(); // slot_red is reused by the next call
-  return total;
-}
 
 @compute @workgroup_size(BWG)
 fn residual_rmsnorm_backward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -201,7 +197,7 @@ fn residual_rmsnorm_backward(@builtin(workgroup_id) wg: vec3u, @builtin(num_work
         dw_acc[acc_base + d] += g * r * s; // only this invocation touches (q, d)
       }
     }
-    let cc = s * s * slot_sum(gr, q, c) / f32(D);
+    let cc = s * s * slot_sum(gr, q, c, width) / f32(D);
     if (live) {
       let sel = (ROW_OFFSET + k * ROW_STRIDE) * D;
       for (var d = c; d < D; d += width) {
@@ -231,9 +227,9 @@ fn residual_rmsnorm_backward(@builtin(workgroup_id) wg: vec3u, @builtin(num_work
 @group(0) @binding(3) var<storage, read> b4_r: array<vec4<f32>>;             // (ROWS, D / 4)
 @group(0) @binding(5) var<storage, read> b4_weight: array<vec4<f32>>;        // (D / 4)
 @group(0) @binding(6) var<storage, read> b4_dr_next: array<vec4<f32>>;       // (BL, D / 4), read if HAS_DR_NEXT
-var<workgroup> br_dw: array<vec4<f32>, 1024>; // [row slot][vec4 column] (16 × 64)
+var<workgroup> br_dw: array<vec4<f32>, FR_ROWS * FR_VCOLS>; // [row slot][vec4 column]
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(BWG)
 fn residual_rmsnorm_backward_rows(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
                                   @builtin(local_invocation_index) lid: u32) {
   let grp = wg.x + wg.y * nwg.x;
@@ -269,14 +265,7 @@ fn residual_rmsnorm_backward_rows(@builtin(workgroup_id) wg: vec3u, @builtin(num
         if (live) { dw[i] += g[i] * r[i] * s; }
       }
     }
-    fr_red[lid] = gr;
-    workgroupBarrier();
-    for (var half = FR_LANES / 2u; half > 0u; half >>= 1u) {
-      if (c < half) { fr_red[lid] += fr_red[lid + half]; }
-      workgroupBarrier();
-    }
-    let cc = s * s * fr_red[j * FR_LANES] / f32(D);
-    workgroupBarrier(); // fr_red is reused by the next step
+    let cc = s * s * slot_sum(gr, j, c, FR_LANES) / f32(D);
     if (live) {
       let sel = (ROW_OFFSET + k * ROW_STRIDE) * V;
       for (var i = 0u; i < FR_VMAX; i++) {
@@ -291,12 +280,12 @@ fn residual_rmsnorm_backward_rows(@builtin(workgroup_id) wg: vec3u, @builtin(num
   }
   for (var i = 0u; i < FR_VMAX; i++) {
     let v = c + i * FR_LANES;
-    if (v < V) { br_dw[j * 64u + v] = dw[i]; }
+    if (v < V) { br_dw[j * FR_VCOLS + v] = dw[i]; }
   }
   workgroupBarrier();
   for (var v = lid; v < V; v += 256u) {
     var t = br_dw[v];
-    for (var q = 1u; q < FR_ROWS; q++) { t += br_dw[q * 64u + v]; }
+    for (var q = 1u; q < FR_ROWS; q++) { t += br_dw[q * FR_VCOLS + v]; }
     b4_partial[grp * V + v] = t;
   }
 }

@@ -24,6 +24,9 @@ export interface RowSelect {
   offset: number;
 }
 
+/** Rows a workgroup of the rows forms (rmsnorm.wgsl's FR_ROWS). */
+const ROWS_FORM_ROWS = 16;
+
 export interface ResidualRmsnormForwardArgs {
   rOut: GpuTensor; // (rows, D) r_in + h, kept for backward and the next residual add
   out: GpuTensor; // (rows, D)
@@ -66,7 +69,7 @@ export function residualRmsnormForward(gpu: Gpu, a: ResidualRmsnormForwardArgs):
   const rowsForm = rowsFormFits(D);
   return makeDispatch(gpu, 'rmsnorm', rowsForm ? 'residual_rmsnorm_forward_rows' : 'residual_rmsnorm_forward', {
     D, ROWS: rows, ROW_STRIDE: sel.stride, ROW_OFFSET: sel.offset, EPS: a.eps, HAS_R_IN: a.rIn ? 1 : 0,
-  }, [a.rOut, a.out, a.rstd, a.h, a.weight, a.rIn ?? a.h], workgroupGrid(gpu, rowsForm ? ceilDiv(rows, 16) : rows), {
+  }, [a.rOut, a.out, a.rstd, a.h, a.weight, a.rIn ?? a.h], workgroupGrid(gpu, rowsForm ? ceilDiv(rows, ROWS_FORM_ROWS) : rows), {
     label: 'residual_rmsnorm_forward', bytes: 4 * (n * (a.rIn ? 4 : 3) + rows + D), flops: 5 * n,
   });
 }
