@@ -264,6 +264,7 @@ export function conv1dSiluBackward2(gpu: Gpu, a: Conv1dSiluBackward2Args): Dispa
   const plan = conv1dBackwardPlan(B, L);
   const G = plan.groups;
   const X = E * (K + 1);
+  // the four gradients' columns of a partial row (the tree sum below splits the row the same way)
   const outs = [{ dst: a.dweightF, at: 0, n: E * K }, { dst: a.dbiasF, at: E * K, n: E }, { dst: a.dweightB, at: X, n: E * K }, { dst: a.dbiasB, at: X + E * K, n: E }];
   const partials = a.sums ? weightSumsRegion(a.sums, w, G, 2 * X, outs, a.accumulateParams ?? false) : a.scratch;
   need(w, 'scratch', partials, 2 * G * X);
@@ -277,11 +278,12 @@ export function conv1dSiluBackward2(gpu: Gpu, a: Conv1dSiluBackward2Args): Dispa
     label: 'conv1d_silu_backward2', bytes: 4 * (n * (4 + acc) + 2 * X + 2 * G * X), flops: n * (12 * K + 25),
   });
   if (a.sums) return [walk];
+  const col = (o: (typeof outs)[number]) => ({ at: o.at, out: o.dst });
   return [
     walk,
     ...colSumForward(gpu, {
-      out: a.dweightF, inp: partials, M: G, X: 2 * X,
-      split: [{ at: E * K, out: a.dbiasF }, { at: X, out: a.dweightB }, { at: X + E * K, out: a.dbiasB }],
+      out: outs[0].dst, inp: partials, M: G, X: 2 * X,
+      split: [col(outs[1]), col(outs[2]), col(outs[3])],
       accumulate: a.accumulateParams, singlePass: true, label: 'conv1d_dparams2',
     }),
   ];
