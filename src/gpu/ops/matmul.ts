@@ -520,17 +520,25 @@ export const WEIGHT_SUM_ROW = 7;
 export function weightSumsRegion(
   ws: WeightSums, where: string, G: number, X: number, outs: readonly { dst: GpuTensor; at: number; n: number }[], accumulate: boolean,
 ): GpuTensor {
-  const at = ws.used;
-  const need = G * X;
-  if (at + need > numel(ws.partials)) {
-    throw new Error(`${where}: ${ws.partials.label} holds ${numel(ws.partials)} f32, the weight sums recorded need ${at + need}`);
-  }
   for (const o of outs) {
     if (o.at < 0 || o.at + o.n > X) throw new Error(`${where}: columns ${o.at}…${o.at + o.n - 1} of ${o.dst.label} are outside the ${X} of a partial row`);
   }
+  const region = takeWeightSumsRegion(ws, where, G * X);
+  for (const o of outs) ws.rows.push({ dst: o.dst, src: region.at + o.at, n: o.n, splits: G, accumulate, lanes: G >= 32, stride: X });
+  return region.view;
+}
+
+/**
+ * The next `need` elements of `ws.partials` (from ws.used, which moves past them to the next
+ * 256-byte boundary), as a tensor and their first element; throws where the partials end first.
+ */
+function takeWeightSumsRegion(ws: WeightSums, where: string, need: number): { at: number; view: GpuTensor } {
+  const at = ws.used;
+  if (at + need > numel(ws.partials)) {
+    throw new Error(`${where}: ${ws.partials.label} holds ${numel(ws.partials)} f32, the weight sums recorded need ${at + need}`);
+  }
   ws.used = at + alignElements(need);
-  for (const o of outs) ws.rows.push({ dst: o.dst, src: at + o.at, n: o.n, splits: G, accumulate, lanes: G >= 32, stride: X });
-  return { buffer: ws.partials.buffer, offset: ws.partials.offset + 4 * at, size: 4 * need, label: `${ws.partials.label} @${at}` };
+  return { at, view: { buffer: ws.partials.buffer, offset: ws.partials.offset + 4 * at, size: 4 * need, label: `${ws.partials.label} @${at}` } };
 }
 
 const SUM_ALIGN = 64; // f32 elements: 256 bytes, the largest minStorageBufferOffsetAlignment WebGPU allows
@@ -1078,15 +1086,10 @@ export function matmulBackwardWeight(gpu: Gpu, a: MatmulBackwardWeightArgs): Dis
   }
   const ws = a.sums;
   let scratch: GpuTensor;
-  if (ws) { // the partials in regions of their own (one a problem); the sums recorded for weightSumsDispatch
-    const at = ws.used;
-    const need = (z - 1) * region + partialsOne;
-    if (at + need > numel(ws.partials)) {
-      throw new Error(`matmul_backward_weight: ${ws.partials.label} holds ${numel(ws.partials)} f32, the weight sums recorded need ${at + need}`);
-    }
-    ws.used = at + z * region;
-    scratch = { buffer: ws.partials.buffer, offset: ws.partials.offset + 4 * at, size: 4 * need, label: `${ws.partials.label} @${at}` };
-    dweights.forEach((dst, p) => ws.rows.push({ dst, src: at + p * region, n: O * I, splits: plan.splits, accumulate: acc, lanes: sum === 'lanes' }));
+  if (ws) { // the partials in regions of their own (one a problem, `region` apart); the sums recorded for weightSumsDispatch
+    const taken = takeWeightSumsRegion(ws, 'matmul_backward_weight', (z - 1) * region + partialsOne);
+    scratch = taken.view;
+    dweights.forEach((dst, p) => ws.rows.push({ dst, src: taken.at + p * region, n: O * I, splits: plan.splits, accumulate: acc, lanes: sum === 'lanes' }));
   } else {
     scratch = scratchFor(gpu, 'matmul_backward_weight', a.scratch, plan.scratchElements);
   }
