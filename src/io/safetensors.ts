@@ -531,12 +531,15 @@ function tempPath(path: string): string {
  * Why a file cannot be written at `path`, found before writing (the folder missing, a part of
  * its folder path not a folder, the path itself a folder, no permission to write in the folder),
  * or undefined where nothing stands in the way. Used by writeFileAtomic to explain a failure,
- * and by the commands to refuse an output path before the work that produces the file.
+ * and by the commands to refuse an output path before the work that produces the file. With
+ * `example` (a file name such as "model.onnx"), a path that is or names a folder is told so with
+ * that name inside it as the file name to give.
  */
-export function outputPathProblem(path: string): string | undefined {
+export function outputPathProblem(path: string, example?: string): string | undefined {
   if (path === '') return 'the path is empty; give a file name';
   const dir = dirname(path);
-  if (path.endsWith('/') || path.endsWith(sep)) return 'it names a folder (it ends with a slash); give a file name';
+  const inFolder = example === undefined ? undefined : `it is a folder; give a file name such as ${join(path, example)}`;
+  if (path.endsWith('/') || path.endsWith(sep)) return inFolder ?? 'it names a folder (it ends with a slash); give a file name';
   // the nearest part of the folder path that exists
   let at = dir;
   let st: Stats;
@@ -555,7 +558,7 @@ export function outputPathProblem(path: string): string | undefined {
   if (!st.isDirectory()) return `${at} is not a folder; choose another path`;
   if (at !== dir) return `the folder ${dir} does not exist; create it or choose another path`;
   try {
-    if (statSync(path).isDirectory()) return 'it is a folder; give a file name (inside it, or elsewhere)';
+    if (statSync(path).isDirectory()) return inFolder ?? 'it is a folder; give a file name (inside it, or elsewhere)';
   } catch {
     // no file there yet: fine
   }

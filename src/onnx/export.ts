@@ -36,8 +36,8 @@
  * computed in float64 and rounded once.
  * Small int64/float constants (shapes, slice bounds, mean, std) are shared by value.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VimError } from '../errors.js';
 import { outputPathProblem, writeFileAtomic as writeBytesAtomic } from '../io/safetensors.js';
@@ -408,8 +408,7 @@ export function buildVimOnnx(cfg: VimConfig, params: ParamSet<Float32Array>, opt
 
 /** Write `bytes` to `path` through a temporary file in the same folder and a rename. */
 export function writeFileAtomic(path: string, bytes: Uint8Array, what = 'file'): void {
-  const folder = /[\\/]$/.test(path) || (existsSync(path) && statSync(path).isDirectory());
-  const problem = folder ? `it is a folder; give a file name such as ${join(path, 'model.onnx')}` : outputPathProblem(path);
+  const problem = outputPathProblem(path, 'model.onnx');
   if (problem !== undefined) throw new VimError(`cannot write the ${what} ${path}: ${problem}`);
   writeBytesAtomic(path, bytes);
 }
