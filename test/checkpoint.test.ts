@@ -270,6 +270,21 @@ describe('safetensors', () => {
       expect(errorFor(rawFile('{}', data8, 1000))).toMatch(/header length field says 1000 bytes but only 10 bytes follow/);
       expect(errorFor(rawFile('{}', data8, 2 ** 53))).toMatch(/header length field says/);
     });
+    it('a file of another kind: a PyTorch checkpoint, an image, gzip data, JSON text', () => {
+      const bytes = (...head: number[]): Uint8Array => Uint8Array.from([...head, ...new Array(40).fill(7)]);
+      const text = (t: string): Uint8Array => new TextEncoder().encode(t);
+      const pytorch = /not a safetensors checkpoint: it is a (zip archive|Python pickle), as .*torch\.save writes \(\.pt, \.pth\); load it in PyTorch and save it as safetensors with save_checkpoint in scripts\/peer\/vim_peer\.py/;
+      expect(errorFor(bytes(0x50, 0x4b, 0x03, 0x04))).toMatch(pytorch);
+      expect(errorFor(bytes(0x80, 0x02, 0x8a, 0x0a))).toMatch(pytorch);
+      const other = (kind: string): RegExp => new RegExp(`not a safetensors checkpoint: it is ${kind}; give a \\.safetensors checkpoint, such as the best\\.safetensors that train-vim writes`);
+      expect(errorFor(bytes(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a))).toMatch(other('a PNG image'));
+      expect(errorFor(bytes(0xff, 0xd8, 0xff, 0xe0))).toMatch(other('a JPEG image'));
+      expect(errorFor(bytes(0x52, 0x49, 0x46, 0x46, 1, 2, 0, 0, 0x57, 0x45, 0x42, 0x50))).toMatch(other('a WebP image'));
+      expect(errorFor(bytes(0x1f, 0x8b, 0x08))).toMatch(other('gzip-compressed data'));
+      expect(errorFor(text('{\n  "name": "vim-tiny",\n  "dim": 192\n}\n'))).toMatch(other('JSON text, such as a model config'));
+      // anything else keeps the plain message
+      expect(errorFor(text('hello, this is not a model at all'))).toMatch(/header length field says \d+ bytes but only \d+ bytes follow/);
+    });
     it('a header that is not JSON', () => {
       expect(errorFor(rawFile('{"a": {"dtype": "F32", garbage', data8))).toMatch(/header is not valid JSON/);
       expect(errorFor(rawFile('\u0000\u0001binary', data8))).toMatch(/header is not valid JSON/);

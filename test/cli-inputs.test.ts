@@ -138,6 +138,17 @@ describe('the wrong kind of model file', () => {
     const text = join(TMP, 'notes.onnx');
     writeFileSync(text, 'just some text, not a model');
     expect(vimErrorOf(() => readOnnxMetadata(text)).message).toMatch(/notes\.onnx is not an ONNX model: it does not parse/);
+    // files whose first bytes say what they are, named as such
+    const kinds: [string, Uint8Array, string][] = [
+      ['cat.onnx', Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...new Array(40).fill(1)]), 'a PNG image'],
+      ['vim.pth', Uint8Array.from([0x50, 0x4b, 0x03, 0x04, ...new Array(40).fill(1)]), String.raw`a zip archive, as PyTorch's torch\.save writes \(\.pt, \.pth\)`],
+      ['config.onnx', new TextEncoder().encode('{"name": "vim-tiny", "dim": 192}'), 'JSON text, such as a model config'],
+    ];
+    for (const [name, bytes, kind] of kinds) {
+      const path = join(TMP, name);
+      writeFileSync(path, bytes);
+      expect(vimErrorOf(() => readOnnxMetadata(path)).message).toMatch(new RegExp(`${name.replace('.', '\\.')} is not an ONNX model: it is ${kind}; give a \\.onnx file written by export-vim$`));
+    }
   });
 
   it('the sniffing never takes a real safetensors file for ONNX, even one that starts with ONNX\'s first byte', () => {

@@ -152,6 +152,9 @@ function fmtShape(shape: readonly number[]): string {
 }
 
 const NOT_SAFETENSORS = 'is it a safetensors file? Re-create it or choose another file';
+const CHOOSE_CHECKPOINT = 'give a .safetensors checkpoint, such as the best.safetensors that train-vim writes in its run folder';
+const PYTORCH_FILE = /torch\.save/;
+const FROM_PYTORCH = 'load it in PyTorch and save it as safetensors with save_checkpoint in scripts/peer/vim_peer.py, whose parameter names are this project\'s';
 
 /**
  * Validate a decoded header object against a data section of `dataLength` bytes.
@@ -287,6 +290,29 @@ export function sniffModelFile(path: string): 'safetensors' | 'onnx' | 'other' {
   }
 }
 
+/**
+ * What a file that is not safetensors is, where its first bytes say so plainly: a PyTorch
+ * checkpoint (a zip archive, or a pickle from older versions), an image, gzip data or JSON text;
+ * undefined for anything else.
+ */
+export function otherFileKind(first: Uint8Array): string | undefined {
+  const at = (offset: number, ...bytes: number[]): boolean => bytes.every((b, i) => first[offset + i] === b);
+  const starts = (...bytes: number[]): boolean => at(0, ...bytes);
+  if (starts(0x50, 0x4b, 0x03, 0x04)) return 'a zip archive, as PyTorch\'s torch.save writes (.pt, .pth)';
+  if (first[0] === 0x80 && first[1] >= 2 && first[1] <= 5) return 'a Python pickle, as older PyTorch versions\' torch.save writes (.pt, .pth)';
+  if (starts(0x89, 0x50, 0x4e, 0x47)) return 'a PNG image';
+  if (starts(0xff, 0xd8, 0xff)) return 'a JPEG image';
+  if (starts(0x47, 0x49, 0x46, 0x38)) return 'a GIF image';
+  if (starts(0x52, 0x49, 0x46, 0x46) && at(8, 0x57, 0x45, 0x42, 0x50)) return 'a WebP image'; // RIFF....WEBP
+  if (starts(0x1f, 0x8b)) return 'gzip-compressed data';
+  let i = 0;
+  while (i < first.length && (first[i] === 0x20 || first[i] === 0x09 || first[i] === 0x0a || first[i] === 0x0d)) i++;
+  if (i < first.length && (first[i] === 0x7b || first[i] === 0x5b) && first.every((b) => b >= 0x20 || b === 0x09 || b === 0x0a || b === 0x0d)) {
+    return 'JSON text, such as a model config';
+  }
+  return undefined;
+}
+
 /** The error for an ONNX model given where a safetensors checkpoint belongs. */
 function onnxNotSafetensors(source: string): never {
   throw new VimError(
@@ -308,6 +334,10 @@ function headerLength(first: Uint8Array, fileLength: number, source: string): nu
   const view = new DataView(first.buffer, first.byteOffset, 8);
   const n = view.getBigUint64(0, true);
   if (n > BigInt(fileLength - 8)) {
+    const kind = otherFileKind(first);
+    if (kind !== undefined) {
+      throw VimError.at(source, `not a safetensors checkpoint: it is ${kind}`, PYTORCH_FILE.test(kind) ? FROM_PYTORCH : CHOOSE_CHECKPOINT);
+    }
     throw VimError.at(
       source,
       `the header length field says ${n} bytes but only ${fileLength - 8} bytes follow it`,

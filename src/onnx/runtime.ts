@@ -9,7 +9,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type * as Ort from 'onnxruntime-node';
 import { VimError } from '../errors.js';
-import { looksLikeSafetensors, SNIFF_BYTES } from '../io/safetensors.js';
+import { looksLikeSafetensors, otherFileKind, SNIFF_BYTES } from '../io/safetensors.js';
 import { resolveConfig, type VimConfig } from '../model/config.js';
 import { Rng } from '../rng.js';
 import { INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME } from './export.js';
@@ -39,6 +39,12 @@ function readBytes(path: string): Uint8Array {
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
+/** What a file that is not ONNX is, where its first bytes say so; otherwise why it was refused. */
+function kindOf(first: Uint8Array, why: string): string {
+  const kind = otherFileKind(first);
+  return kind === undefined ? why : `it is ${kind}`;
+}
+
 /**
  * The metadata of an ONNX file written by export-vim. A file that is not an ONNX model, or one
  * that export-vim did not write (no config in its metadata), is refused with a VimError; one that
@@ -47,9 +53,10 @@ function readBytes(path: string): Uint8Array {
 export function readOnnxMetadata(pathOrBytes: string | Uint8Array, label?: string): OnnxVimMetadata {
   const bytes = typeof pathOrBytes === 'string' ? readBytes(pathOrBytes) : pathOrBytes;
   const where = label ?? (typeof pathOrBytes === 'string' ? pathOrBytes : 'the model');
-  const notOnnx = (why: string) => looksLikeSafetensors(bytes.subarray(0, SNIFF_BYTES))
+  const first = bytes.subarray(0, SNIFF_BYTES);
+  const notOnnx = (why: string) => looksLikeSafetensors(first)
     ? new VimError(`${where} is not an ONNX model: it looks like a safetensors checkpoint; pass it with --checkpoint`)
-    : new VimError(`${where} is not an ONNX model: ${why}; give a .onnx file written by export-vim`);
+    : new VimError(`${where} is not an ONNX model: ${kindOf(first, why)}; give a .onnx file written by export-vim`);
   if (bytes.length === 0) throw notOnnx('the file is empty');
   let info;
   try {
