@@ -153,7 +153,8 @@ function fmtShape(shape: readonly number[]): string {
 
 const NOT_SAFETENSORS = 'is it a safetensors file? Re-create it or choose another file';
 const CHOOSE_CHECKPOINT = 'give a .safetensors checkpoint, such as the best.safetensors that train-vim writes in its run folder';
-const PYTORCH_FILE = /torch\.save/;
+const TORCH_ZIP = 'a zip archive, as PyTorch\'s torch.save writes (.pt, .pth)';
+const TORCH_PICKLE = 'a Python pickle, as older PyTorch versions\' torch.save writes (.pt, .pth)';
 const FROM_PYTORCH = 'load it in PyTorch and save it as safetensors with save_checkpoint in scripts/peer/vim_peer.py, whose parameter names are this project\'s';
 
 /**
@@ -298,8 +299,8 @@ export function sniffModelFile(path: string): 'safetensors' | 'onnx' | 'other' {
 export function otherFileKind(first: Uint8Array): string | undefined {
   const at = (offset: number, ...bytes: number[]): boolean => bytes.every((b, i) => first[offset + i] === b);
   const starts = (...bytes: number[]): boolean => at(0, ...bytes);
-  if (starts(0x50, 0x4b, 0x03, 0x04)) return 'a zip archive, as PyTorch\'s torch.save writes (.pt, .pth)';
-  if (first[0] === 0x80 && first[1] >= 2 && first[1] <= 5) return 'a Python pickle, as older PyTorch versions\' torch.save writes (.pt, .pth)';
+  if (starts(0x50, 0x4b, 0x03, 0x04)) return TORCH_ZIP;
+  if (first[0] === 0x80 && first[1] >= 2 && first[1] <= 5) return TORCH_PICKLE; // pickle protocols 2–5
   if (starts(0x89, 0x50, 0x4e, 0x47)) return 'a PNG image';
   if (starts(0xff, 0xd8, 0xff)) return 'a JPEG image';
   if (starts(0x47, 0x49, 0x46, 0x38)) return 'a GIF image';
@@ -336,7 +337,7 @@ function headerLength(first: Uint8Array, fileLength: number, source: string): nu
   if (n > BigInt(fileLength - 8)) {
     const kind = otherFileKind(first);
     if (kind !== undefined) {
-      throw VimError.at(source, `not a safetensors checkpoint: it is ${kind}`, PYTORCH_FILE.test(kind) ? FROM_PYTORCH : CHOOSE_CHECKPOINT);
+      throw VimError.at(source, `not a safetensors checkpoint: it is ${kind}`, kind === TORCH_ZIP || kind === TORCH_PICKLE ? FROM_PYTORCH : CHOOSE_CHECKPOINT);
     }
     throw VimError.at(
       source,
