@@ -98,6 +98,17 @@ export interface StepResult {
 }
 
 /**
+ * An environment switch that is on unless set to '0': '1', empty or unset mean on; anything else
+ * is refused, naming what '0' (`off`) and '1' (`on`) select.
+ */
+function envOnByDefault(name: string, off: string, on: string): boolean {
+  const v = process.env[name];
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new VimError(`${name} must be '0' (${off}) or '1' (${on}); it is '${v}'`);
+}
+
+/**
  * Whether the model fuses the combine of the two directions into the selective scans (the
  * default): the backward direction's scan forward writes the block's combined output itself
  * (ScanForwardArgs.combine) and both scan backwards read its gradient directly
@@ -119,10 +130,7 @@ export interface StepResult {
  * about 1.6 ms. Memory: the four (B, L, E) buffers y_f, y_b, dy_f, dy_b (102 MB) are gone.
  */
 export function fuseCombineDefault(): boolean {
-  const v = process.env.VIM_FUSE_COMBINE;
-  if (v === undefined || v === '' || v === '1') return true;
-  if (v === '0') return false;
-  throw new VimError(`VIM_FUSE_COMBINE must be '0' (separate combine dispatches) or '1' (fused into the scans); it is '${v}'`);
+  return envOnByDefault('VIM_FUSE_COMBINE', 'separate combine dispatches', 'fused into the scans');
 }
 
 /**
@@ -135,10 +143,7 @@ export function fuseCombineDefault(): boolean {
  * VIM_MERGE_WEIGHT_SUMS=0 selects one dispatch each, for measurements; 1 or unset, the merged form.
  */
 export function mergeWeightSumsDefault(): boolean {
-  const v = process.env.VIM_MERGE_WEIGHT_SUMS;
-  if (v === undefined || v === '' || v === '1') return true;
-  if (v === '0') return false;
-  throw new VimError(`VIM_MERGE_WEIGHT_SUMS must be '0' (a sum dispatch for each weight gradient) or '1' (a block's in one); it is '${v}'`);
+  return envOnByDefault('VIM_MERGE_WEIGHT_SUMS', 'a sum dispatch for each weight gradient', "a block's in one");
 }
 
 /**
@@ -151,10 +156,7 @@ export function mergeWeightSumsDefault(): boolean {
  * it slower by wall clock when each direction's matmuls ran between the two scans).
  */
 export function pairScanReduceDefault(): boolean {
-  const v = process.env.VIM_SCAN_PAIR_REDUCE;
-  if (v === undefined || v === '' || v === '1') return true;
-  if (v === '0') return false;
-  throw new VimError(`VIM_SCAN_PAIR_REDUCE must be '0' (a reduction after each direction's scan backward) or '1' (one after both); it is '${v}'`);
+  return envOnByDefault('VIM_SCAN_PAIR_REDUCE', "a reduction after each direction's scan backward", 'one after both');
 }
 
 /**
@@ -166,10 +168,7 @@ export function pairScanReduceDefault(): boolean {
  * bits. VIM_BATCH_DIRECTIONS=0 selects a dispatch a direction, for measurements; 1 or unset, one for both.
  */
 export function batchDirectionsDefault(): boolean {
-  const v = process.env.VIM_BATCH_DIRECTIONS;
-  if (v === undefined || v === '' || v === '1') return true;
-  if (v === '0') return false;
-  throw new VimError(`VIM_BATCH_DIRECTIONS must be '0' (x_proj and dt_proj a dispatch a direction) or '1' (both directions in one); it is '${v}'`);
+  return envOnByDefault('VIM_BATCH_DIRECTIONS', 'x_proj and dt_proj a dispatch a direction', 'both directions in one');
 }
 
 /**
