@@ -131,13 +131,14 @@ fn matmul_backward_input_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_i
   }
   workgroupBarrier();
 
+  let out0 = OUT_OFF + wg.z * Z_OUT; // this problem's dout
   for (var it = 0u; it < RIT; it++) {
     let row0 = ((wg.y * RIT + it) * NSG + w) * 4u; // neighbouring subgroups, neighbouring batches
     // rows past M are clamped to the last (their sums are never stored)
-    let b0 = (OUT_OFF + wg.z * Z_OUT + min(row0, M - 1u) * LDO) / 4u;
-    let b1 = (OUT_OFF + wg.z * Z_OUT + min(row0 + 1u, M - 1u) * LDO) / 4u;
-    let b2 = (OUT_OFF + wg.z * Z_OUT + min(row0 + 2u, M - 1u) * LDO) / 4u;
-    let b3 = (OUT_OFF + wg.z * Z_OUT + min(row0 + 3u, M - 1u) * LDO) / 4u;
+    let b0 = (out0 + min(row0, M - 1u) * LDO) / 4u;
+    let b1 = (out0 + min(row0 + 1u, M - 1u) * LDO) / 4u;
+    let b2 = (out0 + min(row0 + 2u, M - 1u) * LDO) / 4u;
+    let b3 = (out0 + min(row0 + 3u, M - 1u) * LDO) / 4u;
     var a0 = mat4x4<f32>(); // acc_q
     var a1 = mat4x4<f32>();
     var a2 = mat4x4<f32>();

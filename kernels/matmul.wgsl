@@ -964,7 +964,7 @@ fn sum_partials_lanes(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocatio
 // bits as one dispatch each.
 
 override SUM_ROWS: u32 = 1u;
-const SUM_ROW: u32 = 7u;
+override SUM_ROW: u32 = 7u; // u32 a row (matmul.ts WEIGHT_SUM_ROW, which sets it)
 var<workgroup> sum_pick: u32; // the row, and 65536 with the lanes form
 
 @compute @workgroup_size(256)

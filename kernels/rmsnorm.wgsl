@@ -283,7 +283,7 @@ fn residual_rmsnorm_backward_rows(@builtin(workgroup_id) wg: vec3u, @builtin(num
     if (v < V) { br_dw[j * FR_VCOLS + v] = dw[i]; }
   }
   workgroupBarrier();
-  for (var v = lid; v < V; v += 256u) {
+  for (var v = lid; v < V; v += BWG) {
     var t = br_dw[v];
     for (var q = 1u; q < FR_ROWS; q++) { t += br_dw[q * FR_VCOLS + v]; }
     b4_partial[grp * V + v] = t;

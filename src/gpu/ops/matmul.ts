@@ -580,7 +580,7 @@ export function weightSumsDispatch(gpu: Gpu, ws: WeightSums, table?: GpuTensor):
   const t = table ?? createTensor(gpu, rowsU32.length, 'weight sums table');
   gpu.queue.writeBuffer(t.buffer, t.offset, rowsU32);
   const sums: GpuTensor = { buffer, offset: 0, size: buffer.size, label: `${rows[0].dst.label} … (weight sums)` };
-  return [makeDispatch(gpu, FILE, 'sum_partials_multi', { SUM_ROWS: rows.length }, [sums, ws.partials, t], workgroupGrid(gpu, groups),
+  return [makeDispatch(gpu, FILE, 'sum_partials_multi', { SUM_ROWS: rows.length, SUM_ROW: WEIGHT_SUM_ROW }, [sums, ws.partials, t], workgroupGrid(gpu, groups),
     { label: 'matmul_backward_weight_sums', shape: `${rows.length} gradients`, flops, bytes })];
 }
 
